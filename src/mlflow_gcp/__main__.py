@@ -1,0 +1,3 @@
+from mlflow_gcp.cli import main
+
+main()

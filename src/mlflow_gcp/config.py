@@ -1,0 +1,188 @@
+"""Settings: one dataclass, each field a CLI flag, an environment variable and a line of `.env.example`.
+
+Validation happens here, before any API call, and raises ConfigError (exit code 2) with one sentence per
+bad value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+from dataclasses import dataclass, field
+
+from mlflow_gcp.errors import ConfigError
+
+ENV_PREFIX = "MLFLOW_GCP_"
+
+
+def setting(default, help: str, *, group: str = "Deployment"):
+    return field(default=default, metadata={"help": help, "group": group})
+
+
+@dataclass(frozen=True)
+class Settings:
+    project: str = setting("", "Google Cloud project id.", group="Project")
+    region: str = setting("europe-west1", "Region of every regional resource.", group="Project")
+    network: str = setting("default", "VPC network; created if it does not exist.", group="Network")
+    peering_range: str = setting(
+        "mlflow-private-services", "Name of the address range reserved for Cloud SQL.", group="Network"
+    )
+    peering_prefix_length: int = setting(
+        20, "Prefix length of the range reserved for Cloud SQL private IPs.", group="Network"
+    )
+    db_instance: str = setting("mlflow-tracking-database", "Cloud SQL instance name.", group="Database")
+    db_name: str = setting("mlflow_tracking_database", "MySQL database of the MLflow runs.", group="Database")
+    auth_db_name: str = setting("mlflow_auth_database", "MySQL database of MLflow's users.", group="Database")
+    db_version: str = setting("MYSQL_8_4", "Cloud SQL database version.", group="Database")
+    db_edition: str = setting("ENTERPRISE", "Cloud SQL edition (ENTERPRISE or ENTERPRISE_PLUS).", group="Database")
+    db_tier: str = setting("db-f1-micro", "Cloud SQL machine tier.", group="Database")
+    db_user: str = setting("root", "MySQL user MLflow connects as.", group="Database")
+    connector: str = setting("vpc-connector-mlflow", "Serverless VPC Access connector name.", group="Network")
+    connector_range: str = setting("10.8.0.0/28", "Free /28 range of the connector.", group="Network")
+    connector_machine_type: str = setting("e2-micro", "Connector machine type.", group="Network")
+    connector_min_instances: int = setting(2, "Connector minimum instances.", group="Network")
+    connector_max_instances: int = setting(3, "Connector maximum instances.", group="Network")
+    service_account: str = setting("run-mlflow", "Service account id the server runs as.", group="Deployment")
+    bucket: str = setting("", "Artifact bucket [default: PROJECT-mlflow-artifacts].", group="Storage")
+    repository: str = setting("mlflow", "Artifact Registry Docker repository.", group="Deployment")
+    service: str = setting("mlflow", "Cloud Run service name.", group="Deployment")
+    min_instances: int = setting(0, "Cloud Run minimum instances (0 scales to zero).", group="Deployment")
+    max_instances: int = setting(2, "Cloud Run maximum instances.", group="Deployment")
+    cpu: str = setting("1", "Cloud Run CPU limit.", group="Deployment")
+    memory: str = setting("1Gi", "Cloud Run memory limit.", group="Deployment")
+    mlflow_username: str = setting("admin", "MLflow admin login.", group="Deployment")
+
+    @property
+    def bucket_name(self) -> str:
+        return self.bucket or f"{self.project}-mlflow-artifacts"
+
+    @property
+    def service_account_email(self) -> str:
+        return f"{self.service_account}@{self.project}.iam.gserviceaccount.com"
+
+
+SECRET_ENV = "mlflow-env"
+SECRET_MYSQL = "mysql-credentials"
+SECRET_MLFLOW = "mlflow-credentials"
+SECRET_FLASK_KEY = "mlflow-flask-secret-key"
+
+
+def setting_fields() -> list[dataclasses.Field]:
+    return list(dataclasses.fields(Settings))
+
+
+def env_var(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+_PROJECT = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+_REGION = re.compile(r"^[a-z]+-[a-z]+[0-9]+$")
+_RESOURCE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_SERVICE_ACCOUNT = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+_MYSQL_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+_MYSQL_USER = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+_LOGIN = re.compile(r"^[A-Za-z0-9_.@+-]{1,64}$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$")
+_TIER = re.compile(r"^db-[a-z0-9-]+$")
+_MEMORY = re.compile(r"^[0-9]+(Mi|Gi)$")
+_CPU = re.compile(r"^(1|2|4|6|8|[0-9]+m)$")
+
+
+def bucket_problem(name: str) -> str | None:
+    """Why `name` breaks Cloud Storage naming rules, or None."""
+    if not _BUCKET.match(name) or len(name) > 222:
+        return ("it must be 3 to 63 characters of lowercase letters, digits, '-', '_' and '.', "
+                "starting and ending with a letter or digit")
+    if ".." in name or any(len(part) > 63 for part in name.split(".")):
+        return "each dot-separated part must be 1 to 63 characters"
+    if name.startswith("goog") or "google" in name or "g00gle" in name:
+        return "names may not start with 'goog' or contain 'google'"
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return None
+    return "an IP address is not a valid bucket name"
+
+
+def _check_name(problems: list[str], label: str, value: str, pattern: re.Pattern, rule: str, max_len: int) -> None:
+    if not pattern.match(value) or len(value) > max_len:
+        problems.append(f"{label} '{value}' is not valid: {rule}.")
+
+
+def validate(settings: Settings) -> Settings:
+    """Raise ConfigError listing every bad value; return the settings unchanged when all are good."""
+    s = settings
+    problems: list[str] = []
+    if not s.project:
+        problems.append(f"No project given: pass --project or set {env_var('project')}.")
+    elif not _PROJECT.match(s.project):
+        problems.append(
+            f"Project id '{s.project}' is not valid: it must be 6 to 30 lowercase letters, digits or hyphens, "
+            "start with a letter and not end with a hyphen (the id, not the display name or number)."
+        )
+    if not _REGION.match(s.region):
+        problems.append(f"Region '{s.region}' is not a Google Cloud region name such as europe-west1.")
+    lowercase_rule = "lowercase letters, digits and hyphens, starting with a letter, not ending with a hyphen"
+    _check_name(problems, "Network", s.network, _RESOURCE, lowercase_rule + ", at most 63 characters", 63)
+    _check_name(problems, "Peering range", s.peering_range, _RESOURCE, lowercase_rule + ", at most 63", 63)
+    _check_name(problems, "Cloud SQL instance", s.db_instance, _RESOURCE,
+                lowercase_rule + " (no underscores), at most 84 characters", 84)
+    _check_name(problems, "Connector", s.connector, _RESOURCE, lowercase_rule + ", at most 25 characters", 25)
+    _check_name(problems, "Service account", s.service_account, _SERVICE_ACCOUNT,
+                "6 to 30 lowercase letters, digits or hyphens, starting with a letter", 30)
+    _check_name(problems, "Artifact Registry repository", s.repository, _RESOURCE, lowercase_rule, 63)
+    _check_name(problems, "Cloud Run service", s.service, _RESOURCE, lowercase_rule + ", at most 49", 49)
+    for label, value in (("Database", s.db_name), ("Auth database", s.auth_db_name)):
+        _check_name(problems, label, value, _MYSQL_NAME, "letters, digits and underscores, at most 64", 64)
+    if s.db_name == s.auth_db_name:
+        problems.append("The runs database and the auth database must have different names.")
+    _check_name(problems, "MySQL user", s.db_user, _MYSQL_USER, "letters, digits, '_', '.', '-', at most 32", 32)
+    _check_name(problems, "MLflow login", s.mlflow_username, _LOGIN,
+                "1 to 64 letters, digits or '_.@+-' (no ':' since the secret is login:password)", 64)
+    _check_name(problems, "Cloud SQL tier", s.db_tier, _TIER, "a tier name such as db-f1-micro", 64)
+    if s.db_edition not in ("ENTERPRISE", "ENTERPRISE_PLUS"):
+        problems.append(f"Cloud SQL edition '{s.db_edition}' must be ENTERPRISE or ENTERPRISE_PLUS.")
+    if not re.match(r"^MYSQL_[0-9]+(_[0-9]+)*$", s.db_version):
+        problems.append(f"Database version '{s.db_version}' is not a MySQL version such as MYSQL_8_4.")
+    if s.project and _PROJECT.match(s.project):
+        problem = bucket_problem(s.bucket_name)
+        if problem:
+            hint = "" if s.bucket else " (the default name is derived from the project id; pass --bucket)"
+            problems.append(f"Bucket name '{s.bucket_name}' breaks Cloud Storage rules: {problem}{hint}.")
+    problems.extend(_range_problems(s))
+    problems.extend(_count_problems(s))
+    if not _MEMORY.match(s.memory):
+        problems.append(f"Memory '{s.memory}' must look like 512Mi or 2Gi.")
+    if not _CPU.match(s.cpu):
+        problems.append(f"CPU '{s.cpu}' must be 1, 2, 4, 6, 8 or millicores such as 500m.")
+    if problems:
+        raise ConfigError(" ".join(problems))
+    return settings
+
+
+def _range_problems(s: Settings) -> list[str]:
+    try:
+        net = ipaddress.ip_network(s.connector_range, strict=True)
+    except ValueError:
+        return [f"Connector range '{s.connector_range}' is not a network in CIDR notation such as 10.8.0.0/28."]
+    if net.version != 4 or net.prefixlen != 28:
+        return [f"Connector range '{s.connector_range}' must be an IPv4 /28 such as 10.8.0.0/28."]
+    if not net.is_private:
+        return [f"Connector range '{s.connector_range}' must be a private (RFC 1918) range."]
+    return []
+
+
+def _count_problems(s: Settings) -> list[str]:
+    problems = []
+    if not 8 <= s.peering_prefix_length <= 24:
+        problems.append("The peering prefix length must be between 8 and 24 (Cloud SQL needs at least a /24).")
+    if not 2 <= s.connector_min_instances < s.connector_max_instances <= 10:
+        problems.append("Connector instances must satisfy 2 <= min < max <= 10.")
+    if s.min_instances < 0 or s.max_instances < 1 or s.min_instances > s.max_instances:
+        problems.append("Cloud Run instances must satisfy 0 <= min <= max and max >= 1.")
+    return problems

@@ -1,0 +1,1 @@
+"""Reaching Google's APIs: the client factory, error translation, retries and operation waiting."""

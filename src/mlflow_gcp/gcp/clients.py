@@ -1,0 +1,159 @@
+"""The one place that builds Google API clients.
+
+Endpoint rule: when MLFLOW_GCP_API_ENDPOINT is set, a request for `https://{api}.googleapis.com/{path}` goes
+to `$MLFLOW_GCP_API_ENDPOINT/{api}/{path}` with anonymous credentials. Client libraries are imported lazily:
+`mlflow-gcp --help` must not pay for them.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from functools import cached_property
+from typing import Any
+
+from mlflow_gcp.errors import CredentialsError
+
+ENDPOINT_ENV = "MLFLOW_GCP_API_ENDPOINT"
+SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
+
+
+def endpoint_base() -> str | None:
+    base = os.environ.get(ENDPOINT_ENV, "").strip()
+    return base.rstrip("/") or None
+
+
+def api_root(api: str) -> str:
+    """`https://{api}.googleapis.com`, or its replacement under the endpoint rule (no trailing slash)."""
+    base = endpoint_base()
+    return f"{base}/{api}" if base else f"https://{api}.googleapis.com"
+
+
+class Clients:
+    """Builds and caches clients for one project. GAPIC REST clients are shared across threads; discovery
+    clients (httplib2) are not thread-safe, so each thread gets its own."""
+
+    def __init__(self, project: str) -> None:
+        self.project = project
+        self._lock = threading.Lock()
+        self._cache: dict[str, Any] = {}
+        self._local = threading.local()
+
+    @cached_property
+    def credentials(self):
+        if endpoint_base():
+            from google.auth.credentials import AnonymousCredentials
+
+            return AnonymousCredentials()
+        import google.auth
+        from google.auth.exceptions import DefaultCredentialsError
+
+        try:
+            credentials, _ = google.auth.default(scopes=list(SCOPES))
+        except DefaultCredentialsError as e:
+            raise CredentialsError(
+                "No Google Cloud credentials were found.",
+                "Run `gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS to a "
+                "service-account key file.",
+            ) from e
+        return credentials
+
+    def _gapic(self, key: str, api: str, build):
+        with self._lock:
+            if key not in self._cache:
+                from google.api_core.client_options import ClientOptions
+
+                options = ClientOptions(api_endpoint=api_root(api)) if endpoint_base() else None
+                self._cache[key] = build(credentials=self.credentials, transport="rest", client_options=options)
+            return self._cache[key]
+
+    # Cloud Run v2
+    def run_services(self):
+        from google.cloud import run_v2
+
+        return self._gapic("run.services", "run", run_v2.ServicesClient)
+
+    # Secret Manager v1
+    def secrets(self):
+        from google.cloud import secretmanager_v1
+
+        return self._gapic("secretmanager", "secretmanager", secretmanager_v1.SecretManagerServiceClient)
+
+    # Service Usage v1
+    def service_usage(self):
+        from google.cloud import service_usage_v1
+
+        return self._gapic("serviceusage", "serviceusage", service_usage_v1.ServiceUsageClient)
+
+    # Serverless VPC Access v1
+    def vpc_access(self):
+        from google.cloud import vpcaccess_v1
+
+        return self._gapic("vpcaccess", "vpcaccess", vpcaccess_v1.VpcAccessServiceClient)
+
+    # Artifact Registry v1
+    def artifact_registry(self):
+        from google.cloud import artifactregistry_v1
+
+        return self._gapic("artifactregistry", "artifactregistry", artifactregistry_v1.ArtifactRegistryClient)
+
+    # Cloud Build v1
+    def cloud_build(self):
+        from google.cloud.devtools import cloudbuild_v1
+
+        return self._gapic("cloudbuild", "cloudbuild", cloudbuild_v1.CloudBuildClient)
+
+    # Compute Engine v1
+    def networks(self):
+        from google.cloud import compute_v1
+
+        return self._gapic("compute.networks", "compute", compute_v1.NetworksClient)
+
+    def global_addresses(self):
+        from google.cloud import compute_v1
+
+        return self._gapic("compute.addresses", "compute", compute_v1.GlobalAddressesClient)
+
+    def global_operations(self):
+        from google.cloud import compute_v1
+
+        return self._gapic("compute.operations", "compute", compute_v1.GlobalOperationsClient)
+
+    # Cloud Storage JSON API
+    def storage(self):
+        with self._lock:
+            if "storage" not in self._cache:
+                from google.cloud import storage
+
+                options = {"api_endpoint": api_root("storage")} if endpoint_base() else None
+                self._cache["storage"] = storage.Client(
+                    project=self.project, credentials=self.credentials, client_options=options
+                )
+            return self._cache["storage"]
+
+    # APIs without a REST GAPIC library: discovery clients from the bundled static documents.
+    def discovery(self, api: str, version: str):
+        """A discovery client for `api` (e.g. "sqladmin", "iam", "servicenetworking"), one per thread."""
+        cache = self._local.__dict__.setdefault("discovery", {})
+        key = (api, version)
+        if key not in cache:
+            from googleapiclient.discovery import build
+
+            options = {"api_endpoint": api_root(api) + "/"} if endpoint_base() else None
+            cache[key] = build(
+                api, version, credentials=self.credentials, static_discovery=True,
+                cache_discovery=False, client_options=options,
+            )
+        return cache[key]
+
+    def sqladmin(self):
+        return self.discovery("sqladmin", "v1")
+
+    def iam(self):
+        return self.discovery("iam", "v1")
+
+    def service_networking(self):
+        return self.discovery("servicenetworking", "v1")
+
+    def resource_manager(self):
+        return self.discovery("cloudresourcemanager", "v1")

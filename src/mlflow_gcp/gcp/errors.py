@@ -1,0 +1,116 @@
+"""Turn Google API errors into the tool's errors, each with a hint that says what to do."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from google.api_core import exceptions as gexc
+
+from mlflow_gcp.errors import (
+    ApiDisabledError,
+    BillingError,
+    GoogleApiError,
+    MlflowGcpError,
+    OrgPolicyError,
+    PermissionDeniedError,
+    QuotaError,
+)
+
+
+def from_discovery_error(error) -> gexc.GoogleAPICallError:
+    """A googleapiclient HttpError as the matching google.api_core exception, ErrorInfo included."""
+    status = int(getattr(error.resp, "status", 500))
+    body: dict[str, Any] = {}
+    try:
+        body = json.loads(error.content.decode("utf-8", "replace")).get("error", {})
+    except (ValueError, AttributeError):
+        pass
+    if not isinstance(body, dict):
+        body = {}
+    details = body.get("details", []) or []
+    error_info = next((d for d in details if str(d.get("@type", "")).endswith("google.rpc.ErrorInfo")), None)
+    info = None
+    if error_info:
+        from google.rpc import error_details_pb2
+
+        info = error_details_pb2.ErrorInfo(
+            reason=error_info.get("reason", ""), domain=error_info.get("domain", ""),
+            metadata=error_info.get("metadata", {}) or {},
+        )
+    message = body.get("message") or str(error)
+    exc = gexc.from_http_status(status, message, errors=body.get("errors", []), details=details, error_info=info)
+    return exc
+
+
+def execute(request):
+    """Run a discovery request, raising google.api_core exceptions instead of HttpError."""
+    from googleapiclient.errors import HttpError
+
+    try:
+        return request.execute(num_retries=0)
+    except HttpError as e:
+        raise from_discovery_error(e) from e
+
+
+def legacy_reason(exc: gexc.GoogleAPICallError) -> str:
+    """The v1-style `errors[0].reason` (Cloud SQL, Storage and Compute still answer with it)."""
+    for err in exc.errors or ():
+        if isinstance(err, dict) and err.get("reason"):
+            return str(err["reason"])
+    return ""
+
+
+def _org_policy_constraint(exc: gexc.GoogleAPICallError) -> str | None:
+    for detail in exc.details or ():
+        if isinstance(detail, dict):
+            for violation in detail.get("violations", []) or []:
+                kind = str(violation.get("type", ""))
+                if kind.startswith("constraints/"):
+                    return kind
+        else:
+            for violation in getattr(detail, "violations", ()) or ():
+                if str(getattr(violation, "type", "")).startswith("constraints/"):
+                    return violation.type
+    return None
+
+
+def translate(exc: gexc.GoogleAPICallError, what: str, project: str = "") -> MlflowGcpError:
+    """One clear error for a failed call. `what` says what was being done, e.g. 'creating bucket b'."""
+    reason = exc.reason or legacy_reason(exc)
+    metadata = dict(exc.metadata or {}) if exc.error_info else {}
+    code = exc.code or 0
+    text = exc.message or str(exc)
+    if reason == "SERVICE_DISABLED" or reason == "accessNotConfigured":
+        service = metadata.get("service") or "a required"
+        return ApiDisabledError(
+            f"While {what}: the {service} API is not enabled on project {project or metadata.get('consumer', '')}.",
+            "Run `mlflow-gcp step apis` (or `gcloud services enable "
+            f"{metadata.get('service', 'SERVICE')}`), wait a minute for it to activate, then retry.",
+        )
+    if reason in ("BILLING_DISABLED", "billingNotEnabled", "accountDisabled") or "billing" in reason.lower():
+        return BillingError(
+            f"While {what}: billing is not enabled on project {project}.",
+            "Link a billing account in the Cloud console (Billing > Link a billing account), then retry.",
+        )
+    constraint = _org_policy_constraint(exc)
+    if constraint:
+        return OrgPolicyError(
+            f"While {what}: the organization policy {constraint} refuses it ({text}).",
+            "Ask your organization admin for an exception on this project, or change the setting it refuses.",
+        )
+    if isinstance(exc, gexc.TooManyRequests) or reason in ("RATE_LIMIT_EXCEEDED", "quotaExceeded",
+                                                           "RESOURCE_EXHAUSTED", "rateLimitExceeded"):
+        return QuotaError(
+            f"While {what}: a quota is exhausted ({text}).",
+            "See IAM & Admin > Quotas in the Cloud console and request an increase, or wait and retry.",
+        )
+    if isinstance(exc, (gexc.Forbidden, gexc.PermissionDenied, gexc.Unauthorized, gexc.Unauthenticated)):
+        permission = metadata.get("permission")
+        needed = f"the permission {permission}" if permission else "a permission"
+        return PermissionDeniedError(
+            f"While {what}: the caller lacks {needed} on project {project} ({text}).",
+            "Ask a project owner to grant you the roles listed under Prerequisites in the README "
+            "(roles/owner covers them all), or run as an account that has them.",
+        )
+    return GoogleApiError(f"While {what}: Google answered {code} {text}".rstrip() + ".")

@@ -1,0 +1,1 @@
+"""Resource kinds shared by several steps (secrets, IAM bindings)."""

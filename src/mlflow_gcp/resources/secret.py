@@ -1,0 +1,105 @@
+"""A Secret Manager secret whose latest version holds a value. A password version, once written, is never
+replaced by `up`: a value is generated only when the secret has no version at all."""
+
+from __future__ import annotations
+
+import secrets as token_source
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from google.api_core import exceptions as gexc
+
+from mlflow_gcp.errors import MlflowGcpError
+from mlflow_gcp.gcp import retry
+from mlflow_gcp.steps.base import Resource, StepContext
+
+MANAGED_LABEL = {"managed-by": "mlflow-gcp"}
+
+
+def new_password() -> str:
+    return token_source.token_urlsafe(24)
+
+
+def split_credentials(secret_id: str, value: str) -> tuple[str, str]:
+    """`login:password` → (login, password); a malformed value is a clear error, never shown."""
+    login, sep, password = value.strip().partition(":")
+    if not sep or not login or not password:
+        raise MlflowGcpError(
+            f"The secret {secret_id} does not have the form login:password.",
+            f"Add a version in that form (`gcloud secrets versions add {secret_id} --data-file=-`), then retry.",
+        )
+    return login, password
+
+
+@dataclass(frozen=True)
+class SecretState:
+    name: str
+    value: str | None  # None: the secret exists but has no version
+
+
+class Secret(Resource):
+    """A secret whose value is made once (passwords) or kept in line with the settings (`follow=True`)."""
+
+    kind = "secret"
+
+    def __init__(self, ctx: StepContext, secret_id: str, make_value: Callable[[], str], *, follow: bool = False):
+        super().__init__(ctx, secret_id)
+        self.secret_id = secret_id
+        self.make_value = make_value
+        self.follow = follow
+        self.path = f"projects/{ctx.project}/secrets/{secret_id}"
+        self._client = ctx.clients.secrets()
+
+    def _access_latest(self) -> str:
+        response = retry.call(lambda: self._client.access_secret_version(name=f"{self.path}/versions/latest"))
+        return response.payload.data.decode("utf-8")
+
+    def read(self) -> SecretState | None:
+        try:
+            value = self._access_latest()
+        except gexc.NotFound:
+            try:
+                retry.call(lambda: self._client.get_secret(name=self.path))
+            except gexc.NotFound:
+                return None
+            return SecretState(self.path, None)
+        except gexc.FailedPrecondition as e:
+            raise MlflowGcpError(
+                f"The latest version of the secret {self.secret_id} is disabled or destroyed.",
+                f"Enable it again (`gcloud secrets versions enable VERSION --secret {self.secret_id}`) or add a "
+                "new version yourself; the tool never replaces a password on its own.",
+            ) from e
+        self.ctx.secret_values[self.secret_id] = value
+        return SecretState(self.path, value)
+
+    def drift(self, current: SecretState) -> list[str]:
+        if current.value is None:
+            return ["version"]
+        if self.follow and current.value != self.make_value():
+            return ["value"]
+        return []
+
+    def create(self) -> None:
+        try:
+            retry.call(lambda: self._client.create_secret(
+                parent=f"projects/{self.ctx.project}", secret_id=self.secret_id,
+                secret={"replication": {"automatic": {}}, "labels": MANAGED_LABEL},
+            ))
+        except gexc.Conflict:
+            pass  # created meanwhile (or by an interrupted run): add the version below if it has none
+        state = self.read()
+        if state is None or state.value is None:
+            self._add_version()
+
+    def update(self, current: SecretState, fields: list[str]) -> None:
+        self._add_version()
+
+    def _add_version(self) -> None:
+        value = self.make_value()
+        retry.call(lambda: self._client.add_secret_version(
+            parent=self.path, payload={"data": value.encode("utf-8")}
+        ))
+        self.ctx.secret_values[self.secret_id] = value
+
+    def details(self, current: SecretState) -> dict[str, str]:
+        return {"version": "present" if current.value is not None else "none"}

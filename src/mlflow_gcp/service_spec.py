@@ -1,0 +1,115 @@
+"""What the server container is given: the `mlflow-env` settings file and the Cloud Run service definition.
+
+This is the contract between the deploy step and `container/entrypoint.py`: secrets reach the container only
+as `secretKeyRef` environment variables (never plain values in the service), settings that are not secret
+come from the `mlflow-env` secret (an env file, as in the manual process) and the service's own URLs come as
+a plain variable so MLflow's host-header and CORS protection can allow exactly them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from mlflow_gcp.config import SECRET_ENV, SECRET_FLASK_KEY, SECRET_MLFLOW, SECRET_MYSQL, Settings
+
+CONTAINER_PORT = 8080
+MANAGED_LABELS = {"managed-by": "mlflow-gcp"}
+
+# Environment variable name -> Secret Manager secret id.
+SECRET_ENV_VARS: dict[str, str] = {
+    "MLFLOW_ENV": SECRET_ENV,
+    "MYSQL_CREDENTIALS": SECRET_MYSQL,
+    "MLFLOW_CREDENTIALS": SECRET_MLFLOW,
+    "MLFLOW_FLASK_SERVER_SECRET_KEY": SECRET_FLASK_KEY,
+}
+SERVICE_URLS_VAR = "MLFLOW_GCP_SERVICE_URLS"
+
+
+def server_settings(settings: Settings, db_host: str) -> dict[str, str]:
+    """The content of the `mlflow-env` secret: everything the container needs that is not a password."""
+    return {
+        "DB_HOST": db_host,
+        "DB_PORT": "3306",
+        "DB_NAME": settings.db_name,
+        "AUTH_DB_NAME": settings.auth_db_name,
+        "ARTIFACTS_DESTINATION": f"gs://{settings.bucket_name}/mlflow-artifacts",
+        "GCP_PROJECT": settings.project,
+        "SERVICE_ACCOUNT_EMAIL": settings.service_account_email,
+    }
+
+
+def render_env_file(values: dict[str, str]) -> str:
+    return "".join(f"{key}={value}\n" for key, value in values.items())
+
+
+def parse_env_file(text: str) -> dict[str, str]:
+    values = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            values[key.strip()] = value.strip().strip('"').strip("'")
+    return values
+
+
+@dataclass(frozen=True)
+class ServiceInputs:
+    image: str
+    connector: str  # projects/P/locations/R/connectors/NAME
+    service_urls: tuple[str, ...] = ()  # known once the service exists
+
+
+def build_service(settings: Settings, inputs: ServiceInputs) -> dict[str, Any]:
+    """The Cloud Run v2 Service, in the REST JSON shape, with only the fields this tool owns."""
+    env: list[dict[str, Any]] = [
+        {"name": var, "valueSource": {"secretKeyRef": {"secret": secret, "version": "latest"}}}
+        for var, secret in SECRET_ENV_VARS.items()
+    ]
+    if inputs.service_urls:
+        env.append({"name": SERVICE_URLS_VAR, "value": ",".join(inputs.service_urls)})
+    return {
+        "labels": dict(MANAGED_LABELS),
+        "ingress": "INGRESS_TRAFFIC_ALL",
+        # MLflow checks the login itself; Cloud Run lets every request reach it.
+        "invokerIamDisabled": True,
+        "template": {
+            "serviceAccount": settings.service_account_email,
+            "scaling": {"minInstanceCount": settings.min_instances, "maxInstanceCount": settings.max_instances},
+            "vpcAccess": {"connector": inputs.connector, "egress": "PRIVATE_RANGES_ONLY"},
+            "maxInstanceRequestConcurrency": 80,
+            "timeout": "300s",
+            "containers": [{
+                "image": inputs.image,
+                "ports": [{"name": "http1", "containerPort": CONTAINER_PORT}],
+                "resources": {
+                    "limits": {"cpu": settings.cpu, "memory": settings.memory},
+                    "cpuIdle": True,
+                    "startupCpuBoost": True,
+                },
+                "env": env,
+                "startupProbe": {
+                    "httpGet": {"path": "/health", "port": CONTAINER_PORT},
+                    "periodSeconds": 5,
+                    "timeoutSeconds": 3,
+                    "failureThreshold": 36,
+                },
+            }],
+        },
+    }
+
+
+def container_environment(service: dict[str, Any], resolve_secret: Callable[[str, str], str]) -> dict[str, str]:
+    """The environment a container of `service` starts with on Cloud Run, secret references resolved by
+    `resolve_secret(secret_id, version)`. Used by the end-to-end tests to start the server exactly as
+    Cloud Run would."""
+    container = service["template"]["containers"][0]
+    env = {"PORT": str(CONTAINER_PORT), "K_SERVICE": "mlflow"}
+    for item in container.get("env", []):
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        else:
+            ref = item["valueSource"]["secretKeyRef"]
+            env[item["name"]] = resolve_secret(ref["secret"], ref.get("version", "latest"))
+    return env

@@ -1,0 +1,52 @@
+"""The setup steps, their order and what each needs first."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import import_module
+
+from mlflow_gcp.steps.base import Resource, StepContext
+
+
+@dataclass(frozen=True)
+class StepDef:
+    name: str
+    summary: str
+    requires: tuple[str, ...]
+    module: str
+
+    def resources(self, ctx: StepContext) -> Iterator[Resource]:
+        return import_module(f"mlflow_gcp.steps.{self.module}").resources(ctx)
+
+
+STEPS: tuple[StepDef, ...] = (
+    StepDef("apis", "Enable the Google APIs the deployment uses", (), "apis"),
+    StepDef("network", "VPC network and private services access for Cloud SQL", ("apis",), "network"),
+    StepDef("database", "Cloud SQL for MySQL instance (private IP), databases and root password", ("network",),
+            "database"),
+    StepDef("connector", "Serverless VPC Access connector", ("network",), "connector"),
+    StepDef("service-account", "Service account the server runs as", ("apis",), "service_account"),
+    StepDef("bucket", "GCS artifact bucket, writable by the service account only", ("service-account",), "bucket"),
+    StepDef("secrets", "Secret Manager secrets and their accessor grants", ("database", "bucket"), "secrets"),
+    StepDef("image", "Server image built by Cloud Build into Artifact Registry", ("apis",), "image"),
+    StepDef("deploy", "Cloud Run service", ("secrets", "connector", "service-account", "image"), "deploy"),
+)
+
+BY_NAME = {step.name: step for step in STEPS}
+
+# `mlflow-gcp step deploy` builds the image too: for a user the image is part of deploying.
+COMMAND_STEPS: dict[str, tuple[str, ...]] = {step.name: (step.name,) for step in STEPS if step.name != "image"}
+COMMAND_STEPS["deploy"] = ("image", "deploy")
+
+
+def prerequisites(names: tuple[str, ...]) -> list[StepDef]:
+    """Every step the given ones need, transitively, in run order, excluding the given ones."""
+    needed: set[str] = set()
+    stack = [r for n in names for r in BY_NAME[n].requires]
+    while stack:
+        name = stack.pop()
+        if name not in needed:
+            needed.add(name)
+            stack.extend(BY_NAME[name].requires)
+    return [step for step in STEPS if step.name in needed and step.name not in names]

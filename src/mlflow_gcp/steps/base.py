@@ -1,0 +1,206 @@
+"""What every step is made of.
+
+A step is an ordered list of resources. For each resource the engine reads the live state (None when
+absent), asks which owned fields differ from the desired state, and only then creates or updates. Reading
+and comparing are separate from applying, so `--dry-run` and `status` come from the same code as `up`.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from mlflow_gcp.config import Settings
+from mlflow_gcp.errors import PrerequisiteMissingError
+from mlflow_gcp.gcp.clients import Clients
+
+
+class Mode(str, Enum):
+    APPLY = "apply"  # create and update what differs
+    PLAN = "plan"  # read and compare only (--dry-run, status)
+    CHECK = "check"  # read only, a missing resource is an error (prerequisites of `step NAME`)
+
+
+class Status(str, Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True)
+class Change:
+    resource: str
+    action: str  # "create" or "update"
+    fields: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ResourceState:
+    """What status shows of one resource."""
+
+    label: str
+    exists: bool
+    drift: tuple[str, ...] = ()
+    details: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class StepResult:
+    step: str
+    changes: list[Change] = field(default_factory=list)
+    resources: list[ResourceState] = field(default_factory=list)
+    planned: bool = False
+    seconds: float = 0.0
+
+    @property
+    def status(self) -> Status:
+        if any(c.action == "create" for c in self.changes):
+            return Status.CREATED
+        if self.changes:
+            return Status.UPDATED
+        return Status.UNCHANGED
+
+
+@dataclass(frozen=True)
+class Event:
+    step: str
+    kind: str  # "log", "status"
+    message: str = ""
+    status: Status | None = None
+
+
+PENDING = "(pending)"
+
+
+class Outputs:
+    """Values steps hand to later steps (IPs, names, URLs). Never secret values: those live in
+    StepContext.secret_values, which nothing prints."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def set(self, key: str, value: str) -> None:
+        with self._lock:
+            self._values[key] = value
+
+    def update(self, values: dict[str, str]) -> None:
+        with self._lock:
+            self._values.update(values)
+
+    def get(self, key: str) -> str | None:
+        with self._lock:
+            return self._values.get(key)
+
+    def as_dict(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._values)
+
+
+@dataclass
+class StepContext:
+    settings: Settings
+    clients: Clients
+    mode: Mode = Mode.APPLY
+    step: str = ""
+    outputs: Outputs = field(default_factory=Outputs)
+    secret_values: dict[str, str] = field(default_factory=dict)
+    on_event: Callable[[Event], None] = lambda event: None
+    # APIs this run enabled: calls to them may still answer SERVICE_DISABLED for a while.
+    enabled_now: set[str] = field(default_factory=set)
+
+    @property
+    def project(self) -> str:
+        return self.settings.project
+
+    @property
+    def region(self) -> str:
+        return self.settings.region
+
+    @property
+    def dry_run(self) -> bool:
+        return self.mode is not Mode.APPLY
+
+    def for_step(self, name: str) -> StepContext:
+        return StepContext(
+            settings=self.settings, clients=self.clients, mode=self.mode, step=name, outputs=self.outputs,
+            secret_values=self.secret_values, on_event=self.on_event, enabled_now=self.enabled_now,
+        )
+
+    def log(self, message: str) -> None:
+        self.on_event(Event(self.step, "log", message))
+
+    def output(self, key: str, made_by: str) -> str:
+        """An output of an earlier step. Planning goes on with a placeholder when it does not exist yet."""
+        value = self.outputs.get(key)
+        if value is not None:
+            return value
+        if self.dry_run:
+            return PENDING
+        raise PrerequisiteMissingError(
+            f"The {self.step} step needs {key.replace('_', ' ')}, made by the {made_by} step, which has not run.",
+            f"Run `mlflow-gcp step {made_by}` first, or `mlflow-gcp up` to run every step.",
+        )
+
+    def secret_value(self, secret_id: str, made_by: str) -> str:
+        value = self.secret_values.get(secret_id)
+        if value is not None:
+            return value
+        if self.dry_run:
+            return PENDING
+        raise PrerequisiteMissingError(
+            f"The {self.step} step needs the secret {secret_id}, made by the {made_by} step, which has not run.",
+            f"Run `mlflow-gcp step {made_by}` first, or `mlflow-gcp up` to run every step.",
+        )
+
+
+class Resource(ABC):
+    """One Google Cloud resource a step owns."""
+
+    kind: str = "resource"
+    # `down` keeps resources that hold data unless --delete-data.
+    holds_data: bool = False
+
+    def __init__(self, ctx: StepContext, name: str) -> None:
+        self.ctx = ctx
+        self.name = name
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} {self.name}"
+
+    @abstractmethod
+    def read(self) -> Any | None:
+        """The live resource, or None when it does not exist. Waits out transitional states."""
+
+    def drift(self, current: Any) -> list[str]:
+        """Names of the owned fields whose live value differs from the desired one."""
+        return []
+
+    @abstractmethod
+    def create(self) -> None:
+        """Create the resource and wait until it is usable. A Conflict means it appeared meanwhile: fine."""
+
+    def update(self, current: Any, fields: list[str]) -> None:
+        raise NotImplementedError(f"{self.label} cannot be updated in place")
+
+    def outputs(self, current: Any) -> dict[str, str]:
+        return {}
+
+    def details(self, current: Any) -> dict[str, str]:
+        """The settings that matter, for status."""
+        return {}
+
+    def delete(self, current: Any) -> None:
+        raise NotImplementedError(f"{self.label} cannot be deleted by this tool")
+
+
+ResourceFactory = Callable[[StepContext], Iterator[Resource]]

@@ -1,0 +1,74 @@
+"""Runs a step's resources: read, compare, then create or update only what differs."""
+
+from __future__ import annotations
+
+import time
+
+from google.api_core import exceptions as gexc
+
+from mlflow_gcp.errors import PrerequisiteMissingError
+from mlflow_gcp.gcp.errors import translate
+from mlflow_gcp.steps import StepDef, prerequisites
+from mlflow_gcp.steps.base import Change, Mode, Resource, ResourceState, StepContext, StepResult
+
+
+def _guarded(ctx: StepContext, what: str, action):
+    try:
+        return action()
+    except gexc.GoogleAPICallError as e:
+        raise translate(e, what, ctx.project) from e
+
+
+def run_step(step: StepDef, ctx: StepContext) -> StepResult:
+    ctx = ctx.for_step(step.name)
+    started = time.monotonic()
+    result = StepResult(step.name, planned=ctx.dry_run)
+    for resource in step.resources(ctx):
+        _run_resource(resource, ctx, result)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _run_resource(resource: Resource, ctx: StepContext, result: StepResult) -> None:
+    label = resource.label
+    current = _guarded(ctx, f"reading {label}", resource.read)
+    if current is None:
+        if ctx.mode is Mode.CHECK:
+            raise PrerequisiteMissingError(
+                f"{label[0].upper()}{label[1:]} does not exist yet; it is made by the {ctx.step} step.",
+                f"Run `mlflow-gcp step {ctx.step}` first, or `mlflow-gcp up` to run every step.",
+            )
+        result.changes.append(Change(label, "create"))
+        result.resources.append(ResourceState(label, exists=False))
+        if ctx.dry_run:
+            return
+        ctx.log(f"creating {label}")
+        _guarded(ctx, f"creating {label}", resource.create)
+        current = _guarded(ctx, f"reading {label}", resource.read)
+        if current is None:
+            raise PrerequisiteMissingError(f"{label} was created but cannot be read back.")
+    else:
+        fields = _guarded(ctx, f"comparing {label}", lambda: resource.drift(current))
+        result.resources.append(
+            ResourceState(label, exists=True, drift=tuple(fields), details=resource.details(current))
+        )
+        if fields and ctx.mode is not Mode.CHECK:
+            result.changes.append(Change(label, "update", tuple(fields)))
+            if not ctx.dry_run:
+                ctx.log(f"updating {label}: {', '.join(fields)}")
+                _guarded(ctx, f"updating {label}", lambda: resource.update(current, fields))
+                current = _guarded(ctx, f"reading {label}", resource.read)
+    if current is not None:
+        ctx.outputs.update(resource.outputs(current))
+
+
+def load_prerequisites(names: tuple[str, ...], ctx: StepContext) -> None:
+    """Read the steps that `names` need, so their outputs are known; a missing resource says which step to
+    run first. In plan mode a missing resource is fine: it is simply not there yet."""
+    mode = Mode.PLAN if ctx.dry_run else Mode.CHECK
+    check_ctx = StepContext(
+        settings=ctx.settings, clients=ctx.clients, mode=mode, outputs=ctx.outputs,
+        secret_values=ctx.secret_values, on_event=ctx.on_event, enabled_now=ctx.enabled_now,
+    )
+    for step in prerequisites(names):
+        run_step(step, check_ctx)
