@@ -45,3 +45,12 @@ def wait(
     if message:
         raise OperationFailedError(f"{what} failed: {message}")
     return state
+
+
+def wait_gapic(operation, *, what: str, timeout: float):
+    """Wait for a google.api_core Operation (google.longrunning) and return its result."""
+    wait(lambda: operation.done(retry=None), is_done=bool, error_of=lambda _: None, what=what, timeout=timeout)
+    error = operation.exception()
+    if error is not None:
+        raise OperationFailedError(f"{what} failed: {getattr(error, 'message', None) or error}")
+    return operation.result()

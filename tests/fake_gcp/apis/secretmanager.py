@@ -1,0 +1,120 @@
+"""Secret Manager v1: secrets, versions (add, access, list, enable/disable/destroy) and IAM policies."""
+
+from __future__ import annotations
+
+import base64
+
+import google_crc32c
+
+from tests.fake_gcp.server import ApiError, FakeGoogle, Request, already_exists, not_found
+
+SECRET = "/v1/projects/{project}/secrets/{secret}"
+TIME = "2026-11-26T00:00:00Z"
+
+
+def register(fake: FakeGoogle) -> None:
+    secrets: dict[str, dict] = fake.state.setdefault("secrets", {})
+    versions: dict[str, list[dict]] = fake.state.setdefault("secret_versions", {})
+
+    def key(req: Request) -> str:
+        return f"projects/{req.params['project']}/secrets/{req.params['secret']}"
+
+    def existing(req: Request) -> str:
+        name = key(req)
+        if name not in secrets:
+            raise not_found(f"Secret [{name}]")
+        return name
+
+    def public(version: dict) -> dict:
+        return {k: v for k, v in version.items() if k != "data"}
+
+    def version_of(req: Request) -> dict:
+        name = existing(req)
+        wanted = req.params["version"]
+        live = [v for v in versions[name] if v["state"] != "DESTROYED"] if wanted == "latest" else versions[name]
+        found = live[-1:] if wanted == "latest" else [v for v in live if v["name"].endswith(f"/{wanted}")]
+        if not found:
+            raise not_found(f"Secret Version [{name}/versions/{wanted}]")
+        return found[0]
+
+    @fake.route("secretmanager", "POST", "/v1/projects/{project}/secrets")
+    def create(req: Request):
+        name = f"projects/{req.params['project']}/secrets/{req.query.get('secretId', '')}"
+        if not req.query.get("secretId"):
+            raise ApiError(400, "secretId is required.")
+        if name in secrets:
+            raise already_exists(f"Secret [{name}]")
+        body = req.json
+        secrets[name] = {"name": name, "createTime": TIME, "replication": body.get("replication", {}),
+                         "labels": body.get("labels", {}), "etag": '"1"'}
+        versions[name] = []
+        return secrets[name]
+
+    @fake.route("secretmanager", "GET", SECRET)
+    def get(req: Request):
+        return secrets[existing(req)]
+
+    @fake.route("secretmanager", "DELETE", SECRET)
+    def delete(req: Request):
+        name = existing(req)
+        del secrets[name]
+        del versions[name]
+        fake.policies.pop(name, None)
+        return {}
+
+    @fake.route("secretmanager", "POST", SECRET + ":addVersion")
+    def add_version(req: Request):
+        name = existing(req)
+        data = base64.b64decode(req.json.get("payload", {}).get("data", ""))
+        version = {"name": f"{name}/versions/{len(versions[name]) + 1}", "createTime": TIME, "state": "ENABLED",
+                   "data": data}
+        versions[name].append(version)
+        return public(version)
+
+    @fake.route("secretmanager", "GET", SECRET + "/versions")
+    def list_versions(req: Request):
+        return {"versions": [public(v) for v in reversed(versions[existing(req)])],
+                "totalSize": len(versions[existing(req)])}
+
+    @fake.route("secretmanager", "GET", SECRET + "/versions/{version}:access")
+    def access(req: Request):
+        version = version_of(req)
+        if version["state"] != "ENABLED":
+            raise ApiError(400, f"{version['name']} is in {version['state']} state.", status="FAILED_PRECONDITION")
+        crc = google_crc32c.value(version["data"])
+        return {"name": version["name"],
+                "payload": {"data": base64.b64encode(version["data"]).decode(), "dataCrc32c": str(crc)}}
+
+    @fake.route("secretmanager", "GET", SECRET + "/versions/{version}")
+    def get_version(req: Request):
+        return public(version_of(req))
+
+    def set_state(state: str):
+        def handler(req: Request):
+            version = version_of(req)
+            if version["state"] == "DESTROYED":
+                raise ApiError(400, f"{version['name']} is destroyed.", status="FAILED_PRECONDITION")
+            version["state"] = state
+            if state == "DESTROYED":
+                version["data"] = b""
+            return public(version)
+
+        return handler
+
+    for verb, state in (("enable", "ENABLED"), ("disable", "DISABLED"), ("destroy", "DESTROYED")):
+        fake.route("secretmanager", "POST", SECRET + f"/versions/{{version}}:{verb}")(set_state(state))
+
+    @fake.route("secretmanager", "GET", SECRET + ":getIamPolicy")
+    def get_iam_policy(req: Request):
+        return fake.get_policy(existing(req))
+
+    @fake.route("secretmanager", "POST", SECRET + ":setIamPolicy")
+    def set_iam_policy(req: Request):
+        return fake.set_policy(existing(req), req.json.get("policy", {}))
+
+    def value(secret_id: str, project: str = "demo-project") -> str | None:
+        """Test helper: the latest enabled value of a secret."""
+        live = [v for v in versions.get(f"projects/{project}/secrets/{secret_id}", []) if v["state"] == "ENABLED"]
+        return live[-1]["data"].decode() if live else None
+
+    fake.secret_value = value

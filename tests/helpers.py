@@ -1,0 +1,33 @@
+"""Shared test helpers: run steps against the fake through the real engine and client libraries."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from mlflow_gcp.config import Settings, validate
+from mlflow_gcp.gcp.clients import Clients
+from mlflow_gcp.steps import BY_NAME
+from mlflow_gcp.steps.base import Mode, StepContext, StepResult
+from mlflow_gcp.steps.engine import load_prerequisites, run_step
+from tests.fake_gcp.server import PROJECT
+
+ALL_APIS_ENABLED = {
+    "serviceusage.googleapis.com", "cloudresourcemanager.googleapis.com", "run.googleapis.com",
+    "sqladmin.googleapis.com", "secretmanager.googleapis.com", "vpcaccess.googleapis.com",
+    "servicenetworking.googleapis.com", "compute.googleapis.com", "iam.googleapis.com",
+    "iamcredentials.googleapis.com", "artifactregistry.googleapis.com", "cloudbuild.googleapis.com",
+    "storage.googleapis.com",
+}
+
+
+def settings(**overrides) -> Settings:
+    return validate(replace(Settings(project=PROJECT, region="europe-west1"), **overrides))
+
+
+def run_steps(*names: str, mode: Mode = Mode.APPLY, prerequisites: bool = True, **overrides) -> list[StepResult]:
+    """Run the named steps in order (after reading their prerequisites), as `mlflow-gcp step` does."""
+    config = settings(**overrides)
+    ctx = StepContext(settings=config, clients=Clients(config.project), mode=mode)
+    if prerequisites:
+        load_prerequisites(names, ctx)
+    return [run_step(BY_NAME[name], ctx) for name in names]

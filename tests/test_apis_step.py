@@ -1,0 +1,20 @@
+from mlflow_gcp.steps.apis import REQUIRED_APIS
+from mlflow_gcp.steps.base import Mode, Status
+from tests.helpers import run_steps
+
+
+def test_enables_missing_apis_then_sends_nothing(fake):
+    [result] = run_steps("apis")
+    assert result.status is Status.UPDATED
+    assert set(REQUIRED_APIS) <= fake.enabled
+    fake.clear_log()
+    [again] = run_steps("apis")
+    assert again.status is Status.UNCHANGED
+    assert fake.mutating_requests() == []
+
+
+def test_dry_run_sends_no_mutating_request(fake):
+    [result] = run_steps("apis", mode=Mode.PLAN)
+    assert result.changes and result.planned
+    assert fake.mutating_requests() == []
+    assert not fake.enabled
