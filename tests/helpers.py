@@ -12,10 +12,18 @@ from mlflow_gcp.steps.engine import load_prerequisites, run_step
 from tests.fake_gcp.server import PROJECT
 
 ALL_APIS_ENABLED = {
-    "serviceusage.googleapis.com", "cloudresourcemanager.googleapis.com", "run.googleapis.com",
-    "sqladmin.googleapis.com", "secretmanager.googleapis.com", "vpcaccess.googleapis.com",
-    "servicenetworking.googleapis.com", "compute.googleapis.com", "iam.googleapis.com",
-    "iamcredentials.googleapis.com", "artifactregistry.googleapis.com", "cloudbuild.googleapis.com",
+    "serviceusage.googleapis.com",
+    "cloudresourcemanager.googleapis.com",
+    "run.googleapis.com",
+    "sqladmin.googleapis.com",
+    "secretmanager.googleapis.com",
+    "vpcaccess.googleapis.com",
+    "servicenetworking.googleapis.com",
+    "compute.googleapis.com",
+    "iam.googleapis.com",
+    "iamcredentials.googleapis.com",
+    "artifactregistry.googleapis.com",
+    "cloudbuild.googleapis.com",
     "storage.googleapis.com",
 }
 

@@ -31,8 +31,9 @@ def test_secret_is_made_once_and_never_replaced(fake):
 def test_secret_without_version_gets_one(fake):
     fake.enabled |= ALL_APIS_ENABLED
     ctx = context()
-    ctx.clients.secrets().create_secret(parent="projects/demo-project", secret_id="s",
-                                        secret={"replication": {"automatic": {}}})
+    ctx.clients.secrets().create_secret(
+        parent="projects/demo-project", secret_id="s", secret={"replication": {"automatic": {}}}
+    )
     result = StepResult("test")
     _run_resource(Secret(ctx, "s", lambda: "v"), ctx, result)
     assert result.changes[0].action == "update"
@@ -49,8 +50,10 @@ def test_binding_survives_a_concurrent_policy_write(fake):
 
     def racing_set(policy):
         if not writes:  # someone else writes between our read and our write
-            fake.set_policy("projects/demo-project/secrets/s",
-                            {"bindings": [{"role": "roles/viewer", "members": ["user:x@example.com"]}]})
+            fake.set_policy(
+                "projects/demo-project/secrets/s",
+                {"bindings": [{"role": "roles/viewer", "members": ["user:x@example.com"]}]},
+            )
         writes.append(policy)
         set_(policy)
 
@@ -58,7 +61,9 @@ def test_binding_survives_a_concurrent_policy_write(fake):
     _run_resource(binding, ctx, StepResult("test"))
     assert len(writes) == 2
     assert fake.members("projects/demo-project/secrets/s", "roles/viewer") == ["user:x@example.com"]
-    assert fake.members("projects/demo-project/secrets/s", "roles/secretmanager.secretAccessor") == ["serviceAccount:a@b"]
+    assert fake.members("projects/demo-project/secrets/s", "roles/secretmanager.secretAccessor") == [
+        "serviceAccount:a@b"
+    ]
     assert binding.read() is not None
     try:
         client.get_secret(name="projects/demo-project/secrets/missing")

@@ -96,8 +96,10 @@ _CPU = re.compile(r"^(1|2|4|6|8|[0-9]+m)$")
 def bucket_problem(name: str) -> str | None:
     """Why `name` breaks Cloud Storage naming rules, or None."""
     if not _BUCKET.match(name) or len(name) > 222:
-        return ("it must be 3 to 63 characters of lowercase letters, digits, '-', '_' and '.', "
-                "starting and ending with a letter or digit")
+        return (
+            "it must be 3 to 63 characters of lowercase letters, digits, '-', '_' and '.', "
+            "starting and ending with a letter or digit"
+        )
     if ".." in name or any(len(part) > 63 for part in name.split(".")):
         return "each dot-separated part must be 1 to 63 characters"
     if name.startswith("goog") or "google" in name or "g00gle" in name:
@@ -130,11 +132,23 @@ def validate(settings: Settings) -> Settings:
     lowercase_rule = "lowercase letters, digits and hyphens, starting with a letter, not ending with a hyphen"
     _check_name(problems, "Network", s.network, _RESOURCE, lowercase_rule + ", at most 63 characters", 63)
     _check_name(problems, "Peering range", s.peering_range, _RESOURCE, lowercase_rule + ", at most 63", 63)
-    _check_name(problems, "Cloud SQL instance", s.db_instance, _RESOURCE,
-                lowercase_rule + " (no underscores), at most 84 characters", 84)
+    _check_name(
+        problems,
+        "Cloud SQL instance",
+        s.db_instance,
+        _RESOURCE,
+        lowercase_rule + " (no underscores), at most 84 characters",
+        84,
+    )
     _check_name(problems, "Connector", s.connector, _RESOURCE, lowercase_rule + ", at most 25 characters", 25)
-    _check_name(problems, "Service account", s.service_account, _SERVICE_ACCOUNT,
-                "6 to 30 lowercase letters, digits or hyphens, starting with a letter", 30)
+    _check_name(
+        problems,
+        "Service account",
+        s.service_account,
+        _SERVICE_ACCOUNT,
+        "6 to 30 lowercase letters, digits or hyphens, starting with a letter",
+        30,
+    )
     _check_name(problems, "Artifact Registry repository", s.repository, _RESOURCE, lowercase_rule, 63)
     _check_name(problems, "Cloud Run service", s.service, _RESOURCE, lowercase_rule + ", at most 49", 49)
     for label, value in (("Database", s.db_name), ("Auth database", s.auth_db_name)):
@@ -142,8 +156,14 @@ def validate(settings: Settings) -> Settings:
     if s.db_name == s.auth_db_name:
         problems.append("The runs database and the auth database must have different names.")
     _check_name(problems, "MySQL user", s.db_user, _MYSQL_USER, "letters, digits, '_', '.', '-', at most 32", 32)
-    _check_name(problems, "MLflow login", s.mlflow_username, _LOGIN,
-                "1 to 64 letters, digits or '_.@+-' (no ':' since the secret is login:password)", 64)
+    _check_name(
+        problems,
+        "MLflow login",
+        s.mlflow_username,
+        _LOGIN,
+        "1 to 64 letters, digits or '_.@+-' (no ':' since the secret is login:password)",
+        64,
+    )
     _check_name(problems, "Cloud SQL tier", s.db_tier, _TIER, "a tier name such as db-f1-micro", 64)
     if s.db_edition not in ("ENTERPRISE", "ENTERPRISE_PLUS"):
         problems.append(f"Cloud SQL edition '{s.db_edition}' must be ENTERPRISE or ENTERPRISE_PLUS.")

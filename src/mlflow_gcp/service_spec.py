@@ -80,22 +80,24 @@ def build_service(settings: Settings, inputs: ServiceInputs) -> dict[str, Any]:
             "vpcAccess": {"connector": inputs.connector, "egress": "PRIVATE_RANGES_ONLY"},
             "maxInstanceRequestConcurrency": 80,
             "timeout": "300s",
-            "containers": [{
-                "image": inputs.image,
-                "ports": [{"name": "http1", "containerPort": CONTAINER_PORT}],
-                "resources": {
-                    "limits": {"cpu": settings.cpu, "memory": settings.memory},
-                    "cpuIdle": True,
-                    "startupCpuBoost": True,
-                },
-                "env": env,
-                "startupProbe": {
-                    "httpGet": {"path": "/health", "port": CONTAINER_PORT},
-                    "periodSeconds": 5,
-                    "timeoutSeconds": 3,
-                    "failureThreshold": 36,
-                },
-            }],
+            "containers": [
+                {
+                    "image": inputs.image,
+                    "ports": [{"name": "http1", "containerPort": CONTAINER_PORT}],
+                    "resources": {
+                        "limits": {"cpu": settings.cpu, "memory": settings.memory},
+                        "cpuIdle": True,
+                        "startupCpuBoost": True,
+                    },
+                    "env": env,
+                    "startupProbe": {
+                        "httpGet": {"path": "/health", "port": CONTAINER_PORT},
+                        "periodSeconds": 5,
+                        "timeoutSeconds": 3,
+                        "failureThreshold": 36,
+                    },
+                }
+            ],
         },
     }
 

@@ -28,19 +28,32 @@ PROJECT = "demo-project"
 PROJECT_NUMBER = "123456789012"
 
 STATUS_NAMES = {
-    400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
-    409: "ALREADY_EXISTS", 412: "FAILED_PRECONDITION", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL",
-    503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED",
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ALREADY_EXISTS",
+    412: "FAILED_PRECONDITION",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
 }
 
 # The service names behind each `{api}` path prefix, for SERVICE_DISABLED.
 SERVICE_OF_API = {
-    "run": "run.googleapis.com", "sqladmin": "sqladmin.googleapis.com",
-    "secretmanager": "secretmanager.googleapis.com", "iam": "iam.googleapis.com",
-    "iamcredentials": "iamcredentials.googleapis.com", "vpcaccess": "vpcaccess.googleapis.com",
-    "compute": "compute.googleapis.com", "cloudresourcemanager": "cloudresourcemanager.googleapis.com",
-    "artifactregistry": "artifactregistry.googleapis.com", "cloudbuild": "cloudbuild.googleapis.com",
-    "servicenetworking": "servicenetworking.googleapis.com", "storage": "storage.googleapis.com",
+    "run": "run.googleapis.com",
+    "sqladmin": "sqladmin.googleapis.com",
+    "secretmanager": "secretmanager.googleapis.com",
+    "iam": "iam.googleapis.com",
+    "iamcredentials": "iamcredentials.googleapis.com",
+    "vpcaccess": "vpcaccess.googleapis.com",
+    "compute": "compute.googleapis.com",
+    "cloudresourcemanager": "cloudresourcemanager.googleapis.com",
+    "artifactregistry": "artifactregistry.googleapis.com",
+    "cloudbuild": "cloudbuild.googleapis.com",
+    "servicenetworking": "servicenetworking.googleapis.com",
+    "storage": "storage.googleapis.com",
     "serviceusage": "serviceusage.googleapis.com",
 }
 
@@ -48,24 +61,42 @@ SERVICE_OF_API = {
 class ApiError(Exception):
     """An error answered in Google's JSON shape (both the v1 `errors` list and the v2 `status`/`details`)."""
 
-    def __init__(self, code: int, message: str, *, status: str | None = None, reason: str | None = None,
-                 metadata: dict[str, str] | None = None, legacy_reason: str | None = None,
-                 details: list[dict] | None = None, domain: str = "googleapis.com") -> None:
+    def __init__(
+        self,
+        code: int,
+        message: str,
+        *,
+        status: str | None = None,
+        reason: str | None = None,
+        metadata: dict[str, str] | None = None,
+        legacy_reason: str | None = None,
+        details: list[dict] | None = None,
+        domain: str = "googleapis.com",
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.body: dict[str, Any] = {
             "code": code,
             "message": message,
             "status": status or STATUS_NAMES.get(code, "UNKNOWN"),
-            "errors": [{"message": message, "domain": "global",
-                        "reason": legacy_reason or reason or STATUS_NAMES.get(code, "unknown")}],
+            "errors": [
+                {
+                    "message": message,
+                    "domain": "global",
+                    "reason": legacy_reason or reason or STATUS_NAMES.get(code, "unknown"),
+                }
+            ],
         }
         all_details = list(details or [])
         if reason:
-            all_details.append({
-                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
-                "reason": reason, "domain": domain, "metadata": metadata or {},
-            })
+            all_details.append(
+                {
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": reason,
+                    "domain": domain,
+                    "metadata": metadata or {},
+                }
+            )
         if all_details:
             self.body["details"] = all_details
 
@@ -117,8 +148,11 @@ class Fault:
     message: str = "Injected fault."
 
     def matches(self, api: str, method: str, path: str) -> bool:
-        return ((self.api is None or self.api == api) and (self.method is None or self.method == method)
-                and (self.path_contains is None or self.path_contains in path))
+        return (
+            (self.api is None or self.api == api)
+            and (self.method is None or self.method == method)
+            and (self.path_contains is None or self.path_contains in path)
+        )
 
 
 @dataclass
@@ -134,7 +168,7 @@ def compile_template(template: str) -> re.Pattern:
     """`/v1/projects/{project}/secrets/{secret}:getIamPolicy` → regex; `{name=**}` matches several segments."""
     out, pos = [], 0
     for m in re.finditer(r"\{(\w+)(=\*\*)?\}", template):
-        out.append(re.escape(template[pos:m.start()]))
+        out.append(re.escape(template[pos : m.start()]))
         out.append(f"(?P<{m.group(1)}>.+?)" if m.group(2) else f"(?P<{m.group(1)}>[^/:]+)")
         pos = m.end()
     out.append(re.escape(template[pos:]))
@@ -165,8 +199,11 @@ class FakeGoogle:
     # -- routing -----------------------------------------------------------------------------------------
     def route(self, api: str, method: str, template: str, *, mutating: bool | None = None):
         def decorate(handler: Callable[[Request], Any]):
-            self.routes.append(Route(api, method, compile_template(template), handler,
-                                     method != "GET" if mutating is None else mutating))
+            self.routes.append(
+                Route(
+                    api, method, compile_template(template), handler, method != "GET" if mutating is None else mutating
+                )
+            )
             return handler
 
         return decorate
@@ -201,12 +238,18 @@ class FakeGoogle:
         with self.lock:
             current = self.get_policy(key)
             if policy.get("etag") and policy["etag"] != current["etag"]:
-                raise ApiError(conflict_status, "There were concurrent policy changes. Please retry the whole "
-                               "read-modify-write with exponential backoff.",
-                               status="ABORTED" if conflict_status == 409 else "FAILED_PRECONDITION",
-                               legacy_reason="conditionNotMet" if conflict_status == 412 else "aborted")
-            stored = {"version": policy.get("version", 1), "etag": self._new_etag(),
-                      "bindings": [b for b in policy.get("bindings", []) if b.get("members")]}
+                raise ApiError(
+                    conflict_status,
+                    "There were concurrent policy changes. Please retry the whole "
+                    "read-modify-write with exponential backoff.",
+                    status="ABORTED" if conflict_status == 409 else "FAILED_PRECONDITION",
+                    legacy_reason="conditionNotMet" if conflict_status == 412 else "aborted",
+                )
+            stored = {
+                "version": policy.get("version", 1),
+                "etag": self._new_etag(),
+                "bindings": [b for b in policy.get("bindings", []) if b.get("members")],
+            }
             self.policies[key] = stored
             return json.loads(json.dumps(stored))
 
@@ -218,9 +261,18 @@ class FakeGoogle:
         return base64.b64encode(f"etag-{next(self._etags)}".encode()).decode()
 
     # -- faults and inspection ---------------------------------------------------------------------------
-    def fail(self, status: int = 503, *, times: int = 1, api: str | None = None, method: str | None = None,
-             path_contains: str | None = None, reason: str | None = None,
-             metadata: dict[str, str] | None = None, message: str = "Injected fault.") -> Fault:
+    def fail(
+        self,
+        status: int = 503,
+        *,
+        times: int = 1,
+        api: str | None = None,
+        method: str | None = None,
+        path_contains: str | None = None,
+        reason: str | None = None,
+        metadata: dict[str, str] | None = None,
+        message: str = "Injected fault.",
+    ) -> Fault:
         fault = Fault(status, times, api, method, path_contains, reason, metadata, message)
         with self.lock:
             self.faults.append(fault)
@@ -228,8 +280,9 @@ class FakeGoogle:
 
     def requests(self, *, api: str | None = None, mutating: bool | None = None) -> list[LoggedRequest]:
         with self.lock:
-            return [r for r in self.log if (api is None or r.api == api)
-                    and (mutating is None or r.mutating == mutating)]
+            return [
+                r for r in self.log if (api is None or r.api == api) and (mutating is None or r.mutating == mutating)
+            ]
 
     def mutating_requests(self) -> list[LoggedRequest]:
         return self.requests(mutating=True)
@@ -289,7 +342,8 @@ class FakeGoogle:
             f"{service.split('.')[0].title()} API has not been used in project {PROJECT_NUMBER} before or it is "
             f"disabled. Enable it by visiting https://console.developers.google.com/apis/api/{service}/overview"
             f"?project={PROJECT_NUMBER} then retry.",
-            reason="SERVICE_DISABLED", legacy_reason="accessNotConfigured",
+            reason="SERVICE_DISABLED",
+            legacy_reason="accessNotConfigured",
             metadata={"service": service, "consumer": f"projects/{PROJECT_NUMBER}"},
         )
 
@@ -316,8 +370,9 @@ class FakeGoogle:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 status, extra, body = fake.handle(self.command, self.path, dict(self.headers), raw)
-                self.send_response(status, HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_
-                                   else None)
+                self.send_response(
+                    status, HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else None
+                )
                 for key, value in extra.items():
                     self.send_header(key, value)
                 self.send_header("Content-Length", str(len(body)))
@@ -347,8 +402,9 @@ class FakeGoogle:
             self._server.server_close()
 
 
-def longrunning(name: str, *, done: bool, response: dict | None = None, error: dict | None = None,
-                metadata: dict | None = None) -> dict[str, Any]:
+def longrunning(
+    name: str, *, done: bool, response: dict | None = None, error: dict | None = None, metadata: dict | None = None
+) -> dict[str, Any]:
     """A google.longrunning.Operation in JSON."""
     op: dict[str, Any] = {"name": name, "done": done}
     if metadata:
@@ -367,8 +423,9 @@ class LongRunningStore:
         self.fake, self.api, self.prefix = fake, api, prefix
         self.ops: dict[str, dict[str, Any]] = {}
 
-    def start(self, kind: str, finish: Callable[[], dict | None], *, metadata: dict | None = None,
-              name: str | None = None) -> dict[str, Any]:
+    def start(
+        self, kind: str, finish: Callable[[], dict | None], *, metadata: dict | None = None, name: str | None = None
+    ) -> dict[str, Any]:
         """`finish` runs when the operation completes; it returns the response, or raises ApiError."""
         name = name or f"{self.prefix}/operation-{self.fake.next_id()}"
         op = longrunning(name, done=False, metadata=metadata)

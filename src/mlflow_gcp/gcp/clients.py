@@ -141,8 +141,12 @@ class Clients:
 
             options = {"api_endpoint": api_root(api) + "/"} if endpoint_base() else None
             cache[key] = build(
-                api, version, credentials=self.credentials, static_discovery=True,
-                cache_discovery=False, client_options=options,
+                api,
+                version,
+                credentials=self.credentials,
+                static_discovery=True,
+                cache_discovery=False,
+                client_options=options,
             )
         return cache[key]
 

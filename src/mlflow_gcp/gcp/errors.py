@@ -35,7 +35,8 @@ def from_discovery_error(error) -> gexc.GoogleAPICallError:
         from google.rpc import error_details_pb2
 
         info = error_details_pb2.ErrorInfo(
-            reason=error_info.get("reason", ""), domain=error_info.get("domain", ""),
+            reason=error_info.get("reason", ""),
+            domain=error_info.get("domain", ""),
             metadata=error_info.get("metadata", {}) or {},
         )
     message = body.get("message") or str(error)
@@ -99,8 +100,12 @@ def translate(exc: gexc.GoogleAPICallError, what: str, project: str = "") -> Mlf
             f"While {what}: the organization policy {constraint} refuses it ({text}).",
             "Ask your organization admin for an exception on this project, or change the setting it refuses.",
         )
-    if isinstance(exc, gexc.TooManyRequests) or reason in ("RATE_LIMIT_EXCEEDED", "quotaExceeded",
-                                                           "RESOURCE_EXHAUSTED", "rateLimitExceeded"):
+    if isinstance(exc, gexc.TooManyRequests) or reason in (
+        "RATE_LIMIT_EXCEEDED",
+        "quotaExceeded",
+        "RESOURCE_EXHAUSTED",
+        "rateLimitExceeded",
+    ):
         return QuotaError(
             f"While {what}: a quota is exhausted ({text}).",
             "See IAM & Admin > Quotas in the Cloud console and request an increase, or wait and retry.",

@@ -15,7 +15,10 @@ from mlflow_gcp.gcp.errors import legacy_reason
 T = TypeVar("T")
 
 TRANSIENT_HTTP = (
-    gexc.TooManyRequests, gexc.InternalServerError, gexc.BadGateway, gexc.ServiceUnavailable,
+    gexc.TooManyRequests,
+    gexc.InternalServerError,
+    gexc.BadGateway,
+    gexc.ServiceUnavailable,
     gexc.GatewayTimeout,
 )
 

@@ -17,8 +17,10 @@ ETAG_ATTEMPTS = 5
 
 
 def has_member(policy: Policy, role: str, member: str) -> bool:
-    return any(b.get("role") == role and member in b.get("members", []) and not b.get("condition")
-               for b in policy.get("bindings", []))
+    return any(
+        b.get("role") == role and member in b.get("members", []) and not b.get("condition")
+        for b in policy.get("bindings", [])
+    )
 
 
 def with_member(policy: Policy, role: str, member: str) -> Policy:
@@ -57,8 +59,9 @@ def proto_policy_io(client, resource_name: str) -> tuple[Callable[[], Policy], C
     return get, set_
 
 
-def update_policy(get: Callable[[], Policy], set_: Callable[[Policy], None],
-                  change: Callable[[Policy], Policy]) -> None:
+def update_policy(
+    get: Callable[[], Policy], set_: Callable[[Policy], None], change: Callable[[Policy], Policy]
+) -> None:
     """Read-modify-write with the etag; a concurrent writer makes the write fail (409/412) and we redo it."""
     for attempt in range(ETAG_ATTEMPTS):
         policy = retry.call(get)
@@ -66,9 +69,11 @@ def update_policy(get: Callable[[], Policy], set_: Callable[[Policy], None],
         if changed == policy:
             return
         try:
-            retry.call(lambda changed=changed: set_(changed),
-                       predicate=retry.any_of(retry.is_transient, retry.is_iam_member_not_yet_visible),
-                       deadline=180.0)
+            retry.call(
+                lambda changed=changed: set_(changed),
+                predicate=retry.any_of(retry.is_transient, retry.is_iam_member_not_yet_visible),
+                deadline=180.0,
+            )
             return
         except (gexc.Conflict, gexc.Aborted, gexc.PreconditionFailed):
             if attempt == ETAG_ATTEMPTS - 1:
@@ -80,8 +85,15 @@ class IamBinding(Resource):
 
     kind = "IAM binding"
 
-    def __init__(self, ctx: StepContext, target: str, role: str, member: str,
-                 get: Callable[[], Policy], set_: Callable[[Policy], None]) -> None:
+    def __init__(
+        self,
+        ctx: StepContext,
+        target: str,
+        role: str,
+        member: str,
+        get: Callable[[], Policy],
+        set_: Callable[[Policy], None],
+    ) -> None:
         super().__init__(ctx, f"{role} for {member} on {target}")
         self.role, self.member, self._get, self._set = role, member, get, set_
 
@@ -90,8 +102,11 @@ class IamBinding(Resource):
         return policy if has_member(policy, self.role, self.member) else None
 
     def create(self) -> None:
-        update_policy(self._get, self._set, lambda p: p if has_member(p, self.role, self.member)
-                      else with_member(p, self.role, self.member))
+        update_policy(
+            self._get,
+            self._set,
+            lambda p: p if has_member(p, self.role, self.member) else with_member(p, self.role, self.member),
+        )
 
     def delete(self, current: Policy) -> None:
         update_policy(self._get, self._set, lambda p: without_member(p, self.role, self.member))

@@ -81,10 +81,13 @@ class Secret(Resource):
 
     def create(self) -> None:
         try:
-            retry.call(lambda: self._client.create_secret(
-                parent=f"projects/{self.ctx.project}", secret_id=self.secret_id,
-                secret={"replication": {"automatic": {}}, "labels": MANAGED_LABEL},
-            ))
+            retry.call(
+                lambda: self._client.create_secret(
+                    parent=f"projects/{self.ctx.project}",
+                    secret_id=self.secret_id,
+                    secret={"replication": {"automatic": {}}, "labels": MANAGED_LABEL},
+                )
+            )
         except gexc.Conflict:
             pass  # created meanwhile (or by an interrupted run): add the version below if it has none
         state = self.read()
@@ -96,9 +99,7 @@ class Secret(Resource):
 
     def _add_version(self) -> None:
         value = self.make_value()
-        retry.call(lambda: self._client.add_secret_version(
-            parent=self.path, payload={"data": value.encode("utf-8")}
-        ))
+        retry.call(lambda: self._client.add_secret_version(parent=self.path, payload={"data": value.encode("utf-8")}))
         self.ctx.secret_values[self.secret_id] = value
 
     def details(self, current: SecretState) -> dict[str, str]:

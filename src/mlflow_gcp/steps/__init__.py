@@ -23,8 +23,9 @@ class StepDef:
 STEPS: tuple[StepDef, ...] = (
     StepDef("apis", "Enable the Google APIs the deployment uses", (), "apis"),
     StepDef("network", "VPC network and private services access for Cloud SQL", ("apis",), "network"),
-    StepDef("database", "Cloud SQL for MySQL instance (private IP), databases and root password", ("network",),
-            "database"),
+    StepDef(
+        "database", "Cloud SQL for MySQL instance (private IP), databases and root password", ("network",), "database"
+    ),
     StepDef("connector", "Serverless VPC Access connector", ("network",), "connector"),
     StepDef("service-account", "Service account the server runs as", ("apis",), "service_account"),
     StepDef("bucket", "GCS artifact bucket, writable by the service account only", ("service-account",), "bucket"),

@@ -38,9 +38,14 @@ class EnabledApis(Resource):
         return "Google APIs"
 
     def read(self) -> set[str]:
-        response = retry.call(lambda: self._client.batch_get_services(request={
-            "parent": self.parent, "names": [f"{self.parent}/services/{api}" for api in REQUIRED_APIS],
-        }))
+        response = retry.call(
+            lambda: self._client.batch_get_services(
+                request={
+                    "parent": self.parent,
+                    "names": [f"{self.parent}/services/{api}" for api in REQUIRED_APIS],
+                }
+            )
+        )
         return {s.config.name or s.name.rsplit("/", 1)[-1] for s in response.services if s.state.name == "ENABLED"}
 
     def drift(self, current: set[str]) -> list[str]:
@@ -50,9 +55,14 @@ class EnabledApis(Resource):
         raise AssertionError("unreachable")
 
     def update(self, current: set[str], fields: list[str]) -> None:
-        operation = retry.call(lambda: self._client.batch_enable_services(request={
-            "parent": self.parent, "service_ids": fields,
-        }))
+        operation = retry.call(
+            lambda: self._client.batch_enable_services(
+                request={
+                    "parent": self.parent,
+                    "service_ids": fields,
+                }
+            )
+        )
         wait_gapic(operation, what=f"Enabling {', '.join(fields)}", timeout=600)
         self.ctx.enabled_now.update(fields)
 

@@ -131,8 +131,14 @@ class StepContext:
 
     def for_step(self, name: str) -> StepContext:
         return StepContext(
-            settings=self.settings, clients=self.clients, mode=self.mode, step=name, outputs=self.outputs,
-            secret_values=self.secret_values, on_event=self.on_event, enabled_now=self.enabled_now,
+            settings=self.settings,
+            clients=self.clients,
+            mode=self.mode,
+            step=name,
+            outputs=self.outputs,
+            secret_values=self.secret_values,
+            on_event=self.on_event,
+            enabled_now=self.enabled_now,
         )
 
     def log(self, message: str) -> None:

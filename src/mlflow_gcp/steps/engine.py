@@ -67,8 +67,13 @@ def load_prerequisites(names: tuple[str, ...], ctx: StepContext) -> None:
     run first. In plan mode a missing resource is fine: it is simply not there yet."""
     mode = Mode.PLAN if ctx.dry_run else Mode.CHECK
     check_ctx = StepContext(
-        settings=ctx.settings, clients=ctx.clients, mode=mode, outputs=ctx.outputs,
-        secret_values=ctx.secret_values, on_event=ctx.on_event, enabled_now=ctx.enabled_now,
+        settings=ctx.settings,
+        clients=ctx.clients,
+        mode=mode,
+        outputs=ctx.outputs,
+        secret_values=ctx.secret_values,
+        on_event=ctx.on_event,
+        enabled_now=ctx.enabled_now,
     )
     for step in prerequisites(names):
         run_step(step, check_ctx)

@@ -45,8 +45,13 @@ def register(fake: FakeGoogle) -> None:
         if name in secrets:
             raise already_exists(f"Secret [{name}]")
         body = req.json
-        secrets[name] = {"name": name, "createTime": TIME, "replication": body.get("replication", {}),
-                         "labels": body.get("labels", {}), "etag": '"1"'}
+        secrets[name] = {
+            "name": name,
+            "createTime": TIME,
+            "replication": body.get("replication", {}),
+            "labels": body.get("labels", {}),
+            "etag": '"1"',
+        }
         versions[name] = []
         return secrets[name]
 
@@ -66,15 +71,21 @@ def register(fake: FakeGoogle) -> None:
     def add_version(req: Request):
         name = existing(req)
         data = base64.b64decode(req.json.get("payload", {}).get("data", ""))
-        version = {"name": f"{name}/versions/{len(versions[name]) + 1}", "createTime": TIME, "state": "ENABLED",
-                   "data": data}
+        version = {
+            "name": f"{name}/versions/{len(versions[name]) + 1}",
+            "createTime": TIME,
+            "state": "ENABLED",
+            "data": data,
+        }
         versions[name].append(version)
         return public(version)
 
     @fake.route("secretmanager", "GET", SECRET + "/versions")
     def list_versions(req: Request):
-        return {"versions": [public(v) for v in reversed(versions[existing(req)])],
-                "totalSize": len(versions[existing(req)])}
+        return {
+            "versions": [public(v) for v in reversed(versions[existing(req)])],
+            "totalSize": len(versions[existing(req)]),
+        }
 
     @fake.route("secretmanager", "GET", SECRET + "/versions/{version}:access")
     def access(req: Request):
@@ -82,8 +93,10 @@ def register(fake: FakeGoogle) -> None:
         if version["state"] != "ENABLED":
             raise ApiError(400, f"{version['name']} is in {version['state']} state.", status="FAILED_PRECONDITION")
         crc = google_crc32c.value(version["data"])
-        return {"name": version["name"],
-                "payload": {"data": base64.b64encode(version["data"]).decode(), "dataCrc32c": str(crc)}}
+        return {
+            "name": version["name"],
+            "payload": {"data": base64.b64encode(version["data"]).decode(), "dataCrc32c": str(crc)},
+        }
 
     @fake.route("secretmanager", "GET", SECRET + "/versions/{version}")
     def get_version(req: Request):
