@@ -39,3 +39,12 @@ def run_steps(*names: str, mode: Mode = Mode.APPLY, prerequisites: bool = True, 
     if prerequisites:
         load_prerequisites(names, ctx)
     return [run_step(BY_NAME[name], ctx) for name in names]
+
+
+def cli(*args: str, env: dict[str, str] | None = None):
+    """Run the CLI in this process (the fake fixture has set the environment)."""
+    from typer.testing import CliRunner
+
+    from mlflow_gcp.cli import app
+
+    return CliRunner().invoke(app, list(args), env=env, catch_exceptions=False)

@@ -54,6 +54,19 @@ def execute(request):
         raise from_discovery_error(e) from e
 
 
+def google_message(exc: gexc.GoogleAPICallError) -> str:
+    """Google's own message, without the method and URL that REST transports put in front of it."""
+    response = getattr(exc, "response", None)
+    if response is not None and hasattr(response, "json"):
+        try:
+            message = response.json().get("error", {}).get("message")
+        except (ValueError, AttributeError):
+            message = None
+        if message:
+            return str(message)
+    return exc.message or str(exc)
+
+
 def legacy_reason(exc: gexc.GoogleAPICallError) -> str:
     """The v1-style `errors[0].reason` (Cloud SQL, Storage and Compute still answer with it)."""
     for err in exc.errors or ():
@@ -79,9 +92,9 @@ def _org_policy_constraint(exc: gexc.GoogleAPICallError) -> str | None:
 def translate(exc: gexc.GoogleAPICallError, what: str, project: str = "") -> MlflowGcpError:
     """One clear error for a failed call. `what` says what was being done, e.g. 'creating bucket b'."""
     reason = exc.reason or legacy_reason(exc)
-    metadata = dict(exc.metadata or {}) if exc.error_info else {}
+    metadata = dict(exc.metadata or {})
     code = exc.code or 0
-    text = exc.message or str(exc)
+    text = google_message(exc)
     if reason == "SERVICE_DISABLED" or reason == "accessNotConfigured":
         service = metadata.get("service") or "a required"
         return ApiDisabledError(

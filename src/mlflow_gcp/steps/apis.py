@@ -49,22 +49,18 @@ class EnabledApis(Resource):
         return {s.config.name or s.name.rsplit("/", 1)[-1] for s in response.services if s.state.name == "ENABLED"}
 
     def drift(self, current: set[str]) -> list[str]:
-        return [api for api in REQUIRED_APIS if api not in current]
+        return [api.removesuffix(".googleapis.com") for api in REQUIRED_APIS if api not in current]
 
     def create(self) -> None:  # the set of APIs always exists; update enables the missing ones
         raise AssertionError("unreachable")
 
     def update(self, current: set[str], fields: list[str]) -> None:
+        services = [f"{name}.googleapis.com" for name in fields]
         operation = retry.call(
-            lambda: self._client.batch_enable_services(
-                request={
-                    "parent": self.parent,
-                    "service_ids": fields,
-                }
-            )
+            lambda: self._client.batch_enable_services(request={"parent": self.parent, "service_ids": services})
         )
-        wait_gapic(operation, what=f"Enabling {', '.join(fields)}", timeout=600)
-        self.ctx.enabled_now.update(fields)
+        wait_gapic(operation, what=f"Enabling the APIs {', '.join(fields)}", timeout=600)
+        self.ctx.enabled_now.update(services)
 
     def details(self, current: set[str]) -> dict[str, str]:
         return {"enabled": f"{len(current & set(REQUIRED_APIS))}/{len(REQUIRED_APIS)}"}

@@ -1,0 +1,53 @@
+"""The Rich consoles and how errors are shown."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from contextlib import contextmanager
+
+import typer
+from rich.console import Console
+
+from mlflow_gcp.errors import MlflowGcpError
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+class _Debug:
+    enabled = os.environ.get("MLFLOW_GCP_DEBUG", "") not in ("", "0", "false")
+
+
+debug = _Debug()
+
+
+def show_error(error: BaseException) -> int:
+    """Print one paragraph for the error and return the exit code."""
+    if debug.enabled:
+        err.print("".join(traceback.format_exception(error)), markup=False, end="")
+    if isinstance(error, MlflowGcpError):
+        err.print(f"[bold red]Error:[/] {error.message}", soft_wrap=False)
+        if error.hint:
+            err.print(f"[bold]What to do:[/] {error.hint}")
+        return error.exit_code
+    err.print(f"[bold red]Unexpected error:[/] {type(error).__name__}: {error}", markup=True)
+    if not debug.enabled:
+        err.print("Run again with --debug to see the traceback, and report it if it persists.")
+    return 1
+
+
+@contextmanager
+def handled_errors():
+    """Turn expected errors into a message and an exit code; Ctrl-C says how to resume."""
+    try:
+        yield
+    except (typer.Exit, typer.Abort, SystemExit):
+        raise
+    except KeyboardInterrupt:
+        err.print("\n[yellow]Interrupted.[/] Nothing is lost: run the same command again to resume.")
+        sys.stdout.flush()
+        raise typer.Exit(130) from None
+    except Exception as error:
+        raise typer.Exit(show_error(error)) from None

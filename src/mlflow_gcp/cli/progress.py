@@ -1,0 +1,106 @@
+"""The live view of running steps: a line per step (state, elapsed time, latest action), logs above it.
+On a terminal it redraws in place; elsewhere (CI, pipes) it prints one line per change."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from mlflow_gcp.cli.console import out
+from mlflow_gcp.orchestrator import RunReport
+from mlflow_gcp.steps import StepDef
+from mlflow_gcp.steps.base import Event, Status, StepResult
+
+STYLE = {
+    Status.WAITING: "dim", Status.RUNNING: "cyan", Status.CREATED: "green", Status.UPDATED: "yellow",
+    Status.UNCHANGED: "green", Status.FAILED: "bold red", Status.SKIPPED: "dim red",
+}
+FINAL = {Status.CREATED, Status.UPDATED, Status.UNCHANGED, Status.FAILED, Status.SKIPPED}
+
+
+def _state(status: Status, planned: bool) -> str:
+    label = status.value
+    if planned and status in (Status.CREATED, Status.UPDATED):
+        label = {"created": "to create", "updated": "to update"}[status.value]
+    elif planned and status is Status.UNCHANGED:
+        label = "up to date"
+    return f"[{STYLE[status]}]{label}[/]"
+
+
+class StepView:
+    """Receives step events from any thread and draws them."""
+
+    def __init__(self, steps: list[StepDef], *, planned: bool = False) -> None:
+        self.planned = planned
+        self.live = out.is_terminal
+        self._lock = threading.Lock()
+        self._progress = Progress(
+            SpinnerColumn(finished_text=" "),
+            TextColumn("{task.fields[step]:<16}"),
+            TextColumn("{task.fields[state]:<22}"),
+            TimeElapsedColumn(),
+            TextColumn("[dim]{task.fields[note]}"),
+            console=out,
+            transient=False,
+            disable=not self.live,
+        )
+        self._tasks: dict[str, TaskID] = {}
+        self._started: dict[str, float] = {}
+        for step in steps:
+            self._tasks[step.name] = self._progress.add_task(
+                step.name, start=False, total=1, step=step.name, state=_state(Status.WAITING, planned), note=""
+            )
+
+    def __enter__(self) -> StepView:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._progress.stop()
+
+    def on_event(self, event: Event) -> None:
+        with self._lock:
+            task = self._tasks.get(event.step)
+            if event.kind == "log":
+                self._progress.console.print(f"[dim]{event.step}:[/] {event.message}", markup=True)
+                if task is not None:
+                    self._progress.update(task, note=event.message[:60])
+                return
+            if task is None or event.status is None:
+                return
+            if event.status is Status.RUNNING:
+                self._started[event.step] = time.monotonic()
+                self._progress.start_task(task)
+            state = _state(event.status, self.planned)
+            self._progress.update(task, state=state)
+            if event.status in FINAL:
+                note = event.message.split(". ")[0][:80] if event.status is Status.FAILED else ""
+                self._progress.update(task, completed=1, note=note)
+                self._progress.stop_task(task)
+            if not self.live:
+                elapsed = time.monotonic() - self._started.get(event.step, time.monotonic())
+                timing = f" ({elapsed:.1f}s)" if event.status in FINAL and event.step in self._started else ""
+                out.print(f"{event.step:<16} {state}{timing}")
+
+
+def summary_table(report: RunReport, *, planned: bool) -> Table:
+    table = Table(title="Plan" if planned else "Summary", show_lines=False)
+    table.add_column("step")
+    table.add_column("result")
+    table.add_column("changes" if not planned else "would change")
+    table.add_column("time", justify="right")
+    for name, status in report.statuses.items():
+        result: StepResult | None = report.results.get(name)
+        changes = "\n".join(_change_text(c.action, c.resource, c.fields) for c in result.changes) if result else ""
+        seconds = f"{result.seconds:.1f}s" if result else ""
+        table.add_row(name, _state(status, planned), changes, seconds)
+    return table
+
+
+def _change_text(action: str, resource: str, fields: tuple[str, ...]) -> str:
+    if action == "create":
+        return f"[green]+[/] {resource}"
+    return f"[yellow]~[/] {resource}: {', '.join(fields)}"

@@ -1,0 +1,29 @@
+"""`mlflow-gcp step NAME`: one setup step (its prerequisites are read, not changed)."""
+
+from __future__ import annotations
+
+import typer
+
+from mlflow_gcp.cli.options import with_settings
+from mlflow_gcp.config import Settings
+from mlflow_gcp.steps import BY_NAME, COMMAND_STEPS
+
+app = typer.Typer(help="Run one setup step. Steps it needs must have run before.", no_args_is_help=True)
+
+
+def _command(name: str):
+    @with_settings
+    def command(
+        settings: Settings,
+        dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change; change nothing."),
+    ) -> None:
+        from mlflow_gcp.cli.run import run_with_view
+
+        run_with_view(settings, [BY_NAME[n] for n in COMMAND_STEPS[name]], dry_run=dry_run)
+
+    command.__doc__ = BY_NAME[name].summary + "."
+    return command
+
+
+for _name in COMMAND_STEPS:
+    app.command(_name)(_command(_name))

@@ -1,0 +1,20 @@
+"""`mlflow-gcp up`: every step, each as soon as its inputs are ready."""
+
+from __future__ import annotations
+
+import typer
+
+from mlflow_gcp.cli.options import with_settings
+from mlflow_gcp.config import Settings
+
+
+@with_settings
+def up(
+    settings: Settings,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Read everything and show what would change; change nothing."),
+) -> None:
+    """Create or update the whole deployment. Safe to rerun: what exists and matches is left alone."""
+    from mlflow_gcp.cli.run import run_with_view
+    from mlflow_gcp.steps import STEPS
+
+    run_with_view(settings, list(STEPS), dry_run=dry_run)
