@@ -8,8 +8,8 @@ a plain variable so MLflow's host-header and CORS protection can allow exactly t
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from mlflow_gcp.config import SECRET_ENV, SECRET_FLASK_KEY, SECRET_MLFLOW, SECRET_MYSQL, Settings
@@ -59,12 +59,19 @@ class ServiceInputs:
     image: str
     connector: str  # projects/P/locations/R/connectors/NAME
     service_urls: tuple[str, ...] = ()  # known once the service exists
+    # Secret id -> version number to pin; "latest" where unknown.
+    secret_versions: Mapping[str, str] = field(default_factory=dict)
 
 
 def build_service(settings: Settings, inputs: ServiceInputs) -> dict[str, Any]:
     """The Cloud Run v2 Service, in the REST JSON shape, with only the fields this tool owns."""
     env: list[dict[str, Any]] = [
-        {"name": var, "valueSource": {"secretKeyRef": {"secret": secret, "version": "latest"}}}
+        {
+            "name": var,
+            "valueSource": {
+                "secretKeyRef": {"secret": secret, "version": inputs.secret_versions.get(secret, "latest")}
+            },
+        }
         for var, secret in SECRET_ENV_VARS.items()
     ]
     if inputs.service_urls:

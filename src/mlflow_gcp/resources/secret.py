@@ -35,6 +35,7 @@ def split_credentials(secret_id: str, value: str) -> tuple[str, str]:
 class SecretState:
     name: str
     value: str | None  # None: the secret exists but has no version
+    version: str | None = None  # number of the latest version
 
 
 class Secret(Resource):
@@ -50,13 +51,13 @@ class Secret(Resource):
         self.path = f"projects/{ctx.project}/secrets/{secret_id}"
         self._client = ctx.clients.secrets()
 
-    def _access_latest(self) -> str:
+    def _access_latest(self) -> tuple[str, str]:
         response = retry.call(lambda: self._client.access_secret_version(name=f"{self.path}/versions/latest"))
-        return response.payload.data.decode("utf-8")
+        return response.payload.data.decode("utf-8"), response.name.rsplit("/", 1)[-1]
 
     def read(self) -> SecretState | None:
         try:
-            value = self._access_latest()
+            value, version = self._access_latest()
         except gexc.NotFound:
             try:
                 retry.call(lambda: self._client.get_secret(name=self.path))
@@ -70,7 +71,7 @@ class Secret(Resource):
                 "new version yourself; the tool never replaces a password on its own.",
             ) from e
         self.ctx.secret_values[self.secret_id] = value
-        return SecretState(self.path, value)
+        return SecretState(self.path, value, version)
 
     def drift(self, current: SecretState) -> list[str]:
         if current.value is None:
@@ -102,5 +103,10 @@ class Secret(Resource):
         retry.call(lambda: self._client.add_secret_version(parent=self.path, payload={"data": value.encode("utf-8")}))
         self.ctx.secret_values[self.secret_id] = value
 
+    def outputs(self, current: SecretState) -> dict[str, str]:
+        """The version number, so the service pins it: a new version then rolls out a new revision, and a
+        revision whose rollout failed keeps using the version it was started with."""
+        return {f"secret_version.{self.secret_id}": current.version} if current.version else {}
+
     def details(self, current: SecretState) -> dict[str, str]:
-        return {"version": "present" if current.value is not None else "none"}
+        return {"version": current.version or "none"}
