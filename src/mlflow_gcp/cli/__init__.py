@@ -44,7 +44,9 @@ app.add_typer(step.app, name="step")
 
 
 def main() -> None:
-    from dotenv import load_dotenv
+    env_file = Path.cwd() / ".env"
+    if env_file.is_file():
+        from dotenv import load_dotenv
 
-    load_dotenv(Path.cwd() / ".env", override=False)
+        load_dotenv(env_file, override=False)
     app()

@@ -1,0 +1,112 @@
+"""Figures for issue 2: CLI start time, `up` wall time against its critical path, requests of a no-op `up`.
+
+Run from the repository root: `python benchmarks/cli_bench.py`. Everything runs against the local fake of the
+Google APIs (tests/fake_gcp), with simulated operation latencies; nothing leaves this machine.
+Targets: help under 0.4 s; `up` within 1.05x of the critical path; a no-op `up` sends 0 mutating and at most
+30 requests in all.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "src"))
+
+# Simulated latencies (seconds) of the long-running operations, Cloud SQL the longest.
+LATENCIES = {
+    "serviceusage.enable": 1.0,
+    "compute.insert": 0.5,
+    "servicenetworking.connect": 1.5,
+    "sqladmin.create": 8.0,
+    "sqladmin.database": 0.3,
+    "sqladmin.user": 0.3,
+    "vpcaccess.create": 3.0,
+    "iam.create": 0.2,
+    "artifactregistry.create": 0.5,
+    "cloudbuild.build": 4.0,
+    "run.deploy": 1.5,
+}
+
+
+def time_command(argv: list[str], runs: int = 7) -> float:
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def startup_figures() -> None:
+    exe = [sys.executable, "-m", "mlflow_gcp", "--help"]
+    help_time = time_command(exe)
+    bare = time_command([sys.executable, "-c", "import typer, rich"])
+    print(f"mlflow-gcp --help          {help_time:6.3f} s   (target < 0.4 s)")
+    print(f"python -c 'import typer, rich' {bare:6.3f} s")
+
+
+def critical_path(durations: dict[str, float]) -> tuple[float, list[str]]:
+    from mlflow_gcp.steps import STEPS
+
+    best: dict[str, tuple[float, list[str]]] = {}
+    for step in STEPS:  # STEPS is in dependency order
+        before = max((best[r] for r in step.requires if r in best), default=(0.0, []), key=lambda item: item[0])
+        best[step.name] = (before[0] + durations.get(step.name, 0.0), [*before[1], step.name])
+    return max(best.values(), key=lambda item: item[0])
+
+
+def up_figures() -> None:
+    from mlflow_gcp.config import Settings, validate
+    from mlflow_gcp.gcp.clients import Clients
+    from mlflow_gcp.orchestrator import run_concurrently
+    from mlflow_gcp.steps import STEPS
+    from mlflow_gcp.steps.base import StepContext
+    from tests.fake_gcp.server import PROJECT, FakeGoogle
+
+    fake = FakeGoogle()
+    fake.latency.update(LATENCIES)
+    os.environ["MLFLOW_GCP_API_ENDPOINT"] = fake.start()
+    os.environ.setdefault("MLFLOW_GCP_CONTAINER_DIR", str(ROOT / "container"))
+    settings = validate(Settings(project=PROJECT, region="europe-west1"))
+
+    def up():
+        ctx = StepContext(settings=settings, clients=Clients(settings.project))
+        return run_concurrently(list(STEPS), ctx)
+
+    report = up()
+    if not report.ok:
+        raise SystemExit(f"up failed: {report.first_error()}")
+    durations = {name: result.seconds for name, result in report.results.items()}
+    critical, path = critical_path(durations)
+    print(f"up (first run) wall time   {report.seconds:6.2f} s")
+    print(f"critical path              {critical:6.2f} s   ({' -> '.join(path)})")
+    print(f"ratio                      {report.seconds / critical:6.3f}    (target <= 1.05)")
+    for name, seconds in durations.items():
+        print(f"  {name:<16} {seconds:6.2f} s")
+
+    fake.clear_log()
+    start = time.perf_counter()
+    again = up()
+    elapsed = time.perf_counter() - start
+    assert again.ok, again.first_error()
+    total = len(fake.requests())
+    mutating = len(fake.mutating_requests())
+    print(f"no-op up                   {elapsed:6.2f} s, {total} requests, {mutating} mutating "
+          "(targets: <= 30 requests, 0 mutating)")
+    by_api: dict[str, int] = {}
+    for request in fake.requests():
+        by_api[request.api] = by_api.get(request.api, 0) + 1
+    print("  by API: " + ", ".join(f"{api} {count}" for api, count in sorted(by_api.items())))
+    fake.stop()
+
+
+if __name__ == "__main__":
+    startup_figures()
+    up_figures()
