@@ -18,3 +18,13 @@ def fake(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     yield google
     google.stop()
+
+
+@pytest.fixture
+def container_dir(monkeypatch):
+    """The server's build context the image step hashes and uploads: the repository's `container/`."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "container"
+    monkeypatch.setenv("MLFLOW_GCP_CONTAINER_DIR", str(path))
+    return path

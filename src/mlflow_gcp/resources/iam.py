@@ -83,7 +83,7 @@ def update_policy(
 class IamBinding(Resource):
     """`member` holds `role` on one resource."""
 
-    kind = "IAM binding"
+    kind = "grant"
 
     def __init__(
         self,
@@ -94,7 +94,9 @@ class IamBinding(Resource):
         get: Callable[[], Policy],
         set_: Callable[[Policy], None],
     ) -> None:
-        super().__init__(ctx, f"{role} for {member} on {target}")
+        # Short enough for a table row: "grant secretAccessor to run-mlflow on secret mlflow-env".
+        who = member.split(":", 1)[-1].split("@", 1)[0]
+        super().__init__(ctx, f"{role.rsplit('/', 1)[-1]} to {who} on {target}")
         self.role, self.member, self._get, self._set = role, member, get, set_
 
     def read(self) -> Policy | None:
