@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from mlflow_gcp import __version__
-from mlflow_gcp.cli import step, up
+from mlflow_gcp.cli import credentials, down, status, step, up
 from mlflow_gcp.cli.console import debug, out
 
 app = typer.Typer(
@@ -41,6 +41,9 @@ def root(
 
 app.command("up")(up.up)
 app.add_typer(step.app, name="step")
+app.command("status")(status.status)
+app.command("credentials")(credentials.credentials)
+app.command("down")(down.down)
 
 
 def main() -> None:

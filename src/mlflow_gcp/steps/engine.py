@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from typing import Any
 
 from google.api_core import exceptions as gexc
 
@@ -48,7 +50,7 @@ def _run_resource(resource: Resource, ctx: StepContext, result: StepResult) -> N
         if current is None:
             raise PrerequisiteMissingError(f"{label} was created but cannot be read back.")
     else:
-        fields = _guarded(ctx, f"comparing {label}", lambda: resource.drift(current))
+        fields = _guarded(ctx, f"comparing {label}", lambda r=resource, c=current: r.drift(c))
         result.resources.append(
             ResourceState(label, exists=True, drift=tuple(fields), details=resource.details(current))
         )
@@ -77,3 +79,34 @@ def load_prerequisites(names: tuple[str, ...], ctx: StepContext) -> None:
     )
     for step in prerequisites(names):
         run_step(step, check_ctx)
+
+
+@dataclass
+class Inspected:
+    """One resource of a step as read in plan mode: the Resource object, its live state (None when absent) and
+    what status shows of it."""
+
+    resource: Resource
+    current: Any | None
+    state: ResourceState
+
+
+def inspect_step(step: StepDef, ctx: StepContext) -> list[Inspected]:
+    """Read and compare every resource of `step`, changing nothing (`ctx` must be in plan mode). Outputs of the
+    resources that exist are recorded, so later steps build their desired state as `up` would."""
+    if not ctx.dry_run:
+        raise ValueError("inspect_step reads only: give it a context in plan mode")
+    ctx = ctx.for_step(step.name)
+    found: list[Inspected] = []
+    for resource in step.resources(ctx):
+        label = resource.label
+        current = _guarded(ctx, f"reading {label}", resource.read)
+        if current is None:
+            state = ResourceState(label, exists=False)
+        else:
+            fields = _guarded(ctx, f"comparing {label}", lambda r=resource, c=current: r.drift(c))
+            details = _guarded(ctx, f"describing {label}", lambda r=resource, c=current: r.details(c))
+            state = ResourceState(label, exists=True, drift=tuple(fields), details=details)
+            ctx.outputs.update(resource.outputs(current))
+        found.append(Inspected(resource, current, state))
+    return found

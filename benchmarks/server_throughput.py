@@ -1,0 +1,183 @@
+"""Logging rate with the login on and off: `log_metric` and `log_batch` calls per second.
+
+- login on: the container's entrypoint (basic-auth, credential cache on), Cloud Run environment;
+- login off: plain `mlflow server` on the same MariaDB, one worker, same pool settings.
+The real mlflow client logs to each for DURATION seconds, sequentially and from THREADS threads.
+Target: the rate with login at least 0.8x the rate without.
+
+    python benchmarks/server_throughput.py [--duration 8] [--threads 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "tests" / "e2e"))
+sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+
+from e2e_deployment import (  # noqa: E402
+    ENTRYPOINT,
+    Secrets,
+    container_env,
+    google_endpoints,
+    new_password,
+    rehearsal_settings,
+)
+from e2e_fake_google import FakeGoogle  # noqa: E402
+from e2e_mariadb import MariaDB, free_port  # noqa: E402
+from server_start import Servers  # noqa: E402
+
+BATCH_SIZE = 100
+
+
+def start(command: list[str], env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
+    with log.open("ab") as output:
+        process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return process
+        except requests.RequestException:
+            time.sleep(0.1)
+    raise RuntimeError(f"server did not start; see {log}")
+
+
+def stop(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, 15)
+    process.wait(timeout=30)
+
+
+def calls_per_second(call, duration: float, threads: int) -> float:
+    deadline = time.monotonic() + duration
+    counts = [0] * threads
+
+    def worker(index: int) -> None:
+        while time.monotonic() < deadline:
+            call(index, counts[index])
+            counts[index] += 1
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(worker, range(threads)))
+    return sum(counts) / (time.monotonic() - started)
+
+
+class Target:
+    """One server under test: its client (with or without the login) and a run to log to."""
+
+    def __init__(self, tracking_uri: str, login: tuple[str, str] | None):
+        self.tracking_uri = tracking_uri
+        self.login = login
+        self.local = threading.local()
+        experiment_id = self.client().create_experiment(f"throughput-{time.time_ns()}")
+        self.run_id = self.client().create_run(experiment_id).info.run_id
+
+    def client(self):
+        from mlflow.tracking import MlflowClient
+
+        if not hasattr(self.local, "client"):
+            self.local.client = MlflowClient(self.tracking_uri)
+        return self.local.client
+
+    def credentials(self):
+        # The client reads the login from the environment at each request; set it per target.
+        return {"MLFLOW_TRACKING_USERNAME": self.login[0], "MLFLOW_TRACKING_PASSWORD": self.login[1]} \
+            if self.login else {}
+
+    def log_metric(self, index: int, step: int) -> None:
+        self.client().log_metric(self.run_id, f"metric_{index}", 0.5, step=step)
+
+    def log_batch(self, index: int, step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(f"batch_{index}_{i}", 0.5, now, step) for i in range(BATCH_SIZE)]
+        self.client().log_batch(self.run_id, metrics=metrics)
+
+
+def with_environment(values: dict[str, str]):
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        os.environ.pop(name, None)
+    os.environ.update(values)
+
+
+def measure(targets: dict[str, Target], duration: float, threads: int, rounds: int = 3):
+    """Rounds alternate between the servers so that machine noise hits both alike; medians."""
+    scenarios = {
+        "log_metric 1 thread": ("log_metric", 1), f"log_metric {threads} threads": ("log_metric", threads),
+        "log_batch(100) 1 thread": ("log_batch", 1), f"log_batch(100) {threads} threads": ("log_batch", threads),
+    }
+    results = {name: {scenario: [] for scenario in scenarios} for name in targets}
+    for target in targets.values():  # warm-up: connections, caches
+        with_environment(target.credentials())
+        calls_per_second(target.log_metric, 1.0, 1)
+    for scenario, (method, thread_count) in scenarios.items():
+        for _ in range(rounds):
+            for name, target in targets.items():
+                with_environment(target.credentials())
+                rate = calls_per_second(getattr(target, method), duration / rounds, thread_count)
+                results[name][scenario].append(rate)
+    return {name: {scenario: statistics.median(rates) for scenario, rates in by_scenario.items()}
+            for name, by_scenario in results.items()}
+
+
+def start_both(servers: Servers, work_dir: Path) -> tuple[list[subprocess.Popen], dict[str, Target]]:
+    login_port, plain_port = free_port(), free_port()
+    env = container_env(servers.settings, servers.secrets, servers.mariadb.port, (f"http://127.0.0.1:{login_port}",))
+    env.update(google_endpoints(servers.google.url, work_dir), PORT=str(login_port))
+    processes = [start([sys.executable, str(ENTRYPOINT)], env, login_port, servers.log)]
+    processes.append(start(servers.plain_command(plain_port), servers.plain_env(), plain_port, servers.log))
+    login = (servers.secrets.admin_user, servers.secrets.admin_password)
+    with_environment({"MLFLOW_TRACKING_USERNAME": login[0], "MLFLOW_TRACKING_PASSWORD": login[1]})
+    targets = {"login on": Target(f"http://127.0.0.1:{login_port}", login)}
+    with_environment({})
+    targets["login off"] = Target(f"http://127.0.0.1:{plain_port}", None)
+    return processes, targets
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=9.0)
+    parser.add_argument("--threads", type=int, default=4)
+    arguments = parser.parse_args()
+    secret_values = Secrets(new_password(), "admin", new_password())
+    os.environ.update({"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "NO_PROXY": "127.0.0.1"})
+    with tempfile.TemporaryDirectory(prefix="mlflow-bench-") as tmp:
+        work_dir = Path(tmp)
+        (work_dir / "mariadb").mkdir()
+        mariadb = MariaDB(work_dir / "mariadb", free_port(), secret_values.mysql_password)
+        mariadb.start()
+        settings = rehearsal_settings()
+        google = FakeGoogle(work_dir / "gcs", settings.bucket_name, settings.service_account_email,
+                            settings.project).start()
+        processes = []
+        try:
+            processes, targets = start_both(Servers(work_dir, mariadb, google, secret_values), work_dir)
+            results = measure(targets, arguments.duration, arguments.threads)
+        finally:
+            for process in processes:
+                stop(process)
+            google.stop()
+            mariadb.stop()
+    print(f"{'calls/s (median of 3 rounds)':>30} {'login on':>9} {'login off':>9} {'ratio':>6}")
+    for scenario, rate in results["login on"].items():
+        off = results["login off"][scenario]
+        print(f"{scenario:>30} {rate:9.1f} {off:9.1f} {rate / off:6.2f}x")
+    print("target: ratio >= 0.80x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""Build-time check: fail the image build loudly if this MLflow changed what the container relies on.
+
+Run by the Dockerfile after `pip install` (and by the e2e tests). It checks that
+- MLflow's auth migrations still create their tables through alembic `Operations.create_table`,
+  where `mlflow_gcp_server.database.unique_foreign_key_names` renames duplicate foreign-key names
+  (the MySQL fix for MLflow issues 9642 / 10964), and that after the fix every name is unique;
+- the private MLflow functions, settings and classes the entrypoint and the GCS plugin use exist;
+- the `gs` artifact repository entry point resolves to this container's signing repository.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+REQUIRED_ATTRIBUTES = {
+    "mlflow.store.db.utils": ("_initialize_tables", "_get_schema_version",
+                              "_get_latest_schema_revision", "_upgrade_db"),
+    "mlflow.server.auth.db.utils": ("_get_alembic_config", "migrate"),
+    "mlflow.server.auth.sqlalchemy_store.SqlAlchemyStore": ("init_db", "has_user", "create_user",
+                                                             "authenticate_user", "update_user", "get_user"),
+    "mlflow.server.auth.config.AuthConfig": ("auth_cache_ttl_seconds", "auth_cache_max_size"),
+    "mlflow.environment_variables": (
+        "MLFLOW_AUTH_CONFIG_PATH", "MLFLOW_FLASK_SERVER_SECRET_KEY", "MLFLOW_SERVER_ALLOWED_HOSTS",
+        "MLFLOW_SERVER_CORS_ALLOWED_ORIGINS", "MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD",
+        "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD", "MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE",
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE",
+        "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW", "MLFLOW_SQLALCHEMYSTORE_POOL_RECYCLE", "MLFLOW_DISABLE_TELEMETRY",
+    ),
+    "mlflow.store.artifact.artifact_repo": ("MultipartUploadMixin", "MultipartDownloadMixin"),
+    "mlflow.store.artifact.gcs_artifact_repo.GCSArtifactRepository": (
+        "create_multipart_upload", "complete_multipart_upload", "abort_multipart_upload", "parse_gcs_uri",
+        "_get_bucket",
+    ),
+    "alembic.operations.Operations": ("create_table", "create_foreign_key"),
+}
+
+
+class CompatibilityError(Exception):
+    pass
+
+
+def resolve(dotted: str):
+    module_name, _, attribute = dotted.rpartition(".")
+    try:
+        return importlib.import_module(dotted)
+    except ImportError:
+        return getattr(importlib.import_module(module_name), attribute)
+
+
+def check_required_attributes() -> None:
+    missing = [f"{owner}.{name}" for owner, names in REQUIRED_ATTRIBUTES.items()
+               for name in names if not hasattr(resolve(owner), name)]
+    if missing:
+        raise CompatibilityError(f"MLflow no longer has: {', '.join(missing)}")
+
+
+def check_basic_auth_app() -> None:
+    from mlflow.server import _find_app
+
+    if _find_app("basic-auth") != "mlflow.server.auth:create_app":
+        raise CompatibilityError("the 'basic-auth' app no longer points to mlflow.server.auth:create_app")
+
+
+def check_gs_plugin() -> None:
+    from mlflow.store.artifact.artifact_repository_registry import _artifact_repository_registry
+    from mlflow_gcp_server.gcs import SignedUrlGCSArtifactRepository
+
+    repository = _artifact_repository_registry.get_registered_artifact_repositories().get("gs")
+    if repository is not SignedUrlGCSArtifactRepository:
+        raise CompatibilityError(f"the 'gs' scheme resolves to {repository}, not the signing repository")
+    parameters = inspect.signature(resolve("mlflow.store.artifact.gcs_artifact_repo.GCSArtifactRepository")).parameters
+    if "client" not in parameters:
+        raise CompatibilityError("GCSArtifactRepository no longer accepts a storage client")
+
+
+def check_signing_credentials() -> None:
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud.storage import _signing
+    from mlflow_gcp_server.signing import IamSigningCredentials
+
+    _signing.ensure_signed_credentials(IamSigningCredentials(AnonymousCredentials(), "sa@p.iam.gserviceaccount.com"))
+
+
+def foreign_keys(items) -> list:
+    import sqlalchemy as sa
+
+    return [item for item in items if isinstance(item, sa.ForeignKeyConstraint) and item.name]
+
+
+def created_foreign_key_names() -> tuple[list[str], int]:
+    """Run the auth migrations with the fix on a scratch SQLite database; return the foreign-key
+    names the fix let through and how many it renamed."""
+    import sqlalchemy as sa
+    from alembic.operations import Operations
+    from mlflow.server.auth.db import utils
+    from mlflow_gcp_server.database import unique_foreign_key_names
+
+    names: list[str] = []
+    renamed = 0
+    with unique_foreign_key_names(set()):
+        fixed_create_table = Operations.create_table
+
+        def recording_create_table(self, table_name, *items, **kwargs):
+            nonlocal renamed
+            declared = [str(item.name) for item in foreign_keys(items)]
+            result = fixed_create_table(self, table_name, *items, **kwargs)
+            created = [str(item.name) for item in foreign_keys(items)]
+            names.extend(created)
+            renamed += sum(before != after for before, after in zip(declared, created, strict=True))
+            return result
+
+        Operations.create_table = recording_create_table
+        try:
+            with tempfile.TemporaryDirectory() as directory:
+                engine = sa.create_engine(f"sqlite:///{directory}/auth.db")
+                utils.migrate(engine, "head")
+                engine.dispose()
+        finally:
+            Operations.create_table = fixed_create_table
+    return names, renamed
+
+
+def check_auth_migrations() -> str:
+    names, renamed = created_foreign_key_names()
+    if not names:
+        raise CompatibilityError("the auth migrations created no named foreign key through "
+                                 "Operations.create_table: the MySQL foreign-key fix no longer applies")
+    duplicates = [name for name, count in Counter(names).items() if count > 1]
+    if duplicates:
+        raise CompatibilityError(f"duplicate foreign-key names remain after the fix: {duplicates}")
+    return f"{len(names)} foreign keys, {renamed} renamed" + ("" if renamed else " (MLflow may have fixed it)")
+
+
+def main() -> int:
+    checks = (("MLflow internals", check_required_attributes), ("basic-auth app", check_basic_auth_app),
+              ("gs plugin", check_gs_plugin), ("signing credentials", check_signing_credentials),
+              ("auth migrations on MySQL", check_auth_migrations))
+    for label, check in checks:
+        try:
+            detail = check()
+        except CompatibilityError as error:
+            print(f"INCOMPATIBLE MLflow for the mlflow-gcp container: {label}: {error}", file=sys.stderr)
+            return 1
+        print(f"ok: {label}" + (f" ({detail})" if detail else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

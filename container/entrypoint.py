@@ -1,0 +1,191 @@
+"""Container entrypoint: configure and start `mlflow server` behind MLflow's basic-auth login.
+
+Reads the secrets as the deploy step exposes them (see `mlflow_gcp.service_spec` in the deploy
+tool), prepares the MySQL databases (created, migrated, admin user in line with the secret) and
+then runs `mlflow server` in this process, so MLflow is imported once and the start stays as fast
+as a plain `mlflow server`. Secrets reach MLflow through environment variables and a private
+file, never through argv or logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from urllib.parse import urlsplit
+
+# Keep the image's (and the build context's) directory free of __pycache__; MLflow's own
+# bytecode is compiled by pip at install time.
+sys.dont_write_bytecode = True
+CONTAINER_DIR = Path(__file__).resolve().parent
+if str(CONTAINER_DIR) not in sys.path:
+    sys.path.insert(0, str(CONTAINER_DIR))
+
+from mlflow_gcp_server.config import ConfigError, ServerConfig, read_config  # noqa: E402
+
+_logger = logging.getLogger("mlflow-gcp")
+
+# Raw secrets are parsed once, then dropped from the environment the server inherits.
+RAW_SECRET_VARS = ("MLFLOW_ENV", "MYSQL_CREDENTIALS", "MLFLOW_CREDENTIALS")
+AUTH_CACHE_TTL_SECONDS = 120
+# How long to wait for MySQL to accept connections (Cloud SQL restarts, maintenance).
+DATABASE_WAIT_VAR = "MLFLOW_GCP_DATABASE_WAIT_SECONDS"
+DEFAULT_DATABASE_WAIT_SECONDS = 60
+# A db-f1-micro allows ~250 connections; each instance keeps at most 5 + 5 for the runs.
+SIZING_DEFAULTS = {
+    "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": "5",
+    "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": "5",
+    "MLFLOW_SQLALCHEMYSTORE_POOL_RECYCLE": "1800",
+    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+}
+
+
+def allowed_hosts(config: ServerConfig) -> list[str]:
+    if config.service_urls:
+        return [urlsplit(url).netloc for url in config.service_urls]
+    # First revision: the URL is not known yet, only that Cloud Run names it after the service.
+    return [f"{config.service_name}-*.run.app"]
+
+
+def allowed_origins(config: ServerConfig) -> list[str]:
+    if config.service_urls:
+        return list(config.service_urls)
+    return [f"https://{config.service_name}-*.run.app"]
+
+
+def ini_value(value: str) -> str:
+    # MLflow reads the file with configparser's interpolation, where '%' is special.
+    return value.replace("%", "%%")
+
+
+def write_auth_config(config: ServerConfig, auth_db_uri: str) -> Path:
+    """MLflow's auth settings, in a file only this user can read (it holds the database URI)."""
+    directory = Path(tempfile.mkdtemp(prefix="mlflow-auth-"))
+    path = directory / "basic_auth.ini"
+    lines = [
+        "[mlflow]",
+        "default_permission = READ",
+        f"database_uri = {ini_value(auth_db_uri)}",
+        f"admin_username = {ini_value(config.admin.user)}",
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
+        f"auth_cache_ttl_seconds = {AUTH_CACHE_TTL_SECONDS}",
+        "auth_cache_max_size = 10000",
+    ]
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write("\n".join(lines) + "\n")
+    return path
+
+
+def python_path() -> str:
+    # The uvicorn worker must find `mlflow_gcp_server` and its entry points (the dist-info here).
+    existing = os.environ.get("PYTHONPATH")
+    return os.pathsep.join(filter(None, (str(CONTAINER_DIR), existing)))
+
+
+def server_environment(config: ServerConfig, backend_uri: str, auth_config_path: Path) -> dict[str, str]:
+    return {
+        **SIZING_DEFAULTS,
+        "MLFLOW_BACKEND_STORE_URI": backend_uri,
+        "MLFLOW_AUTH_CONFIG_PATH": str(auth_config_path),
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": config.flask_secret_key,
+        "MLFLOW_SERVER_ALLOWED_HOSTS": ",".join(allowed_hosts(config)),
+        "MLFLOW_SERVER_CORS_ALLOWED_ORIGINS": ",".join(allowed_origins(config)),
+        "MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD": "true",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "true",
+        # Cloud Run's front end is the only client; trust its X-Forwarded-Proto (https).
+        "FORWARDED_ALLOW_IPS": "*",
+        "GOOGLE_CLOUD_PROJECT": config.project,
+        "MLFLOW_GCP_SIGNING_SERVICE_ACCOUNT": config.service_account_email,
+        "PYTHONPATH": python_path(),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        **config.mlflow_overrides,
+    }
+
+
+def server_arguments(config: ServerConfig) -> list[str]:
+    return [
+        "server",
+        "--host", "0.0.0.0",
+        "--port", str(config.port),
+        "--workers", "1",
+        "--app-name", "basic-auth",
+        "--serve-artifacts",
+        "--artifacts-destination", config.artifacts_destination,
+    ]
+
+
+def database_wait_seconds() -> int:
+    value = os.environ.get(DATABASE_WAIT_VAR, "")
+    return int(value) if value.isdigit() else DEFAULT_DATABASE_WAIT_SECONDS
+
+
+def prepare_databases(config: ServerConfig, auth_db_uri: str) -> None:
+    import sqlalchemy as sa
+    from mlflow_gcp_server import database
+    from mlflow_gcp_server.admin import sync_admin_user
+
+    server = sa.create_engine(database.mysql_uri(config.mysql, config.db_host, config.db_port), poolclass=sa.NullPool)
+    tracking = sa.create_engine(
+        database.mysql_uri(config.mysql, config.db_host, config.db_port, config.db_name), poolclass=sa.NullPool
+    )
+    auth = sa.create_engine(auth_db_uri, poolclass=sa.NullPool)
+    database.wait_for_server(server, database_wait_seconds())
+    database.create_databases(server, (config.db_name, config.auth_db_name))
+    with database.migration_lock(server):
+        _logger.info("Tracking schema: %s.", database.upgrade_tracking_schema(tracking))
+        _logger.info("Auth schema: %s.", database.upgrade_auth_schema(auth))
+        _logger.info("Admin user '%s': %s.", config.admin.user, sync_admin_user(auth_db_uri, config.admin))
+
+
+def run_mlflow_server(config: ServerConfig) -> None:
+    from mlflow.cli import cli
+
+    cli.main(args=server_arguments(config), prog_name="mlflow")
+
+
+def configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="mlflow-gcp: %(message)s", stream=sys.stderr)
+    # Alembic and MLflow log their own progress; keep ours to one line per step.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def database_error_line(error: Exception) -> str:
+    original = getattr(error, "orig", None) or error
+    return f"Cannot prepare the MySQL databases: {type(original).__name__}: {original}"
+
+
+def main() -> None:
+    configure_logging()
+    try:
+        config = read_config(os.environ)
+    except ConfigError as error:
+        _logger.error("Configuration error: %s", error)
+        sys.exit(2)
+    for name in RAW_SECRET_VARS:
+        os.environ.pop(name, None)
+
+    from mlflow_gcp_server.database import mysql_uri
+
+    auth_db_uri = mysql_uri(config.mysql, config.db_host, config.db_port, config.auth_db_name)
+    backend_uri = mysql_uri(config.mysql, config.db_host, config.db_port, config.db_name)
+    # Set before MLflow is imported: its auth module reads the configuration at import time.
+    os.environ.update(server_environment(config, backend_uri, write_auth_config(config, auth_db_uri)))
+    if not config.service_urls:
+        _logger.warning("MLFLOW_GCP_SERVICE_URLS is not set: accepting hosts %s.", allowed_hosts(config)[0])
+
+    import sqlalchemy as sa
+
+    try:
+        prepare_databases(config, auth_db_uri)
+    except (sa.exc.SQLAlchemyError, TimeoutError) as error:
+        _logger.error(database_error_line(error))
+        sys.exit(1)
+    run_mlflow_server(config)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""`mlflow-gcp down`: remove what `up` made, keeping the data (database, bucket, secrets) unless asked."""
+
+from __future__ import annotations
+
+import typer
+
+from mlflow_gcp.cli.console import err, out
+from mlflow_gcp.cli.options import with_settings
+from mlflow_gcp.config import Settings
+
+
+@with_settings
+def down(
+    settings: Settings,
+    delete_data: bool = typer.Option(
+        False, "--delete-data", help="Also delete the database, the bucket and the secrets (asks for the project id)."
+    ),
+    yes: bool = typer.Option(False, "--yes", "-y", help="With --delete-data: do not ask (for scripts)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would be deleted; delete nothing."),
+) -> None:
+    """Delete the deployment in reverse order, keeping the data (database, bucket, secrets) unless --delete-data.
+
+    The APIs and the default network are never touched. Safe to rerun."""
+    from rich.markup import escape
+
+    from mlflow_gcp.operate.inventory import read_inventory
+    from mlflow_gcp.operate.teardown import DELETE, holds_data, plan_teardown, reserved_names, run_teardown
+
+    with err.status(f"Reading the deployment in {settings.project}...", spinner="dots"):
+        inventory = read_inventory(settings)
+    plan = plan_teardown(inventory, delete_data=delete_data)
+    to_delete = [r for r in plan if r.action == DELETE]
+    _show_plan(plan, dry_run=dry_run)
+    if not to_delete:
+        out.print("Nothing to delete." + (" Kept resources are listed above." if plan else ""))
+        return
+    if dry_run:
+        for note in reserved_names(plan, done=False):
+            out.print(f"[yellow]Note:[/] {escape(note)}")
+        out.print("Dry run: nothing was deleted.")
+        return
+    if delete_data and not yes:
+        err.print(
+            f"[bold red]This deletes the MLflow data for good[/] (runs database, artifacts, passwords) in "
+            f"{settings.project}."
+        )
+        typed = typer.prompt("Type the project id to confirm", err=True, default="", show_default=False)
+        if typed.strip() != settings.project:
+            err.print("The project id does not match: nothing was deleted.")
+            raise typer.Exit(1)
+    try:
+        run_teardown(plan, log=lambda m: err.print(f"[dim]down:[/] {escape(m)}"))
+    finally:
+        _show_outcomes(plan)
+    for note in reserved_names(plan):
+        out.print(f"[yellow]Note:[/] {escape(note)}")
+    unsupported = [r for r in plan if r.outcome == "not supported"]
+    if unsupported:
+        out.print("[yellow]Not deleted (this tool cannot delete them; delete them yourself):[/]")
+        for removal in unsupported:
+            out.print(f"  - {escape(removal.label)}")
+    kept_data = [r for r in plan if r.action != DELETE and holds_data(r.resource)]
+    note = " The data is kept: `mlflow-gcp up` brings the service back on it." if kept_data else ""
+    out.print("[green]Done.[/]" + note)
+
+
+def _show_plan(plan, *, dry_run: bool) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    if not plan:
+        return
+    table = Table(title="Would delete" if dry_run else "Plan")
+    for column in ("step", "resource", "action", "why"):
+        table.add_column(column, overflow="fold")
+    for removal in plan:
+        action = "[red]delete[/]" if removal.action == "delete" else "[green]keep[/]"
+        table.add_row(removal.step, escape(removal.label), action, escape(removal.reason))
+    out.print(table)
+
+
+def _show_outcomes(plan) -> None:
+    from rich.markup import escape
+
+    for removal in plan:
+        if removal.outcome == "failed":
+            err.print(f"[red]failed:[/] {escape(removal.label)}")
+    deleted = [r for r in plan if r.outcome == "deleted"]
+    if deleted:
+        out.print(f"Deleted {len(deleted)} resource(s).")

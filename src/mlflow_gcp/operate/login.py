@@ -1,0 +1,104 @@
+"""The MLflow login a client needs: the service URL and the `mlflow-credentials` version the service runs with.
+
+The service pins secret versions, so the login that works is the one of the pinned version, not necessarily
+the latest (a rotation that did not finish leaves a newer, unused version). Reads only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlflow_gcp.config import SECRET_MLFLOW, Settings
+from mlflow_gcp.errors import MlflowGcpError
+from mlflow_gcp.gcp import retry
+from mlflow_gcp.gcp.clients import Clients
+from mlflow_gcp.resources.secret import split_credentials
+from mlflow_gcp.service_spec import SECRET_ENV_VARS
+
+LATEST = "latest"
+
+
+@dataclass(frozen=True)
+class Login:
+    url: str
+    username: str
+    password: str = field(repr=False)  # never shown in a traceback or a log
+    version: str = ""
+
+
+def service_path(settings: Settings) -> str:
+    return f"projects/{settings.project}/locations/{settings.region}/services/{settings.service}"
+
+
+def read_service(settings: Settings, clients: Clients) -> Any | None:
+    """The Cloud Run service (run_v2.Service), or None."""
+    from google.api_core import exceptions as gexc
+
+    client = clients.run_services()
+    try:
+        return retry.call(lambda: client.get_service(name=service_path(settings)))
+    except gexc.NotFound:
+        return None
+
+
+def pinned_versions(service: Any) -> dict[str, str]:
+    """Secret id → version the service's template refers to ("latest" when not pinned)."""
+    pins: dict[str, str] = {}
+    if service is None or not service.template.containers:
+        return pins
+    for env in service.template.containers[0].env:
+        ref = env.value_source.secret_key_ref if env.value_source else None
+        if ref and ref.secret and env.name in SECRET_ENV_VARS:
+            pins[ref.secret.rsplit("/", 1)[-1]] = ref.version or LATEST
+    return pins
+
+
+def service_ready(service: Any) -> bool:
+    return service is not None and service.terminal_condition.state.name == "CONDITION_SUCCEEDED"
+
+
+def access(clients: Clients, project: str, secret_id: str, version: str = LATEST) -> tuple[str, str]:
+    """(value, version number) of a secret version; a missing or disabled version is a clear error."""
+    from google.api_core import exceptions as gexc
+
+    client = clients.secrets()
+    name = f"projects/{project}/secrets/{secret_id}/versions/{version}"
+    try:
+        response = retry.call(lambda: client.access_secret_version(name=name))
+    except gexc.NotFound as e:
+        raise MlflowGcpError(
+            f"The secret {secret_id} (version {version}) does not exist.",
+            "Run `mlflow-gcp up` to make the deployment's secrets.",
+        ) from e
+    except gexc.FailedPrecondition as e:
+        raise MlflowGcpError(
+            f"Version {version} of the secret {secret_id} is disabled or destroyed.",
+            f"Enable it (`gcloud secrets versions enable {version} --secret {secret_id}`), or run "
+            "`mlflow-gcp credentials rotate --mlflow` to give the service a new login.",
+        ) from e
+    return response.payload.data.decode("utf-8"), response.name.rsplit("/", 1)[-1]
+
+
+def service_urls(service: Any) -> list[str]:
+    urls = [service.uri] if service.uri else []
+    return urls + [u for u in service.urls if u not in urls]
+
+
+def login_of(clients: Clients, settings: Settings, service: Any) -> Login:
+    """The login of the mlflow-credentials version the service runs with."""
+    version = pinned_versions(service).get(SECRET_MLFLOW, LATEST)
+    value, number = access(clients, settings.project, SECRET_MLFLOW, version)
+    username, password = split_credentials(SECRET_MLFLOW, value)
+    return Login(service.uri, username, password, number)
+
+
+def current_login(settings: Settings, clients: Clients | None = None) -> Login:
+    clients = clients or Clients(settings.project)
+    service = read_service(settings, clients)
+    if service is None or not service.uri:
+        raise MlflowGcpError(
+            f"The Cloud Run service {settings.service} does not exist in {settings.project}/{settings.region}.",
+            "Run `mlflow-gcp up` first (or check --project, --region and --service).",
+        )
+    return login_of(clients, settings, service)

@@ -1,0 +1,386 @@
+"""`credentials rotate`: new passwords, applied, rolled out, verified, and only then the old versions disabled.
+
+Stages, each safe to fail:
+1. add a new version to each rotated secret (or reuse one an interrupted rotation added and the service does
+   not use yet: a rerun converges instead of piling up versions);
+2. `--database`: set the Cloud SQL user's password (sqladmin users.update);
+3. roll out a revision: the deploy step, run with fresh outputs, pins the new versions (for MLflow the container
+   brings the admin password in line with the secret at startup);
+4. check the new login against the live service;
+5. disable the versions the service no longer uses.
+A failure in 2 to 4 puts the old database password back and the service back on the old versions, so the old
+login keeps working, and says how to finish. An added version nothing uses is harmless.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from mlflow_gcp.config import SECRET_MLFLOW, SECRET_MYSQL, Settings
+from mlflow_gcp.errors import MlflowGcpError
+from mlflow_gcp.gcp import retry
+from mlflow_gcp.gcp.clients import Clients
+from mlflow_gcp.operate import login as login_mod
+from mlflow_gcp.operate.server_check import Check, check_health, wait_for_login
+from mlflow_gcp.resources.secret import new_password, split_credentials
+
+Log = Callable[[str], None]
+
+
+class RotationError(MlflowGcpError):
+    """A rotation stopped midway; the message says what is in place and the hint how to finish."""
+
+
+@dataclass
+class SecretRotation:
+    secret_id: str
+    login: str
+    old_version: str
+    old_value: str = field(repr=False)
+    new_version: str = ""
+    new_value: str = field(default="", repr=False)
+    resumed: bool = False  # the new version was added by an earlier, interrupted rotation
+
+    @property
+    def new_password(self) -> str:
+        return split_credentials(self.secret_id, self.new_value)[1]
+
+
+@dataclass
+class RotationResult:
+    rotated: list[SecretRotation]
+    disabled: list[str]  # "secret version N"
+    login_check: Check | None
+    url: str
+
+
+def _command(mlflow: bool, database: bool) -> str:
+    flags = [] if mlflow == database else ["--mlflow"] if mlflow else ["--database"]
+    return " ".join(["mlflow-gcp credentials rotate", *flags])
+
+
+class Rotation:
+    def __init__(
+        self, settings: Settings, *, mlflow: bool, database: bool, clients: Clients | None = None, log: Log = print
+    ) -> None:
+        if not mlflow and not database:
+            mlflow = database = True
+        self.settings = settings
+        self.clients = clients or Clients(settings.project)
+        self.log = log
+        self.secret_ids = [s for s, wanted in ((SECRET_MLFLOW, mlflow), (SECRET_MYSQL, database)) if wanted]
+        self.command = _command(mlflow, database)
+        self.items: list[SecretRotation] = []
+        self.db_changed = False
+        self.rollout_started = False
+        self.url = ""
+        self._ctx = None
+        self._service = None
+        self._pins: dict[str, str] = {}
+
+    # -- helpers -------------------------------------------------------------------------------------------
+    def _secret_path(self, secret_id: str) -> str:
+        return f"projects/{self.settings.project}/secrets/{secret_id}"
+
+    def _item(self, secret_id: str) -> SecretRotation | None:
+        return next((i for i in self.items if i.secret_id == secret_id), None)
+
+    def _unused_note(self) -> str:
+        added = [f"version {i.new_version} of {i.secret_id}" for i in self.items if i.new_version]
+        if not added:
+            return ""
+        return (
+            f" The new {' and '.join(added)} {'is' if len(added) == 1 else 'are'} not used by anything: harmless, "
+            "and a rerun uses it instead of adding another."
+        )
+
+    # -- stages --------------------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Read the service and the versions it runs with; find versions an earlier rotation left unused."""
+        service = login_mod.read_service(self.settings, self.clients)
+        if service is None:
+            raise MlflowGcpError(
+                f"The Cloud Run service {self.settings.service} does not exist: there is nothing to rotate yet.",
+                "Run `mlflow-gcp up` first.",
+            )
+        self.url = service.uri
+        pins = login_mod.pinned_versions(service)
+        project = self.settings.project
+        for secret_id in self.secret_ids:
+            pinned = pins.get(secret_id, login_mod.LATEST)
+            old_value, old_version = login_mod.access(self.clients, project, secret_id, pinned)
+            item = SecretRotation(secret_id, split_credentials(secret_id, old_value)[0], old_version, old_value)
+            latest_value, latest_version = login_mod.access(self.clients, project, secret_id)
+            if int(latest_version) > int(old_version) and latest_value != old_value:
+                login, _ = split_credentials(secret_id, latest_value)
+                if login == item.login:
+                    item.new_value, item.new_version, item.resumed = latest_value, latest_version, True
+                    self.log(
+                        f"{secret_id}: version {latest_version} was added by an earlier rotation and is not in use "
+                        "yet: rolling it out"
+                    )
+            self.items.append(item)
+        self._service, self._pins = service, pins
+
+    def check_prerequisites(self) -> None:
+        try:
+            self._deploy_context()
+        except MlflowGcpError as error:
+            raise RotationError(
+                f"The deployment is not complete, so nothing was rotated: {error.message}",
+                error.hint or "Run `mlflow-gcp up` first.",
+            ) from error
+
+    def pin_in_use(self) -> None:
+        """With `latest`, a new instance would start with a version added before it is rolled out: pin the
+        versions in use first, so that adding one changes nothing until the rollout."""
+        pins, service = self._pins, self._service
+        floating = {
+            i.secret_id: i.old_version for i in self.items if pins.get(i.secret_id, login_mod.LATEST) == "latest"
+        }
+        if floating:
+            self.log("the service refers to the latest secret versions: pinning the ones in use first")
+            try:
+                self._pin(service, floating)
+            except Exception as error:
+                raise RotationError(
+                    f"Pinning the secret versions in use failed ({_reason(error)}). No password was changed: the old "
+                    "login keeps working.",
+                    f"Fix the cause and run `{self.command}` again.",
+                ) from error
+
+    def add_versions(self) -> None:
+        client = self.clients.secrets()
+        for item in self.items:
+            if item.new_version:
+                continue
+            value = f"{item.login}:{new_password()}"
+            try:
+                response = retry.call(
+                    lambda value=value, item=item: client.add_secret_version(
+                        parent=self._secret_path(item.secret_id), payload={"data": value.encode("utf-8")}
+                    )
+                )
+            except Exception as error:
+                raise RotationError(
+                    f"Adding a new version to the secret {item.secret_id} failed ({_reason(error)}). No password "
+                    f"was changed: the old login keeps working.{self._unused_note()}",
+                    f"Fix the cause and run `{self.command}` again.",
+                ) from error
+            item.new_value, item.new_version = value, response.name.rsplit("/", 1)[-1]
+            self.log(f"{item.secret_id}: added version {item.new_version}")
+
+    def _set_db_password(self, password: str, what: str) -> None:
+        from mlflow_gcp.steps.base import StepContext
+        from mlflow_gcp.steps.database import SMALL_TIMEOUT, SqlCalls
+
+        s = self.settings
+        sql = SqlCalls(StepContext(settings=s, clients=self.clients))
+        item = self._item(SECRET_MYSQL)
+        assert item is not None
+        body = {"name": item.login, "host": "%", "password": password}
+        sql.write(
+            lambda api: api.users().update(
+                project=s.project, instance=s.db_instance, name=item.login, host="%", body=body
+            ),
+            what,
+            SMALL_TIMEOUT,
+        )
+
+    def apply_database(self) -> None:
+        item = self._item(SECRET_MYSQL)
+        if item is None:
+            return
+        self.db_changed = True  # from here on, a failure puts the old password back (harmless if unchanged)
+        self._set_db_password(
+            split_credentials(SECRET_MYSQL, item.new_value)[1], f"Setting the password of the MySQL user {item.login}"
+        )
+        self.log(f"Cloud SQL: the password of the MySQL user {item.login} is now the one of version {item.new_version}")
+
+    def _deploy_context(self):
+        """What the deploy step needs (image, connector, ...), read once, before anything is changed: a
+        deployment that is not complete stops the rotation before it starts."""
+        if self._ctx is None:
+            from mlflow_gcp.steps.base import Mode, StepContext
+            from mlflow_gcp.steps.engine import load_prerequisites
+
+            ctx = StepContext(settings=self.settings, clients=self.clients, mode=Mode.APPLY)
+            load_prerequisites(("deploy",), ctx)
+            self._ctx = ctx
+        return self._ctx
+
+    def roll_out(self, versions: dict[str, str]) -> None:
+        """Run the deploy step with fresh outputs and `versions` pinned; the service must end up on them."""
+        from mlflow_gcp.errors import OperationFailedError
+        from mlflow_gcp.steps import BY_NAME
+        from mlflow_gcp.steps.engine import run_step
+
+        self.rollout_started = True
+        ctx = self._deploy_context()
+        ctx.outputs.update({f"secret_version.{secret}": version for secret, version in versions.items()})
+        run_step(BY_NAME["deploy"], ctx)
+        service = login_mod.read_service(self.settings, self.clients)
+        if any(login_mod.pinned_versions(service).get(s) != v for s, v in versions.items()):
+            self.log("the deploy step did not pin the secret versions: pinning them in the service directly")
+            self._pin(service, versions)
+            service = login_mod.read_service(self.settings, self.clients)
+        pins = login_mod.pinned_versions(service)
+        wrong = {s: v for s, v in versions.items() if pins.get(s) != v}
+        if wrong:
+            raise OperationFailedError(
+                "The service does not run with "
+                + ", ".join(f"version {v} of {s} (it has {pins.get(s, 'none')})" for s, v in wrong.items())
+            )
+        if not login_mod.service_ready(service):
+            raise OperationFailedError(f"The Cloud Run service {self.settings.service} is not ready after the rollout")
+        self.url = service.uri
+
+    def _pin(self, service, versions: dict[str, str]) -> None:
+        """Set the secret versions of the service's environment (a new revision), keeping everything else."""
+        from mlflow_gcp.gcp.operations import wait_gapic
+        from mlflow_gcp.steps.deploy import DEPLOY_TIMEOUT, check_ready, from_json_dict, to_json_dict
+
+        body = to_json_dict(service)
+        for env in body["template"]["containers"][0].get("env", []):
+            ref = env.get("valueSource", {}).get("secretKeyRef")
+            if ref and ref.get("secret", "").rsplit("/", 1)[-1] in versions:
+                ref["version"] = versions[ref["secret"].rsplit("/", 1)[-1]]
+        client = self.clients.run_services()
+        what = f"Pinning the secret versions of the Cloud Run service {self.settings.service}"
+        operation = retry.call(lambda: client.update_service(request={"service": from_json_dict(body)}))
+        check_ready(wait_gapic(operation, what=what, timeout=DEPLOY_TIMEOUT), what)
+
+    def verify(self) -> Check:
+        """The new login (or, for a database-only rotation, the unchanged one) works against the live service."""
+        health = check_health(self.url)
+        mlflow = self._item(SECRET_MLFLOW)
+        if mlflow is not None:
+            username, password = mlflow.login, mlflow.new_password
+        else:
+            current = login_mod.current_login(self.settings, self.clients)
+            username, password = current.username, current.password
+        check = wait_for_login(self.url, username, password)
+        if not check.ok:
+            raise RotationError(f"The new login was not accepted by {self.url}: {check.detail or check.status}.")
+        if not health.ok:
+            health = check_health(self.url)
+            if not health.ok:
+                raise RotationError(f"{self.url}/health {health.detail}.")
+        self.log(f"the login works against {self.url}")
+        return check
+
+    def disable_old(self) -> list[str]:
+        """Disable every enabled version of the rotated secrets except the one the service now uses."""
+        from google.cloud import secretmanager_v1
+
+        client = self.clients.secrets()
+        enabled = secretmanager_v1.SecretVersion.State.ENABLED
+        disabled: list[str] = []
+        for item in self.items:
+            versions = retry.call(
+                lambda item=item: list(client.list_secret_versions(parent=self._secret_path(item.secret_id)))
+            )
+            for version in versions:
+                number = version.name.rsplit("/", 1)[-1]
+                if version.state == enabled and number != item.new_version:
+                    retry.call(lambda version=version: client.disable_secret_version(name=version.name))
+                    disabled.append(f"{item.secret_id} version {number}")
+                    self.log(f"{item.secret_id}: disabled version {number}")
+        return disabled
+
+    # -- recovery ------------------------------------------------------------------------------------------
+    def roll_back(self, error: BaseException) -> RotationError:
+        """Put the old database password and the old versions back; say what is in place and how to finish."""
+        restored, problems = [], []
+        mysql = self._item(SECRET_MYSQL)
+        if self.db_changed and mysql is not None:
+            try:
+                self._set_db_password(
+                    split_credentials(SECRET_MYSQL, mysql.old_value)[1],
+                    f"Putting back the old password of the MySQL user {mysql.login}",
+                )
+                restored.append(f"the MySQL user {mysql.login} has its old password again")
+            except Exception as e:  # reported below with what to do by hand
+                problems.append(
+                    f"putting back the old password of the MySQL user {mysql.login} failed ({_reason(e)}): set it "
+                    f"by hand to the one of version {mysql.old_version} of {SECRET_MYSQL} (`gcloud sql users "
+                    f"set-password {mysql.login} --host=% --instance={self.settings.db_instance} --password="
+                    f'"$(gcloud secrets versions access {mysql.old_version} --secret {SECRET_MYSQL} | cut -d: -f2-)"`)'
+                )
+        if self.rollout_started:
+            old = {i.secret_id: i.old_version for i in self.items}
+            try:
+                self.roll_out(old)
+                restored.append(
+                    "the service runs with " + ", ".join(f"version {v} of {s}" for s, v in old.items()) + " again"
+                )
+            except Exception as e:
+                problems.append(f"putting the service back on the old versions failed ({_reason(e)})")
+        if not problems and self.url:
+            mlflow = self._item(SECRET_MLFLOW)
+            try:
+                username, password = (
+                    (mlflow.login, split_credentials(SECRET_MLFLOW, mlflow.old_value)[1])
+                    if mlflow is not None
+                    else (lambda c: (c.username, c.password))(login_mod.current_login(self.settings, self.clients))
+                )
+                check = wait_for_login(self.url, username, password)
+                if not check.ok:
+                    problems.append(f"the old login is not accepted by {self.url} ({check.detail or check.status})")
+            except MlflowGcpError as e:
+                problems.append(f"the old login could not be checked ({_reason(e)})")
+        message = f"The rotation stopped: {_reason(error)}."
+        if restored:
+            message += " Rolled back: " + "; ".join(restored) + "."
+        if problems:
+            message += " Not rolled back: " + "; ".join(problems) + "."
+        else:
+            message += " The old login keeps working (checked against the service)."
+        message += self._unused_note()
+        hint = f"Fix the cause and run `{self.command}` again: it picks up where this run stopped."
+        if mysql is not None and mysql.new_version:
+            hint += (
+                f" Until it has finished, do not run `mlflow-gcp up`: it would roll out version {mysql.new_version} "
+                f"of {SECRET_MYSQL}, whose password Cloud SQL does not have."
+            )
+        return RotationError(message, hint)
+
+    # -- the whole thing -----------------------------------------------------------------------------------
+    def run(self) -> RotationResult:
+        self.prepare()
+        self.check_prerequisites()
+        self.pin_in_use()
+        self.add_versions()
+        try:
+            self.apply_database()
+            self.roll_out({i.secret_id: i.new_version for i in self.items})
+            self.log(
+                "rolled out a revision with " + ", ".join(f"{i.secret_id} version {i.new_version}" for i in self.items)
+            )
+            check = self.verify()
+        except Exception as error:
+            raise self.roll_back(error) from error
+        try:
+            disabled = self.disable_old()
+        except Exception as error:
+            raise RotationError(
+                f"The new login works, but disabling the old versions failed ({_reason(error)}). The old versions "
+                "no longer let anyone in (the service and the database use the new passwords).",
+                f"Run `{self.command}` again, or disable them with `gcloud secrets versions disable VERSION "
+                "--secret SECRET`.",
+            ) from error
+        return RotationResult(self.items, disabled, check, self.url)
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, MlflowGcpError):
+        return error.message.rstrip(".")
+    message = getattr(error, "message", None) or str(error)
+    return f"{type(error).__name__}: {message}".rstrip(".")
+
+
+def rotate(
+    settings: Settings, *, mlflow: bool, database: bool, clients: Clients | None = None, log: Log = print
+) -> RotationResult:
+    return Rotation(settings, mlflow=mlflow, database=database, clients=clients, log=log).run()

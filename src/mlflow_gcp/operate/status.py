@@ -1,0 +1,91 @@
+"""What `status` reports: every resource read through the steps in plan mode, and live checks of the server."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlflow_gcp.config import Settings
+from mlflow_gcp.errors import MlflowGcpError
+from mlflow_gcp.gcp.clients import Clients
+from mlflow_gcp.operate.inventory import Inventory, read_inventory
+from mlflow_gcp.operate.server_check import Check, ServerReport, check_server
+from mlflow_gcp.steps.base import Event
+
+DEPLOY_STEP = "deploy"
+
+
+@dataclass
+class StatusReport:
+    inventory: Inventory
+    url: str | None
+    server: ServerReport | None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "project": self.inventory.ctx.project,
+            "region": self.inventory.ctx.region,
+            "ok": self.ok,
+            "problems": list(self.problems),
+            "steps": [
+                {
+                    "step": entry.step,
+                    "error": entry.error.message if entry.error else None,
+                    "resources": [
+                        {
+                            "resource": item.state.label,
+                            "exists": item.state.exists,
+                            "drift": list(item.state.drift),
+                            "details": dict(item.state.details),
+                        }
+                        for item in entry.items
+                    ],
+                }
+                for entry in self.inventory.steps
+            ],
+            "service": {
+                "url": self.url,
+                "checks": [
+                    {"check": c.name, "ok": c.ok, "expected": c.expected, "status": c.status, "detail": c.detail}
+                    for c in (self.server.checks if self.server else ())
+                ],
+            },
+        }
+
+
+def collect_status(
+    settings: Settings, *, clients: Clients | None = None, on_event: Callable[[Event], None] | None = None
+) -> StatusReport:
+    from mlflow_gcp.operate.login import login_of
+    from mlflow_gcp.steps.deploy import CloudRunService
+
+    clients = clients or Clients(settings.project)
+    inventory = read_inventory(settings, clients=clients, on_event=on_event)
+    problems: list[str] = []
+    for entry in inventory.steps:
+        if entry.error is not None:
+            problems.append(f"{entry.step}: {entry.error.message}")
+        for item in entry.items:
+            if not item.state.exists:
+                problems.append(f"{item.state.label} is missing")
+            elif item.state.drift:
+                problems.append(f"{item.state.label} differs from the configuration: {', '.join(item.state.drift)}")
+    service = inventory.find(DEPLOY_STEP, CloudRunService)
+    url = service.current.uri if service is not None and service.current is not None else None
+    server = None
+    if url:
+        try:
+            login = login_of(clients, settings, service.current)
+            server = check_server(url, login.username, login.password)
+        except MlflowGcpError as error:
+            server = ServerReport(url, (Check("login", False, 200, None, error.message),))
+        problems += [f"{url}: {c.name} check failed ({c.detail})" for c in server.checks if not c.ok]
+    else:
+        problems.append("the service has no URL: no live check was made")
+    return StatusReport(inventory, url, server, problems)

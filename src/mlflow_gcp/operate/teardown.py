@@ -1,0 +1,170 @@
+"""`down`: delete what `up` made, in reverse step order, keeping what holds data unless asked.
+
+Kept always: the enabled APIs and the `default` network. Kept unless `delete_data`: resources with
+`holds_data` (the Cloud SQL instance, its databases and user, the bucket, the secrets) and the network step's
+resources (the private services range and connection the instance needs; with `delete_data` they go only after
+the instance is gone). Deleting stops at the first failure, since later resources may still be in use by the
+one that failed; a rerun resumes. What is already gone is not touched, so a second run sends no change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from mlflow_gcp.errors import MlflowGcpError
+from mlflow_gcp.operate.inventory import Inventory
+from mlflow_gcp.steps.base import Mode, Resource
+
+NEVER_TOUCHED_STEPS = ("apis",)
+NETWORK_STEP = "network"
+
+DELETE, KEEP = "delete", "keep"
+DELETED, KEPT, FAILED, UNSUPPORTED = "deleted", "kept", "failed", "not supported"
+
+
+@dataclass
+class Removal:
+    step: str
+    resource: Resource
+    current: Any
+    action: str  # DELETE or KEEP
+    reason: str = ""
+    outcome: str = ""  # after run_teardown: DELETED, KEPT, FAILED or UNSUPPORTED
+    error: str = ""
+
+    @property
+    def label(self) -> str:
+        return self.resource.label
+
+
+def holds_data(resource: Resource) -> bool:
+    """Secrets hold data whatever their class says: passwords nobody else knows."""
+    from mlflow_gcp.resources.secret import Secret
+
+    return resource.holds_data or isinstance(resource, Secret)
+
+
+def _is_default_network(step: str, resource: Resource) -> bool:
+    from mlflow_gcp.steps.network import Network
+
+    return step == NETWORK_STEP and isinstance(resource, Network) and resource.name == "default"
+
+
+def plan_teardown(inventory: Inventory, *, delete_data: bool) -> list[Removal]:
+    """What exists, in deletion order, each marked delete or keep with the reason."""
+    failed = [s for s in inventory.steps if s.error is not None and s.step not in NEVER_TOUCHED_STEPS]
+    if failed:
+        first = failed[0]
+        raise MlflowGcpError(
+            f"The {first.step} step's resources could not be read, so nothing was deleted: {first.error.message}",
+            first.error.hint,
+        )
+    plan: list[Removal] = []
+    for entry in reversed(inventory.steps):
+        if entry.step in NEVER_TOUCHED_STEPS:
+            continue
+        for item in reversed(entry.items):
+            if item.current is None:
+                continue
+            resource = item.resource
+            if _is_default_network(entry.step, resource):
+                plan.append(Removal(entry.step, resource, item.current, KEEP, "the default network is never touched"))
+            elif holds_data(resource) and not delete_data:
+                plan.append(Removal(entry.step, resource, item.current, KEEP, "holds data (--delete-data removes it)"))
+            elif entry.step == NETWORK_STEP and not delete_data:
+                plan.append(
+                    Removal(
+                        entry.step,
+                        resource,
+                        item.current,
+                        KEEP,
+                        "the kept database reaches the network through it (--delete-data removes it)",
+                    )
+                )
+            else:
+                plan.append(Removal(entry.step, resource, item.current, DELETE))
+    return _once_per_secret(plan)
+
+
+def _once_per_secret(plan: list[Removal]) -> list[Removal]:
+    """A secret read by two steps (mysql-credentials: made by the database step, checked by the secrets step)
+    is listed once, where its owner deletes it: the last occurrence in deletion order."""
+    from mlflow_gcp.resources.secret import Secret
+
+    last = {r.resource.path: i for i, r in enumerate(plan) if isinstance(r.resource, Secret)}
+    return [r for i, r in enumerate(plan) if not isinstance(r.resource, Secret) or last[r.resource.path] == i]
+
+
+def _delete(resource: Resource, current: Any) -> None:
+    from mlflow_gcp.resources.secret import Secret
+    from mlflow_gcp.steps.base import Resource as Base
+
+    if isinstance(resource, Secret) and type(resource).delete is Base.delete:
+        # A plain Secret (e.g. the database step's mysql-credentials) has no delete of its own.
+        from google.api_core import exceptions as gexc
+
+        from mlflow_gcp.gcp import retry
+
+        client = resource.ctx.clients.secrets()
+        try:
+            retry.call(lambda: client.delete_secret(name=resource.path))
+        except gexc.NotFound:
+            pass
+        return
+    resource.delete(current)
+
+
+def run_teardown(plan: list[Removal], *, log: Callable[[str], None] = print) -> list[Removal]:
+    """Delete what the plan marks DELETE, in order; stop at the first failure (its error is raised after the
+    outcomes are recorded, so the caller can show them)."""
+    from google.api_core import exceptions as gexc
+
+    from mlflow_gcp.gcp.errors import translate
+
+    for removal in plan:
+        if removal.action == KEEP:
+            removal.outcome = KEPT
+            continue
+        resource = removal.resource
+        resource.ctx.mode = Mode.APPLY  # it was read in plan mode; deleting is applying
+        log(f"deleting {removal.label}")
+        try:
+            _delete(resource, removal.current)
+        except NotImplementedError as e:
+            removal.outcome, removal.error = UNSUPPORTED, str(e)
+            log(f"{removal.label} cannot be deleted by this tool: delete it yourself")
+            continue
+        except gexc.NotFound:
+            pass  # gone meanwhile
+        except gexc.GoogleAPICallError as e:
+            removal.outcome, removal.error = FAILED, str(e)
+            raise translate(e, f"deleting {removal.label}", resource.ctx.project) from e
+        except Exception as e:
+            removal.outcome, removal.error = FAILED, str(e)
+            raise
+        removal.outcome = DELETED
+    return plan
+
+
+def reserved_names(plan: list[Removal], *, done: bool = True) -> list[str]:
+    """Names Google keeps for a while after a deletion (`done`), or would keep (a dry run)."""
+    from mlflow_gcp.steps.bucket import Bucket
+    from mlflow_gcp.steps.database import Instance
+
+    notes = []
+    for removal in plan:
+        if (removal.outcome != DELETED) if done else (removal.action != DELETE):
+            continue
+        if isinstance(removal.resource, Instance):
+            notes.append(
+                f"The Cloud SQL instance name {removal.resource.name} stays reserved for about a week: a new `up` "
+                "before then needs another name (--db-instance NAME)."
+            )
+        elif isinstance(removal.resource, Bucket):
+            notes.append(
+                f"The bucket name {removal.resource.name} is free again for anyone once deleted; to be sure to get "
+                "it back, run `up` soon or pick another with --bucket NAME."
+            )
+    return notes

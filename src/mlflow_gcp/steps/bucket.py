@@ -1,0 +1,168 @@
+"""Step `bucket`: the GCS artifact bucket, writable by the server's service account only.
+
+Uniform bucket-level access (no object ACLs), public access prevention enforced, in the deployment's region,
+and `roles/storage.objectAdmin` for the service account on this bucket alone. Bucket names are global: a
+name owned by another project is a clear error that suggests `--bucket`.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+
+from google.api_core import exceptions as gexc
+
+from mlflow_gcp.errors import MlflowGcpError, NameTakenError
+from mlflow_gcp.resources.iam import IamBinding, Policy
+from mlflow_gcp.steps.base import PENDING, Resource, StepContext
+from mlflow_gcp.steps.service_account import absent_in_plan, call_api, is_api_disabled
+
+MANAGED_LABELS = {"managed-by": "mlflow-gcp"}
+OBJECT_ADMIN = "roles/storage.objectAdmin"
+ENFORCED = "enforced"
+STORAGE = "storage.googleapis.com"
+
+
+def _taken(name: str) -> NameTakenError:
+    return NameTakenError(
+        f"The bucket name {name} belongs to another project (or you may not read it): bucket names are "
+        "global across all of Google Cloud.",
+        "Choose another name with `--bucket NAME` (or MLFLOW_GCP_BUCKET), e.g. one that starts with your project id.",
+    )
+
+
+class Bucket(Resource):
+    kind = "bucket"
+    holds_data = True
+
+    def __init__(self, ctx: StepContext) -> None:
+        super().__init__(ctx, ctx.settings.bucket_name)
+        self.location = ctx.region.upper()
+        self._client = ctx.clients.storage()
+
+    def _call(self, fn, **kwargs):
+        return call_api(self.ctx, STORAGE, fn, **kwargs)
+
+    def read(self):
+        try:
+            return self._call(lambda: self._client.lookup_bucket(self.name, retry=None))
+        except gexc.GoogleAPICallError as e:
+            if absent_in_plan(self.ctx, e):
+                return None
+            if isinstance(e, gexc.Forbidden) and not is_api_disabled(e):
+                # Google answers 403 for a bucket of another project, as it does to a caller without the
+                # storage.buckets.get permission; both need another name or another account.
+                raise _taken(self.name) from e
+            raise
+
+    def drift(self, current) -> list[str]:
+        fields = []
+        if (current.location or "").upper() != self.location:
+            fields.append("location")
+        if not current.iam_configuration.uniform_bucket_level_access_enabled:
+            fields.append("uniformBucketLevelAccess")
+        if current.iam_configuration.public_access_prevention != ENFORCED:
+            fields.append("publicAccessPrevention")
+        labels = current.labels or {}
+        if any(labels.get(k) != v for k, v in MANAGED_LABELS.items()):
+            fields.append("labels")
+        return fields
+
+    def create(self) -> None:
+        bucket = self._client.bucket(self.name)
+        bucket.iam_configuration.uniform_bucket_level_access_enabled = True
+        bucket.iam_configuration.public_access_prevention = ENFORCED
+        bucket.labels = dict(MANAGED_LABELS)
+        try:
+            self._call(
+                lambda: self._client.create_bucket(
+                    bucket, project=self.ctx.project, location=self.ctx.region, retry=None
+                )
+            )
+        except gexc.Conflict as e:
+            # Ours (created meanwhile, or a retried insert that had succeeded) or someone else's: the
+            # read tells them apart, no message parsing needed.
+            current = self.read()
+            if current is None:
+                raise _taken(self.name) from e
+            fields = self.drift(current)
+            if fields:
+                self.update(current, fields)
+
+    def update(self, current, fields: list[str]) -> None:
+        if "location" in fields:
+            raise MlflowGcpError(
+                f"The bucket {self.name} exists in {current.location}, not in {self.location}; a bucket's "
+                "location cannot change.",
+                f"Pass `--region {current.location.lower()}`, or another bucket name with `--bucket NAME` "
+                "(copy the artifacts over with `gcloud storage cp -r`).",
+            )
+        if "uniformBucketLevelAccess" in fields:
+            current.iam_configuration.uniform_bucket_level_access_enabled = True
+        if "publicAccessPrevention" in fields:
+            current.iam_configuration.public_access_prevention = ENFORCED
+        if "labels" in fields:
+            current.labels = {**(current.labels or {}), **MANAGED_LABELS}
+        self._call(lambda: current.patch(retry=None))
+
+    def outputs(self, current) -> dict[str, str]:
+        return {"bucket.name": current.name}
+
+    def details(self, current) -> dict[str, str]:
+        config = current.iam_configuration
+        return {
+            "location": current.location or "",
+            "uniform access": "on" if config.uniform_bucket_level_access_enabled else "off",
+            "public access prevention": config.public_access_prevention or "",
+        }
+
+    def delete(self, current) -> None:
+        """Deletes the artifacts too: `down` calls this only with --delete-data."""
+        try:
+            for blob in self._call(lambda: list(self._client.list_blobs(self.name, retry=None))):
+                try:
+                    self._call(lambda blob=blob: blob.delete(retry=None))
+                except gexc.NotFound:
+                    pass  # deleted meanwhile
+            self._call(lambda: current.delete(retry=None))
+        except gexc.NotFound:
+            pass  # already gone
+
+
+def bucket_policy_io(ctx: StepContext, name: str):
+    """Getter and setter of the bucket's IAM policy as plain dicts (the REST JSON shape, etag included, so
+    a concurrent write answers 412 and resources.iam redoes the read-modify-write). While the bucket does not
+    exist (planning), the getter gives an empty policy, so the binding reads as absent."""
+    from google.api_core.iam import Policy as ApiPolicy
+
+    client = ctx.clients.storage()
+
+    def get() -> Policy:
+        try:
+            policy = call_api(
+                ctx, STORAGE, lambda: client.bucket(name).get_iam_policy(requested_policy_version=3, retry=None)
+            )
+        except gexc.GoogleAPICallError as e:
+            if (ctx.dry_run and isinstance(e, gexc.NotFound)) or absent_in_plan(ctx, e):
+                return {}
+            raise
+        return policy.to_api_repr()
+
+    def set_(policy: Policy) -> None:
+        call_api(
+            ctx,
+            STORAGE,
+            lambda: client.bucket(name).set_iam_policy(ApiPolicy.from_api_repr(copy.deepcopy(policy)), retry=None),
+        )
+
+    return get, set_
+
+
+def resources(ctx: StepContext) -> Iterator[Resource]:
+    bucket = Bucket(ctx)
+    yield bucket
+    member = ctx.output("service_account.member", "service-account")
+    if member == PENDING:  # planning before the account exists: its name is known all the same
+        member = f"serviceAccount:{ctx.settings.service_account_email}"
+    get, set_ = bucket_policy_io(ctx, bucket.name)
+    yield IamBinding(ctx, f"bucket {bucket.name}", OBJECT_ADMIN, member, get, set_)

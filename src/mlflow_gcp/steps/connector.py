@@ -1,0 +1,173 @@
+"""Step `connector`: the Serverless VPC Access connector Cloud Run reaches the database's private IP through.
+
+Only the instance bounds and the machine type can change in place (a patch with an updateMask; the GAPIC
+library has no update method, so the patch goes through the discovery client). The network and the range are
+fixed at creation: a connector that differs there is a clear error, never silently replaced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from google.api_core import exceptions as gexc
+
+from mlflow_gcp.errors import MlflowGcpError
+from mlflow_gcp.gcp import retry
+from mlflow_gcp.gcp.errors import execute
+from mlflow_gcp.gcp.operations import wait, wait_gapic
+from mlflow_gcp.steps.base import PENDING, Resource, StepContext
+from mlflow_gcp.steps.network import plan_tolerant
+
+TIMEOUT = 20 * 60.0
+TRANSITIONAL = ("CREATING", "UPDATING", "DELETING")
+IMMUTABLE = ("network", "ipCidrRange")
+
+
+def _network_name(value: str) -> str:
+    """A connector's network as Google answers it (a name, or a link) → the name."""
+    return value.rstrip("/").rsplit("/", 1)[-1]
+
+
+class Connector(Resource):
+    kind = "VPC connector"
+
+    def __init__(self, ctx: StepContext) -> None:
+        super().__init__(ctx, ctx.settings.connector)
+        self.parent = f"projects/{ctx.project}/locations/{ctx.region}"
+        self.path = f"{self.parent}/connectors/{self.name}"
+        self._client = ctx.clients.vpc_access()
+        network = ctx.outputs.get("network.name")
+        self.network = network or (PENDING if ctx.dry_run else ctx.settings.network)
+        self._retry = retry.is_transient
+        if "vpcaccess.googleapis.com" in ctx.enabled_now:
+            self._retry = retry.any_of(retry.is_transient, retry.is_service_activating)
+
+    # -- desired state ------------------------------------------------------------------------------------
+    def desired(self) -> dict[str, Any]:
+        s = self.ctx.settings
+        # Instance bounds only: the API refuses throughput bounds sent with them.
+        return {
+            "network": self.network,
+            "ipCidrRange": s.connector_range,
+            "machineType": s.connector_machine_type,
+            "minInstances": s.connector_min_instances,
+            "maxInstances": s.connector_max_instances,
+        }
+
+    def _get(self) -> Any | None:
+        try:
+            return retry.call(lambda: self._client.get_connector(name=self.path), predicate=self._retry)
+        except gexc.NotFound:
+            return None
+
+    @plan_tolerant
+    def read(self) -> Any | None:
+        current = self._get()
+        if current is not None and current.state.name in TRANSITIONAL and not self.ctx.dry_run:
+            self.ctx.log(f"waiting for the VPC connector {self.name} ({current.state.name})")
+            current = wait(
+                self._get,
+                is_done=lambda c: c is None or c.state.name not in TRANSITIONAL,
+                error_of=lambda c: None,
+                what=f"Waiting for the VPC connector {self.name}",
+                timeout=TIMEOUT,
+                first=current,
+            )
+        if current is not None and current.state.name == "ERROR" and not self.ctx.dry_run:
+            raise MlflowGcpError(
+                f"The VPC connector {self.name} is in the ERROR state (its creation failed on Google's side).",
+                f"Delete it (`gcloud compute networks vpc-access connectors delete {self.name} --region "
+                f"{self.ctx.region}`) and run again, or pass --connector with another name.",
+            )
+        return current
+
+    def _live(self, current: Any) -> dict[str, Any]:
+        return {
+            "network": _network_name(current.network),
+            "ipCidrRange": current.ip_cidr_range,
+            "machineType": current.machine_type or "e2-micro",
+            "minInstances": current.min_instances,
+            "maxInstances": current.max_instances,
+        }
+
+    def drift(self, current: Any) -> list[str]:
+        live, desired = self._live(current), self.desired()
+        return [f for f, v in desired.items() if v != PENDING and live[f] != v]
+
+    # -- apply --------------------------------------------------------------------------------------------
+    def create(self) -> None:
+        from google.cloud import vpcaccess_v1
+
+        d = self.desired()
+        connector = vpcaccess_v1.Connector(
+            network=d["network"],
+            ip_cidr_range=d["ipCidrRange"],
+            machine_type=d["machineType"],
+            min_instances=d["minInstances"],
+            max_instances=d["maxInstances"],
+        )
+        try:
+            operation = retry.call(
+                lambda: self._client.create_connector(parent=self.parent, connector_id=self.name, connector=connector),
+                predicate=self._retry,
+            )
+        except gexc.Conflict:
+            return  # made meanwhile: read() waits for it
+        except gexc.BadRequest as e:
+            # e.g. the range overlaps another connector, a subnet or a reserved range: Google says which
+            raise MlflowGcpError(
+                f"Google refused the VPC connector {self.name}: {e.message}",
+                "Pick a free /28 with --connector-range (e.g. 10.8.0.16/28) or fix the setting it names.",
+            ) from e
+        self.ctx.log(f"creating the VPC connector {self.name} (about 2 minutes)")
+        wait_gapic(operation, what=f"Creating the VPC connector {self.name}", timeout=TIMEOUT)
+
+    def update(self, current: Any, fields: list[str]) -> None:
+        fixed = [f for f in fields if f in IMMUTABLE]
+        if fixed:
+            live, desired = self._live(current), self.desired()
+            differences = ", ".join(f"{f} is {live[f]}, the settings ask for {desired[f]}" for f in fixed)
+            raise MlflowGcpError(
+                f"The VPC connector {self.name} exists with other fixed settings ({differences}); a connector's "
+                "network and range cannot change.",
+                f"Delete it (`gcloud compute networks vpc-access connectors delete {self.name} --region "
+                f"{self.ctx.region}`) and run again, or pass --connector with another name.",
+            )
+        desired = self.desired()
+        body = {f: desired[f] for f in fields}
+        api = self.ctx.clients.discovery("vpcaccess", "v1")
+        connectors = api.projects().locations().connectors()
+        operation = retry.call(
+            lambda: execute(connectors.patch(name=self.path, updateMask=",".join(fields), body=body)),
+            predicate=self._retry,
+        )
+        operations = api.projects().locations().operations()
+        wait(
+            lambda: retry.call(lambda: execute(operations.get(name=operation["name"])), predicate=self._retry),
+            is_done=lambda op: bool(op.get("done")),
+            error_of=lambda op: (op.get("error") or {}).get("message") if op.get("error") else None,
+            what=f"Updating the VPC connector {self.name} ({', '.join(fields)})",
+            timeout=TIMEOUT,
+            first=operation,
+        )
+
+    def outputs(self, current: Any) -> dict[str, str]:
+        return {"connector.id": self.path}
+
+    def details(self, current: Any) -> dict[str, str]:
+        return {
+            "state": current.state.name,
+            "range": current.ip_cidr_range,
+            "network": _network_name(current.network),
+            "machine": current.machine_type,
+            "instances": f"{current.min_instances}-{current.max_instances}",
+        }
+
+    def delete(self, current: Any) -> None:
+        operation = retry.call(lambda: self._client.delete_connector(name=self.path), predicate=self._retry)
+        wait_gapic(operation, what=f"Deleting the VPC connector {self.name}", timeout=TIMEOUT)
+
+
+def resources(ctx: StepContext) -> Iterator[Resource]:
+    yield Connector(ctx)

@@ -1,0 +1,433 @@
+"""Step `database`: Cloud SQL for MySQL with a private IP only, its two databases and the MySQL user.
+
+Order matters: the `mysql-credentials` secret comes first, so a generated password is stored in Secret
+Manager before it is given to Cloud SQL (an interrupted run can never leave a password nobody knows). The
+instance follows (10 to 20 minutes on Google), then the runs and auth databases, then the user of the secret,
+created only when missing: a plain `up` never resets a password.
+
+A no-op run reads the secret, the instance, the two databases and the user list: five requests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from google.api_core import exceptions as gexc
+
+from mlflow_gcp.config import SECRET_MYSQL
+from mlflow_gcp.errors import MlflowGcpError, NameTakenError, OperationFailedError
+from mlflow_gcp.gcp import retry
+from mlflow_gcp.gcp.errors import execute
+from mlflow_gcp.gcp.operations import wait
+from mlflow_gcp.resources.secret import MANAGED_LABEL, Secret, new_password, split_credentials
+from mlflow_gcp.steps.base import PENDING, Resource, StepContext
+from mlflow_gcp.steps.network import network_link, plan_tolerant
+
+CHARSET = "utf8mb4"
+# MySQL 8's default utf8mb4 collation; Cloud SQL for MySQL 8.0 and 8.4 accept it.
+COLLATION = "utf8mb4_0900_ai_ci"
+CREATE_TIMEOUT = 45 * 60.0
+UPDATE_TIMEOUT = 30 * 60.0
+SMALL_TIMEOUT = 10 * 60.0
+# How long a mutation waits for another operation on the instance (a backup, maintenance, our own update).
+IN_PROGRESS_DEADLINE = 30 * 60.0
+WAIT_STATES = ("PENDING_CREATE", "MAINTENANCE")
+
+
+def network_of(link: str) -> tuple[str, str]:
+    """(project, network) of `projects/P/global/networks/N`, with or without the compute URL prefix."""
+    index = link.find("projects/")
+    parts = (link[index:] if index >= 0 else link).strip("/").split("/")
+    if len(parts) >= 5:
+        return parts[1], parts[4]
+    return "", parts[-1]
+
+
+def same_network(live: str, wanted: str) -> bool:
+    live_project, live_name = network_of(live)
+    project, name = network_of(wanted)
+    # Cloud SQL may answer with the project number where we sent the id: compare ids only when both are ids.
+    projects_match = live_project == project or live_project.isdigit() or project.isdigit()
+    return live_name == name and projects_match
+
+
+class SqlCalls:
+    """Cloud SQL Admin calls shared by the step's resources: retries and operation waiting."""
+
+    def __init__(self, ctx: StepContext) -> None:
+        self.ctx = ctx
+        transient = retry.is_transient
+        if "sqladmin.googleapis.com" in ctx.enabled_now:
+            transient = retry.any_of(retry.is_transient, retry.is_service_activating)
+        self.read_predicate = transient
+        # Cloud SQL runs one operation at a time per instance and answers 409 operationInProgress to others.
+        self.write_predicate = retry.any_of(transient, retry.is_sql_operation_in_progress)
+
+    @property
+    def api(self):
+        return self.ctx.clients.sqladmin()
+
+    def read(self, build: Callable[[Any], Any]) -> Any:
+        return retry.call(lambda: execute(build(self.api)), predicate=self.read_predicate)
+
+    def write(self, build: Callable[[Any], Any], what: str, timeout: float) -> dict:
+        operation = retry.call(
+            lambda: execute(build(self.api)),
+            predicate=self.write_predicate,
+            deadline=IN_PROGRESS_DEADLINE,
+        )
+        return self.wait(operation, what, timeout)
+
+    def wait(self, operation: dict, what: str, timeout: float) -> dict:
+        project = self.ctx.project
+        return wait(
+            lambda: self.read(lambda api: api.operations().get(project=project, operation=operation["name"])),
+            is_done=lambda op: op.get("status") == "DONE",
+            error_of=lambda op: (
+                "; ".join(e.get("message") or e.get("code", "") for e in (op.get("error") or {}).get("errors", []))
+                or None
+            ),
+            what=what,
+            timeout=timeout,
+            first=operation,
+        )
+
+
+class MysqlSecret(Secret):
+    """The shared Secret, read as absent while planning on a project whose Secret Manager API is not enabled."""
+
+    read = plan_tolerant(Secret.read)
+
+
+class Instance(Resource):
+    kind = "Cloud SQL instance"
+    holds_data = True
+
+    def __init__(self, ctx: StepContext, sql: SqlCalls) -> None:
+        super().__init__(ctx, ctx.settings.db_instance)
+        self.sql = sql
+        self.network = network_link(ctx)
+        self.missing: bool | None = None  # known after read(): children of a missing instance are not read
+        self.state: str | None = None
+
+    # -- desired state ------------------------------------------------------------------------------------
+    def desired_settings(self) -> dict[str, Any]:
+        s = self.ctx.settings
+        return {
+            "tier": s.db_tier,
+            "edition": s.db_edition,
+            "ipConfiguration": {"ipv4Enabled": False, "privateNetwork": self.network},
+            "backupConfiguration": {"enabled": True, "binaryLogEnabled": True},
+            "deletionProtectionEnabled": True,
+            "storageAutoResize": True,
+            "userLabels": dict(MANAGED_LABEL),
+        }
+
+    def _get(self) -> dict | None:
+        try:
+            return self.sql.read(lambda api: api.instances().get(project=self.ctx.project, instance=self.name))
+        except gexc.NotFound:
+            return None
+
+    @plan_tolerant
+    def read(self) -> dict | None:
+        current = self._get()
+        if current is not None and current.get("state") in WAIT_STATES and not self.ctx.dry_run:
+            self.ctx.log(f"waiting for the Cloud SQL instance {self.name} ({current['state']})")
+            current = wait(
+                self._get,
+                is_done=lambda i: i is None or i.get("state") not in WAIT_STATES,
+                error_of=lambda i: None,
+                what=f"Waiting for the Cloud SQL instance {self.name}",
+                timeout=CREATE_TIMEOUT,
+                first=current,
+            )
+        self.missing = current is None
+        if current is not None:
+            self.state = current.get("state")
+            if not self.ctx.dry_run:  # planning (status, down) shows the state instead
+                self._check_state(current)
+        return current
+
+    def readable(self) -> bool:
+        """Whether its databases and users can be read: not when it is missing, nor while planning on an
+        instance that is not running yet (Cloud SQL answers 400 then)."""
+        if self.missing:
+            return False
+        return not (self.ctx.dry_run and self.state not in (None, "RUNNABLE"))
+
+    def _check_state(self, current: dict) -> None:
+        state = current.get("state", "")
+        if state == "FAILED":
+            raise MlflowGcpError(
+                f"The Cloud SQL instance {self.name} is in the FAILED state.",
+                f"See its operations (`gcloud sql operations list --instance {self.name}`); delete it and run "
+                "again, or pass --db-instance with another name.",
+            )
+        if state == "SUSPENDED":
+            raise MlflowGcpError(
+                f"The Cloud SQL instance {self.name} is suspended (billing problem or policy violation).",
+                "Check the project's billing account, then retry.",
+            )
+        if state == "STOPPED":
+            raise MlflowGcpError(
+                f"The Cloud SQL instance {self.name} is stopped, so its databases and users cannot be read.",
+                f"Start it (`gcloud sql instances patch {self.name} --activation-policy=ALWAYS`) and run again.",
+            )
+        if state == "PENDING_DELETE":
+            raise NameTakenError(
+                f"The Cloud SQL instance {self.name} is being deleted; its name stays reserved for about a week.",
+                "Pass --db-instance with another name.",
+            )
+
+    def drift(self, current: dict) -> list[str]:
+        s = self.ctx.settings
+        live = current.get("settings", {})
+        ip = live.get("ipConfiguration", {})
+        backups = live.get("backupConfiguration", {})
+        fields = []
+        if current.get("databaseVersion") != s.db_version:
+            fields.append("databaseVersion")
+        if live.get("tier") != s.db_tier:
+            fields.append("tier")
+        if live.get("edition", "ENTERPRISE") != s.db_edition:
+            fields.append("edition")
+        if live.get("deletionProtectionEnabled") is not True:
+            fields.append("deletionProtectionEnabled")
+        if backups.get("enabled") is not True or backups.get("binaryLogEnabled") is not True:
+            fields.append("backupConfiguration")
+        if ip.get("ipv4Enabled", True) is not False:
+            fields.append("ipv4Enabled")
+        if self.network != PENDING and not same_network(ip.get("privateNetwork", ""), self.network):
+            fields.append("privateNetwork")
+        return fields
+
+    # -- apply --------------------------------------------------------------------------------------------
+    def create(self) -> None:
+        s = self.ctx.settings
+        _, password = split_credentials(SECRET_MYSQL, self.ctx.secret_value(SECRET_MYSQL, "database"))
+        body = {
+            "name": self.name,
+            "region": s.region,
+            "databaseVersion": s.db_version,
+            "rootPassword": password,
+            "settings": self.desired_settings(),
+        }
+        try:
+            operation = retry.call(
+                lambda: execute(self.sql.api.instances().insert(project=self.ctx.project, body=body)),
+                predicate=self.sql.read_predicate,
+            )
+        except gexc.Conflict as e:
+            if self._get() is not None:
+                return  # made meanwhile (e.g. by an interrupted run): read() waits for it
+            raise NameTakenError(
+                f"The Cloud SQL instance name {self.name} is not available: it is used or was deleted less than a "
+                "week ago (Cloud SQL keeps deleted names reserved).",
+                "Pass --db-instance with another name.",
+            ) from e
+        self.ctx.log(f"creating the Cloud SQL instance {self.name} (10 to 20 minutes)")
+        self.sql.wait(operation, f"Creating the Cloud SQL instance {self.name}", CREATE_TIMEOUT)
+
+    def update(self, current: dict, fields: list[str]) -> None:
+        s = self.ctx.settings
+        if "databaseVersion" in fields:
+            raise MlflowGcpError(
+                f"The Cloud SQL instance {self.name} runs {current.get('databaseVersion')}, not {s.db_version}; "
+                "this tool does not change a database version in place.",
+                f"Pass --db-version {current.get('databaseVersion')} to keep it, upgrade it yourself "
+                f"(`gcloud sql instances patch {self.name} --database-version={s.db_version}`), or pass "
+                "--db-instance with another name.",
+            )
+        desired = self.desired_settings()
+        patch: dict[str, Any] = {}
+        for field in fields:
+            if field in ("tier", "edition", "deletionProtectionEnabled", "backupConfiguration"):
+                patch[field] = desired[field]
+            elif field in ("ipv4Enabled", "privateNetwork"):
+                # both together: private IP only is one setting, whatever Cloud SQL merges or replaces
+                patch["ipConfiguration"] = desired["ipConfiguration"]
+        self.sql.write(
+            lambda api: api.instances().patch(project=self.ctx.project, instance=self.name, body={"settings": patch}),
+            f"Updating the Cloud SQL instance {self.name} ({', '.join(fields)})",
+            UPDATE_TIMEOUT,
+        )
+
+    def outputs(self, current: dict) -> dict[str, str]:
+        values = {"database.instance": self.name, "database.connection_name": current.get("connectionName", "")}
+        private = next((a["ipAddress"] for a in current.get("ipAddresses", []) if a.get("type") == "PRIVATE"), None)
+        if private:
+            values["database.private_ip"] = private
+        return values
+
+    def details(self, current: dict) -> dict[str, str]:
+        live = current.get("settings", {})
+        private = next((a["ipAddress"] for a in current.get("ipAddresses", []) if a.get("type") == "PRIVATE"), "")
+        return {
+            "state": current.get("state", ""),
+            "version": current.get("databaseVersion", ""),
+            "tier": live.get("tier", ""),
+            "edition": live.get("edition", ""),
+            "private ip": private or "none",
+            "public ip": "on" if live.get("ipConfiguration", {}).get("ipv4Enabled", True) else "off",
+            "deletion protection": "on" if live.get("deletionProtectionEnabled") else "off",
+        }
+
+    def delete(self, current: dict) -> None:
+        """Only for `down --delete-data`: turns deletion protection off first."""
+        if current.get("settings", {}).get("deletionProtectionEnabled"):
+            self.sql.write(
+                lambda api: api.instances().patch(
+                    project=self.ctx.project,
+                    instance=self.name,
+                    body={"settings": {"deletionProtectionEnabled": False}},
+                ),
+                f"Turning off deletion protection of {self.name}",
+                UPDATE_TIMEOUT,
+            )
+        self.sql.write(
+            lambda api: api.instances().delete(project=self.ctx.project, instance=self.name),
+            f"Deleting the Cloud SQL instance {self.name}",
+            UPDATE_TIMEOUT,
+        )
+
+
+class Database(Resource):
+    kind = "MySQL database"
+    holds_data = True
+
+    def __init__(self, ctx: StepContext, sql: SqlCalls, instance: Instance, name: str) -> None:
+        super().__init__(ctx, name)
+        self.sql, self.instance = sql, instance
+
+    @plan_tolerant
+    def read(self) -> dict | None:
+        if not self.instance.readable():
+            return None
+        try:
+            return self.sql.read(
+                lambda api: api.databases().get(
+                    project=self.ctx.project, instance=self.instance.name, database=self.name
+                )
+            )
+        except gexc.NotFound:
+            return None
+
+    def drift(self, current: dict) -> list[str]:
+        return [f for f, v in (("charset", CHARSET), ("collation", COLLATION)) if current.get(f) != v]
+
+    def create(self) -> None:
+        body = {
+            "name": self.name,
+            "charset": CHARSET,
+            "collation": COLLATION,
+            "instance": self.instance.name,
+            "project": self.ctx.project,
+        }
+        try:
+            self.sql.write(
+                lambda api: api.databases().insert(project=self.ctx.project, instance=self.instance.name, body=body),
+                f"Creating the database {self.name}",
+                SMALL_TIMEOUT,
+            )
+        except OperationFailedError:
+            if self.read() is None:
+                raise  # a real failure, not a database made meanwhile
+
+    def update(self, current: dict, fields: list[str]) -> None:
+        body = {"charset": CHARSET, "collation": COLLATION}
+        self.sql.write(
+            lambda api: api.databases().patch(
+                project=self.ctx.project, instance=self.instance.name, database=self.name, body=body
+            ),
+            f"Setting the character set of the database {self.name}",
+            SMALL_TIMEOUT,
+        )
+
+    def details(self, current: dict) -> dict[str, str]:
+        return {"charset": current.get("charset", ""), "collation": current.get("collation", "")}
+
+    def delete(self, current: dict) -> None:
+        self.sql.write(
+            lambda api: api.databases().delete(
+                project=self.ctx.project, instance=self.instance.name, database=self.name
+            ),
+            f"Deleting the database {self.name}",
+            SMALL_TIMEOUT,
+        )
+
+
+class User(Resource):
+    """The MySQL user of the `mysql-credentials` secret, allowed from any host ('%'): the server reaches the
+    private IP through the connector. Created when missing; an existing user's password is never reset."""
+
+    kind = "MySQL user"
+    holds_data = True
+    HOST = "%"
+
+    def __init__(self, ctx: StepContext, sql: SqlCalls, instance: Instance) -> None:
+        super().__init__(ctx, ctx.settings.db_user)
+        self.sql, self.instance = sql, instance
+
+    def _credentials(self) -> tuple[str, str]:
+        login, password = split_credentials(SECRET_MYSQL, self.ctx.secret_value(SECRET_MYSQL, "database"))
+        if login != self.name:
+            raise MlflowGcpError(
+                f"The secret {SECRET_MYSQL} is for the MySQL user {login}, but the settings ask for {self.name}.",
+                f"Pass --db-user {login}, or add a version `{self.name}:PASSWORD` to the secret yourself.",
+            )
+        return login, password
+
+    @plan_tolerant
+    def read(self) -> dict | None:
+        if not self.instance.readable():
+            return None
+        try:
+            response = self.sql.read(
+                lambda api: api.users().list(project=self.ctx.project, instance=self.instance.name)
+            )
+        except gexc.NotFound:
+            return None
+        return next(
+            (u for u in response.get("items", []) if u.get("name") == self.name and u.get("host", "") in ("%", "")),
+            None,
+        )
+
+    def create(self) -> None:
+        login, password = self._credentials()
+        body = {"name": login, "host": self.HOST, "password": password}
+        try:
+            self.sql.write(
+                lambda api: api.users().insert(project=self.ctx.project, instance=self.instance.name, body=body),
+                f"Creating the MySQL user {login}",
+                SMALL_TIMEOUT,
+            )
+        except OperationFailedError:
+            if self.read() is None:
+                raise
+
+    def details(self, current: dict) -> dict[str, str]:
+        return {"host": current.get("host") or "%"}
+
+    def delete(self, current: dict) -> None:
+        if self.name == "root":
+            return  # root goes with the instance; deleting it would lock everyone out
+        self.sql.write(
+            lambda api: api.users().delete(
+                project=self.ctx.project, instance=self.instance.name, name=self.name, host=current.get("host") or "%"
+            ),
+            f"Deleting the MySQL user {self.name}",
+            SMALL_TIMEOUT,
+        )
+
+
+def resources(ctx: StepContext) -> Iterator[Resource]:
+    s = ctx.settings
+    yield MysqlSecret(ctx, SECRET_MYSQL, lambda: f"{s.db_user}:{new_password()}")
+    sql = SqlCalls(ctx)
+    instance = Instance(ctx, sql)
+    yield instance
+    yield Database(ctx, sql, instance, s.db_name)
+    yield Database(ctx, sql, instance, s.auth_db_name)
+    yield User(ctx, sql, instance)

@@ -1,0 +1,317 @@
+"""Step `deploy`: the Cloud Run v2 service that runs the MLflow server.
+
+The desired service is exactly `service_spec.build_service(...)`. A first deploy is two revisions: Cloud Run
+gives a service its URLs only once it exists, and the server must know them (MLflow's host-header and CORS
+protection allow exactly its own hosts), so the service is created, then updated with
+MLFLOW_GCP_SERVICE_URLS. Later runs compare only the fields `build_service` sets; labels, annotations and
+container fields set by others are kept.
+
+Public access: `invokerIamDisabled` (MLflow checks the login itself). Where it is refused (organization
+policy constraints/run.managed.requireInvokerIam, or an API that does not know the field), the service falls
+back to an `allUsers` roles/run.invoker binding; a domain-restricted-sharing policy refusing `allUsers` is an
+OrgPolicyError with a hint.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from google.api_core import exceptions as gexc
+
+from mlflow_gcp.errors import OperationFailedError, OrgPolicyError
+from mlflow_gcp.gcp.operations import wait, wait_gapic
+from mlflow_gcp.resources.iam import IamBinding, Policy, has_member, proto_policy_io
+from mlflow_gcp.service_spec import SERVICE_URLS_VAR, ServiceInputs, build_service
+from mlflow_gcp.steps.base import Resource, StepContext
+from mlflow_gcp.steps.image import absent_in_plan, api_caller
+
+DEPLOY_TIMEOUT = 900.0
+INVOKER_ROLE = "roles/run.invoker"
+PUBLIC_MEMBER = "allUsers"
+INVOKER_IAM_FIELD = "invokerIamDisabled"
+REQUIRE_INVOKER_IAM = "constraints/run.managed.requireInvokerIam"
+DOMAIN_RESTRICTED_SHARING = "constraints/iam.allowedPolicyMemberDomains"
+
+
+def to_json_dict(service: Any, *, defaults: bool = False) -> dict[str, Any]:
+    """A run_v2.Service as its REST JSON dict; with `defaults`, fields at their default value are included."""
+    from google.cloud import run_v2
+    from google.protobuf import json_format
+
+    if defaults:
+        return run_v2.Service.to_dict(service, use_integers_for_enums=False, preserving_proto_field_name=False)
+    return json_format.MessageToDict(run_v2.Service.pb(service))
+
+
+def from_json_dict(data: dict[str, Any]):
+    from google.cloud import run_v2
+
+    return run_v2.Service.from_json(json.dumps(data), ignore_unknown_fields=True)
+
+
+def _field_name(path: tuple[str, ...]) -> str:
+    """A readable name for a differing field: `image`, `env`, `scaling`, `labels.managed-by`..."""
+    if path[:2] == ("template", "containers"):
+        return path[3] if len(path) > 3 else "containers"
+    if path[0] == "template" and len(path) > 1:
+        return path[1]
+    if path[0] == "labels":
+        return ".".join(path)
+    return path[0]
+
+
+def diff(owned: Any, want: Any, live: Any, path: tuple[str, ...] = ()) -> list[str]:
+    """The fields `owned` (the desired REST dict) sets whose value differs between `want` and `live` (both
+    printed with their defaults, so a value reset to its default is seen). The containers list is compared
+    element by element on the keys we set; other lists are owned whole."""
+    if isinstance(owned, dict):
+        out: list[str] = []
+        for key, sub in owned.items():
+            w = want.get(key) if isinstance(want, dict) else None
+            lv = live.get(key) if isinstance(live, dict) else None
+            out += diff(sub, w, lv, (*path, key))
+        return out
+    if path and path[-1] == "containers" and isinstance(owned, list):
+        live_list = live if isinstance(live, list) else []
+        want_list = want if isinstance(want, list) else []
+        if len(live_list) != len(owned):
+            return [_field_name(path)]
+        out = []
+        for i, sub in enumerate(owned):
+            out += diff(sub, want_list[i] if i < len(want_list) else None, live_list[i], (*path, str(i)))
+        return out
+    return [] if want == live else [_field_name(path)]
+
+
+def merged(live: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+    """The live service with the desired fields laid over it: maps are merged (labels and annotations of
+    others are kept), containers merged by position, other lists replaced."""
+    out = dict(live)
+    for key, value in desired.items():
+        if isinstance(value, dict) and isinstance(live.get(key), dict):
+            out[key] = merged(live[key], value)
+        elif key == "containers" and isinstance(live.get(key), list):
+            old = live[key]
+            out[key] = [
+                merged(old[i], item) if i < len(old) and isinstance(old[i], dict) else item
+                for i, item in enumerate(value)
+            ]
+        else:
+            out[key] = value
+    return out
+
+
+def _violation_types(exc: gexc.GoogleAPICallError) -> list[str]:
+    types = []
+    for detail in exc.details or ():
+        violations = detail.get("violations", []) if isinstance(detail, dict) else getattr(detail, "violations", ())
+        for violation in violations or ():
+            kind = violation.get("type") if isinstance(violation, dict) else getattr(violation, "type", "")
+            types.append(str(kind or ""))
+    return types
+
+
+def _field_violations(exc: gexc.GoogleAPICallError) -> list[str]:
+    out = []
+    for detail in exc.details or ():
+        items = (
+            detail.get("fieldViolations", []) if isinstance(detail, dict) else getattr(detail, "field_violations", ())
+        )
+        for item in items or ():
+            if isinstance(item, dict):
+                out.append(f"{item.get('field', '')} {item.get('description', '')}")
+            else:
+                out.append(f"{getattr(item, 'field', '')} {getattr(item, 'description', '')}")
+    return out
+
+
+def is_invoker_iam_disabled_refused(exc: BaseException) -> bool:
+    """Cloud Run refuses `invokerIamDisabled`: an organization policy requires invoker IAM checks (a
+    PreconditionFailure violation), or the API does not know the field (a BadRequest field violation)."""
+    if not isinstance(exc, (gexc.BadRequest, gexc.FailedPrecondition, gexc.PreconditionFailed)):
+        return False
+    if REQUIRE_INVOKER_IAM in _violation_types(exc):
+        return True
+    return any(INVOKER_IAM_FIELD in v or "invoker_iam_disabled" in v for v in _field_violations(exc))
+
+
+def refuses_public_members(exc: BaseException) -> bool:
+    return isinstance(exc, gexc.GoogleAPICallError) and DOMAIN_RESTRICTED_SHARING in _violation_types(exc)
+
+
+class CloudRunService(Resource):
+    kind = "Cloud Run service"
+
+    def __init__(self, ctx: StepContext) -> None:
+        super().__init__(ctx, ctx.settings.service)
+        self.parent = f"projects/{ctx.project}/locations/{ctx.region}"
+        self.path = f"{self.parent}/services/{self.name}"
+        self.image = ctx.output("image.uri", "image")
+        self.connector = ctx.output("connector.id", "connector")
+        # The service account step made it; the service spec names it from the settings.
+        ctx.output("service_account.email", "service-account")
+        self._client = ctx.clients.run_services()
+        self._call = api_caller(ctx, "run")
+        # True when public access goes through an allUsers invoker binding instead of invokerIamDisabled.
+        self.use_invoker_binding = False
+
+    # -- desired state -------------------------------------------------------------------------------------
+    def desired(self, current: Any | None) -> dict[str, Any]:
+        urls = tuple(current.urls) if current is not None else ()
+        service = build_service(self.ctx.settings, ServiceInputs(self.image, self.connector, urls))
+        if self.use_invoker_binding:
+            service.pop(INVOKER_IAM_FIELD, None)
+        return service
+
+    # -- Resource --------------------------------------------------------------------------------------------
+    def read(self):
+        try:
+            service = self._call(lambda: self._client.get_service(name=self.path))
+        except gexc.NotFound:
+            return None
+        except gexc.GoogleAPICallError as e:
+            if absent_in_plan(self.ctx, e):
+                return None
+            raise
+        if service.reconciling:
+            self.ctx.log(f"waiting for the rollout of {self.label} in progress")
+            service = wait(
+                lambda: self._client.get_service(name=self.path),
+                is_done=lambda s: not s.reconciling,
+                error_of=lambda s: None,
+                what=f"The rollout of {self.label}",
+                timeout=DEPLOY_TIMEOUT,
+                first=service,
+            )
+        return service
+
+    def drift(self, current) -> list[str]:
+        owned = self.desired(current)
+        want = to_json_dict(from_json_dict(owned), defaults=True)
+        live = to_json_dict(current, defaults=True)
+        fields = list(dict.fromkeys(diff(owned, want, live)))
+        if INVOKER_IAM_FIELD in fields and self._public_through_binding():
+            fields.remove(INVOKER_IAM_FIELD)
+        if current.terminal_condition.state.name != "CONDITION_SUCCEEDED":
+            fields.append("ready")
+        return fields
+
+    def _public_through_binding(self) -> bool:
+        """An earlier run fell back to an allUsers invoker binding: public access is in place."""
+        get, _ = proto_policy_io(self._client, self.path)
+        if has_member(self._call(get), INVOKER_ROLE, PUBLIC_MEMBER):
+            self.use_invoker_binding = True
+        return self.use_invoker_binding
+
+    def create(self) -> None:
+        try:
+            self._deploy(
+                "Creating",
+                lambda body: self._client.create_service(
+                    request={"parent": self.parent, "service_id": self.name, "service": body}
+                ),
+                self.desired(None),
+            )
+        except gexc.Conflict:
+            pass  # created meanwhile (or by an interrupted run): compare below
+        current = self.read()
+        if current is None:
+            return
+        # Now that the service has its URLs, give them to the server (a second revision).
+        fields = self.drift(current)
+        if fields:
+            self.ctx.log(f"updating {self.label}: {', '.join(fields)}")
+            self.update(current, fields)
+
+    def update(self, current, fields: list[str]) -> None:
+        self._deploy(
+            "Updating",
+            lambda body: self._client.update_service(request={"service": body}),
+            merged(to_json_dict(current), self.desired(current)),
+        )
+
+    def _deploy(self, verb: str, send: Callable[[Any], Any], body: dict[str, Any]) -> None:
+        what = f"{verb} {self.label}"
+        try:
+            operation = self._call(lambda: send(from_json_dict(body)))
+        except gexc.GoogleAPICallError as e:
+            if not is_invoker_iam_disabled_refused(e) or INVOKER_IAM_FIELD not in body:
+                raise
+            self.ctx.log(
+                f"{self.label}: invokerIamDisabled is refused ({e.message}); "
+                f"granting {INVOKER_ROLE} to {PUBLIC_MEMBER} instead"
+            )
+            self.use_invoker_binding = True
+            body = {k: v for k, v in body.items() if k != INVOKER_IAM_FIELD}
+            operation = self._call(lambda: send(from_json_dict(body)))
+        service = wait_gapic(operation, what=what, timeout=DEPLOY_TIMEOUT)
+        check_ready(service, what)
+
+    def outputs(self, current) -> dict[str, str]:
+        return {"service.url": current.uri, "service.urls": ",".join(current.urls)}
+
+    def details(self, current) -> dict[str, str]:
+        container = current.template.containers[0] if current.template.containers else None
+        return {
+            "url": current.uri,
+            "image": container.image if container else "",
+            "revision": current.latest_ready_revision.rsplit("/", 1)[-1],
+            "ready": current.terminal_condition.state.name.removeprefix("CONDITION_").lower(),
+            "public": "invoker binding" if self.use_invoker_binding else str(current.invoker_iam_disabled).lower(),
+        }
+
+    def delete(self, current) -> None:
+        try:
+            operation = self._call(lambda: self._client.delete_service(name=self.path))
+        except gexc.NotFound:
+            return
+        wait_gapic(operation, what=f"Deleting {self.label}", timeout=DEPLOY_TIMEOUT)
+
+
+def check_ready(service, what: str) -> None:
+    """The service's latest revision serves; else Google's message (e.g. the container failed to start)."""
+    condition = service.terminal_condition
+    if condition.state.name != "CONDITION_SUCCEEDED":
+        message = condition.message or f"the service is {condition.state.name}"
+        raise OperationFailedError(
+            f"{what} failed: {message}",
+            "See the revision's logs in the Cloud console (Cloud Run > the service > Logs) for why it did not start.",
+        )
+
+
+def public_invoker_binding(ctx: StepContext, service: CloudRunService) -> IamBinding:
+    get, set_ = proto_policy_io(service._client, service.path)
+
+    def checked_set(policy: Policy) -> None:
+        try:
+            set_(policy)
+        except gexc.GoogleAPICallError as e:
+            if refuses_public_members(e):
+                raise OrgPolicyError(
+                    f"The organization policy {DOMAIN_RESTRICTED_SHARING} (domain restricted sharing) refuses "
+                    f"{PUBLIC_MEMBER} as invoker of {service.label}, and invokerIamDisabled is refused too, so the "
+                    "server cannot be made public.",
+                    "Ask your organization admin to exempt this project from iam.allowedPolicyMemberDomains or "
+                    "from run.managed.requireInvokerIam, or reach the service through `gcloud run services proxy` "
+                    "with roles/run.invoker for your users.",
+                ) from e
+            raise
+
+    return IamBinding(ctx, service.label, INVOKER_ROLE, PUBLIC_MEMBER, get, checked_set)
+
+
+def resources(ctx: StepContext) -> Iterator[Resource]:
+    service = CloudRunService(ctx)
+    yield service
+    if service.use_invoker_binding:
+        yield public_invoker_binding(ctx, service)
+
+
+def service_urls_of(service: dict[str, Any]) -> list[str]:
+    """The MLFLOW_GCP_SERVICE_URLS value of a service in the REST JSON shape (tests, status)."""
+    for item in service.get("template", {}).get("containers", [{}])[0].get("env", []):
+        if item.get("name") == SERVICE_URLS_VAR:
+            return [u for u in item.get("value", "").split(",") if u]
+    return []

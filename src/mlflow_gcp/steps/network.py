@@ -1,0 +1,377 @@
+"""Step `network`: the VPC network and private services access for Cloud SQL.
+
+Three resources: the network (`default`, or a custom-mode network created when `--network` names one that does
+not exist), a global address range with purpose VPC_PEERING on it, and the `servicenetworking.googleapis.com`
+connection that peers Google's service producer network with it through that range. A connection made by
+someone else keeps its ranges: ours is added to them, never swapped in.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from google.api_core import exceptions as gexc
+
+from mlflow_gcp.errors import MlflowGcpError
+from mlflow_gcp.gcp import retry
+from mlflow_gcp.gcp.errors import execute
+from mlflow_gcp.gcp.operations import wait
+from mlflow_gcp.steps.base import PENDING, Mode, Resource, StepContext
+
+MANAGED_DESCRIPTION = "Managed by mlflow-gcp"
+MANAGED_LABELS = {"managed-by": "mlflow-gcp"}
+SERVICE = "services/servicenetworking.googleapis.com"
+PEERING = "servicenetworking-googleapis-com"
+COMPUTE_TIMEOUT = 600.0
+CONNECTION_TIMEOUT = 900.0
+
+
+R = TypeVar("R", bound=Callable[..., Any])
+
+
+def plan_tolerant(read: R) -> R:
+    """Planning on a project where the API is not enabled yet (the apis step enables it): nothing can exist
+    there, so the resource reads as absent instead of failing the plan."""
+
+    @functools.wraps(read)
+    def wrapper(self: Resource) -> Any:
+        try:
+            return read(self)
+        except gexc.GoogleAPICallError as e:
+            if self.ctx.mode is Mode.PLAN and retry.is_service_activating(e):
+                return None
+            raise
+
+    return wrapper  # type: ignore[return-value]
+
+
+def predicate(ctx: StepContext, service: str) -> Callable[[BaseException], bool]:
+    """Transient errors, plus SERVICE_DISABLED for a while when this run has just enabled the API."""
+    if f"{service}.googleapis.com" in ctx.enabled_now:
+        return retry.any_of(retry.is_transient, retry.is_service_activating)
+    return retry.is_transient
+
+
+def network_path(project: str, network: str) -> str:
+    return f"projects/{project}/global/networks/{network}"
+
+
+def network_link(ctx: StepContext) -> str:
+    """`projects/P/global/networks/N` once the network step has run (or could have); in plan mode the
+    placeholder while the network does not exist yet."""
+    value = ctx.outputs.get("network.self_link")
+    if value:
+        return value
+    return PENDING if ctx.dry_run else network_path(ctx.project, ctx.settings.network)
+
+
+def short_link(link: str) -> str:
+    """A compute link without its host and version: `https://…/compute/v1/projects/P/…` → `projects/P/…`."""
+    index = link.find("projects/")
+    return link[index:] if index >= 0 else link
+
+
+def wait_compute(ctx: StepContext, operation: Any, what: str, timeout: float = COMPUTE_TIMEOUT) -> None:
+    """Poll a global compute#operation until DONE. ExtendedOperation.result() ignores the endpoint override,
+    so the operations client (built with the same options) is polled instead."""
+    from google.cloud import compute_v1
+
+    operations = ctx.clients.global_operations()
+    done = compute_v1.Operation.Status.DONE
+
+    def error_of(op: Any) -> str | None:
+        errors = [e.message or e.code for e in op.error.errors]
+        if errors:
+            return "; ".join(errors)
+        if op.http_error_status_code:
+            return op.http_error_message or f"HTTP {op.http_error_status_code}"
+        return None
+
+    wait(
+        lambda: operations.get(project=ctx.project, operation=operation.name),
+        is_done=lambda op: op.status == done,
+        error_of=error_of,
+        what=what,
+        timeout=timeout,
+        first=operation,
+    )
+
+
+class Network(Resource):
+    kind = "VPC network"
+
+    def __init__(self, ctx: StepContext) -> None:
+        super().__init__(ctx, ctx.settings.network)
+        self._client = ctx.clients.networks()
+        self._retry = predicate(ctx, "compute")
+
+    @plan_tolerant
+    def read(self) -> Any | None:
+        try:
+            return retry.call(
+                lambda: self._client.get(project=self.ctx.project, network=self.name), predicate=self._retry
+            )
+        except gexc.NotFound:
+            return None
+
+    def create(self) -> None:
+        if self.name == "default":
+            raise MlflowGcpError(
+                f"The default VPC network does not exist in project {self.ctx.project}.",
+                "Pass --network NAME to use (or have the tool create) another network, or recreate the default "
+                "network: `gcloud compute networks create default --subnet-mode=auto`.",
+            )
+        from google.cloud import compute_v1
+
+        network = compute_v1.Network(
+            name=self.name,
+            auto_create_subnetworks=False,
+            description=MANAGED_DESCRIPTION,
+            routing_config=compute_v1.NetworkRoutingConfig(routing_mode="REGIONAL"),
+        )
+        try:
+            operation = retry.call(
+                lambda: self._client.insert_unary(project=self.ctx.project, network_resource=network),
+                predicate=self._retry,
+            )
+        except gexc.Conflict:
+            return  # created meanwhile
+        wait_compute(self.ctx, operation, f"Creating the VPC network {self.name}")
+
+    def outputs(self, current: Any) -> dict[str, str]:
+        return {"network.self_link": network_path(self.ctx.project, self.name), "network.name": self.name}
+
+    def details(self, current: Any) -> dict[str, str]:
+        mode = "auto" if current.auto_create_subnetworks else "custom"
+        peerings = ", ".join(p.name for p in current.peerings) or "none"
+        return {"subnet mode": mode, "peerings": peerings}
+
+    def delete(self, current: Any) -> None:
+        if self.name == "default" or current.description != MANAGED_DESCRIPTION:
+            self.ctx.log(f"keeping the VPC network {self.name}: this tool did not create it")
+            return
+        operation = retry.call(
+            lambda: self._client.delete_unary(project=self.ctx.project, network=self.name), predicate=self._retry
+        )
+        wait_compute(self.ctx, operation, f"Deleting the VPC network {self.name}")
+
+
+class PeeringRange(Resource):
+    """The global internal range Google's service producer network (Cloud SQL) takes its IPs from."""
+
+    kind = "address range"
+
+    def __init__(self, ctx: StepContext) -> None:
+        super().__init__(ctx, ctx.settings.peering_range)
+        self._client = ctx.clients.global_addresses()
+        self._retry = predicate(ctx, "compute")
+        self.network = network_link(ctx)
+
+    def _get(self) -> Any | None:
+        try:
+            return retry.call(
+                lambda: self._client.get(project=self.ctx.project, address=self.name), predicate=self._retry
+            )
+        except gexc.NotFound:
+            return None
+
+    @plan_tolerant
+    def read(self) -> Any | None:
+        current = self._get()
+        if current is not None and current.status == "RESERVING" and not self.ctx.dry_run:
+            current = wait(
+                self._get,
+                is_done=lambda a: a is None or a.status != "RESERVING",
+                error_of=lambda a: None,
+                what=f"Reserving the address range {self.name}",
+                timeout=COMPUTE_TIMEOUT,
+                first=current,
+            )
+        return current
+
+    def drift(self, current: Any) -> list[str]:
+        fields = []
+        if current.purpose != "VPC_PEERING":
+            fields.append("purpose")
+        if current.address_type != "INTERNAL":
+            fields.append("addressType")
+        if current.prefix_length != self.ctx.settings.peering_prefix_length:
+            fields.append("prefixLength")
+        if self.network != PENDING and short_link(current.network) != self.network:
+            fields.append("network")
+        return fields
+
+    def create(self) -> None:
+        from google.cloud import compute_v1
+
+        address = compute_v1.Address(
+            name=self.name,
+            purpose="VPC_PEERING",
+            address_type="INTERNAL",
+            prefix_length=self.ctx.settings.peering_prefix_length,
+            network=self.network,
+            description=f"Private services access range for Cloud SQL. {MANAGED_DESCRIPTION}.",
+            labels=MANAGED_LABELS,
+        )
+        try:
+            operation = retry.call(
+                lambda: self._client.insert_unary(project=self.ctx.project, address_resource=address),
+                predicate=self._retry,
+            )
+        except gexc.Conflict:
+            return
+        wait_compute(self.ctx, operation, f"Reserving the address range {self.name}")
+
+    def update(self, current: Any, fields: list[str]) -> None:
+        wanted = {
+            "purpose": "VPC_PEERING",
+            "addressType": "INTERNAL",
+            "prefixLength": f"/{self.ctx.settings.peering_prefix_length}",
+            "network": self.network,
+        }
+        live = {
+            "purpose": current.purpose or "(none)",
+            "addressType": current.address_type,
+            "prefixLength": f"/{current.prefix_length}",
+            "network": short_link(current.network) or "(none)",
+        }
+        differences = ", ".join(f"{f} is {live[f]}, not {wanted[f]}" for f in fields)
+        raise MlflowGcpError(
+            f"The global address {self.name} already exists and does not fit private services access "
+            f"({differences}); an address cannot be changed in place.",
+            f"Pass --peering-range with another name, or delete it if nothing uses it "
+            f"(`gcloud compute addresses delete {self.name} --global`) and run again.",
+        )
+
+    def outputs(self, current: Any) -> dict[str, str]:
+        return {"network.peering_range": f"{current.address}/{current.prefix_length}"}
+
+    def details(self, current: Any) -> dict[str, str]:
+        return {"range": f"{current.address}/{current.prefix_length}", "status": current.status}
+
+    def delete(self, current: Any) -> None:
+        if current.labels.get("managed-by") != MANAGED_LABELS["managed-by"]:
+            self.ctx.log(f"keeping the address range {self.name}: this tool did not create it")
+            return
+        operation = retry.call(
+            lambda: self._client.delete_unary(project=self.ctx.project, address=self.name), predicate=self._retry
+        )
+        wait_compute(self.ctx, operation, f"Deleting the address range {self.name}")
+
+
+class PrivateConnection(Resource):
+    """The private services connection of the network, holding our range among its reserved ranges."""
+
+    kind = "private services connection"
+
+    def __init__(self, ctx: StepContext) -> None:
+        super().__init__(ctx, f"on {ctx.settings.network}")
+        self.range = ctx.settings.peering_range
+        self.network = network_link(ctx)
+        self._retry = predicate(ctx, "servicenetworking")
+
+    @property
+    def label(self) -> str:
+        return f"private services connection on {self.ctx.settings.network}"
+
+    def _api(self):
+        return self.ctx.clients.service_networking()
+
+    @functools.cached_property
+    def consumer_network(self) -> str:
+        """The network as Service Networking names it: `projects/NUMBER/global/networks/N`. Like gcloud and
+        Terraform, turn the project id into its number first (Resource Manager)."""
+        number = self.ctx.outputs.get("network.project_number")
+        if not number:
+            crm_retry = predicate(self.ctx, "cloudresourcemanager")
+            project = retry.call(
+                lambda: execute(self.ctx.clients.resource_manager().projects().get(projectId=self.ctx.project)),
+                predicate=crm_retry,
+            )
+            number = str(project["projectNumber"])
+        return network_path(number, self.ctx.settings.network)
+
+    def _call(self, build: Callable[[Any], Any]) -> Any:
+        return retry.call(lambda: execute(build(self._api())), predicate=self._retry)
+
+    @plan_tolerant
+    def read(self) -> dict | None:
+        if self.network == PENDING:
+            return None  # the network does not exist yet, so neither does its connection
+        try:
+            response = self._call(
+                lambda api: api.services().connections().list(parent=SERVICE, network=self.consumer_network)
+            )
+        except gexc.NotFound:
+            return None  # no such network (yet)
+        connections = response.get("connections", [])
+        return next((c for c in connections if c.get("peering") == PEERING), connections[0] if connections else None)
+
+    def drift(self, current: dict) -> list[str]:
+        return [] if self.range in current.get("reservedPeeringRanges", []) else ["reservedPeeringRanges"]
+
+    def _wait(self, operation: dict, what: str) -> None:
+        wait(
+            lambda: self._call(lambda api: api.operations().get(name=operation["name"])),
+            is_done=lambda op: bool(op.get("done")),
+            error_of=lambda op: (
+                (op.get("error") or {}).get("message") or (str(op["error"]) if op.get("error") else None)
+            ),
+            what=what,
+            timeout=CONNECTION_TIMEOUT,
+            first=operation,
+        )
+
+    def create(self) -> None:
+        body = {"network": self.consumer_network, "reservedPeeringRanges": [self.range]}
+        try:
+            operation = self._call(lambda api: api.services().connections().create(parent=SERVICE, body=body))
+        except gexc.Conflict:
+            return
+        self._wait(operation, f"Connecting {self.ctx.settings.network} to Google's service producer network")
+
+    def _patch(self, ranges: list[str], what: str) -> None:
+        body = {"network": self.consumer_network, "reservedPeeringRanges": ranges}
+        operation = self._call(
+            lambda api: (
+                api.services()
+                .connections()
+                .patch(name=f"{SERVICE}/connections/-", updateMask="reservedPeeringRanges", force=False, body=body)
+            )
+        )
+        self._wait(operation, what)
+
+    def update(self, current: dict, fields: list[str]) -> None:
+        ranges = list(current.get("reservedPeeringRanges", []))
+        # Someone else's ranges stay: removing one would cut off the services that use it.
+        self._patch([*ranges, self.range], f"Adding the range {self.range} to the private services connection")
+
+    def details(self, current: dict) -> dict[str, str]:
+        return {"ranges": ", ".join(current.get("reservedPeeringRanges", [])), "peering": current.get("peering", "")}
+
+    def delete(self, current: dict) -> None:
+        ranges = list(current.get("reservedPeeringRanges", []))
+        if self.range not in ranges:
+            self.ctx.log(f"keeping the private services connection on {self.ctx.settings.network}: not ours")
+            return
+        if ranges != [self.range]:
+            others = [r for r in ranges if r != self.range]
+            self._patch(others, f"Removing the range {self.range} from the private services connection")
+            return
+        body = {"consumerNetwork": self.consumer_network}
+        operation = self._call(
+            lambda api: (
+                api.services()
+                .connections()
+                .deleteConnection(name=f"{SERVICE}/connections/{current.get('peering') or PEERING}", body=body)
+            )
+        )
+        self._wait(operation, f"Deleting the private services connection on {self.ctx.settings.network}")
+
+
+def resources(ctx: StepContext) -> Iterator[Resource]:
+    yield Network(ctx)
+    yield PeeringRange(ctx)
+    yield PrivateConnection(ctx)

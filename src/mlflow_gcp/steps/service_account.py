@@ -1,0 +1,166 @@
+"""Step `service-account`: the identity the MLflow server runs as, with no project-wide role.
+
+`run-mlflow@PROJECT.iam.gserviceaccount.com` gets `roles/iam.serviceAccountTokenCreator` on itself only: the
+server signs GCS URLs through signBlob (Cloud Run has no private key). Every other grant is made on the
+resource itself by the step that owns it (bucket, secrets).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from google.api_core import exceptions as gexc
+
+from mlflow_gcp.gcp import retry
+from mlflow_gcp.gcp.errors import execute, legacy_reason
+from mlflow_gcp.resources.iam import IamBinding, Policy
+from mlflow_gcp.steps.base import Mode, Resource, StepContext
+
+T = TypeVar("T")
+
+DISPLAY_NAME = "MLflow server (mlflow-gcp)"
+DESCRIPTION = "Runs the MLflow tracking server on Cloud Run. Managed by mlflow-gcp."
+TOKEN_CREATOR = "roles/iam.serviceAccountTokenCreator"
+IAM = "iam.googleapis.com"
+# A service account just created can answer 404 to reads for a few seconds.
+VISIBLE_DEADLINE = 60.0
+
+
+def _is_not_found(exc: BaseException) -> bool:
+    return isinstance(exc, gexc.NotFound)
+
+
+# Helpers shared by the service-account, bucket and secrets steps.
+def is_api_disabled(exc: BaseException) -> bool:
+    """SERVICE_DISABLED (ErrorInfo), or `accessNotConfigured` as the Storage JSON API may still answer."""
+    return retry.is_service_activating(exc) or (
+        isinstance(exc, gexc.GoogleAPICallError) and legacy_reason(exc) == "accessNotConfigured"
+    )
+
+
+def activating(ctx: StepContext, service: str) -> Callable[[BaseException], bool]:
+    """Transient errors, plus SERVICE_DISABLED for a while when this run has just enabled the API."""
+    if service in ctx.enabled_now:
+        return retry.any_of(retry.is_transient, is_api_disabled)
+    return retry.is_transient
+
+
+def absent_in_plan(ctx: StepContext, exc: BaseException) -> bool:
+    """Planning on a project whose API is not enabled yet (the apis step enables it): nothing exists there."""
+    return ctx.mode is Mode.PLAN and is_api_disabled(exc)
+
+
+def call_api(ctx: StepContext, service: str, fn: Callable[[], T], **kwargs: Any) -> T:
+    return retry.call(fn, predicate=kwargs.pop("predicate", activating(ctx, service)), **kwargs)
+
+
+class ServiceAccount(Resource):
+    kind = "service account"
+
+    def __init__(self, ctx: StepContext) -> None:
+        super().__init__(ctx, ctx.settings.service_account_email)
+        self.email = ctx.settings.service_account_email
+        self.path = f"projects/{ctx.project}/serviceAccounts/{self.email}"
+
+    def _accounts(self):
+        # Discovery clients are per thread: ask the factory each time.
+        return self.ctx.clients.iam().projects().serviceAccounts()
+
+    def _call(self, fn: Callable[[], T], **kwargs: Any) -> T:
+        return call_api(self.ctx, IAM, fn, **kwargs)
+
+    def read(self) -> dict[str, Any] | None:
+        try:
+            return self._call(lambda: execute(self._accounts().get(name=self.path)))
+        except gexc.NotFound:
+            return None
+        except gexc.GoogleAPICallError as e:
+            if absent_in_plan(self.ctx, e):
+                return None
+            raise
+
+    def drift(self, current: dict[str, Any]) -> list[str]:
+        fields = []
+        if current.get("displayName") != DISPLAY_NAME:
+            fields.append("displayName")
+        if current.get("disabled"):
+            fields.append("disabled")
+        return fields
+
+    def create(self) -> None:
+        body = {
+            "accountId": self.ctx.settings.service_account,
+            "serviceAccount": {"displayName": DISPLAY_NAME, "description": DESCRIPTION},
+        }
+        existed = False
+        try:
+            self._call(lambda: execute(self._accounts().create(name=f"projects/{self.ctx.project}", body=body)))
+        except gexc.Conflict:
+            existed = True  # created meanwhile, or by an interrupted run, or a retried create that had succeeded
+        # IAM is eventually consistent: wait until the account can be read back.
+        current = self._call(
+            lambda: execute(self._accounts().get(name=self.path)),
+            predicate=retry.any_of(activating(self.ctx, IAM), _is_not_found),
+            deadline=VISIBLE_DEADLINE,
+        )
+        fields = self.drift(current) if existed else []
+        if fields:
+            self.update(current, fields)
+
+    def update(self, current: dict[str, Any], fields: list[str]) -> None:
+        if "disabled" in fields:
+            self._call(lambda: execute(self._accounts().enable(name=self.path, body={})))
+        if "displayName" in fields:
+            body = {"serviceAccount": {"displayName": DISPLAY_NAME}, "updateMask": "displayName"}
+            self._call(lambda: execute(self._accounts().patch(name=self.path, body=body)))
+
+    def outputs(self, current: dict[str, Any]) -> dict[str, str]:
+        return {
+            "service_account.email": current["email"],
+            "service_account.member": f"serviceAccount:{current['email']}",
+        }
+
+    def details(self, current: dict[str, Any]) -> dict[str, str]:
+        return {
+            "email": current.get("email", ""),
+            "display name": current.get("displayName", ""),
+            "state": "disabled" if current.get("disabled") else "enabled",
+        }
+
+    def delete(self, current: dict[str, Any]) -> None:
+        try:
+            self._call(lambda: execute(self._accounts().delete(name=self.path)))
+        except gexc.NotFound:
+            pass  # already gone
+
+
+def self_policy_io(ctx: StepContext, path: str):
+    """Getter and setter of the service account's own IAM policy (POST :getIamPolicy / :setIamPolicy). While
+    the account does not exist (planning), the getter gives an empty policy, so the binding reads as absent."""
+
+    def accounts():
+        return ctx.clients.iam().projects().serviceAccounts()
+
+    def get() -> Policy:
+        try:
+            return call_api(
+                ctx, IAM, lambda: execute(accounts().getIamPolicy(resource=path, options_requestedPolicyVersion=3))
+            )
+        except gexc.GoogleAPICallError as e:
+            if (ctx.dry_run and isinstance(e, gexc.NotFound)) or absent_in_plan(ctx, e):
+                return {}
+            raise
+
+    def set_(policy: Policy) -> None:
+        call_api(ctx, IAM, lambda: execute(accounts().setIamPolicy(resource=path, body={"policy": policy})))
+
+    return get, set_
+
+
+def resources(ctx: StepContext) -> Iterator[Resource]:
+    account = ServiceAccount(ctx)
+    yield account
+    get, set_ = self_policy_io(ctx, account.path)
+    member = f"serviceAccount:{account.email}"
+    yield IamBinding(ctx, f"service account {account.email}", TOKEN_CREATOR, member, get, set_)

@@ -1,0 +1,120 @@
+"""Fixtures of the end-to-end rehearsal: MariaDB, fake Google endpoints, the server, the front."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from e2e_deployment import (
+    SERVICE_URLS,
+    Secrets,
+    ServerProcess,
+    container_env,
+    google_endpoints,
+    new_password,
+    rehearsal_settings,
+)
+from e2e_fake_google import FakeGoogle
+from e2e_front import CloudRunFront
+from e2e_mariadb import MariaDB, free_port, missing_binaries
+
+from mlflow_gcp.config import Settings
+
+# The tests import container/ modules: keep __pycache__ out of the image's build context.
+sys.dont_write_bytecode = True
+
+ARTIFACTS_DIR = Path(__file__).resolve().parents[2] / "test-artifacts"
+# The client side: no telemetry, no proxy between the tests and 127.0.0.1.
+CLIENT_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "NO_PROXY": "127.0.0.1,localhost",
+              "no_proxy": "127.0.0.1,localhost"}
+
+
+@dataclass
+class Rehearsal:
+    work_dir: Path
+    settings: Settings
+    mariadb: MariaDB
+    google: FakeGoogle
+    front: CloudRunFront
+    secrets: Secrets
+    server: ServerProcess | None = None
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.front.url
+
+    def server_env(self, secret_values: Secrets) -> dict[str, str]:
+        env = container_env(self.settings, secret_values, self.mariadb.port, SERVICE_URLS)
+        env.update(google_endpoints(self.google.url, self.work_dir))
+        env["PORT"] = str(free_port())  # Cloud Run's 8080 may be taken on a CI machine
+        return env
+
+    def start_server(self, secret_values: Secrets) -> ServerProcess:
+        """A new instance (a new Cloud Run revision) on the same database and bucket."""
+        if self.server:
+            self.server.stop()
+        self.secrets = secret_values
+        self.server = ServerProcess(self.server_env(secret_values), ARTIFACTS_DIR / "server.log").start()
+        self.front.backend_port = self.server.port
+        return self.server
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    ARTIFACTS_DIR.mkdir(exist_ok=True)
+    return ARTIFACTS_DIR
+
+
+@pytest.fixture(scope="session")
+def mariadb() -> Iterator[MariaDB]:
+    if missing := missing_binaries():
+        pytest.skip(f"MariaDB binaries not installed ({', '.join(missing)}): apt-get install mariadb-server")
+    with tempfile.TemporaryDirectory(prefix="mlflow-e2e-mariadb-") as tmp:
+        server = MariaDB(Path(tmp), free_port(), new_password())
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def rehearsal(artifacts_dir: Path, mariadb: MariaDB) -> Iterator[Rehearsal]:
+    (artifacts_dir / "server.log").unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory(prefix="mlflow-e2e-") as tmp:
+        work_dir = Path(tmp)
+        settings = rehearsal_settings()
+        secret_values = Secrets(mysql_password=mariadb.root_password, admin_user="admin",
+                                admin_password=new_password())
+        google = FakeGoogle(work_dir / "gcs", settings.bucket_name, settings.service_account_email,
+                            settings.project).start()
+        front = CloudRunFront(SERVICE_URLS[0], backend_port=0).start()
+        state = Rehearsal(work_dir, settings, mariadb, google, front, secret_values)
+        try:
+            state.start_server(secret_values)
+            yield state
+        finally:
+            if state.server:
+                state.server.stop()
+            front.stop()
+            google.stop()
+
+
+@pytest.fixture(scope="session")
+def client_env(rehearsal: Rehearsal) -> Iterator[dict[str, str]]:
+    """The seed README's client setup: credentials in MLFLOW_TRACKING_USERNAME/PASSWORD."""
+    saved = dict(os.environ)
+    os.environ.update(CLIENT_ENV)
+    os.environ["MLFLOW_TRACKING_USERNAME"] = rehearsal.secrets.admin_user
+    os.environ["MLFLOW_TRACKING_PASSWORD"] = rehearsal.secrets.admin_password
+    os.environ["MLFLOW_TRACKING_URI"] = rehearsal.tracking_uri
+    try:
+        yield dict(os.environ)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)

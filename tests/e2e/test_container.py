@@ -1,0 +1,146 @@
+"""The image definition and the entrypoint's fail-fast behaviour (no database needed)."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from e2e_deployment import ENTRYPOINT, Secrets, container_env, new_password, rehearsal_settings
+
+pytestmark = pytest.mark.e2e
+
+CONTAINER_DIR = ENTRYPOINT.parent
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    text = (CONTAINER_DIR / "Dockerfile").read_text().replace("\\\n", " ")
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
+
+
+def copied_sources(instructions) -> set[str]:
+    return {source for keyword, arguments in instructions if keyword == "COPY"
+            for source in arguments.split()[:-1]}
+
+
+def test_dockerfile_copies_what_the_entrypoint_needs():
+    instructions = dockerfile_instructions()
+    keywords = [keyword for keyword, _ in instructions]
+    assert keywords[0] == "FROM" and "slim" in instructions[0][1]
+    assert copied_sources(instructions) >= {"requirements.txt", "entrypoint.py", "check_mlflow_compat.py",
+                                            "mlflow_gcp_server", "mlflow_gcp_server-1.0.dist-info"}
+    local_modules = {path.name for path in CONTAINER_DIR.iterdir() if path.suffix == ".py" or path.is_dir()}
+    local_modules -= {"__pycache__"}
+    assert local_modules <= copied_sources(instructions) | {"tests"}
+    runs = [arguments for keyword, arguments in instructions if keyword == "RUN"]
+    assert any("check_mlflow_compat.py" in run for run in runs)
+    user = [arguments for keyword, arguments in instructions if keyword == "USER"]
+    assert user and user[-1] not in ("root", "0")
+    assert keywords.index("USER") < keywords.index("ENTRYPOINT")
+    assert '"/app/entrypoint.py"' in dict(instructions)["ENTRYPOINT"]
+
+
+def test_requirements_are_pinned():
+    lines = [line.strip() for line in (CONTAINER_DIR / "requirements.txt").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    assert all(re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[0-9][0-9A-Za-z.]*", line) for line in lines), lines
+    assert any(line.startswith("mlflow[auth]==") for line in lines)
+
+
+def test_entrypoint_is_standalone():
+    sources = [ENTRYPOINT, *CONTAINER_DIR.glob("mlflow_gcp_server/*.py")]
+    assert not any(re.search(r"^\s*(from|import) mlflow_gcp\b(?!_server)", path.read_text(), re.M)
+                   for path in sources)
+
+
+def test_compat_check_passes_for_the_pinned_mlflow():
+    result = subprocess.run([sys.executable, str(CONTAINER_DIR / "check_mlflow_compat.py")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "ok: auth migrations on MySQL" in result.stdout
+
+
+def run_entrypoint(env: dict[str, str]) -> subprocess.CompletedProcess:
+    env = {**env, "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    return subprocess.run([sys.executable, str(ENTRYPOINT)], env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("variable, bad_value", [
+    ("MYSQL_CREDENTIALS", "no-colon-{secret}"),
+    ("MLFLOW_CREDENTIALS", ":{secret}"),
+    ("MLFLOW_ENV", "DB_HOST=10.0.0.3\nSECRET_LIKE={secret}\n"),
+    ("MLFLOW_FLASK_SERVER_SECRET_KEY", ""),
+])
+def test_malformed_secret_fails_fast_with_one_line(variable, bad_value):
+    secret = secrets.token_urlsafe(16)
+    env = container_env(rehearsal_settings(), Secrets(new_password(), "admin", new_password()), 3306)
+    env[variable] = bad_value.format(secret=secret)
+    result = run_entrypoint(env)
+    assert result.returncode == 2
+    output = (result.stdout + result.stderr).strip()
+    assert len(output.splitlines()) == 1, output
+    assert variable in output and "Traceback" not in output
+    assert secret not in output
+
+
+def test_malformed_service_url_fails_fast():
+    env = container_env(rehearsal_settings(), Secrets(new_password(), "admin", new_password()), 3306)
+    env["MLFLOW_GCP_SERVICE_URLS"] = "https://mlflow-x.a.run.app,ftp://elsewhere.example.com"
+    result = run_entrypoint(env)
+    assert result.returncode == 2 and "MLFLOW_GCP_SERVICE_URLS must be" in result.stderr
+
+
+def test_missing_secret_fails_fast():
+    env = container_env(rehearsal_settings(), Secrets(new_password(), "admin", new_password()), 3306)
+    del env["MYSQL_CREDENTIALS"]
+    result = run_entrypoint(env)
+    assert result.returncode == 2 and "MYSQL_CREDENTIALS is missing" in result.stderr
+
+
+def test_unreachable_database_fails_with_one_clear_line(tmp_path: Path):
+    secret_values = Secrets(new_password(), "admin", new_password())
+    env = container_env(rehearsal_settings(), secret_values, db_port=1)  # nothing listens on port 1
+    result = run_entrypoint({**env, "MLFLOW_GCP_DATABASE_WAIT_SECONDS": "0"})
+    assert result.returncode == 1
+    assert "Cannot prepare the MySQL databases" in result.stderr and "Traceback" not in result.stderr
+    assert not any(value in result.stderr for value in secret_values.values())
+
+
+def load_entrypoint():
+    sys.path.insert(0, str(CONTAINER_DIR))
+    import entrypoint
+    from mlflow_gcp_server.config import read_config
+
+    return entrypoint, read_config
+
+
+def test_first_revision_accepts_only_hosts_named_after_the_service():
+    entrypoint, read_config = load_entrypoint()
+    env = container_env(rehearsal_settings(), Secrets(new_password(), "admin", new_password()), 3306, ())
+    assert "MLFLOW_GCP_SERVICE_URLS" not in env
+    config = read_config(env)
+    assert entrypoint.allowed_hosts(config) == ["mlflow-*.run.app"]
+    assert entrypoint.allowed_origins(config) == ["https://mlflow-*.run.app"]
+
+
+def test_secrets_go_to_environment_and_private_file_not_argv(monkeypatch):
+    entrypoint, read_config = load_entrypoint()
+    secret_values = Secrets(new_password(), "admin", new_password())
+    config = read_config(container_env(rehearsal_settings(), secret_values, 3306))
+    assert not any(value in " ".join(entrypoint.server_arguments(config)) for value in secret_values.values())
+
+    auth_uri = f"mysql+pymysql://root:{secret_values.mysql_password.replace('%', '%25')}@127.0.0.1:3306/auth"
+    path = entrypoint.write_auth_config(config, auth_uri)
+    assert path.stat().st_mode & 0o777 == 0o600 and path.parent.stat().st_mode & 0o777 == 0o700
+    monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", str(path))
+    from mlflow.server.auth.config import read_auth_config
+
+    auth_config = read_auth_config()  # MLflow's own reader, with its '%' interpolation
+    assert auth_config.database_uri == auth_uri
+    assert auth_config.auth_cache_ttl_seconds > 0
+    assert auth_config.admin_username == "admin"

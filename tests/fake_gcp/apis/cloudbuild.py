@@ -1,0 +1,238 @@
+"""Cloud Build v1: builds (create, get, list, cancel; global and regional paths) and their long-running
+operations.
+
+A build is QUEUED, WORKING after `cloudbuild.start` latency, and ends after `cloudbuild.build` latency. It
+needs its source (`source.storageSource`) in the storage fake, as a .tar.gz with a Dockerfile at its root for a
+`docker build`; on SUCCESS each of `images` is pushed to the Artifact Registry fake (that is how a rerun sees
+the image), and a missing repository fails the push as Google's does. `fake.cloudbuild_fail_next(status,
+detail)` makes the next build end in FAILURE, TIMEOUT or INTERNAL_ERROR. `fake.builds()` lists the builds.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import re
+import tarfile
+import uuid
+
+from tests.fake_gcp.server import PROJECT_NUMBER, ApiError, FakeGoogle, Request, not_found
+
+BUILD_TYPE = "type.googleapis.com/google.devtools.cloudbuild.v1.Build"
+METADATA_TYPE = "type.googleapis.com/google.devtools.cloudbuild.v1.BuildOperationMetadata"
+DEFAULT_BUILD_ACCOUNT = "compute@developer.gserviceaccount.com"
+TIME = "2026-11-26T00:00:00.000000Z"
+TERMINAL = {"SUCCESS", "FAILURE", "INTERNAL_ERROR", "TIMEOUT", "CANCELLED", "EXPIRED"}
+FAILURE_TYPES = {"FAILURE": "USER_BUILD_STEP", "TIMEOUT": "USER_BUILD_STEP", "INTERNAL_ERROR": "INTERNAL_ERROR"}
+
+
+def normalized(raw: bytes) -> dict:
+    """The Build as Google reads it: integer enums become names; an unknown field is a 400."""
+    from google.cloud.devtools import cloudbuild_v1
+    from google.protobuf import json_format
+
+    try:
+        message = json_format.Parse(raw or b"{}", cloudbuild_v1.Build.pb(cloudbuild_v1.Build()))
+    except json_format.ParseError as e:
+        raise ApiError(400, f"Invalid JSON payload received. {e}") from e
+    return json_format.MessageToDict(message)
+
+
+def register(fake: FakeGoogle) -> None:
+    builds: dict[str, dict] = fake.state.setdefault("builds", {})
+    operations: dict[str, dict] = fake.state.setdefault("build_operations", {})
+    failures: list[tuple[str, str]] = []
+
+    def fail_next(status: str = "FAILURE", detail: str = "") -> None:
+        """Test switch: the next build ends with `status` (FAILURE, TIMEOUT, INTERNAL_ERROR)."""
+        failures.append((status, detail))
+
+    fake.cloudbuild_fail_next = fail_next
+    fake.builds = lambda: [copy.deepcopy(b) for b in builds.values()]
+
+    def source_problem(build: dict) -> str | None:
+        """Why a `docker build` of the source fails, as the build log would say, or None."""
+        storage = build.get("source", {}).get("storageSource", {})
+        objects = fake.state.get("objects", {}).get(storage.get("bucket", ""), {})
+        obj = objects.get(storage.get("object", ""))
+        if obj is None:
+            return None  # refused at create time
+        try:
+            with tarfile.open(fileobj=io.BytesIO(obj["data"]), mode="r:gz") as archive:
+                names = {m.name.removeprefix("./") for m in archive.getmembers()}
+        except (tarfile.TarError, OSError, EOFError):
+            return "failed to unpack the source archive: it is not a gzipped tar file"
+        args = build["steps"][0].get("args", []) if build.get("steps") else []
+        if args[:1] == ["build"] and "Dockerfile" not in names:
+            return (
+                "Step #0: unable to prepare context: unable to evaluate symlinks in Dockerfile path: lstat "
+                "/workspace/Dockerfile: no such file or directory"
+            )
+        return None
+
+    def create(req: Request, location: str):
+        project = req.params["project"]
+        body = normalized(req.raw)
+        storage = body.get("source", {}).get("storageSource")
+        if not body.get("steps"):
+            raise ApiError(400, "invalid build: build must have at least one step")
+        if storage:
+            bucket = fake.state.get("buckets", {}).get(storage.get("bucket", ""))
+            objects = fake.state.get("objects", {}).get(storage.get("bucket", ""), {})
+            if bucket is None or storage.get("object") not in objects:
+                raise ApiError(
+                    400,
+                    f"invalid build: could not resolve source: googleapi: Error 404: gs://{storage.get('bucket')}/"
+                    f"{storage.get('object')} not found",
+                )
+            generation = storage.get("generation")
+            if generation and str(generation) != objects[storage["object"]]["generation"]:
+                raise ApiError(400, "invalid build: the source object's generation does not match")
+        build_id = str(uuid.uuid4())
+        prefix = f"projects/{project}/locations/{location}"
+        build = {
+            **body,
+            "name": f"projects/{PROJECT_NUMBER}/locations/{location}/builds/{build_id}",
+            "id": build_id,
+            "projectId": project,
+            "status": "QUEUED",
+            "createTime": TIME,
+            "timeout": body.get("timeout", "600s"),
+            "queueTtl": body.get("queueTtl", "3600s"),
+            "logsBucket": f"gs://{PROJECT_NUMBER}.cloudbuild-logs.googleusercontent.com",
+            "logUrl": f"https://console.cloud.google.com/cloud-build/builds;region={location}/{build_id}"
+            f"?project={PROJECT_NUMBER}",
+            "serviceAccount": f"projects/{project}/serviceAccounts/{PROJECT_NUMBER}-{DEFAULT_BUILD_ACCOUNT}",
+            "options": {"logging": "LEGACY", **body.get("options", {})},
+        }
+        for step in build["steps"]:
+            step["status"] = "QUEUED"
+        builds[f"{project}/{build_id}"] = build
+        op_name = (
+            f"{prefix}/operations/{uuid.uuid4().hex}"
+            if location != "global"
+            else (f"operations/build/{project}/{uuid.uuid4().hex}")
+        )
+        op = {"name": op_name, "done": False, "metadata": {"@type": METADATA_TYPE, "build": build}}
+        operations[op_name] = op
+        outcome = failures.pop(0) if failures else None
+
+        def started() -> None:
+            if build["status"] == "QUEUED":
+                build["status"] = "WORKING"
+                build["startTime"] = TIME
+                for step in build["steps"]:
+                    step["status"] = "WORKING"
+
+        def finished() -> None:
+            if build["status"] in TERMINAL:
+                return
+            build["startTime"] = build.get("startTime", TIME)
+            problem = source_problem(build)
+            status, detail = outcome or (("FAILURE", problem) if problem else ("SUCCESS", ""))
+            if status == "SUCCESS":
+                images = []
+                for image in build.get("images", []):
+                    digest = "sha256:" + hashlib.sha256(f"{build_id}/{image}".encode()).hexdigest()
+                    error = fake.registry_push(image, digest)
+                    if error:
+                        status, detail = "FAILURE", f"failed to push {image}: {error}"
+                        break
+                    images.append({"name": image, "digest": digest, "pushTiming": {}})
+                if status == "SUCCESS":
+                    build["results"] = {"images": images, "buildStepImages": ["sha256:" + "0" * 64]}
+            build["status"] = status
+            build["finishTime"] = TIME
+            for step in build["steps"]:
+                step["status"] = status
+            if status != "SUCCESS":
+                build["statusDetail"] = detail or {
+                    "FAILURE": 'Build step failure: build step 0 "gcr.io/cloud-builders/docker" failed: '
+                    "step exited with non-zero status: 1",
+                    "TIMEOUT": "Build timeout after " + build["timeout"],
+                    "INTERNAL_ERROR": "Internal error: the build could not be completed.",
+                }.get(status, status)
+                build["failureInfo"] = {
+                    "type": FAILURE_TYPES.get(status, "FAILURE_TYPE_UNSPECIFIED"),
+                    "detail": build["statusDetail"],
+                }
+                op["error"] = {"code": 2, "message": f"Build failed; check build logs for details ({status})"}
+            else:
+                op["response"] = {"@type": BUILD_TYPE, **copy.deepcopy(build)}
+            op["metadata"] = {"@type": METADATA_TYPE, "build": copy.deepcopy(build)}
+            op["done"] = True
+
+        fake.after("cloudbuild.start", started)
+        fake.after("cloudbuild.build", finished)
+        fake.tick()
+        return {**op, "metadata": {"@type": METADATA_TYPE, "build": copy.deepcopy(build)}}
+
+    def found(req: Request) -> dict:
+        key = f"{req.params['project']}/{req.params['build']}"
+        if key not in builds:
+            raise not_found(f"Build {req.params['build']}")
+        return builds[key]
+
+    @fake.route("cloudbuild", "POST", "/v1/projects/{project}/locations/{location}/builds")
+    def create_regional(req: Request):
+        return create(req, req.params["location"])
+
+    @fake.route("cloudbuild", "POST", "/v1/projects/{project}/builds")
+    def create_global(req: Request):
+        return create(req, "global")
+
+    @fake.route("cloudbuild", "GET", "/v1/projects/{project}/locations/{location}/builds/{build}")
+    @fake.route("cloudbuild", "GET", "/v1/projects/{project}/builds/{build}")
+    def get(req: Request):
+        return found(req)
+
+    @fake.route("cloudbuild", "GET", "/v1/projects/{project}/locations/{location}/builds")
+    @fake.route("cloudbuild", "GET", "/v1/projects/{project}/builds")
+    def list_builds(req: Request):
+        wanted = matcher(req.query.get("filter", ""))
+        found = [b for b in builds.values() if b["projectId"] == req.params["project"] and wanted(b)]
+        return {"builds": sorted(found, key=lambda b: b["createTime"], reverse=True)}
+
+    def matcher(text: str):
+        """Cloud Build list filters, simply: `field="value"` terms; terms on one field are alternatives (OR),
+        terms on different fields must all hold (AND). Fields: status, images, tags, id."""
+        terms: dict[str, set[str]] = {}
+        for field, value in re.findall(r'(\w+)\s*=\s*"([^"]*)"', text):
+            if field not in ("status", "images", "tags", "id"):
+                raise ApiError(400, f"invalid filter: unknown field {field}")
+            terms.setdefault(field, set()).add(value)
+
+        def matches(build: dict) -> bool:
+            for field, values in terms.items():
+                have = build.get(field, [])
+                have = set(have) if isinstance(have, list) else {have}
+                if not have & values:
+                    return False
+            return True
+
+        return matches
+
+    @fake.route("cloudbuild", "POST", "/v1/projects/{project}/locations/{location}/builds/{build}:cancel")
+    @fake.route("cloudbuild", "POST", "/v1/projects/{project}/builds/{build}:cancel")
+    def cancel(req: Request):
+        build = found(req)
+        if build["status"] not in TERMINAL:
+            build["status"] = "CANCELLED"
+            build["finishTime"] = TIME
+        return build
+
+    @fake.route("cloudbuild", "GET", "/v1/projects/{project}/locations/{location}/operations/{operation}")
+    def get_operation(req: Request):
+        name = f"projects/{req.params['project']}/locations/{req.params['location']}/operations/"
+        name += req.params["operation"]
+        if name not in operations:
+            raise not_found(f"Operation {name}")
+        return dict(operations[name])
+
+    @fake.route("cloudbuild", "GET", "/v1/operations/{name=**}")
+    def get_global_operation(req: Request):
+        name = "operations/" + req.params["name"]
+        if name not in operations:
+            raise not_found(f"Operation {name}")
+        return dict(operations[name])

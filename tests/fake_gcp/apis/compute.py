@@ -1,0 +1,272 @@
+"""Compute Engine v1: global networks, global addresses and global operations (`compute#operation`).
+
+Networks and addresses appear when their operation completes (latency kinds `compute.networks` and
+`compute.addresses`); an address is RESERVING until then. The `default` network exists from the start, as on
+a new project. Test helpers: `fake.compute_networks`, `fake.compute_addresses`, `fake.compute_fail_next(kind,
+message)` (the next operation of that kind ends in error).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from tests.fake_gcp.server import PROJECT, ApiError, FakeGoogle, Request, not_found
+
+BASE = "https://www.googleapis.com/compute/v1"
+NETWORKS = "/compute/v1/projects/{project}/global/networks"
+ADDRESSES = "/compute/v1/projects/{project}/global/addresses"
+OPERATIONS = "/compute/v1/projects/{project}/global/operations"
+TIME = "2026-11-26T00:00:00.000-08:00"
+_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def network_link(project: str, name: str) -> str:
+    return f"{BASE}/projects/{project}/global/networks/{name}"
+
+
+def short_network(value: str) -> str:
+    """`https://…/projects/P/global/networks/N` or `projects/P/global/networks/N` or `global/networks/N` → N."""
+    return value.rstrip("/").rsplit("/", 1)[-1]
+
+
+def register(fake: FakeGoogle) -> None:
+    networks: dict[str, dict] = fake.state.setdefault("compute_networks", {})
+    addresses: dict[str, dict] = fake.state.setdefault("compute_addresses", {})
+    operations: dict[str, dict] = {}
+    failures: dict[str, list[str]] = {}
+    next_block = iter(range(100, 250))
+
+    def make_network(name: str, project: str = PROJECT, *, auto: bool = True, description: str = "") -> dict:
+        network = {
+            "kind": "compute#network",
+            "id": str(5000000000 + int(fake.next_id())),
+            "creationTimestamp": TIME,
+            "name": name,
+            "description": description,
+            "selfLink": network_link(project, name),
+            "autoCreateSubnetworks": auto,
+            "routingConfig": {"routingMode": "REGIONAL"},
+            "networkFirewallPolicyEnforcementOrder": "AFTER_CLASSIC_FIREWALL",
+            "peerings": [],
+        }
+        if description == "":
+            network.pop("description")
+        return network
+
+    networks["default"] = make_network("default")
+
+    def operation(project: str, kind: str, op_type: str, target: str, finish) -> dict:
+        name = f"operation-{fake.next_id()}-{op_type}"
+        op = {
+            "kind": "compute#operation",
+            "id": str(7000000000 + int(fake.next_id())),
+            "name": name,
+            "operationType": op_type,
+            "targetLink": target,
+            "status": "RUNNING",
+            "progress": 0,
+            "insertTime": TIME,
+            "startTime": TIME,
+            "user": "someone@example.com",
+            "selfLink": f"{BASE}/projects/{project}/global/operations/{name}",
+        }
+        operations[name] = op
+        planned_error = failures.get(kind, [])
+        message = planned_error.pop(0) if planned_error else None
+
+        def complete() -> None:
+            if message is not None:
+                op["error"] = {"errors": [{"code": "RESOURCE_OPERATION_FAILED", "message": message}]}
+                op["httpErrorStatusCode"] = 400
+                op["httpErrorMessage"] = "BAD REQUEST"
+            else:
+                try:
+                    finish()
+                except ApiError as e:
+                    op["error"] = {"errors": [{"code": e.body["errors"][0]["reason"], "message": e.body["message"]}]}
+                    op["httpErrorStatusCode"] = e.code
+            op["status"] = "DONE"
+            op["progress"] = 100
+            op["endTime"] = TIME
+
+        fake.after(kind, complete)
+        fake.tick()
+        return dict(op)
+
+    def fail_next(kind: str, message: str) -> None:
+        failures.setdefault(kind, []).append(message)
+
+    # -- networks -----------------------------------------------------------------------------------------
+    @fake.route("compute", "GET", NETWORKS + "/{network}")
+    def get_network(req: Request):
+        network = networks.get(req.params["network"])
+        if network is None:
+            raise ApiError(
+                404,
+                f"The resource 'projects/{req.params['project']}/global/networks/{req.params['network']}' "
+                "was not found",
+                legacy_reason="notFound",
+            )
+        return network
+
+    @fake.route("compute", "GET", NETWORKS)
+    def list_networks(req: Request):
+        return {"kind": "compute#networkList", "items": list(networks.values())}
+
+    @fake.route("compute", "POST", NETWORKS)
+    def insert_network(req: Request):
+        body = req.json
+        name = body.get("name", "")
+        project = req.params["project"]
+        if not _NAME.match(name):
+            raise ApiError(400, f"Invalid value for field 'resource.name': '{name}'.", legacy_reason="invalid")
+        if name in networks:
+            raise ApiError(
+                409,
+                f"The resource 'projects/{project}/global/networks/{name}' already exists",
+                legacy_reason="alreadyExists",
+            )
+        if "IPv4Range" in body:
+            raise ApiError(400, "Legacy networks are not supported.", legacy_reason="invalid")
+        auto = bool(body.get("autoCreateSubnetworks", False))
+
+        def finish():
+            network = make_network(name, project, auto=auto, description=body.get("description", ""))
+            if body.get("routingConfig"):
+                network["routingConfig"] = body["routingConfig"]
+            networks[name] = network
+
+        return operation(project, "compute.networks", "insert", network_link(project, name), finish)
+
+    @fake.route("compute", "DELETE", NETWORKS + "/{network}")
+    def delete_network(req: Request):
+        name, project = req.params["network"], req.params["project"]
+        network = get_network(req)
+        users = [a["name"] for a in addresses.values() if short_network(a.get("network", "")) == name]
+        if network.get("peerings") or users:
+            raise ApiError(
+                400,
+                f"The network resource 'projects/{project}/global/networks/{name}' is already being used by "
+                f"'{(users or [p['name'] for p in network['peerings']])[0]}'",
+                legacy_reason="resourceInUseByAnotherResource",
+            )
+        return operation(project, "compute.networks", "delete", network_link(project, name), lambda: networks.pop(name))
+
+    # -- global addresses ---------------------------------------------------------------------------------
+    def address_link(project: str, name: str) -> str:
+        return f"{BASE}/projects/{project}/global/addresses/{name}"
+
+    @fake.route("compute", "GET", ADDRESSES + "/{address}")
+    def get_address(req: Request):
+        address = addresses.get(req.params["address"])
+        if address is None:
+            raise ApiError(
+                404,
+                f"The resource 'projects/{req.params['project']}/global/addresses/{req.params['address']}' "
+                "was not found",
+                legacy_reason="notFound",
+            )
+        return address
+
+    @fake.route("compute", "GET", ADDRESSES)
+    def list_addresses(req: Request):
+        return {"kind": "compute#addressList", "items": list(addresses.values())}
+
+    @fake.route("compute", "POST", ADDRESSES)
+    def insert_address(req: Request):
+        body = req.json
+        name = body.get("name", "")
+        project = req.params["project"]
+        if not _NAME.match(name):
+            raise ApiError(400, f"Invalid value for field 'resource.name': '{name}'.", legacy_reason="invalid")
+        if name in addresses:
+            raise ApiError(
+                409,
+                f"The resource 'projects/{project}/global/addresses/{name}' already exists",
+                legacy_reason="alreadyExists",
+            )
+        purpose = body.get("purpose", "")
+        if purpose == "VPC_PEERING":
+            if body.get("addressType") != "INTERNAL":
+                raise ApiError(400, "Invalid value for field 'resource.addressType': must be INTERNAL for VPC_PEERING.")
+            if not body.get("prefixLength"):
+                raise ApiError(400, "Invalid value for field 'resource.prefixLength': required for VPC_PEERING.")
+            network = short_network(body.get("network", ""))
+            if network not in networks:
+                raise ApiError(
+                    404,
+                    f"The resource 'projects/{project}/global/networks/{network}' was not found",
+                    legacy_reason="notFound",
+                )
+        prefix = int(body.get("prefixLength", 32))
+        start = body.get("address") or f"10.{next(next_block)}.0.0"
+        try:
+            ipaddress.ip_network(f"{start}/{prefix}", strict=True)
+        except ValueError as e:
+            raise ApiError(400, f"Invalid value for field 'resource.address': '{start}'. {e}") from e
+        address = {
+            "kind": "compute#address",
+            "id": str(8000000000 + int(fake.next_id())),
+            "creationTimestamp": TIME,
+            "name": name,
+            "description": body.get("description", ""),
+            "address": start,
+            "prefixLength": prefix,
+            "status": "RESERVING",
+            "selfLink": address_link(project, name),
+            "networkTier": "PREMIUM",
+            "labelFingerprint": "42WmSpB8rSM=",
+            "ipVersion": "IPV4",
+            "addressType": body.get("addressType", "EXTERNAL"),
+            "purpose": purpose,
+        }
+        if body.get("network"):
+            address["network"] = network_link(project, short_network(body["network"]))
+        if body.get("labels"):
+            address["labels"] = body["labels"]
+        addresses[name] = address
+
+        def finish():
+            address["status"] = "RESERVED"
+
+        def failed_cleanup():
+            if address["status"] == "RESERVING":
+                addresses.pop(name, None)
+
+        op = operation(project, "compute.addresses", "insert", address_link(project, name), finish)
+        fake.after("compute.addresses", failed_cleanup)
+        return op
+
+    @fake.route("compute", "DELETE", ADDRESSES + "/{address}")
+    def delete_address(req: Request):
+        address = get_address(req)
+        name, project = address["name"], req.params["project"]
+        for connection in fake.state.get("sn_connections", {}).values():
+            if name in connection["reservedPeeringRanges"]:
+                raise ApiError(
+                    400,
+                    f"The address resource 'projects/{project}/global/addresses/{name}' is already being used by "
+                    f"'{connection['peering']}'",
+                    legacy_reason="resourceInUseByAnotherResource",
+                )
+        return operation(project, "compute.addresses", "delete", address["selfLink"], lambda: addresses.pop(name))
+
+    # -- operations ---------------------------------------------------------------------------------------
+    @fake.route("compute", "GET", OPERATIONS + "/{operation}")
+    def get_operation(req: Request):
+        op = operations.get(req.params["operation"])
+        if op is None:
+            raise not_found(
+                f"The resource 'projects/{req.params['project']}/global/operations/{req.params['operation']}'"
+            )
+        return dict(op)
+
+    @fake.route("compute", "POST", OPERATIONS + "/{operation}/wait", mutating=False)
+    def wait_operation(req: Request):
+        return get_operation(req)
+
+    fake.compute_networks = networks
+    fake.compute_addresses = addresses
+    fake.compute_fail_next = fail_next
+    fake.compute_new_network = make_network

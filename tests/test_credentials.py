@@ -1,0 +1,235 @@
+"""`mlflow-gcp credentials` (what a client needs, evaluated by a real shell) and `credentials rotate` (new
+passwords rolled out and verified; a fault at any stage leaves a working login, and a rerun converges)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from dotenv import dotenv_values
+
+from mlflow_gcp.config import SECRET_MLFLOW, SECRET_MYSQL
+from tests.fake_gcp.server import PROJECT
+from tests.helpers import cli
+from tests.server_double import api_login, deploy
+
+INSTANCE = "mlflow-tracking-database"
+ROTATE_SECRETS = (SECRET_MLFLOW, SECRET_MYSQL)
+
+
+@pytest.fixture
+def double(fake, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_GCP_LOGIN_TIMEOUT", "1")
+    double = deploy(fake, tmp_path, monkeypatch)
+    yield double
+    double.stop()
+
+
+def credentials(fmt: str = "json") -> dict[str, str]:
+    result = cli("credentials", "--format", fmt)
+    assert result.exit_code == 0, result.output
+    if fmt == "json":
+        return json.loads(result.stdout)
+    return dict(dotenv_values(stream=io.StringIO(result.stdout)))
+
+
+def team_login_works() -> bool:
+    """What a member gets from `mlflow-gcp credentials` lets them in."""
+    env = credentials()
+    return (
+        api_login(env["MLFLOW_TRACKING_URI"], env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"]) == 200
+    )
+
+
+def versions(fake, secret_id: str) -> list[tuple[str, str]]:
+    """(number, state) of each version of a secret."""
+    return [
+        (v["name"].rsplit("/", 1)[-1], v["state"])
+        for v in fake.state["secret_versions"][f"projects/{PROJECT}/secrets/{secret_id}"]
+    ]
+
+
+def pinned(fake, secret_id: str) -> str:
+    """The version the service's template pins ("latest" resolved to the newest version's number)."""
+    env = fake.run_service("mlflow")["template"]["containers"][0]["env"]
+    refs = [e["valueSource"]["secretKeyRef"] for e in env if "valueSource" in e]
+    version = next(r.get("version", "latest") for r in refs if r["secret"] == secret_id)
+    return versions(fake, secret_id)[-1][0] if version == "latest" else version
+
+
+def db_password(fake) -> str:
+    return next(u["password"] for u in fake.sql_users[INSTANCE] if u["name"] == "root")
+
+
+def assert_converged(fake, double) -> None:
+    """One enabled version per rotated secret, the one the service pins; the DB user has its password; the
+    team's login works and the server is healthy."""
+    for secret_id in ROTATE_SECRETS:
+        enabled = [n for n, state in versions(fake, secret_id) if state == "ENABLED"]
+        assert enabled == [pinned(fake, secret_id)], (secret_id, versions(fake, secret_id))
+    assert fake.secret_value(SECRET_MYSQL) == f"root:{db_password(fake)}"
+    assert team_login_works()
+    assert double.database_ok()
+
+
+# -- credentials ---------------------------------------------------------------------------------------------
+def test_env_output_evaluated_by_a_real_shell_logs_in(fake, double):
+    script = (
+        'eval "$(mlflow-gcp credentials)" && "$PYTHON" -c "'
+        "import os, requests; "
+        "r = requests.get(os.environ['MLFLOW_TRACKING_URI'] + '/api/2.0/mlflow/experiments/search', "
+        "auth=(os.environ['MLFLOW_TRACKING_USERNAME'], os.environ['MLFLOW_TRACKING_PASSWORD']), timeout=5); "
+        "print(os.environ['MLFLOW_TRACKING_URI'], r.status_code)"
+        '"'
+    )
+    env = {**os.environ, "PYTHON": sys.executable}
+    done = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [double.urls[1], "200"]
+
+
+def test_env_output_is_plain_shell_quoted_exports_on_stdout_only(fake, double):
+    result = cli("credentials")
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert [line.split("=", 1)[0] for line in lines] == [
+        "export MLFLOW_TRACKING_URI",
+        "export MLFLOW_TRACKING_USERNAME",
+        "export MLFLOW_TRACKING_PASSWORD",
+    ]
+    password = fake.secret_value(SECRET_MLFLOW).split(":", 1)[1]
+    assert password in result.stdout and password not in result.stderr
+    assert "\x1b[" not in result.stdout  # no Rich markup or colour
+
+
+def test_a_password_with_shell_characters_is_quoted(fake, double):
+    from mlflow_gcp.cli.credentials import Format, render
+
+    values = {"MLFLOW_TRACKING_PASSWORD": 'it\'s $HOME `x` "q" \\'}
+    out = subprocess.run(
+        ["bash", "-c", render(values, Format.env) + 'printf %s "$MLFLOW_TRACKING_PASSWORD"'],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out == values["MLFLOW_TRACKING_PASSWORD"]
+    parsed = dotenv_values(stream=io.StringIO(render(values, Format.dotenv)))
+    assert parsed == values
+
+
+def test_dotenv_and_json_formats_log_in(fake, double):
+    for fmt in ("dotenv", "json"):
+        env = credentials(fmt)
+        assert env["MLFLOW_TRACKING_URI"] == double.urls[1]
+        assert env["MLFLOW_TRACKING_USERNAME"] == "admin"
+        assert (
+            api_login(env["MLFLOW_TRACKING_URI"], env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"])
+            == 200
+        )
+    assert fake.mutating_requests() == []
+
+
+def test_without_a_deployment_it_says_to_run_up(fake):
+    from tests.helpers import ALL_APIS_ENABLED
+
+    fake.enabled |= ALL_APIS_ENABLED
+    result = cli("credentials")
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert "mlflow-gcp up" in result.stderr and "Traceback" not in result.output
+
+
+# -- rotate --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "flags, rotated",
+    [((), ROTATE_SECRETS), (("--mlflow",), (SECRET_MLFLOW,)), (("--database",), (SECRET_MYSQL,))],
+    ids=["both", "mlflow", "database"],
+)
+def test_rotate_rolls_out_verifies_then_disables_the_old_versions(fake, double, flags, rotated):
+    old = credentials()
+    old_db = db_password(fake)
+    startups = double.startups
+    result = cli("credentials", "rotate", *flags)
+    assert result.exit_code == 0, result.output
+    for secret_id in ROTATE_SECRETS:
+        if secret_id in rotated:
+            assert versions(fake, secret_id) == [("1", "DISABLED"), ("2", "ENABLED")]
+            assert pinned(fake, secret_id) == "2"
+        else:
+            assert versions(fake, secret_id) == [("1", "ENABLED")]
+    # One new revision once the deploy step pins versions; while it refers to `latest`, rotate pins the versions in
+    # use first and again after the deploy step: three.
+    assert 1 <= double.startups - startups <= 3
+    new = credentials()
+    assert (new["MLFLOW_TRACKING_PASSWORD"] != old["MLFLOW_TRACKING_PASSWORD"]) == (SECRET_MLFLOW in rotated)
+    assert (db_password(fake) != old_db) == (SECRET_MYSQL in rotated)
+    if SECRET_MLFLOW in rotated:
+        assert api_login(old["MLFLOW_TRACKING_URI"], "admin", old["MLFLOW_TRACKING_PASSWORD"]) == 401
+    assert_converged(fake, double)
+    assert new["MLFLOW_TRACKING_PASSWORD"] not in result.output  # rotate never prints a secret
+
+
+FAULTS = {
+    "secret add": lambda fake, double: fake.fail(400, api="secretmanager", path_contains=":addVersion"),
+    "second secret add": lambda fake, double: fake.fail(
+        400, api="secretmanager", path_contains=f"{SECRET_MYSQL}:addVersion"
+    ),
+    "users.update": lambda fake, double: fake.fail(400, api="sqladmin", method="PUT", path_contains="/users"),
+    "service update": lambda fake, double: fake.fail(400, api="run", method="PATCH"),
+    "revision start": lambda fake, double: fake.run_fail_next_revision(),
+    "login check": lambda fake, double: setattr(double, "admin_frozen", True),
+    "disable": lambda fake, double: fake.fail(400, api="secretmanager", path_contains=":disable"),
+}
+
+
+@pytest.mark.parametrize("stage", list(FAULTS))
+def test_a_fault_at_any_stage_keeps_a_working_login_and_a_rerun_converges(fake, double, stage):
+    old = credentials()
+    FAULTS[stage](fake, double)
+    result = cli("credentials", "rotate")
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert "mlflow-gcp credentials rotate" in result.stderr  # how to resume
+    # The team is never without a working login, and the server keeps its database.
+    assert team_login_works()
+    assert double.database_ok()
+    if stage != "disable":
+        assert credentials() == old  # the old login is still the one in use
+        assert f"root:{db_password(fake)}" == _pinned_value(fake, SECRET_MYSQL)
+    if stage == "second secret add":
+        assert "harmless" in result.stderr
+    double.admin_frozen = False  # the cause is fixed
+
+    rerun = cli("credentials", "rotate")
+    assert rerun.exit_code == 0, rerun.output
+    assert_converged(fake, double)
+    assert credentials()["MLFLOW_TRACKING_PASSWORD"] != old["MLFLOW_TRACKING_PASSWORD"]
+    # A rerun reuses a version an interrupted run added instead of piling up new ones.
+    if stage in ("users.update", "service update", "revision start", "login check"):
+        assert [n for n, _ in versions(fake, SECRET_MLFLOW)] == ["1", "2"]
+    assert cli("credentials", "rotate").exit_code == 0
+    assert_converged(fake, double)
+
+
+def _pinned_value(fake, secret_id: str) -> str:
+    number = pinned(fake, secret_id)
+    found = next(
+        v
+        for v in fake.state["secret_versions"][f"projects/{PROJECT}/secrets/{secret_id}"]
+        if v["name"].endswith(f"/{number}")
+    )
+    return found["data"].decode()
+
+
+def test_rotate_without_a_deployment_says_to_run_up(fake):
+    from tests.helpers import ALL_APIS_ENABLED
+
+    fake.enabled |= ALL_APIS_ENABLED
+    result = cli("credentials", "rotate")
+    assert result.exit_code == 1
+    assert "mlflow-gcp up" in result.stderr
+    assert fake.mutating_requests() == []

@@ -1,0 +1,319 @@
+"""Step `image` against the fake Artifact Registry, Cloud Storage and Cloud Build; the build context helpers."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import tarfile
+
+import pytest
+
+from mlflow_gcp import build_context
+from mlflow_gcp.errors import MlflowGcpError, NameTakenError, OperationFailedError
+from mlflow_gcp.gcp.clients import Clients
+from mlflow_gcp.steps import BY_NAME
+from mlflow_gcp.steps.base import Mode, Status, StepContext
+from mlflow_gcp.steps.engine import run_step
+from mlflow_gcp.steps.image import DockerRepository, ServerImage
+from tests.fake_gcp.server import PROJECT
+from tests.helpers import ALL_APIS_ENABLED, run_steps, settings
+
+STAGING = f"{PROJECT}_cloudbuild"
+REPOSITORY = f"projects/{PROJECT}/locations/europe-west1/repositories/mlflow"
+
+
+@pytest.fixture
+def context_dir(tmp_path, monkeypatch):
+    root = tmp_path / "container"
+    (root / "app").mkdir(parents=True)
+    (root / "Dockerfile").write_text("FROM python:3.11-slim\nCOPY . /app\n")
+    (root / "app" / "entrypoint.py").write_text("print('hello')\n")
+    (root / "app" / "__pycache__").mkdir()
+    (root / "app" / "__pycache__" / "entrypoint.cpython-311.pyc").write_bytes(b"\0compiled")
+    (root / "notes.md").write_text("not in the image\n")
+    (root / "KEEP.md").write_text("in the image\n")
+    (root / ".dockerignore").write_text("# docs\n*.md\n!KEEP.md\n")
+    monkeypatch.setenv(build_context.CONTAINER_DIR_ENV, str(root))
+    return root
+
+
+@pytest.fixture
+def ready(fake, context_dir):
+    fake.enabled |= ALL_APIS_ENABLED
+    return fake
+
+
+def image_tag(root) -> str:
+    return build_context.context_hash(root)
+
+
+def test_first_run_creates_the_repository_uploads_and_builds(ready, context_dir):
+    fake = ready
+    [result] = run_steps("image")
+    assert result.status is Status.CREATED
+    repository = fake.registry_repository("mlflow")
+    assert repository["format"] == "DOCKER"
+    assert repository["labels"] == {"managed-by": "mlflow-gcp"}
+    tag = image_tag(context_dir)
+    assert len(tag) == 20
+    uri = f"europe-west1-docker.pkg.dev/{PROJECT}/mlflow/mlflow-server:{tag}"
+    assert f"mlflow-server:{tag}" in fake.registry_tags("mlflow")
+    staging = fake.bucket(STAGING)
+    assert staging["location"] == "EUROPE-WEST1"
+    assert staging["iamConfiguration"]["uniformBucketLevelAccess"]["enabled"] is True
+    archive = fake.objects(STAGING)[f"mlflow-gcp/source-{tag}.tgz"]
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+        assert sorted(tar.getnames()) == [".dockerignore", "Dockerfile", "KEEP.md", "app/entrypoint.py"]
+    [build] = fake.builds()
+    assert build["status"] == "SUCCESS"
+    assert build["steps"][0]["name"] == "gcr.io/cloud-builders/docker"
+    assert build["steps"][0]["args"] == ["build", "-t", uri, "."]
+    assert build["images"] == [uri]
+    assert build["timeout"] == "1200s"
+    assert build["source"]["storageSource"]["bucket"] == STAGING
+    assert build["source"]["storageSource"]["object"] == f"mlflow-gcp/source-{tag}.tgz"
+    assert build["name"].split("/locations/")[1].startswith("europe-west1/")
+
+
+def test_second_run_builds_nothing_and_sends_nothing(ready):
+    fake = ready
+    run_steps("image")
+    fake.clear_log()
+    [again] = run_steps("image")
+    assert again.status is Status.UNCHANGED
+    assert fake.mutating_requests() == []
+    assert len(fake.builds()) == 1
+
+
+def test_outputs_the_image_uri(ready, context_dir):
+    config = settings()
+    ctx = StepContext(settings=config, clients=Clients(config.project))
+    run_step(BY_NAME["image"], ctx)
+    assert ctx.outputs.get("image.uri") == (
+        f"europe-west1-docker.pkg.dev/{PROJECT}/mlflow/mlflow-server:{image_tag(context_dir)}"
+    )
+
+
+def test_dry_run_lists_both_and_sends_nothing(ready):
+    fake = ready
+    [result] = run_steps("image", mode=Mode.PLAN)
+    assert [c.action for c in result.changes] == ["create", "create"]
+    assert result.changes[0].resource == "Artifact Registry repository mlflow"
+    assert fake.mutating_requests() == []
+    assert fake.builds() == []
+
+
+def test_a_changed_context_is_built_again_and_only_the_image_changes(ready, context_dir):
+    fake = ready
+    run_steps("image")
+    first = image_tag(context_dir)
+    (context_dir / "app" / "entrypoint.py").write_text("print('changed')\n")
+    fake.clear_log()
+    [result] = run_steps("image")
+    second = image_tag(context_dir)
+    assert second != first
+    assert [(c.resource.split(" ")[0], c.action) for c in result.changes] == [("image", "create")]
+    assert {f"mlflow-server:{first}", f"mlflow-server:{second}"} <= set(fake.registry_tags("mlflow"))
+    assert len(fake.builds()) == 2
+    assert not [r for r in fake.mutating_requests() if r.api == "artifactregistry"]
+
+
+def test_ignored_files_do_not_change_the_tag(context_dir):
+    before = image_tag(context_dir)
+    (context_dir / "notes.md").write_text("edited\n")
+    (context_dir / "app" / "__pycache__" / "entrypoint.cpython-311.pyc").write_bytes(b"other")
+    assert image_tag(context_dir) == before
+    (context_dir / "KEEP.md").write_text("edited\n")
+    assert image_tag(context_dir) != before
+
+
+def test_pack_is_deterministic(context_dir):
+    first = build_context.pack(context_dir)
+    assert build_context.pack(context_dir) == first
+    assert gzip.decompress(first)  # a valid gzip stream
+
+
+def test_missing_context_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv(build_context.CONTAINER_DIR_ENV, str(tmp_path / "nowhere"))
+    with pytest.raises(MlflowGcpError, match="build context") as info:
+        build_context.container_dir()
+    assert build_context.CONTAINER_DIR_ENV in info.value.hint
+
+
+@pytest.mark.parametrize("status", [503, 429])
+def test_transient_errors_are_retried(ready, status):
+    fake = ready
+    fake.latency["cloudbuild.build"] = 0.05
+    fake.latency["artifactregistry.create"] = 0.05
+    for api in ("artifactregistry", "cloudbuild", "storage"):
+        fake.fail(status, api=api, method="POST")
+        fake.fail(status, api=api, method="GET")
+    [result] = run_steps("image")
+    assert result.status is Status.CREATED
+    assert all(f.times == 0 for f in fake.faults)
+    assert len(fake.builds()) == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "detail"),
+    [
+        ("FAILURE", 'Build step failure: build step 0 "gcr.io/cloud-builders/docker" failed'),
+        ("TIMEOUT", "Build timeout after 1200s"),
+        ("INTERNAL_ERROR", "Internal error"),
+    ],
+)
+def test_failed_build_is_a_clear_error_with_its_log(ready, status, detail):
+    fake = ready
+    fake.cloudbuild_fail_next(status)
+    with pytest.raises(OperationFailedError, match=status) as info:
+        run_steps("image")
+    assert detail in str(info.value)
+    assert "https://console.cloud.google.com/cloud-build/builds;region=europe-west1/" in str(info.value)
+    assert fake.registry_tags("mlflow") == {}
+    # The source is already uploaded: a rerun only builds.
+    fake.clear_log()
+    [result] = run_steps("image")
+    assert result.status is Status.CREATED
+    assert not [r for r in fake.mutating_requests() if r.api == "storage"]
+
+
+def test_a_repository_creation_in_progress_is_waited_for(ready):
+    fake = ready
+    fake.latency["artifactregistry.create"] = 0.3
+    config = settings()
+    ctx = StepContext(settings=config, clients=Clients(config.project))
+    # An interrupted run: the create was sent, nobody waited for it.
+    ctx.clients.artifact_registry().create_repository(
+        request={
+            "parent": f"projects/{PROJECT}/locations/europe-west1",
+            "repository_id": "mlflow",
+            "repository": {"format_": "DOCKER", "labels": {"managed-by": "mlflow-gcp"}},
+        }
+    )
+    [result] = run_steps("image")
+    assert result.status is Status.CREATED
+    assert fake.registry_repository("mlflow") is not None
+    assert len(fake.builds()) == 1
+
+
+def test_labels_of_an_existing_repository_are_completed(ready):
+    fake = ready
+    ctx = StepContext(settings=settings(), clients=Clients(PROJECT))
+    ctx.clients.artifact_registry().create_repository(
+        request={
+            "parent": f"projects/{PROJECT}/locations/europe-west1",
+            "repository_id": "mlflow",
+            "repository": {"format_": "DOCKER", "labels": {"team": "data"}},
+        }
+    ).result()
+    [result] = run_steps("image")
+    assert ("Artifact Registry repository mlflow", "update", ("labels",)) in [
+        (c.resource, c.action, c.fields) for c in result.changes
+    ]
+    assert fake.registry_repository("mlflow")["labels"] == {"team": "data", "managed-by": "mlflow-gcp"}
+
+
+def test_a_repository_of_another_format_is_a_clear_error(ready):
+    ctx = StepContext(settings=settings(), clients=Clients(PROJECT))
+    ctx.clients.artifact_registry().create_repository(
+        request={
+            "parent": f"projects/{PROJECT}/locations/europe-west1",
+            "repository_id": "mlflow",
+            "repository": {"format_": "PYTHON"},
+        }
+    ).result()
+    with pytest.raises(MlflowGcpError, match="--repository"):
+        run_steps("image")
+
+
+def test_a_staging_bucket_of_another_project_is_a_clear_error(ready):
+    fake = ready
+    fake.foreign_buckets.add(STAGING)
+    with pytest.raises(NameTakenError, match=STAGING):
+        run_steps("image")
+
+
+def test_delete_removes_the_image_then_the_repository(ready):
+    fake = ready
+    run_steps("image")
+    ctx = StepContext(settings=settings(), clients=Clients(PROJECT))
+    repository = DockerRepository(ctx)
+    image = ServerImage(ctx, repository)
+    image.delete(image.read())
+    assert image.read() is None
+    assert fake.registry_tags("mlflow") == {}
+    repository.delete(repository.read())
+    assert repository.read() is None
+    assert fake.registry_repository("mlflow") is None
+    repository.delete(None)  # a second delete finds nothing
+
+
+def test_repository_deletion_deletes_its_images(ready):
+    fake = ready
+    run_steps("image")
+    ctx = StepContext(settings=settings(), clients=Clients(PROJECT))
+    repository = DockerRepository(ctx)
+    repository.delete(repository.read())
+    assert fake.state["ar_packages"].get(REPOSITORY) is None
+    assert ServerImage(ctx, repository).read() is None
+
+
+def test_image_then_deploy_uses_the_built_image(ready, context_dir):
+    fake = ready
+    client = Clients(PROJECT).secrets()
+    from mlflow_gcp.service_spec import SECRET_ENV_VARS
+
+    for secret in SECRET_ENV_VARS.values():
+        client.create_secret(parent=f"projects/{PROJECT}", secret_id=secret, secret={"replication": {"automatic": {}}})
+    config = settings()
+    ctx = StepContext(settings=config, clients=Clients(config.project))
+    ctx.outputs.update(
+        {
+            "connector.id": f"projects/{PROJECT}/locations/europe-west1/connectors/vpc-connector-mlflow",
+            "service_account.email": config.service_account_email,
+        }
+    )
+    run_step(BY_NAME["image"], ctx)
+    run_step(BY_NAME["deploy"], ctx)
+    image = fake.run_service("mlflow")["template"]["containers"][0]["image"]
+    assert image == ctx.outputs.get("image.uri")
+    assert image.endswith(image_tag(context_dir))
+
+
+def test_plan_on_a_project_whose_apis_are_not_enabled_yet(fake, context_dir):
+    [result] = run_steps("image", mode=Mode.PLAN, prerequisites=False)
+    assert [c.action for c in result.changes] == ["create", "create"]
+    assert fake.mutating_requests() == []
+
+
+def test_an_api_enabled_by_this_run_may_answer_service_disabled_for_a_while(ready):
+    fake = ready
+    for api in ("artifactregistry", "cloudbuild", "storage"):
+        fake.fail(403, api=api, reason="SERVICE_DISABLED", metadata={"service": f"{api}.googleapis.com"})
+    config = settings()
+    ctx = StepContext(settings=config, clients=Clients(config.project))
+    ctx.enabled_now |= {"artifactregistry.googleapis.com", "cloudbuild.googleapis.com", "storage.googleapis.com"}
+    result = run_step(BY_NAME["image"], ctx)
+    assert result.status is Status.CREATED
+    assert all(f.times == 0 for f in fake.faults)
+
+
+def test_a_build_in_progress_is_waited_for_not_started_twice(ready, context_dir):
+    fake = ready
+    fake.latency["cloudbuild.build"] = 0.3
+    # An interrupted run: the source was uploaded and the build started; nobody waited for it.
+    with pytest.raises(KeyboardInterrupt):
+        config = settings()
+        ctx = StepContext(settings=config, clients=Clients(config.project))
+        ctx.on_event = lambda event: _interrupt_when_building(event)
+        run_step(BY_NAME["image"], ctx)
+    assert [b["status"] for b in fake.builds()] == ["WORKING"]
+    [result] = run_steps("image")
+    assert result.status is Status.CREATED
+    assert [b["status"] for b in fake.builds()] == ["SUCCESS"]
+    assert f"mlflow-server:{image_tag(context_dir)}" in fake.registry_tags("mlflow")
+
+
+def _interrupt_when_building(event) -> None:
+    if event.message.startswith("building "):
+        raise KeyboardInterrupt
