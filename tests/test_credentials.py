@@ -22,11 +22,23 @@ ROTATE_SECRETS = (SECRET_MLFLOW, SECRET_MYSQL)
 
 
 @pytest.fixture
-def double(fake, tmp_path, monkeypatch):
+def floating(fake, tmp_path, monkeypatch):
+    """A deployment as `up` made it (its service may refer to the `latest` secret versions)."""
     monkeypatch.setenv("MLFLOW_GCP_LOGIN_TIMEOUT", "1")
     double = deploy(fake, tmp_path, monkeypatch)
     yield double
     double.stop()
+
+
+@pytest.fixture
+def double(fake, floating):
+    """A deployment whose service pins the secret versions it runs with, as the deploy step does."""
+    service = fake.state["run_services"][f"projects/{PROJECT}/locations/europe-west1/services/mlflow"]
+    for item in service["template"]["containers"][0]["env"]:
+        ref = item.get("valueSource", {}).get("secretKeyRef")
+        if ref and ref.get("version", "latest") == "latest":
+            ref["version"] = versions(fake, ref["secret"])[-1][0]
+    return floating
 
 
 def credentials(fmt: str = "json") -> dict[str, str]:
@@ -161,9 +173,8 @@ def test_rotate_rolls_out_verifies_then_disables_the_old_versions(fake, double, 
             assert pinned(fake, secret_id) == "2"
         else:
             assert versions(fake, secret_id) == [("1", "ENABLED")]
-    # One new revision once the deploy step pins versions; while it refers to `latest`, rotate pins the versions in
-    # use first and again after the deploy step: three.
-    assert 1 <= double.startups - startups <= 3
+    # One new revision (two while the deploy step does not pin versions itself: rotate then pins them after it).
+    assert 1 <= double.startups - startups <= 2
     new = credentials()
     assert (new["MLFLOW_TRACKING_PASSWORD"] != old["MLFLOW_TRACKING_PASSWORD"]) == (SECRET_MLFLOW in rotated)
     assert (db_password(fake) != old_db) == (SECRET_MYSQL in rotated)
@@ -233,3 +244,35 @@ def test_rotate_without_a_deployment_says_to_run_up(fake):
     assert result.exit_code == 1
     assert "mlflow-gcp up" in result.stderr
     assert fake.mutating_requests() == []
+
+
+def test_rotate_on_an_incomplete_deployment_changes_nothing(fake, double):
+    from mlflow_gcp.gcp.clients import Clients
+
+    Clients(PROJECT).vpc_access().delete_connector(
+        name=f"projects/{PROJECT}/locations/europe-west1/connectors/vpc-connector-mlflow"
+    )
+    fake.clear_log()
+    result = cli("credentials", "rotate")
+    assert result.exit_code == 1
+    assert "not complete" in result.stderr and "nothing was rotated" in result.stderr
+    assert fake.mutating_requests() == []
+    assert team_login_works()
+
+
+def test_a_service_on_latest_versions_is_pinned_before_a_version_is_added(fake, floating):
+    """With `latest`, an instance starting mid-rotation would take the new password before it is applied."""
+    old = credentials()
+    fake.fail(400, api="sqladmin", method="PUT", path_contains="/users")  # stop the rotation after the add
+    result = cli("credentials", "rotate")
+    assert result.exit_code == 1
+    assert pinned(fake, SECRET_MLFLOW) == "1" and pinned(fake, SECRET_MYSQL) == "1"
+    env = fake.run_service("mlflow")["template"]["containers"][0]["env"]
+    assert all(
+        e["valueSource"]["secretKeyRef"]["version"] == "1"
+        for e in env
+        if "valueSource" in e and e["valueSource"]["secretKeyRef"]["secret"] in ROTATE_SECRETS
+    )
+    assert credentials() == old and team_login_works()
+    assert cli("credentials", "rotate").exit_code == 0
+    assert_converged(fake, floating)

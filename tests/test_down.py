@@ -205,3 +205,18 @@ def test_down_on_an_empty_project_has_nothing_to_do(fake, tmp_path, monkeypatch)
     assert result.exit_code == 0, result.output
     assert "Nothing to delete" in result.stdout
     assert fake.mutating_requests() == []
+
+
+def test_a_secret_two_steps_read_is_deleted_once_by_its_owner(fake, double):
+    from mlflow_gcp.operate.inventory import read_inventory
+    from mlflow_gcp.operate.teardown import DELETE, plan_teardown
+    from tests.helpers import settings
+
+    plan = plan_teardown(read_inventory(settings()), delete_data=True)
+    mysql = [r for r in plan if getattr(r.resource, "secret_id", None) == SECRET_MYSQL]
+    assert [(r.step, r.action) for r in mysql] == [("database", DELETE)]
+    labels = [r.label for r in plan]
+    # The instance goes before its secret (its password), the network access after the instance.
+    assert labels.index(f"Cloud SQL instance {INSTANCE}") < labels.index(mysql[0].label)
+    assert labels.index(f"Cloud SQL instance {INSTANCE}") < labels.index("address range mlflow-private-services")
+    assert fake.mutating_requests() == []

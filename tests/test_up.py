@@ -186,3 +186,23 @@ def test_a_missing_prerequisite_names_the_step_to_run(fake, container_dir):
     assert result.exit_code == 1
     assert "mlflow-gcp step" in result.output
     assert "Traceback" not in result.output
+
+
+def test_service_pins_secret_versions_and_a_new_version_rolls_out(fake, deployed):
+    clients = Clients(PROJECT)
+    name = f"projects/{PROJECT}/locations/{REGION}/services/mlflow"
+    env = clients.run_services().get_service(name=name).template.containers[0].env
+    versions = {e.name: e.value_source.secret_key_ref.version for e in env if e.value_source.secret_key_ref.secret}
+    assert set(versions.values()) == {"1"}
+
+    # A new version added by hand (e.g. a password changed in the console) is picked up by the next `up`.
+    clients.secrets().add_secret_version(
+        parent=f"projects/{PROJECT}/secrets/{SECRET_MLFLOW}", payload={"data": b"admin:a-new-password-by-hand"}
+    )
+    fake.clear_log()
+    assert cli("up").exit_code == 0
+    assert {r.api for r in fake.mutating_requests() if "operations" not in r.path} == {"run"}
+    env = clients.run_services().get_service(name=name).template.containers[0].env
+    pinned = {e.name: e.value_source.secret_key_ref.version for e in env if e.value_source.secret_key_ref.secret}
+    assert pinned["MLFLOW_CREDENTIALS"] == "2"
+    assert pinned["MYSQL_CREDENTIALS"] == "1"

@@ -34,6 +34,11 @@ CLIENT_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "NO_PR
               "no_proxy": "127.0.0.1,localhost"}
 
 
+def server_log_path() -> Path:
+    # One file per test session: several sessions may run in the same tree at once.
+    return ARTIFACTS_DIR / f"server-{os.getpid()}.log"
+
+
 @dataclass
 class Rehearsal:
     work_dir: Path
@@ -59,7 +64,7 @@ class Rehearsal:
         if self.server:
             self.server.stop()
         self.secrets = secret_values
-        self.server = ServerProcess(self.server_env(secret_values), ARTIFACTS_DIR / "server.log").start()
+        self.server = ServerProcess(self.server_env(secret_values), server_log_path()).start()
         self.front.backend_port = self.server.port
         return self.server
 
@@ -85,7 +90,7 @@ def mariadb() -> Iterator[MariaDB]:
 
 @pytest.fixture(scope="session")
 def rehearsal(artifacts_dir: Path, mariadb: MariaDB) -> Iterator[Rehearsal]:
-    (artifacts_dir / "server.log").unlink(missing_ok=True)
+    server_log_path().unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(prefix="mlflow-e2e-") as tmp:
         work_dir = Path(tmp)
         settings = rehearsal_settings()

@@ -145,7 +145,7 @@ class Page:
                                                 "returnByValue": True}, timeout)
         return result.get("result", {}).get("value")
 
-    def wait_for_text(self, texts: tuple[str, ...], timeout: float = 60) -> str:
+    def wait_for_text(self, texts: tuple[str, ...], timeout: float = 120) -> str:
         deadline = time.monotonic() + timeout
         body = ""
         while time.monotonic() < deadline:

@@ -94,7 +94,7 @@ class ServerProcess:
     def port(self) -> int:
         return int(self.env["PORT"])
 
-    def start(self, timeout: float = 120) -> ServerProcess:
+    def start(self, timeout: float = 240) -> ServerProcess:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, str(ENTRYPOINT)], env=self.env, stdout=log, stderr=subprocess.STDOUT,

@@ -15,7 +15,6 @@ import json
 import re
 import secrets
 import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 from functools import partial
@@ -260,11 +259,3 @@ class FakeGoogle:
         with self._storage_lock:
             return list(self.storage.objects.get(self.bucket, {}))
 
-
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()

@@ -15,6 +15,7 @@ import base64
 import itertools
 import json
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -360,11 +361,16 @@ class FakeGoogle:
         return status, {"Content-Type": "application/json"}, json.dumps(payload if payload is not None else {}).encode()
 
     # -- server ------------------------------------------------------------------------------------------
-    def start(self) -> str:
+    def start(self, port: int = 0) -> str:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                # Headers and body go out in separate writes; without this, Nagle delays each answer ~40 ms.
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -384,9 +390,9 @@ class FakeGoogle:
             def log_message(self, *args) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         return self.url
 

@@ -23,7 +23,7 @@ from google.api_core import exceptions as gexc
 from mlflow_gcp.errors import OperationFailedError, OrgPolicyError
 from mlflow_gcp.gcp.operations import wait, wait_gapic
 from mlflow_gcp.resources.iam import IamBinding, Policy, has_member, proto_policy_io
-from mlflow_gcp.service_spec import SERVICE_URLS_VAR, ServiceInputs, build_service
+from mlflow_gcp.service_spec import SECRET_ENV_VARS, SERVICE_URLS_VAR, ServiceInputs, build_service
 from mlflow_gcp.steps.base import Resource, StepContext
 from mlflow_gcp.steps.image import absent_in_plan, api_caller
 
@@ -150,6 +150,13 @@ class CloudRunService(Resource):
         self.path = f"{self.parent}/services/{self.name}"
         self.image = ctx.output("image.uri", "image")
         self.connector = ctx.output("connector.id", "connector")
+        # Pinned versions: a new secret version (a rotation) rolls out a new revision; an old revision keeps the
+        # versions it started with if a rollout fails.
+        self.secret_versions = {
+            secret: version
+            for secret in SECRET_ENV_VARS.values()
+            if (version := ctx.outputs.get(f"secret_version.{secret}")) is not None
+        }
         # The service account step made it; the service spec names it from the settings.
         ctx.output("service_account.email", "service-account")
         self._client = ctx.clients.run_services()
@@ -160,7 +167,9 @@ class CloudRunService(Resource):
     # -- desired state -------------------------------------------------------------------------------------
     def desired(self, current: Any | None) -> dict[str, Any]:
         urls = tuple(current.urls) if current is not None else ()
-        service = build_service(self.ctx.settings, ServiceInputs(self.image, self.connector, urls))
+        service = build_service(
+            self.ctx.settings, ServiceInputs(self.image, self.connector, urls, self.secret_versions)
+        )
         if self.use_invoker_binding:
             service.pop(INVOKER_IAM_FIELD, None)
         return service

@@ -50,7 +50,7 @@ def _run_resource(resource: Resource, ctx: StepContext, result: StepResult) -> N
         if current is None:
             raise PrerequisiteMissingError(f"{label} was created but cannot be read back.")
     else:
-        fields = _guarded(ctx, f"comparing {label}", lambda r=resource, c=current: r.drift(c))
+        fields = _guarded(ctx, f"comparing {label}", lambda: resource.drift(current))
         result.resources.append(
             ResourceState(label, exists=True, drift=tuple(fields), details=resource.details(current))
         )
