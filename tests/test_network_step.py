@@ -152,21 +152,19 @@ def test_connection_refused_by_google_shows_its_message(gcp):
 
 def test_reserving_range_is_waited_for(gcp):
     gcp.latency["compute.addresses"] = 0.3
-    from google.cloud import compute_v1
-
     from mlflow_gcp.gcp.clients import Clients
 
     # an interrupted run left the insert running
-    Clients("demo-project").global_addresses().insert_unary(
+    Clients("demo-project").compute().globalAddresses().insert(
         project="demo-project",
-        address_resource=compute_v1.Address(
-            name=RANGE,
-            purpose="VPC_PEERING",
-            address_type="INTERNAL",
-            prefix_length=20,
-            network="projects/demo-project/global/networks/default",
-        ),
-    )
+        body={
+            "name": RANGE,
+            "purpose": "VPC_PEERING",
+            "addressType": "INTERNAL",
+            "prefixLength": 20,
+            "network": "projects/demo-project/global/networks/default",
+        },
+    ).execute()
     assert gcp.compute_addresses[RANGE]["status"] == "RESERVING"
     [result] = run_steps("network")
     assert gcp.compute_addresses[RANGE]["status"] == "RESERVED"

@@ -11,7 +11,7 @@ from mlflow_gcp.config import Settings
 @with_settings
 def up(
     settings: Settings,
-    dry_run: bool = typer.Option(False, "--dry-run", help="Read everything and show what would change; change nothing."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change; change nothing."),
 ) -> None:
     """Create or update the whole deployment. Safe to rerun: what exists and matches is left alone."""
     from mlflow_gcp.cli.run import run_with_view

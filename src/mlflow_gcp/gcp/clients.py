@@ -103,21 +103,10 @@ class Clients:
 
         return self._gapic("cloudbuild", "cloudbuild", cloudbuild_v1.CloudBuildClient)
 
-    # Compute Engine v1
-    def networks(self):
-        from google.cloud import compute_v1
-
-        return self._gapic("compute.networks", "compute", compute_v1.NetworksClient)
-
-    def global_addresses(self):
-        from google.cloud import compute_v1
-
-        return self._gapic("compute.addresses", "compute", compute_v1.GlobalAddressesClient)
-
-    def global_operations(self):
-        from google.cloud import compute_v1
-
-        return self._gapic("compute.operations", "compute", compute_v1.GlobalOperationsClient)
+    # Compute Engine v1: the discovery client, because importing the GAPIC library (compute_v1) takes several
+    # seconds on every run for the three calls the network step makes.
+    def compute(self):
+        return self.discovery("compute", "v1", service_path="compute/v1/")
 
     # Cloud Storage JSON API
     def storage(self):
@@ -132,14 +121,15 @@ class Clients:
             return self._cache["storage"]
 
     # APIs without a REST GAPIC library: discovery clients from the bundled static documents.
-    def discovery(self, api: str, version: str):
-        """A discovery client for `api` (e.g. "sqladmin", "iam", "servicenetworking"), one per thread."""
+    def discovery(self, api: str, version: str, service_path: str = ""):
+        """A discovery client for `api` (e.g. "sqladmin", "iam", "servicenetworking"), one per thread.
+        `service_path` is the API's servicePath, which the endpoint override replaces along with the host."""
         cache = self._local.__dict__.setdefault("discovery", {})
         key = (api, version)
         if key not in cache:
             from googleapiclient.discovery import build
 
-            options = {"api_endpoint": api_root(api) + "/"} if endpoint_base() else None
+            options = {"api_endpoint": f"{api_root(api)}/{service_path}"} if endpoint_base() else None
             cache[key] = build(
                 api,
                 version,

@@ -73,25 +73,21 @@ def short_link(link: str) -> str:
     return link[index:] if index >= 0 else link
 
 
-def wait_compute(ctx: StepContext, operation: Any, what: str, timeout: float = COMPUTE_TIMEOUT) -> None:
-    """Poll a global compute#operation until DONE. ExtendedOperation.result() ignores the endpoint override,
-    so the operations client (built with the same options) is polled instead."""
-    from google.cloud import compute_v1
+def wait_compute(ctx: StepContext, operation: dict, what: str, timeout: float = COMPUTE_TIMEOUT) -> None:
+    """Poll a global compute#operation until DONE and raise Google's message if it ended in error."""
+    operations = ctx.clients.compute().globalOperations()
 
-    operations = ctx.clients.global_operations()
-    done = compute_v1.Operation.Status.DONE
-
-    def error_of(op: Any) -> str | None:
-        errors = [e.message or e.code for e in op.error.errors]
+    def error_of(op: dict) -> str | None:
+        errors = [e.get("message") or e.get("code", "") for e in op.get("error", {}).get("errors", [])]
         if errors:
             return "; ".join(errors)
-        if op.http_error_status_code:
-            return op.http_error_message or f"HTTP {op.http_error_status_code}"
+        if op.get("httpErrorStatusCode"):
+            return op.get("httpErrorMessage") or f"HTTP {op['httpErrorStatusCode']}"
         return None
 
     wait(
-        lambda: operations.get(project=ctx.project, operation=operation.name),
-        is_done=lambda op: op.status == done,
+        lambda: execute(operations.get(project=ctx.project, operation=operation["name"])),
+        is_done=lambda op: op.get("status") == "DONE",
         error_of=error_of,
         what=what,
         timeout=timeout,
@@ -104,14 +100,15 @@ class Network(Resource):
 
     def __init__(self, ctx: StepContext) -> None:
         super().__init__(ctx, ctx.settings.network)
-        self._client = ctx.clients.networks()
+        self._client = ctx.clients.compute().networks()
         self._retry = predicate(ctx, "compute")
 
     @plan_tolerant
-    def read(self) -> Any | None:
+    def read(self) -> dict | None:
         try:
             return retry.call(
-                lambda: self._client.get(project=self.ctx.project, network=self.name), predicate=self._retry
+                lambda: execute(self._client.get(project=self.ctx.project, network=self.name)),
+                predicate=self._retry,
             )
         except gexc.NotFound:
             return None
@@ -123,17 +120,15 @@ class Network(Resource):
                 "Pass --network NAME to use (or have the tool create) another network, or recreate the default "
                 "network: `gcloud compute networks create default --subnet-mode=auto`.",
             )
-        from google.cloud import compute_v1
-
-        network = compute_v1.Network(
-            name=self.name,
-            auto_create_subnetworks=False,
-            description=MANAGED_DESCRIPTION,
-            routing_config=compute_v1.NetworkRoutingConfig(routing_mode="REGIONAL"),
-        )
+        network = {
+            "name": self.name,
+            "autoCreateSubnetworks": False,
+            "description": MANAGED_DESCRIPTION,
+            "routingConfig": {"routingMode": "REGIONAL"},
+        }
         try:
             operation = retry.call(
-                lambda: self._client.insert_unary(project=self.ctx.project, network_resource=network),
+                lambda: execute(self._client.insert(project=self.ctx.project, body=network)),
                 predicate=self._retry,
             )
         except gexc.Conflict:
@@ -143,17 +138,17 @@ class Network(Resource):
     def outputs(self, current: Any) -> dict[str, str]:
         return {"network.self_link": network_path(self.ctx.project, self.name), "network.name": self.name}
 
-    def details(self, current: Any) -> dict[str, str]:
-        mode = "auto" if current.auto_create_subnetworks else "custom"
-        peerings = ", ".join(p.name for p in current.peerings) or "none"
+    def details(self, current: dict) -> dict[str, str]:
+        mode = "auto" if current.get("autoCreateSubnetworks") else "custom"
+        peerings = ", ".join(p["name"] for p in current.get("peerings", [])) or "none"
         return {"subnet mode": mode, "peerings": peerings}
 
-    def delete(self, current: Any) -> None:
-        if self.name == "default" or current.description != MANAGED_DESCRIPTION:
+    def delete(self, current: dict) -> None:
+        if self.name == "default" or current.get("description") != MANAGED_DESCRIPTION:
             self.ctx.log(f"keeping the VPC network {self.name}: this tool did not create it")
             return
         operation = retry.call(
-            lambda: self._client.delete_unary(project=self.ctx.project, network=self.name), predicate=self._retry
+            lambda: execute(self._client.delete(project=self.ctx.project, network=self.name)), predicate=self._retry
         )
         wait_compute(self.ctx, operation, f"Deleting the VPC network {self.name}")
 
@@ -165,14 +160,15 @@ class PeeringRange(Resource):
 
     def __init__(self, ctx: StepContext) -> None:
         super().__init__(ctx, ctx.settings.peering_range)
-        self._client = ctx.clients.global_addresses()
+        self._client = ctx.clients.compute().globalAddresses()
         self._retry = predicate(ctx, "compute")
         self.network = network_link(ctx)
 
-    def _get(self) -> Any | None:
+    def _get(self) -> dict | None:
         try:
             return retry.call(
-                lambda: self._client.get(project=self.ctx.project, address=self.name), predicate=self._retry
+                lambda: execute(self._client.get(project=self.ctx.project, address=self.name)),
+                predicate=self._retry,
             )
         except gexc.NotFound:
             return None
@@ -180,10 +176,10 @@ class PeeringRange(Resource):
     @plan_tolerant
     def read(self) -> Any | None:
         current = self._get()
-        if current is not None and current.status == "RESERVING" and not self.ctx.dry_run:
+        if current is not None and current.get("status") == "RESERVING" and not self.ctx.dry_run:
             current = wait(
                 self._get,
-                is_done=lambda a: a is None or a.status != "RESERVING",
+                is_done=lambda a: a is None or a.get("status") != "RESERVING",
                 error_of=lambda a: None,
                 what=f"Reserving the address range {self.name}",
                 timeout=COMPUTE_TIMEOUT,
@@ -191,40 +187,38 @@ class PeeringRange(Resource):
             )
         return current
 
-    def drift(self, current: Any) -> list[str]:
+    def drift(self, current: dict) -> list[str]:
         fields = []
-        if current.purpose != "VPC_PEERING":
+        if current.get("purpose") != "VPC_PEERING":
             fields.append("purpose")
-        if current.address_type != "INTERNAL":
+        if current.get("addressType") != "INTERNAL":
             fields.append("addressType")
-        if current.prefix_length != self.ctx.settings.peering_prefix_length:
+        if current.get("prefixLength") != self.ctx.settings.peering_prefix_length:
             fields.append("prefixLength")
-        if self.network != PENDING and short_link(current.network) != self.network:
+        if self.network != PENDING and short_link(current.get("network", "")) != self.network:
             fields.append("network")
         return fields
 
     def create(self) -> None:
-        from google.cloud import compute_v1
-
-        address = compute_v1.Address(
-            name=self.name,
-            purpose="VPC_PEERING",
-            address_type="INTERNAL",
-            prefix_length=self.ctx.settings.peering_prefix_length,
-            network=self.network,
-            description=f"Private services access range for Cloud SQL. {MANAGED_DESCRIPTION}.",
-            labels=MANAGED_LABELS,
-        )
+        address = {
+            "name": self.name,
+            "purpose": "VPC_PEERING",
+            "addressType": "INTERNAL",
+            "prefixLength": self.ctx.settings.peering_prefix_length,
+            "network": self.network,
+            "description": f"Private services access range for Cloud SQL. {MANAGED_DESCRIPTION}.",
+            "labels": MANAGED_LABELS,
+        }
         try:
             operation = retry.call(
-                lambda: self._client.insert_unary(project=self.ctx.project, address_resource=address),
+                lambda: execute(self._client.insert(project=self.ctx.project, body=address)),
                 predicate=self._retry,
             )
         except gexc.Conflict:
             return
         wait_compute(self.ctx, operation, f"Reserving the address range {self.name}")
 
-    def update(self, current: Any, fields: list[str]) -> None:
+    def update(self, current: dict, fields: list[str]) -> None:
         wanted = {
             "purpose": "VPC_PEERING",
             "addressType": "INTERNAL",
@@ -232,10 +226,10 @@ class PeeringRange(Resource):
             "network": self.network,
         }
         live = {
-            "purpose": current.purpose or "(none)",
-            "addressType": current.address_type,
-            "prefixLength": f"/{current.prefix_length}",
-            "network": short_link(current.network) or "(none)",
+            "purpose": current.get("purpose") or "(none)",
+            "addressType": current.get("addressType"),
+            "prefixLength": f"/{current.get('prefixLength')}",
+            "network": short_link(current.get("network", "")) or "(none)",
         }
         differences = ", ".join(f"{f} is {live[f]}, not {wanted[f]}" for f in fields)
         raise MlflowGcpError(
@@ -245,18 +239,18 @@ class PeeringRange(Resource):
             f"(`gcloud compute addresses delete {self.name} --global`) and run again.",
         )
 
-    def outputs(self, current: Any) -> dict[str, str]:
-        return {"network.peering_range": f"{current.address}/{current.prefix_length}"}
+    def outputs(self, current: dict) -> dict[str, str]:
+        return {"network.peering_range": f"{current.get('address')}/{current.get('prefixLength')}"}
 
-    def details(self, current: Any) -> dict[str, str]:
-        return {"range": f"{current.address}/{current.prefix_length}", "status": current.status}
+    def details(self, current: dict) -> dict[str, str]:
+        return {"range": f"{current.get('address')}/{current.get('prefixLength')}", "status": current.get("status", "")}
 
-    def delete(self, current: Any) -> None:
-        if current.labels.get("managed-by") != MANAGED_LABELS["managed-by"]:
+    def delete(self, current: dict) -> None:
+        if current.get("labels", {}).get("managed-by") != MANAGED_LABELS["managed-by"]:
             self.ctx.log(f"keeping the address range {self.name}: this tool did not create it")
             return
         operation = retry.call(
-            lambda: self._client.delete_unary(project=self.ctx.project, address=self.name), predicate=self._retry
+            lambda: execute(self._client.delete(project=self.ctx.project, address=self.name)), predicate=self._retry
         )
         wait_compute(self.ctx, operation, f"Deleting the address range {self.name}")
 
