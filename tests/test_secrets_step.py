@@ -13,10 +13,11 @@ from mlflow_gcp import service_spec
 from mlflow_gcp.config import SECRET_ENV, SECRET_FLASK_KEY, SECRET_MLFLOW, SECRET_MYSQL
 from mlflow_gcp.errors import MlflowGcpError, PrerequisiteMissingError
 from mlflow_gcp.gcp.clients import Clients
+from mlflow_gcp.resources.secret import Secret
 from mlflow_gcp.steps import BY_NAME
 from mlflow_gcp.steps.base import PENDING, Mode, Status, StepContext
 from mlflow_gcp.steps.engine import run_step
-from mlflow_gcp.steps.secrets import ACCESSOR, OwnedSecret
+from mlflow_gcp.steps.secrets import ACCESSOR
 from tests.helpers import ALL_APIS_ENABLED, settings
 
 DB_IP = "10.20.0.3"
@@ -199,7 +200,7 @@ def test_secret_left_without_version_by_an_interrupted_run(sm):
 def test_delete_then_nothing_to_delete(sm):
     run()
     ctx = StepContext(settings=settings(), clients=Clients("demo-project"))
-    secret = OwnedSecret(ctx, SECRET_FLASK_KEY, lambda: "x")
+    secret = Secret(ctx, SECRET_FLASK_KEY, lambda: "x")
     assert secret.holds_data
     current = secret.read()
     secret.delete(current)

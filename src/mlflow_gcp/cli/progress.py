@@ -15,8 +15,13 @@ from mlflow_gcp.steps import StepDef
 from mlflow_gcp.steps.base import Event, Status, StepResult
 
 STYLE = {
-    Status.WAITING: "dim", Status.RUNNING: "cyan", Status.CREATED: "green", Status.UPDATED: "yellow",
-    Status.UNCHANGED: "green", Status.FAILED: "bold red", Status.SKIPPED: "dim red",
+    Status.WAITING: "dim",
+    Status.RUNNING: "cyan",
+    Status.CREATED: "green",
+    Status.UPDATED: "yellow",
+    Status.UNCHANGED: "green",
+    Status.FAILED: "bold red",
+    Status.SKIPPED: "dim red",
 }
 FINAL = {Status.CREATED, Status.UPDATED, Status.UNCHANGED, Status.FAILED, Status.SKIPPED}
 

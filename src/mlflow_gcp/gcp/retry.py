@@ -45,8 +45,11 @@ def is_iam_member_not_yet_visible(exc: BaseException) -> bool:
 
 
 def is_service_activating(exc: BaseException) -> bool:
-    """Right after enabling an API, calls can still answer SERVICE_DISABLED for a few minutes."""
-    return isinstance(exc, gexc.GoogleAPICallError) and exc.reason == "SERVICE_DISABLED"
+    """Right after enabling an API, calls can still answer SERVICE_DISABLED for a few minutes (or, from the
+    Storage JSON API, the legacy reason accessNotConfigured)."""
+    return isinstance(exc, gexc.GoogleAPICallError) and (
+        exc.reason == "SERVICE_DISABLED" or legacy_reason(exc) == "accessNotConfigured"
+    )
 
 
 def any_of(*predicates: Callable[[BaseException], bool]) -> Callable[[BaseException], bool]:

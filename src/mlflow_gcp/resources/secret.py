@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from google.api_core import exceptions as gexc
 
 from mlflow_gcp.errors import MlflowGcpError
-from mlflow_gcp.gcp import retry
 from mlflow_gcp.steps.base import Resource, StepContext
 
 MANAGED_LABEL = {"managed-by": "mlflow-gcp"}
@@ -42,6 +41,8 @@ class Secret(Resource):
     """A secret whose value is made once (passwords) or kept in line with the settings (`follow=True`)."""
 
     kind = "secret"
+    # `down` keeps secrets unless --delete-data: they hold the passwords of the data.
+    holds_data = True
 
     def __init__(self, ctx: StepContext, secret_id: str, make_value: Callable[[], str], *, follow: bool = False):
         super().__init__(ctx, secret_id)
@@ -51,8 +52,11 @@ class Secret(Resource):
         self.path = f"projects/{ctx.project}/secrets/{secret_id}"
         self._client = ctx.clients.secrets()
 
+    def _call(self, fn):
+        return self.ctx.call("secretmanager", fn)
+
     def _access_latest(self) -> tuple[str, str]:
-        response = retry.call(lambda: self._client.access_secret_version(name=f"{self.path}/versions/latest"))
+        response = self._call(lambda: self._client.access_secret_version(name=f"{self.path}/versions/latest"))
         return response.payload.data.decode("utf-8"), response.name.rsplit("/", 1)[-1]
 
     def read(self) -> SecretState | None:
@@ -60,7 +64,7 @@ class Secret(Resource):
             value, version = self._access_latest()
         except gexc.NotFound:
             try:
-                retry.call(lambda: self._client.get_secret(name=self.path))
+                self._call(lambda: self._client.get_secret(name=self.path))
             except gexc.NotFound:
                 return None
             return SecretState(self.path, None)
@@ -82,7 +86,7 @@ class Secret(Resource):
 
     def create(self) -> None:
         try:
-            retry.call(
+            self._call(
                 lambda: self._client.create_secret(
                     parent=f"projects/{self.ctx.project}",
                     secret_id=self.secret_id,
@@ -100,7 +104,7 @@ class Secret(Resource):
 
     def _add_version(self) -> None:
         value = self.make_value()
-        retry.call(lambda: self._client.add_secret_version(parent=self.path, payload={"data": value.encode("utf-8")}))
+        self._call(lambda: self._client.add_secret_version(parent=self.path, payload={"data": value.encode("utf-8")}))
         self.ctx.secret_values[self.secret_id] = value
 
     def outputs(self, current: SecretState) -> dict[str, str]:
@@ -110,3 +114,9 @@ class Secret(Resource):
 
     def details(self, current: SecretState) -> dict[str, str]:
         return {"version": current.version or "none"}
+
+    def delete(self, current: SecretState) -> None:
+        try:
+            self._call(lambda: self._client.delete_secret(name=self.path))
+        except gexc.NotFound:
+            pass

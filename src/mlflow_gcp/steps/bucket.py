@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from google.api_core import exceptions as gexc
 
 from mlflow_gcp.errors import MlflowGcpError, NameTakenError
+from mlflow_gcp.gcp import retry
 from mlflow_gcp.resources.iam import IamBinding, Policy
 from mlflow_gcp.steps.base import PENDING, Resource, StepContext
-from mlflow_gcp.steps.service_account import absent_in_plan, call_api, is_api_disabled
 
 MANAGED_LABELS = {"managed-by": "mlflow-gcp"}
 OBJECT_ADMIN = "roles/storage.objectAdmin"
@@ -41,15 +41,15 @@ class Bucket(Resource):
         self._client = ctx.clients.storage()
 
     def _call(self, fn, **kwargs):
-        return call_api(self.ctx, STORAGE, fn, **kwargs)
+        return self.ctx.call(STORAGE, fn, **kwargs)
 
     def read(self):
         try:
             return self._call(lambda: self._client.lookup_bucket(self.name, retry=None))
         except gexc.GoogleAPICallError as e:
-            if absent_in_plan(self.ctx, e):
+            if self.ctx.absent_in_plan(e):
                 return None
-            if isinstance(e, gexc.Forbidden) and not is_api_disabled(e):
+            if isinstance(e, gexc.Forbidden) and not retry.is_service_activating(e):
                 # Google answers 403 for a bucket of another project, as it does to a caller without the
                 # storage.buckets.get permission; both need another name or another account.
                 raise _taken(self.name) from e
@@ -139,18 +139,17 @@ def bucket_policy_io(ctx: StepContext, name: str):
 
     def get() -> Policy:
         try:
-            policy = call_api(
-                ctx, STORAGE, lambda: client.bucket(name).get_iam_policy(requested_policy_version=3, retry=None)
+            policy = ctx.call(
+                STORAGE, lambda: client.bucket(name).get_iam_policy(requested_policy_version=3, retry=None)
             )
         except gexc.GoogleAPICallError as e:
-            if (ctx.dry_run and isinstance(e, gexc.NotFound)) or absent_in_plan(ctx, e):
+            if (ctx.dry_run and isinstance(e, gexc.NotFound)) or ctx.absent_in_plan(e):
                 return {}
             raise
         return policy.to_api_repr()
 
     def set_(policy: Policy) -> None:
-        call_api(
-            ctx,
+        ctx.call(
             STORAGE,
             lambda: client.bucket(name).set_iam_policy(ApiPolicy.from_api_repr(copy.deepcopy(policy)), retry=None),
         )

@@ -17,7 +17,6 @@ from mlflow_gcp.gcp import retry
 from mlflow_gcp.gcp.errors import execute
 from mlflow_gcp.gcp.operations import wait, wait_gapic
 from mlflow_gcp.steps.base import PENDING, Resource, StepContext
-from mlflow_gcp.steps.network import plan_tolerant
 
 TIMEOUT = 20 * 60.0
 TRANSITIONAL = ("CREATING", "UPDATING", "DELETING")
@@ -39,9 +38,7 @@ class Connector(Resource):
         self._client = ctx.clients.vpc_access()
         network = ctx.outputs.get("network.name")
         self.network = network or (PENDING if ctx.dry_run else ctx.settings.network)
-        self._retry = retry.is_transient
-        if "vpcaccess.googleapis.com" in ctx.enabled_now:
-            self._retry = retry.any_of(retry.is_transient, retry.is_service_activating)
+        self._retry = ctx.retry_predicate("vpcaccess")
 
     # -- desired state ------------------------------------------------------------------------------------
     def desired(self) -> dict[str, Any]:
@@ -61,7 +58,6 @@ class Connector(Resource):
         except gexc.NotFound:
             return None
 
-    @plan_tolerant
     def read(self) -> Any | None:
         current = self._get()
         if current is not None and current.state.name in TRANSITIONAL and not self.ctx.dry_run:

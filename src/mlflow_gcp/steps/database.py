@@ -22,7 +22,7 @@ from mlflow_gcp.gcp.errors import execute
 from mlflow_gcp.gcp.operations import wait
 from mlflow_gcp.resources.secret import MANAGED_LABEL, Secret, new_password, split_credentials
 from mlflow_gcp.steps.base import PENDING, Resource, StepContext
-from mlflow_gcp.steps.network import network_link, plan_tolerant
+from mlflow_gcp.steps.network import network_link
 
 CHARSET = "utf8mb4"
 # MySQL 8's default utf8mb4 collation; Cloud SQL for MySQL 8.0 and 8.4 accept it.
@@ -57,9 +57,7 @@ class SqlCalls:
 
     def __init__(self, ctx: StepContext) -> None:
         self.ctx = ctx
-        transient = retry.is_transient
-        if "sqladmin.googleapis.com" in ctx.enabled_now:
-            transient = retry.any_of(retry.is_transient, retry.is_service_activating)
+        transient = ctx.retry_predicate("sqladmin")
         self.read_predicate = transient
         # Cloud SQL runs one operation at a time per instance and answers 409 operationInProgress to others.
         self.write_predicate = retry.any_of(transient, retry.is_sql_operation_in_progress)
@@ -94,12 +92,6 @@ class SqlCalls:
         )
 
 
-class MysqlSecret(Secret):
-    """The shared Secret, read as absent while planning on a project whose Secret Manager API is not enabled."""
-
-    read = plan_tolerant(Secret.read)
-
-
 class Instance(Resource):
     kind = "Cloud SQL instance"
     holds_data = True
@@ -130,7 +122,6 @@ class Instance(Resource):
         except gexc.NotFound:
             return None
 
-    @plan_tolerant
     def read(self) -> dict | None:
         current = self._get()
         if current is not None and current.get("state") in WAIT_STATES and not self.ctx.dry_run:
@@ -301,7 +292,6 @@ class Database(Resource):
         super().__init__(ctx, name)
         self.sql, self.instance = sql, instance
 
-    @plan_tolerant
     def read(self) -> dict | None:
         if not self.instance.readable():
             return None
@@ -379,7 +369,6 @@ class User(Resource):
             )
         return login, password
 
-    @plan_tolerant
     def read(self) -> dict | None:
         if not self.instance.readable():
             return None
@@ -424,7 +413,7 @@ class User(Resource):
 
 def resources(ctx: StepContext) -> Iterator[Resource]:
     s = ctx.settings
-    yield MysqlSecret(ctx, SECRET_MYSQL, lambda: f"{s.db_user}:{new_password()}")
+    yield Secret(ctx, SECRET_MYSQL, lambda: f"{s.db_user}:{new_password()}")
     sql = SqlCalls(ctx)
     instance = Instance(ctx, sql)
     yield instance

@@ -14,6 +14,7 @@ OrgPolicyError with a hint.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -25,7 +26,6 @@ from mlflow_gcp.gcp.operations import wait, wait_gapic
 from mlflow_gcp.resources.iam import IamBinding, Policy, has_member, proto_policy_io
 from mlflow_gcp.service_spec import SECRET_ENV_VARS, SERVICE_URLS_VAR, ServiceInputs, build_service
 from mlflow_gcp.steps.base import Resource, StepContext
-from mlflow_gcp.steps.image import absent_in_plan, api_caller
 
 DEPLOY_TIMEOUT = 900.0
 INVOKER_ROLE = "roles/run.invoker"
@@ -160,7 +160,7 @@ class CloudRunService(Resource):
         # The service account step made it; the service spec names it from the settings.
         ctx.output("service_account.email", "service-account")
         self._client = ctx.clients.run_services()
-        self._call = api_caller(ctx, "run")
+        self._call = functools.partial(ctx.call, "run")
         # True when public access goes through an allUsers invoker binding instead of invokerIamDisabled.
         self.use_invoker_binding = False
 
@@ -181,7 +181,7 @@ class CloudRunService(Resource):
         except gexc.NotFound:
             return None
         except gexc.GoogleAPICallError as e:
-            if absent_in_plan(self.ctx, e):
+            if self.ctx.absent_in_plan(e):
                 return None
             raise
         if service.reconciling:

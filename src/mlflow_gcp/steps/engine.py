@@ -21,6 +21,15 @@ def _guarded(ctx: StepContext, what: str, action):
         raise translate(e, what, ctx.project) from e
 
 
+def _read(resource: Resource, ctx: StepContext):
+    try:
+        return resource.read()
+    except gexc.GoogleAPICallError as e:
+        if ctx.absent_in_plan(e):
+            return None
+        raise
+
+
 def run_step(step: StepDef, ctx: StepContext) -> StepResult:
     ctx = ctx.for_step(step.name)
     started = time.monotonic()
@@ -33,7 +42,7 @@ def run_step(step: StepDef, ctx: StepContext) -> StepResult:
 
 def _run_resource(resource: Resource, ctx: StepContext, result: StepResult) -> None:
     label = resource.label
-    current = _guarded(ctx, f"reading {label}", resource.read)
+    current = _guarded(ctx, f"reading {label}", lambda: _read(resource, ctx))
     if current is None:
         if ctx.mode is Mode.CHECK:
             raise PrerequisiteMissingError(

@@ -8,18 +8,17 @@ with `docker build`, which pushes the image to the repository.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import functools
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from google.api_core import exceptions as gexc
 
 from mlflow_gcp import build_context
 from mlflow_gcp.errors import MlflowGcpError, NameTakenError, OperationFailedError
-from mlflow_gcp.gcp import retry
 from mlflow_gcp.gcp.operations import wait, wait_gapic
 from mlflow_gcp.service_spec import MANAGED_LABELS
-from mlflow_gcp.steps.base import Mode, Resource, StepContext
+from mlflow_gcp.steps.base import Resource, StepContext
 
 IMAGE_NAME = "mlflow-server"
 BUILDER = "gcr.io/cloud-builders/docker"
@@ -27,24 +26,6 @@ BUILD_TIMEOUT = 1200  # seconds, the build's own limit
 WAIT_TIMEOUT = BUILD_TIMEOUT + 600.0  # the build may queue first
 REPOSITORY_TIMEOUT = 300.0
 BUILD_DONE = {"SUCCESS", "FAILURE", "INTERNAL_ERROR", "TIMEOUT", "CANCELLED", "EXPIRED"}
-
-
-def api_caller(ctx: StepContext, api: str) -> Callable[..., Any]:
-    """`retry.call` for one API: transient errors, plus SERVICE_DISABLED for a while when this run has just
-    enabled the API."""
-    predicate = retry.is_transient
-    if f"{api}.googleapis.com" in ctx.enabled_now:
-        predicate = retry.any_of(retry.is_transient, retry.is_service_activating)
-
-    def call(fn: Callable[[], Any], **kwargs: Any) -> Any:
-        return retry.call(fn, predicate=kwargs.pop("predicate", predicate), **kwargs)
-
-    return call
-
-
-def absent_in_plan(ctx: StepContext, exc: gexc.GoogleAPICallError) -> bool:
-    """Planning on a project whose API is not enabled yet (the apis step enables it): nothing exists there."""
-    return ctx.mode is Mode.PLAN and retry.is_service_activating(exc)
 
 
 def image_uri(ctx: StepContext, tag: str) -> str:
@@ -64,7 +45,7 @@ class DockerRepository(Resource):
         self.parent = f"projects/{ctx.project}/locations/{ctx.region}"
         self.path = f"{self.parent}/repositories/{self.name}"
         self._client = ctx.clients.artifact_registry()
-        self._call = api_caller(ctx, "artifactregistry")
+        self._call = functools.partial(ctx.call, "artifactregistry")
 
     def read(self):
         try:
@@ -72,7 +53,7 @@ class DockerRepository(Resource):
         except gexc.NotFound:
             return None
         except gexc.GoogleAPICallError as e:
-            if absent_in_plan(self.ctx, e):
+            if self.ctx.absent_in_plan(e):
                 return None
             raise
 
@@ -144,7 +125,7 @@ class ServerImage(Resource):
         super().__init__(ctx, self.uri)
         self.tag_path = f"{repository.path}/packages/{IMAGE_NAME}/tags/{self.tag}"
         self._registry = ctx.clients.artifact_registry()
-        self._call = api_caller(ctx, "artifactregistry")
+        self._call = functools.partial(ctx.call, "artifactregistry")
 
     def read(self):
         try:
@@ -152,7 +133,7 @@ class ServerImage(Resource):
         except gexc.NotFound:  # the tag, or the repository in plan mode, does not exist
             return None
         except gexc.GoogleAPICallError as e:
-            if absent_in_plan(self.ctx, e):
+            if self.ctx.absent_in_plan(e):
                 return None
             raise
 
@@ -163,7 +144,7 @@ class ServerImage(Resource):
     # -- staging --------------------------------------------------------------------------------------------
     def _staging_bucket(self):
         client = self.ctx.clients.storage()
-        call = api_caller(self.ctx, "storage")
+        call = functools.partial(self.ctx.call, "storage")
         name = staging_bucket_name(self.ctx.project)
         try:
             return call(lambda: client.get_bucket(name))
@@ -192,7 +173,7 @@ class ServerImage(Resource):
 
     def _upload_source(self) -> tuple[str, str, int]:
         bucket = self._staging_bucket()
-        call = api_caller(self.ctx, "storage")
+        call = functools.partial(self.ctx.call, "storage")
         blob = bucket.blob(f"mlflow-gcp/source-{self.tag}.tgz")
         try:
             existing = call(lambda: bucket.get_blob(blob.name))
@@ -212,7 +193,7 @@ class ServerImage(Resource):
     # -- build ----------------------------------------------------------------------------------------------
     def _build(self, bucket: str, obj: str, generation: int) -> None:
         client = self.ctx.clients.cloud_build()
-        call = api_caller(self.ctx, "cloudbuild")
+        call = functools.partial(self.ctx.call, "cloudbuild")
         project, region = self.ctx.project, self.ctx.region
         build = {
             "source": {"storage_source": {"bucket": bucket, "object_": obj, "generation": generation}},

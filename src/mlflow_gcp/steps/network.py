@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 from google.api_core import exceptions as gexc
 
@@ -18,7 +18,7 @@ from mlflow_gcp.errors import MlflowGcpError
 from mlflow_gcp.gcp import retry
 from mlflow_gcp.gcp.errors import execute
 from mlflow_gcp.gcp.operations import wait
-from mlflow_gcp.steps.base import PENDING, Mode, Resource, StepContext
+from mlflow_gcp.steps.base import PENDING, Resource, StepContext
 
 MANAGED_DESCRIPTION = "Managed by mlflow-gcp"
 MANAGED_LABELS = {"managed-by": "mlflow-gcp"}
@@ -26,32 +26,6 @@ SERVICE = "services/servicenetworking.googleapis.com"
 PEERING = "servicenetworking-googleapis-com"
 COMPUTE_TIMEOUT = 600.0
 CONNECTION_TIMEOUT = 900.0
-
-
-R = TypeVar("R", bound=Callable[..., Any])
-
-
-def plan_tolerant(read: R) -> R:
-    """Planning on a project where the API is not enabled yet (the apis step enables it): nothing can exist
-    there, so the resource reads as absent instead of failing the plan."""
-
-    @functools.wraps(read)
-    def wrapper(self: Resource) -> Any:
-        try:
-            return read(self)
-        except gexc.GoogleAPICallError as e:
-            if self.ctx.mode is Mode.PLAN and retry.is_service_activating(e):
-                return None
-            raise
-
-    return wrapper  # type: ignore[return-value]
-
-
-def predicate(ctx: StepContext, service: str) -> Callable[[BaseException], bool]:
-    """Transient errors, plus SERVICE_DISABLED for a while when this run has just enabled the API."""
-    if f"{service}.googleapis.com" in ctx.enabled_now:
-        return retry.any_of(retry.is_transient, retry.is_service_activating)
-    return retry.is_transient
 
 
 def network_path(project: str, network: str) -> str:
@@ -101,9 +75,8 @@ class Network(Resource):
     def __init__(self, ctx: StepContext) -> None:
         super().__init__(ctx, ctx.settings.network)
         self._client = ctx.clients.compute().networks()
-        self._retry = predicate(ctx, "compute")
+        self._retry = ctx.retry_predicate("compute")
 
-    @plan_tolerant
     def read(self) -> dict | None:
         try:
             return retry.call(
@@ -161,7 +134,7 @@ class PeeringRange(Resource):
     def __init__(self, ctx: StepContext) -> None:
         super().__init__(ctx, ctx.settings.peering_range)
         self._client = ctx.clients.compute().globalAddresses()
-        self._retry = predicate(ctx, "compute")
+        self._retry = ctx.retry_predicate("compute")
         self.network = network_link(ctx)
 
     def _get(self) -> dict | None:
@@ -173,7 +146,6 @@ class PeeringRange(Resource):
         except gexc.NotFound:
             return None
 
-    @plan_tolerant
     def read(self) -> Any | None:
         current = self._get()
         if current is not None and current.get("status") == "RESERVING" and not self.ctx.dry_run:
@@ -264,7 +236,7 @@ class PrivateConnection(Resource):
         super().__init__(ctx, f"on {ctx.settings.network}")
         self.range = ctx.settings.peering_range
         self.network = network_link(ctx)
-        self._retry = predicate(ctx, "servicenetworking")
+        self._retry = ctx.retry_predicate("servicenetworking")
 
     @property
     def label(self) -> str:
@@ -279,7 +251,7 @@ class PrivateConnection(Resource):
         Terraform, turn the project id into its number first (Resource Manager)."""
         number = self.ctx.outputs.get("network.project_number")
         if not number:
-            crm_retry = predicate(self.ctx, "cloudresourcemanager")
+            crm_retry = self.ctx.retry_predicate("cloudresourcemanager")
             project = retry.call(
                 lambda: execute(self.ctx.clients.resource_manager().projects().get(projectId=self.ctx.project)),
                 predicate=crm_retry,
@@ -290,7 +262,6 @@ class PrivateConnection(Resource):
     def _call(self, build: Callable[[Any], Any]) -> Any:
         return retry.call(lambda: execute(build(self._api())), predicate=self._retry)
 
-    @plan_tolerant
     def read(self) -> dict | None:
         if self.network == PENDING:
             return None  # the network does not exist yet, so neither does its connection

@@ -21,54 +21,11 @@ from mlflow_gcp.errors import MlflowGcpError, PrerequisiteMissingError
 from mlflow_gcp.resources.iam import IamBinding, Policy, proto_policy_io
 from mlflow_gcp.resources.secret import Secret, SecretState, new_password, split_credentials
 from mlflow_gcp.steps.base import PENDING, Resource, StepContext
-from mlflow_gcp.steps.service_account import absent_in_plan, call_api, is_api_disabled
 
 ACCESSOR = "roles/secretmanager.secretAccessor"
-SECRET_MANAGER = "secretmanager.googleapis.com"
 
 
-def activating_only(ctx: StepContext):
-    """SERVICE_DISABLED right after this run enabled Secret Manager (the calls inside retry the rest)."""
-    if SECRET_MANAGER in ctx.enabled_now:
-        return is_api_disabled
-    return lambda exc: False
-
-
-class ActivatingSecret(Secret):
-    """Reads as absent when planning on a project whose Secret Manager API is not enabled yet, and waits out
-    SERVICE_DISABLED for a while when this run has just enabled it."""
-
-    def _outer(self, fn):
-        return call_api(self.ctx, SECRET_MANAGER, fn, predicate=activating_only(self.ctx))
-
-    def read(self) -> SecretState | None:
-        try:
-            return self._outer(super().read)
-        except gexc.GoogleAPICallError as e:
-            if absent_in_plan(self.ctx, e):
-                return None
-            raise
-
-    def create(self) -> None:
-        self._outer(super().create)
-
-    def update(self, current: SecretState, fields: list[str]) -> None:
-        self._outer(lambda: super(ActivatingSecret, self).update(current, fields))
-
-
-class OwnedSecret(ActivatingSecret):
-    """A secret this step makes; `down --delete-data` deletes it with all its versions."""
-
-    holds_data = True
-
-    def delete(self, current: SecretState) -> None:
-        try:
-            call_api(self.ctx, SECRET_MANAGER, lambda: self._client.delete_secret(name=self.path))
-        except gexc.NotFound:
-            pass
-
-
-class CredentialsSecret(OwnedSecret):
+class CredentialsSecret(Secret):
     """`login:password` for the MLflow admin. A malformed value is a clear error that names the secret and
     never shows the value; a login other than the settings' is a clear error too (the password is never
     replaced behind the user's back)."""
@@ -90,7 +47,7 @@ class CredentialsSecret(OwnedSecret):
         return super().drift(current)
 
 
-class EnvSecret(OwnedSecret):
+class EnvSecret(Secret):
     """The settings file. Its content is resolved before anything is written (a missing database output fails
     before the secret is created), and it never carries a placeholder for a value not known yet."""
 
@@ -112,7 +69,7 @@ class EnvSecret(OwnedSecret):
         super()._add_version()
 
 
-class DatabaseCredentials(ActivatingSecret):
+class DatabaseCredentials(Secret):
     """`mysql-credentials`, made by the database step: only checked here."""
 
     def __init__(self, ctx: StepContext) -> None:
@@ -151,14 +108,14 @@ def secret_policy_io(ctx: StepContext, path: str) -> tuple[Callable[[], Policy],
 
     def get_or_empty() -> Policy:
         try:
-            return call_api(ctx, SECRET_MANAGER, get)
+            return ctx.call("secretmanager", get)
         except gexc.GoogleAPICallError as e:
-            if (ctx.dry_run and isinstance(e, gexc.NotFound)) or absent_in_plan(ctx, e):
+            if (ctx.dry_run and isinstance(e, gexc.NotFound)) or ctx.absent_in_plan(e):
                 return {}
             raise
 
     def set_activating(policy: Policy) -> None:
-        call_api(ctx, SECRET_MANAGER, lambda: set_(policy))
+        ctx.call("secretmanager", lambda: set_(policy))
 
     return get_or_empty, set_activating
 
@@ -174,7 +131,7 @@ def resources(ctx: StepContext) -> Iterator[Resource]:
         EnvSecret(ctx, SECRET_ENV, env_file, follow=True),
         DatabaseCredentials(ctx),
         CredentialsSecret(ctx, SECRET_MLFLOW, settings.mlflow_username),
-        OwnedSecret(ctx, SECRET_FLASK_KEY, lambda: token_source.token_hex(32)),
+        Secret(ctx, SECRET_FLASK_KEY, lambda: token_source.token_hex(32)),
     ]
     yield from secrets
     member = ctx.output("service_account.member", "service-account")

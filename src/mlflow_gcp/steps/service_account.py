@@ -13,9 +13,9 @@ from typing import Any, TypeVar
 from google.api_core import exceptions as gexc
 
 from mlflow_gcp.gcp import retry
-from mlflow_gcp.gcp.errors import execute, legacy_reason
+from mlflow_gcp.gcp.errors import execute
 from mlflow_gcp.resources.iam import IamBinding, Policy
-from mlflow_gcp.steps.base import Mode, Resource, StepContext
+from mlflow_gcp.steps.base import Resource, StepContext
 
 T = TypeVar("T")
 
@@ -31,30 +31,6 @@ def _is_not_found(exc: BaseException) -> bool:
     return isinstance(exc, gexc.NotFound)
 
 
-# Helpers shared by the service-account, bucket and secrets steps.
-def is_api_disabled(exc: BaseException) -> bool:
-    """SERVICE_DISABLED (ErrorInfo), or `accessNotConfigured` as the Storage JSON API may still answer."""
-    return retry.is_service_activating(exc) or (
-        isinstance(exc, gexc.GoogleAPICallError) and legacy_reason(exc) == "accessNotConfigured"
-    )
-
-
-def activating(ctx: StepContext, service: str) -> Callable[[BaseException], bool]:
-    """Transient errors, plus SERVICE_DISABLED for a while when this run has just enabled the API."""
-    if service in ctx.enabled_now:
-        return retry.any_of(retry.is_transient, is_api_disabled)
-    return retry.is_transient
-
-
-def absent_in_plan(ctx: StepContext, exc: BaseException) -> bool:
-    """Planning on a project whose API is not enabled yet (the apis step enables it): nothing exists there."""
-    return ctx.mode is Mode.PLAN and is_api_disabled(exc)
-
-
-def call_api(ctx: StepContext, service: str, fn: Callable[[], T], **kwargs: Any) -> T:
-    return retry.call(fn, predicate=kwargs.pop("predicate", activating(ctx, service)), **kwargs)
-
-
 class ServiceAccount(Resource):
     kind = "service account"
 
@@ -68,7 +44,7 @@ class ServiceAccount(Resource):
         return self.ctx.clients.iam().projects().serviceAccounts()
 
     def _call(self, fn: Callable[[], T], **kwargs: Any) -> T:
-        return call_api(self.ctx, IAM, fn, **kwargs)
+        return self.ctx.call(IAM, fn, **kwargs)
 
     def read(self) -> dict[str, Any] | None:
         try:
@@ -76,7 +52,7 @@ class ServiceAccount(Resource):
         except gexc.NotFound:
             return None
         except gexc.GoogleAPICallError as e:
-            if absent_in_plan(self.ctx, e):
+            if self.ctx.absent_in_plan(e):
                 return None
             raise
 
@@ -101,7 +77,7 @@ class ServiceAccount(Resource):
         # IAM is eventually consistent: wait until the account can be read back.
         current = self._call(
             lambda: execute(self._accounts().get(name=self.path)),
-            predicate=retry.any_of(activating(self.ctx, IAM), _is_not_found),
+            predicate=retry.any_of(self.ctx.retry_predicate(IAM), _is_not_found),
             deadline=VISIBLE_DEADLINE,
         )
         fields = self.drift(current) if existed else []
@@ -144,16 +120,16 @@ def self_policy_io(ctx: StepContext, path: str):
 
     def get() -> Policy:
         try:
-            return call_api(
-                ctx, IAM, lambda: execute(accounts().getIamPolicy(resource=path, options_requestedPolicyVersion=3))
+            return ctx.call(
+                IAM, lambda: execute(accounts().getIamPolicy(resource=path, options_requestedPolicyVersion=3))
             )
         except gexc.GoogleAPICallError as e:
-            if (ctx.dry_run and isinstance(e, gexc.NotFound)) or absent_in_plan(ctx, e):
+            if (ctx.dry_run and isinstance(e, gexc.NotFound)) or ctx.absent_in_plan(e):
                 return {}
             raise
 
     def set_(policy: Policy) -> None:
-        call_api(ctx, IAM, lambda: execute(accounts().setIamPolicy(resource=path, body={"policy": policy})))
+        ctx.call(IAM, lambda: execute(accounts().setIamPolicy(resource=path, body={"policy": policy})))
 
     return get, set_
 
