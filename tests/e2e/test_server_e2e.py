@@ -21,7 +21,7 @@ pytestmark = pytest.mark.e2e
 
 MiB = 1024 * 1024
 CLOUD_RUN_MAX_REQUEST_BYTES = 32 * MiB
-# The client settings of container/CLIENT_SETTINGS.md.
+# The client settings of the README (section "Large artifacts").
 LARGE_ARTIFACT_CLIENT_ENV = {
     "MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD": "true",
     "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD": "true",
