@@ -97,25 +97,6 @@ def _once_per_secret(plan: list[Removal]) -> list[Removal]:
     return [r for i, r in enumerate(plan) if not isinstance(r.resource, Secret) or last[r.resource.path] == i]
 
 
-def _delete(resource: Resource, current: Any) -> None:
-    from mlflow_gcp.resources.secret import Secret
-    from mlflow_gcp.steps.base import Resource as Base
-
-    if isinstance(resource, Secret) and type(resource).delete is Base.delete:
-        # A plain Secret (e.g. the database step's mysql-credentials) has no delete of its own.
-        from google.api_core import exceptions as gexc
-
-        from mlflow_gcp.gcp import retry
-
-        client = resource.ctx.clients.secrets()
-        try:
-            retry.call(lambda: client.delete_secret(name=resource.path))
-        except gexc.NotFound:
-            pass
-        return
-    resource.delete(current)
-
-
 def run_teardown(plan: list[Removal], *, log: Callable[[str], None] = print) -> list[Removal]:
     """Delete what the plan marks DELETE, in order; stop at the first failure (its error is raised after the
     outcomes are recorded, so the caller can show them)."""
@@ -131,7 +112,7 @@ def run_teardown(plan: list[Removal], *, log: Callable[[str], None] = print) -> 
         resource.ctx.mode = Mode.APPLY  # it was read in plan mode; deleting is applying
         log(f"deleting {removal.label}")
         try:
-            _delete(resource, removal.current)
+            resource.delete(removal.current)
         except NotImplementedError as e:
             removal.outcome, removal.error = UNSUPPORTED, str(e)
             log(f"{removal.label} cannot be deleted by this tool: delete it yourself")

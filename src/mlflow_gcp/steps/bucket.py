@@ -47,8 +47,6 @@ class Bucket(Resource):
         try:
             return self._call(lambda: self._client.lookup_bucket(self.name, retry=None))
         except gexc.GoogleAPICallError as e:
-            if self.ctx.absent_in_plan(e):
-                return None
             if isinstance(e, gexc.Forbidden) and not retry.is_service_activating(e):
                 # Google answers 403 for a bucket of another project, as it does to a caller without the
                 # storage.buckets.get permission; both need another name or another account.

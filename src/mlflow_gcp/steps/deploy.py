@@ -180,10 +180,6 @@ class CloudRunService(Resource):
             service = self._call(lambda: self._client.get_service(name=self.path))
         except gexc.NotFound:
             return None
-        except gexc.GoogleAPICallError as e:
-            if self.ctx.absent_in_plan(e):
-                return None
-            raise
         if service.reconciling:
             self.ctx.log(f"waiting for the rollout of {self.label} in progress")
             service = wait(

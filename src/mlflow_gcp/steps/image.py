@@ -52,10 +52,6 @@ class DockerRepository(Resource):
             return self._call(lambda: self._client.get_repository(name=self.path))
         except gexc.NotFound:
             return None
-        except gexc.GoogleAPICallError as e:
-            if self.ctx.absent_in_plan(e):
-                return None
-            raise
 
     def drift(self, current) -> list[str]:
         fields = []
@@ -132,10 +128,6 @@ class ServerImage(Resource):
             return self._call(lambda: self._registry.get_tag(name=self.tag_path))
         except gexc.NotFound:  # the tag, or the repository in plan mode, does not exist
             return None
-        except gexc.GoogleAPICallError as e:
-            if self.ctx.absent_in_plan(e):
-                return None
-            raise
 
     def create(self) -> None:
         bucket, obj, generation = self._upload_source()

@@ -51,10 +51,6 @@ class ServiceAccount(Resource):
             return self._call(lambda: execute(self._accounts().get(name=self.path)))
         except gexc.NotFound:
             return None
-        except gexc.GoogleAPICallError as e:
-            if self.ctx.absent_in_plan(e):
-                return None
-            raise
 
     def drift(self, current: dict[str, Any]) -> list[str]:
         fields = []
