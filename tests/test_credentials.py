@@ -112,6 +112,10 @@ def test_env_output_is_plain_shell_quoted_exports_on_stdout_only(fake, double):
         "export MLFLOW_TRACKING_URI",
         "export MLFLOW_TRACKING_USERNAME",
         "export MLFLOW_TRACKING_PASSWORD",
+        # so that artifacts over Cloud Run's 32 MiB request limit go straight to the bucket
+        "export MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD",
+        "export MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD",
+        "export MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE",
     ]
     password = fake.secret_value(SECRET_MLFLOW).split(":", 1)[1]
     assert password in result.stdout and password not in result.stderr

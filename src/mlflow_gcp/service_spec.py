@@ -26,6 +26,14 @@ SECRET_ENV_VARS: dict[str, str] = {
 }
 SERVICE_URLS_VAR = "MLFLOW_GCP_SERVICE_URLS"
 
+# What a client needs besides the login so artifacts over Cloud Run's 32 MiB request limit go straight to the
+# bucket through URLs the server signs (multipart upload, direct download).
+CLIENT_SETTINGS = {
+    "MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD": "true",
+    "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD": "true",
+    "MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE": str(16 * 1024 * 1024),
+}
+
 
 def server_settings(settings: Settings, db_host: str) -> dict[str, str]:
     """The content of the `mlflow-env` secret: everything the container needs that is not a password."""

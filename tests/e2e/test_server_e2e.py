@@ -16,17 +16,14 @@ from mlflow.server.auth.client import AuthServiceClient
 from mlflow.tracking import MlflowClient
 
 from conftest import Rehearsal
+from mlflow_gcp.service_spec import CLIENT_SETTINGS
 
 pytestmark = pytest.mark.e2e
 
 MiB = 1024 * 1024
 CLOUD_RUN_MAX_REQUEST_BYTES = 32 * MiB
-# The client settings of the README (section "Large artifacts").
-LARGE_ARTIFACT_CLIENT_ENV = {
-    "MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD": "true",
-    "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD": "true",
-    "MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE": str(16 * MiB),
-}
+# The client settings `mlflow-gcp credentials` prints (README section "Large artifacts").
+LARGE_ARTIFACT_CLIENT_ENV = CLIENT_SETTINGS
 
 # The client example at the end of the seed README, verbatim but for the three placeholders.
 SEED_README_EXAMPLE = textwrap.dedent('''

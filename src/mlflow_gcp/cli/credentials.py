@@ -63,12 +63,14 @@ def credentials(
     if mlflow or database:
         raise ConfigError("--mlflow and --database go with `mlflow-gcp credentials rotate`.")
     from mlflow_gcp.operate.login import current_login
+    from mlflow_gcp.service_spec import CLIENT_SETTINGS
 
     login = current_login(settings)
     variables = {
         "MLFLOW_TRACKING_URI": login.url,
         "MLFLOW_TRACKING_USERNAME": login.username,
         "MLFLOW_TRACKING_PASSWORD": login.password,
+        **CLIENT_SETTINGS,
     }
     sys.stdout.write(render(variables, fmt))
     sys.stdout.flush()
