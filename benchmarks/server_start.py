@@ -38,8 +38,13 @@ from e2e_deployment import (  # noqa: E402
 from e2e_fake_google import FakeGoogle  # noqa: E402
 from e2e_mariadb import MariaDB, free_port  # noqa: E402
 
-QUIET_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-             "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": "5", "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": "5"}
+QUIET_ENV = {
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": "5",
+    "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": "5",
+}
 
 
 def mysql_uri(mariadb: MariaDB, database: str) -> str:
@@ -79,9 +84,22 @@ class Servers:
         return seconds_to_health([sys.executable, str(ENTRYPOINT)], env, port, self.log)
 
     def plain_command(self, port: int, *extra: str) -> list[str]:
-        return [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                "--workers", "1", "--serve-artifacts", "--artifacts-destination",
-                f"gs://{self.settings.bucket_name}/mlflow-artifacts", *extra]
+        return [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--serve-artifacts",
+            "--artifacts-destination",
+            f"gs://{self.settings.bucket_name}/mlflow-artifacts",
+            *extra,
+        ]
 
     def plain_env(self) -> dict[str, str]:
         env = {**os.environ, **QUIET_ENV, **google_endpoints(self.google.url, self.work_dir)}
@@ -95,11 +113,16 @@ class Servers:
     def plain_basic_auth(self) -> float:
         config = self.work_dir / "basic_auth.ini"
         auth_uri = mysql_uri(self.mariadb, self.settings.auth_db_name).replace("%", "%%")
-        config.write_text(f"[mlflow]\ndefault_permission = READ\ndatabase_uri = {auth_uri}\n"
-                          f"admin_username = {self.secrets.admin_user}\n")
+        config.write_text(
+            f"[mlflow]\ndefault_permission = READ\ndatabase_uri = {auth_uri}\n"
+            f"admin_username = {self.secrets.admin_user}\n"
+        )
         config.chmod(0o600)
-        env = {**self.plain_env(), "MLFLOW_AUTH_CONFIG_PATH": str(config),
-               "MLFLOW_FLASK_SERVER_SECRET_KEY": self.secrets.flask_key}
+        env = {
+            **self.plain_env(),
+            "MLFLOW_AUTH_CONFIG_PATH": str(config),
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": self.secrets.flask_key,
+        }
         port = free_port()
         return seconds_to_health(self.plain_command(port, "--app-name", "basic-auth"), env, port, self.log)
 
@@ -115,11 +138,15 @@ def main() -> None:
         mariadb = MariaDB(work_dir / "mariadb", free_port(), secret_values.mysql_password)
         mariadb.start()
         settings = rehearsal_settings()
-        google = FakeGoogle(work_dir / "gcs", settings.bucket_name, settings.service_account_email,
-                            settings.project).start()
+        google = FakeGoogle(
+            work_dir / "gcs", settings.bucket_name, settings.service_account_email, settings.project
+        ).start()
         servers = Servers(work_dir, mariadb, google, secret_values)
-        candidates = {"entrypoint": servers.entrypoint, "plain": servers.plain,
-                      "plain basic-auth": servers.plain_basic_auth}
+        candidates = {
+            "entrypoint": servers.entrypoint,
+            "plain": servers.plain,
+            "plain basic-auth": servers.plain_basic_auth,
+        }
         try:
             for start in candidates.values():  # creates the schemas, warms the page cache
                 start()
@@ -133,12 +160,16 @@ def main() -> None:
     fastest = {name: min(values) for name, values in timings.items()}
     medians = {name: statistics.median(values) for name, values in timings.items()}
     for name, values in timings.items():
-        print(f"{name:>17}: fastest {fastest[name]:.2f} s, median {medians[name]:.2f} s  "
-              f"({', '.join(f'{v:.2f}' for v in values)})")
+        print(
+            f"{name:>17}: fastest {fastest[name]:.2f} s, median {medians[name]:.2f} s  "
+            f"({', '.join(f'{v:.2f}' for v in values)})"
+        )
     for other in ("plain", "plain basic-auth"):
         target = " (target <= 1.10x)" if other == "plain" else ""
-        print(f"entrypoint / {other:<16}: fastest {fastest['entrypoint'] / fastest[other]:.2f}x, "
-              f"median {medians['entrypoint'] / medians[other]:.2f}x{target}")
+        print(
+            f"entrypoint / {other:<16}: fastest {fastest['entrypoint'] / fastest[other]:.2f}x, "
+            f"median {medians['entrypoint'] / medians[other]:.2f}x{target}"
+        )
 
 
 if __name__ == "__main__":

@@ -94,8 +94,9 @@ class Target:
 
     def credentials(self):
         # The client reads the login from the environment at each request; set it per target.
-        return {"MLFLOW_TRACKING_USERNAME": self.login[0], "MLFLOW_TRACKING_PASSWORD": self.login[1]} \
-            if self.login else {}
+        return (
+            {"MLFLOW_TRACKING_USERNAME": self.login[0], "MLFLOW_TRACKING_PASSWORD": self.login[1]} if self.login else {}
+        )
 
     def log_metric(self, index: int, step: int) -> None:
         self.client().log_metric(self.run_id, f"metric_{index}", 0.5, step=step)
@@ -117,8 +118,10 @@ def with_environment(values: dict[str, str]):
 def measure(targets: dict[str, Target], duration: float, threads: int, rounds: int = 3):
     """Rounds alternate between the servers so that machine noise hits both alike; medians."""
     scenarios = {
-        "log_metric 1 thread": ("log_metric", 1), f"log_metric {threads} threads": ("log_metric", threads),
-        "log_batch(100) 1 thread": ("log_batch", 1), f"log_batch(100) {threads} threads": ("log_batch", threads),
+        "log_metric 1 thread": ("log_metric", 1),
+        f"log_metric {threads} threads": ("log_metric", threads),
+        "log_batch(100) 1 thread": ("log_batch", 1),
+        f"log_batch(100) {threads} threads": ("log_batch", threads),
     }
     results = {name: {scenario: [] for scenario in scenarios} for name in targets}
     for target in targets.values():  # warm-up: connections, caches
@@ -130,8 +133,10 @@ def measure(targets: dict[str, Target], duration: float, threads: int, rounds: i
                 with_environment(target.credentials())
                 rate = calls_per_second(getattr(target, method), duration / rounds, thread_count)
                 results[name][scenario].append(rate)
-    return {name: {scenario: statistics.median(rates) for scenario, rates in by_scenario.items()}
-            for name, by_scenario in results.items()}
+    return {
+        name: {scenario: statistics.median(rates) for scenario, rates in by_scenario.items()}
+        for name, by_scenario in results.items()
+    }
 
 
 def start_both(servers: Servers, work_dir: Path) -> tuple[list[subprocess.Popen], dict[str, Target]]:
@@ -161,8 +166,9 @@ def main() -> None:
         mariadb = MariaDB(work_dir / "mariadb", free_port(), secret_values.mysql_password)
         mariadb.start()
         settings = rehearsal_settings()
-        google = FakeGoogle(work_dir / "gcs", settings.bucket_name, settings.service_account_email,
-                            settings.project).start()
+        google = FakeGoogle(
+            work_dir / "gcs", settings.bucket_name, settings.service_account_email, settings.project
+        ).start()
         processes = []
         try:
             processes, targets = start_both(Servers(work_dir, mariadb, google, secret_values), work_dir)

@@ -15,7 +15,7 @@ app = typer.Typer(
     name="mlflow-gcp",
     help="A secured MLflow tracking server on Google Cloud, with one command.",
     no_args_is_help=True,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )

@@ -17,6 +17,7 @@ from mlflow_gcp.steps.engine import load_prerequisites
 def run_with_view(settings: Settings, steps: list[StepDef], *, dry_run: bool) -> RunReport:
     mode = Mode.PLAN if dry_run else Mode.APPLY
     clients = Clients(settings.project)
+    clients.prewarm()
     with StepView(steps, planned=dry_run) as view:
         ctx = StepContext(settings=settings, clients=clients, mode=mode, on_event=view.on_event)
         load_prerequisites(tuple(step.name for step in steps), ctx)

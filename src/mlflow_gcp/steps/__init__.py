@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import import_module
+from typing import TYPE_CHECKING
 
-from mlflow_gcp.steps.base import Resource, StepContext
+if TYPE_CHECKING:
+    from mlflow_gcp.steps.base import Resource, StepContext
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ from typing import Any, TypeVar
 
 from mlflow_gcp.config import Settings
 from mlflow_gcp.errors import PrerequisiteMissingError
-from mlflow_gcp.gcp import retry
 from mlflow_gcp.gcp.clients import Clients
 
 T = TypeVar("T")
@@ -147,16 +146,22 @@ class StepContext:
     def retry_predicate(self, api: str) -> Callable[[BaseException], bool]:
         """Transient errors, plus SERVICE_DISABLED for a while when this run has just enabled `api`
         (e.g. "compute")."""
+        from mlflow_gcp.gcp import retry  # google.api_core: not at import time, `--help` must stay fast
+
         if f"{api.removesuffix('.googleapis.com')}.googleapis.com" in self.enabled_now:
             return retry.any_of(retry.is_transient, retry.is_service_activating)
         return retry.is_transient
 
     def call(self, api: str, fn: Callable[[], T], **kwargs: Any) -> T:
         """`retry.call` with the retry predicate of `api` (unless the caller gives its own)."""
+        from mlflow_gcp.gcp import retry
+
         return retry.call(fn, predicate=kwargs.pop("predicate", self.retry_predicate(api)), **kwargs)
 
     def absent_in_plan(self, exc: BaseException) -> bool:
         """Planning on a project whose API is not enabled yet (the apis step enables it): nothing exists there."""
+        from mlflow_gcp.gcp import retry
+
         return self.mode is Mode.PLAN and retry.is_service_activating(exc)
 
     def log(self, message: str) -> None:
