@@ -7,25 +7,12 @@ from dataclasses import replace
 from mlflow_gcp.config import Settings, validate
 from mlflow_gcp.gcp.clients import Clients
 from mlflow_gcp.steps import BY_NAME
+from mlflow_gcp.steps.apis import REQUIRED_APIS
 from mlflow_gcp.steps.base import Mode, StepContext, StepResult
 from mlflow_gcp.steps.engine import load_prerequisites, run_step
 from tests.fake_gcp.server import PROJECT
 
-ALL_APIS_ENABLED = {
-    "serviceusage.googleapis.com",
-    "cloudresourcemanager.googleapis.com",
-    "run.googleapis.com",
-    "sqladmin.googleapis.com",
-    "secretmanager.googleapis.com",
-    "vpcaccess.googleapis.com",
-    "servicenetworking.googleapis.com",
-    "compute.googleapis.com",
-    "iam.googleapis.com",
-    "iamcredentials.googleapis.com",
-    "artifactregistry.googleapis.com",
-    "cloudbuild.googleapis.com",
-    "storage.googleapis.com",
-}
+ALL_APIS_ENABLED = set(REQUIRED_APIS)
 
 
 def settings(**overrides) -> Settings:

@@ -56,7 +56,7 @@ class ServerConfig:
 
 
 def parse_env_file(text: str) -> dict[str, str]:
-    """Same reading rules as the deploy tool's `service_spec.parse_env_file`."""
+    """Reads what the deploy tool's `service_spec.render_env_file` writes (and hand-written files)."""
     values = {}
     for line in text.splitlines():
         line = line.strip()

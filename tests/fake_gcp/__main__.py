@@ -1,7 +1,7 @@
 """Serve the fake Google APIs on a port, to try the CLI by hand:
 
-    python -m tests.fake_gcp --port 8090 --latency sqladmin.create=20
-    MLFLOW_GCP_API_ENDPOINT=http://127.0.0.1:8090 mlflow-gcp up --project demo-project
+python -m tests.fake_gcp --port 8090 --latency sqladmin.create=20
+MLFLOW_GCP_API_ENDPOINT=http://127.0.0.1:8090 mlflow-gcp up --project demo-project
 """
 
 from __future__ import annotations

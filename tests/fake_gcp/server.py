@@ -408,6 +408,18 @@ class FakeGoogle:
             self._server.server_close()
 
 
+def parse_message(raw: bytes, message_class) -> dict[str, Any]:
+    """A request body as Google reads it into `message_class` (a proto-plus class): integer enums become names,
+    an unknown field is a 400 as on the real API."""
+    from google.protobuf import json_format
+
+    try:
+        message = json_format.Parse(raw or b"{}", message_class.pb(message_class()))
+    except json_format.ParseError as e:
+        raise ApiError(400, f"Invalid JSON payload received. {e}") from e
+    return json_format.MessageToDict(message)
+
+
 def longrunning(
     name: str, *, done: bool, response: dict | None = None, error: dict | None = None, metadata: dict | None = None
 ) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import re
 import tarfile
 import uuid
 
-from tests.fake_gcp.server import PROJECT_NUMBER, ApiError, FakeGoogle, Request, not_found
+from tests.fake_gcp.server import PROJECT_NUMBER, ApiError, FakeGoogle, Request, not_found, parse_message
 
 BUILD_TYPE = "type.googleapis.com/google.devtools.cloudbuild.v1.Build"
 METADATA_TYPE = "type.googleapis.com/google.devtools.cloudbuild.v1.BuildOperationMetadata"
@@ -30,13 +30,8 @@ FAILURE_TYPES = {"FAILURE": "USER_BUILD_STEP", "TIMEOUT": "USER_BUILD_STEP", "IN
 def normalized(raw: bytes) -> dict:
     """The Build as Google reads it: integer enums become names; an unknown field is a 400."""
     from google.cloud.devtools import cloudbuild_v1
-    from google.protobuf import json_format
 
-    try:
-        message = json_format.Parse(raw or b"{}", cloudbuild_v1.Build.pb(cloudbuild_v1.Build()))
-    except json_format.ParseError as e:
-        raise ApiError(400, f"Invalid JSON payload received. {e}") from e
-    return json_format.MessageToDict(message)
+    return parse_message(raw, cloudbuild_v1.Build)
 
 
 def register(fake: FakeGoogle) -> None:

@@ -16,7 +16,15 @@ import hashlib
 import json
 import uuid
 
-from tests.fake_gcp.server import PROJECT_NUMBER, ApiError, FakeGoogle, Request, already_exists, not_found
+from tests.fake_gcp.server import (
+    PROJECT_NUMBER,
+    ApiError,
+    FakeGoogle,
+    Request,
+    already_exists,
+    not_found,
+    parse_message,
+)
 
 SERVICE_TYPE = "type.googleapis.com/google.cloud.run.v2.Service"
 SERVICES = "/v2/projects/{project}/locations/{location}/services"
@@ -73,13 +81,8 @@ def normalized(raw: bytes) -> dict:
     """The request's Service as Google reads it: enums sent as integers (GAPIC REST does) become names,
     an unknown field is a 400 as on the real API."""
     from google.cloud import run_v2
-    from google.protobuf import json_format
 
-    try:
-        message = json_format.Parse(raw or b"{}", run_v2.Service.pb(run_v2.Service()))
-    except json_format.ParseError as e:
-        raise ApiError(400, f"Invalid JSON payload received. {e}") from e
-    return json_format.MessageToDict(message)
+    return parse_message(raw, run_v2.Service)
 
 
 def register(fake: FakeGoogle) -> None:
