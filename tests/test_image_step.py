@@ -317,3 +317,24 @@ def test_a_build_in_progress_is_waited_for_not_started_twice(ready, context_dir)
 def _interrupt_when_building(event) -> None:
     if event.message.startswith("building "):
         raise KeyboardInterrupt
+
+
+def test_an_installed_package_ships_the_whole_build_context():
+    """`pip install .` (not editable) finds the context under share/mlflow-gcp/container: the data-files of
+    pyproject.toml must hold every file the image step hashes and uploads, so the tag is the same too."""
+    import glob
+    from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    from mlflow_gcp.build_context import context_files
+
+    root = Path(__file__).resolve().parent.parent
+    data_files = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["data-files"]
+    shipped = {
+        str(Path(target, Path(path).name).relative_to("share/mlflow-gcp/container"))
+        for target, patterns in data_files.items()
+        for pattern in patterns
+        for path in glob.glob(str(root / pattern))
+    }
+    assert set(context_files(root / "container")) <= shipped
