@@ -14,12 +14,14 @@ Target: entrypoint within 1.1x of plain.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import requests
@@ -127,36 +129,44 @@ class Servers:
         return seconds_to_health(self.plain_command(port, "--app-name", "basic-auth"), env, port, self.log)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    rounds = parser.parse_args().rounds
+@contextlib.contextmanager
+def rehearsal_servers() -> Iterator[Servers]:
+    """A MariaDB and the Google fakes in a temporary directory, stopped on the way out (both benchmarks)."""
     secret_values = Secrets(new_password(), "admin", new_password())
     with tempfile.TemporaryDirectory(prefix="mlflow-bench-") as tmp:
         work_dir = Path(tmp)
         (work_dir / "mariadb").mkdir()
         mariadb = MariaDB(work_dir / "mariadb", free_port(), secret_values.mysql_password)
         mariadb.start()
-        settings = rehearsal_settings()
-        google = FakeGoogle(
-            work_dir / "gcs", settings.bucket_name, settings.service_account_email, settings.project
-        ).start()
-        servers = Servers(work_dir, mariadb, google, secret_values)
+        try:
+            settings = rehearsal_settings()
+            google = FakeGoogle(
+                work_dir / "gcs", settings.bucket_name, settings.service_account_email, settings.project
+            ).start()
+            try:
+                yield Servers(work_dir, mariadb, google, secret_values)
+            finally:
+                google.stop()
+        finally:
+            mariadb.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    rounds = parser.parse_args().rounds
+    with rehearsal_servers() as servers:
         candidates = {
             "entrypoint": servers.entrypoint,
             "plain": servers.plain,
             "plain basic-auth": servers.plain_basic_auth,
         }
-        try:
-            for start in candidates.values():  # creates the schemas, warms the page cache
-                start()
-            timings = {name: [] for name in candidates}
-            for _ in range(rounds):
-                for name, start in candidates.items():
-                    timings[name].append(start())
-        finally:
-            google.stop()
-            mariadb.stop()
+        for start in candidates.values():  # creates the schemas, warms the page cache
+            start()
+        timings = {name: [] for name in candidates}
+        for _ in range(rounds):
+            for name, start in candidates.items():
+                timings[name].append(start())
     fastest = {name: min(values) for name, values in timings.items()}
     medians = {name: statistics.median(values) for name, values in timings.items()}
     for name, values in timings.items():

@@ -15,7 +15,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -29,15 +28,11 @@ sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 
 from e2e_deployment import (  # noqa: E402
     ENTRYPOINT,
-    Secrets,
     container_env,
     google_endpoints,
-    new_password,
-    rehearsal_settings,
 )
-from e2e_fake_google import FakeGoogle  # noqa: E402
-from e2e_mariadb import MariaDB, free_port  # noqa: E402
-from server_start import Servers  # noqa: E402
+from e2e_mariadb import free_port  # noqa: E402
+from server_start import Servers, rehearsal_servers  # noqa: E402
 
 BATCH_SIZE = 100
 
@@ -158,26 +153,15 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=9.0)
     parser.add_argument("--threads", type=int, default=4)
     arguments = parser.parse_args()
-    secret_values = Secrets(new_password(), "admin", new_password())
     os.environ.update({"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "NO_PROXY": "127.0.0.1"})
-    with tempfile.TemporaryDirectory(prefix="mlflow-bench-") as tmp:
-        work_dir = Path(tmp)
-        (work_dir / "mariadb").mkdir()
-        mariadb = MariaDB(work_dir / "mariadb", free_port(), secret_values.mysql_password)
-        mariadb.start()
-        settings = rehearsal_settings()
-        google = FakeGoogle(
-            work_dir / "gcs", settings.bucket_name, settings.service_account_email, settings.project
-        ).start()
+    with rehearsal_servers() as servers:
         processes = []
         try:
-            processes, targets = start_both(Servers(work_dir, mariadb, google, secret_values), work_dir)
+            processes, targets = start_both(servers, servers.work_dir)
             results = measure(targets, arguments.duration, arguments.threads)
         finally:
             for process in processes:
                 stop(process)
-            google.stop()
-            mariadb.stop()
     print(f"{'calls/s (median of 3 rounds)':>30} {'login on':>9} {'login off':>9} {'ratio':>6}")
     for scenario, rate in results["login on"].items():
         off = results["login off"][scenario]

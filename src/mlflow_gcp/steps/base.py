@@ -7,6 +7,7 @@ and comparing are separate from applying, so `--dry-run` and `status` come from 
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -131,17 +132,9 @@ class StepContext:
     def dry_run(self) -> bool:
         return self.mode is not Mode.APPLY
 
-    def for_step(self, name: str) -> StepContext:
-        return StepContext(
-            settings=self.settings,
-            clients=self.clients,
-            mode=self.mode,
-            step=name,
-            outputs=self.outputs,
-            secret_values=self.secret_values,
-            on_event=self.on_event,
-            enabled_now=self.enabled_now,
-        )
+    def for_step(self, name: str, mode: Mode | None = None) -> StepContext:
+        """The same run (shared outputs, secrets, events) seen from one step, optionally in another mode."""
+        return dataclasses.replace(self, step=name, mode=mode or self.mode)
 
     def retry_predicate(self, api: str) -> Callable[[BaseException], bool]:
         """Transient errors, plus SERVICE_DISABLED for a while when this run has just enabled `api`

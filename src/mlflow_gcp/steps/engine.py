@@ -76,16 +76,7 @@ def _run_resource(resource: Resource, ctx: StepContext, result: StepResult) -> N
 def load_prerequisites(names: tuple[str, ...], ctx: StepContext) -> None:
     """Read the steps that `names` need, so their outputs are known; a missing resource says which step to
     run first. In plan mode a missing resource is fine: it is simply not there yet."""
-    mode = Mode.PLAN if ctx.dry_run else Mode.CHECK
-    check_ctx = StepContext(
-        settings=ctx.settings,
-        clients=ctx.clients,
-        mode=mode,
-        outputs=ctx.outputs,
-        secret_values=ctx.secret_values,
-        on_event=ctx.on_event,
-        enabled_now=ctx.enabled_now,
-    )
+    check_ctx = ctx.for_step("", Mode.PLAN if ctx.dry_run else Mode.CHECK)
     for step in prerequisites(names):
         run_step(step, check_ctx)
 
