@@ -338,3 +338,38 @@ def test_an_installed_package_ships_the_whole_build_context():
         for path in glob.glob(str(root / pattern))
     }
     assert set(context_files(root / "container")) <= shipped
+
+
+def test_a_region_refused_by_cloud_build_builds_in_global(ready, context_dir):
+    """New or low-usage projects may not build in most regions: the build runs in `global`, the image still goes
+    to the regional repository, and the user is told."""
+    fake = ready
+    fake.cloudbuild_refused_regions.add("europe-west1")
+    config = settings()
+    logs: list[str] = []
+    ctx = StepContext(settings=config, clients=Clients(config.project), on_event=lambda e: logs.append(e.message))
+    result = run_step(BY_NAME["image"], ctx)
+    assert result.status is Status.CREATED
+    [build] = fake.builds()
+    assert build["status"] == "SUCCESS"
+    assert "/locations/global/builds/" in build["name"]
+    assert f"mlflow-server:{image_tag(context_dir)}" in fake.registry_tags("mlflow")
+    assert any("refuses builds in europe-west1" in line and "global" in line for line in logs)
+    fake.clear_log()
+    [again] = run_steps("image")
+    assert again.status is Status.UNCHANGED
+    assert fake.mutating_requests() == []
+
+
+def test_a_global_build_in_progress_is_waited_for(ready, context_dir):
+    fake = ready
+    fake.cloudbuild_refused_regions.add("europe-west1")
+    fake.latency["cloudbuild.build"] = 0.3
+    with pytest.raises(KeyboardInterrupt):
+        config = settings()
+        ctx = StepContext(settings=config, clients=Clients(config.project))
+        ctx.on_event = lambda event: _interrupt_when_building(event)
+        run_step(BY_NAME["image"], ctx)
+    [result] = run_steps("image")
+    assert result.status is Status.CREATED
+    assert [b["status"] for b in fake.builds()] == ["SUCCESS"]

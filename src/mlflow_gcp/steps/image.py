@@ -25,6 +25,11 @@ BUILDER = "gcr.io/cloud-builders/docker"
 BUILD_TIMEOUT = 1200  # seconds, the build's own limit
 WAIT_TIMEOUT = BUILD_TIMEOUT + 600.0  # the build may queue first
 REPOSITORY_TIMEOUT = 300.0
+GLOBAL = "global"
+LOCATIONS_DOC = "https://cloud.google.com/build/docs/locations"
+# Cloud Build's answer (400 FAILED_PRECONDITION, no ErrorInfo to match on) when a new or low-usage project may not
+# build in a region (google-github-actions/deploy-cloudrun#480).
+REGION_REFUSED = "cannot run builds in this region"
 BUILD_DONE = {"SUCCESS", "FAILURE", "INTERNAL_ERROR", "TIMEOUT", "CANCELLED", "EXPIRED"}
 
 
@@ -186,7 +191,7 @@ class ServerImage(Resource):
     def _build(self, bucket: str, obj: str, generation: int) -> None:
         client = self.ctx.clients.cloud_build()
         call = functools.partial(self.ctx.call, "cloudbuild")
-        project, region = self.ctx.project, self.ctx.region
+        region = self.ctx.region
         build = {
             "source": {"storage_source": {"bucket": bucket, "object_": obj, "generation": generation}},
             "steps": [{"name": BUILDER, "args": ["build", "-t", self.uri, "."]}],
@@ -194,33 +199,58 @@ class ServerImage(Resource):
             "timeout": {"seconds": BUILD_TIMEOUT},
             "tags": ["mlflow-gcp"],
         }
-        running = self._build_in_progress(client, call)
-        if running is not None:  # started by an interrupted run: wait for it instead of building twice
+        in_progress = self._build_in_progress(client, call)
+        if in_progress is not None:  # started by an interrupted run: wait for it instead of building twice
+            running, location = in_progress
             self.ctx.log(f"waiting for Cloud Build {running.id}, already building {self.uri}: {running.log_url}")
             try:
-                self._wait_for_build(client, running.id)
+                self._wait_for_build(client, running.id, location)
                 return
             except OperationFailedError as e:
                 self.ctx.log(f"that build failed ({e.message}); building again")
-        operation = call(
-            lambda: client.create_build(
-                # `parent` only: with project_id the library would send the global (non-regional) request.
-                request={"parent": f"projects/{project}/locations/{region}", "build": build}
-            )
-        )
+        operation, location = self._create_build(client, call, build)
         build_id = operation.metadata.build.id
-        self.ctx.log(f"building {self.uri} (Cloud Build {build_id}): {operation.metadata.build.log_url}")
-        self._wait_for_build(client, build_id)
+        where = "" if location == region else f" in {location}"
+        self.ctx.log(f"building {self.uri}{where} (Cloud Build {build_id}): {operation.metadata.build.log_url}")
+        self._wait_for_build(client, build_id, location)
 
-    def _build_in_progress(self, client, call):
-        """A queued or running build of this very image, or None."""
-        parent = f"projects/{self.ctx.project}/locations/{self.ctx.region}"
+    def _create_build(self, client, call, build: dict):
+        """Starts the build in the region, or in `global` where Cloud Build refuses the region for this project.
+        Returns the operation and the location the build runs in."""
+        project, region = self.ctx.project, self.ctx.region
+        for location in (region, GLOBAL):
+            try:
+                # `parent` only: with project_id the library would send the global (non-regional) request.
+                operation = call(
+                    lambda location=location: client.create_build(
+                        request={"parent": f"projects/{project}/locations/{location}", "build": build}
+                    )
+                )
+                return operation, location
+            except (gexc.BadRequest, gexc.FailedPrecondition) as e:
+                if location == GLOBAL or not is_region_refused(e):
+                    raise
+                self.ctx.log(
+                    f"Cloud Build refuses builds in {region} on this project (quota restrictions of new or "
+                    f"low-usage projects, see {LOCATIONS_DOC}): building in {GLOBAL} instead; the image still "
+                    f"goes to the repository in {region}"
+                )
+        raise AssertionError("unreachable")
+
+    def _build_in_progress(self, client, call) -> tuple[object, str] | None:
+        """A queued or running build of this very image, in the region or in `global` (where a refused region
+        sends it), with its location; or None."""
         wanted = f'images="{self.uri}" AND (status="QUEUED" OR status="WORKING")'
-        builds = call(lambda: list(client.list_builds(request={"parent": parent, "filter": wanted})))
-        return next((b for b in builds if self.uri in b.images and b.status.name in ("QUEUED", "WORKING")), None)
+        for location in (self.ctx.region, GLOBAL):
+            parent = f"projects/{self.ctx.project}/locations/{location}"
+            builds = call(lambda parent=parent: list(client.list_builds(request={"parent": parent, "filter": wanted})))
+            running = next((b for b in builds if self.uri in b.images and b.status.name in ("QUEUED", "WORKING")), None)
+            if running is not None:
+                return running, location
+        return None
 
-    def _wait_for_build(self, client, build_id: str) -> None:
-        name = f"projects/{self.ctx.project}/locations/{self.ctx.region}/builds/{build_id}"
+    def _wait_for_build(self, client, build_id: str, location: str) -> None:
+        name = f"projects/{self.ctx.project}/locations/{location}/builds/{build_id}"
         wait(
             lambda: client.get_build(request={"name": name}),
             is_done=lambda b: b.status.name in BUILD_DONE,
@@ -244,6 +274,10 @@ class ServerImage(Resource):
         except gexc.NotFound:
             return
         wait_gapic(operation, what=f"Deleting {self.label}", timeout=REPOSITORY_TIMEOUT)
+
+
+def is_region_refused(exc: BaseException) -> bool:
+    return isinstance(exc, gexc.GoogleAPICallError) and REGION_REFUSED in (exc.message or "")
 
 
 def build_error(build) -> str | None:

@@ -6,6 +6,11 @@ needs its source (`source.storageSource`) in the storage fake, as a .tar.gz with
 `docker build`; on SUCCESS each of `images` is pushed to the Artifact Registry fake (that is how a rerun sees
 the image), and a missing repository fails the push as Google's does. `fake.cloudbuild_fail_next(status,
 detail)` makes the next build end in FAILURE, TIMEOUT or INTERNAL_ERROR. `fake.builds()` lists the builds.
+
+Option `fake.cloudbuild_refused_regions` (a set of regions): builds.create there answers 400 FAILED_PRECONDITION
+"due to quota restrictions, cannot run builds in this region", as Google does on new or low-usage projects outside
+a few regions (https://cloud.google.com/build/docs/locations; google-github-actions/deploy-cloudrun#480). `global`
+is never refused.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ def register(fake: FakeGoogle) -> None:
         failures.append((status, detail))
 
     fake.cloudbuild_fail_next = fail_next
+    fake.cloudbuild_refused_regions = set()
     fake.builds = lambda: [copy.deepcopy(b) for b in builds.values()]
 
     def source_problem(build: dict) -> str | None:
@@ -68,6 +74,13 @@ def register(fake: FakeGoogle) -> None:
 
     def create(req: Request, location: str):
         project = req.params["project"]
+        if location in fake.cloudbuild_refused_regions:
+            raise ApiError(
+                400,
+                "failed precondition: due to quota restrictions, cannot run builds in this region. "
+                "Please contact support",
+                status="FAILED_PRECONDITION",
+            )
         body = normalized(req.raw)
         storage = body.get("source", {}).get("storageSource")
         if not body.get("steps"):
@@ -163,9 +176,12 @@ def register(fake: FakeGoogle) -> None:
         fake.tick()
         return {**op, "metadata": {"@type": METADATA_TYPE, "build": copy.deepcopy(build)}}
 
+    def location_of(build: dict) -> str:
+        return build["name"].split("/locations/", 1)[1].split("/", 1)[0]
+
     def found(req: Request) -> dict:
         key = f"{req.params['project']}/{req.params['build']}"
-        if key not in builds:
+        if key not in builds or location_of(builds[key]) != req.params.get("location", "global"):
             raise not_found(f"Build {req.params['build']}")
         return builds[key]
 
@@ -186,7 +202,12 @@ def register(fake: FakeGoogle) -> None:
     @fake.route("cloudbuild", "GET", "/v1/projects/{project}/builds")
     def list_builds(req: Request):
         wanted = matcher(req.query.get("filter", ""))
-        found = [b for b in builds.values() if b["projectId"] == req.params["project"] and wanted(b)]
+        location = req.params.get("location", "global")
+        found = [
+            b
+            for b in builds.values()
+            if b["projectId"] == req.params["project"] and location_of(b) == location and wanted(b)
+        ]
         return {"builds": sorted(found, key=lambda b: b["createTime"], reverse=True)}
 
     def matcher(text: str):
