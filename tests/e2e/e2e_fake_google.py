@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import re
 import secrets
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from functools import partial
@@ -30,6 +32,9 @@ from gcp_storage_emulator.storage import Storage
 S3_NAMESPACE = "http://s3.amazonaws.com/doc/2006-03-01/"
 SIGN_BLOB_PATH = re.compile(r"^/iamcredentials/v1/projects/-/serviceAccounts/(?P<email>[^/:]+):signBlob$")
 OBJECT_PATH = re.compile(r"^/(?P<bucket>[-.\w]+)/(?P<name>.+)$")
+METADATA_SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
+PROJECT_NUMBER = "123456789012"
+SERVICE_ACCOUNT_ID = "104857600000000000001"  # the account's numeric unique id (`sub` of its ID tokens)
 
 
 @dataclass
@@ -58,7 +63,7 @@ class FakeGoogleHandler(emulator.RequestHandler):
 
     # --- dispatch -------------------------------------------------------------------------
     def do_GET(self):
-        if self.headers.get("Metadata-Flavor") == "Google":
+        if self.headers.get("Metadata-Flavor") == "Google" or self.split()[0].startswith("/computeMetadata/"):
             return self.metadata()
         if self.refuse_bad_signature():
             return None
@@ -136,27 +141,78 @@ class FakeGoogleHandler(emulator.RequestHandler):
         return not valid
 
     # --- metadata server ----------------------------------------------------------------------
+    # What Cloud Run's metadata server answers (https://cloud.google.com/run/docs/container-contract#metadata-server,
+    # keys as on Compute Engine: https://cloud.google.com/compute/docs/metadata/predefined-metadata-keys). The
+    # service account is reachable as `default` and by its e-mail: google-auth asks `default` first, then, once it
+    # knows the e-mail, `service-accounts/<email>/?recursive=true` and `<email>/token` on later refreshes.
     def metadata(self):
-        path, _ = self.split()
+        path, query = self.split()
         flavor = {"Metadata-Flavor": "Google"}
-        account = "/computeMetadata/v1/instance/service-accounts/default"
         if path in ("/", ""):
             return self.reply(200, b"", "text/plain", flavor)
-        if path == f"{account}/token":
-            return self.reply_json(
-                {"access_token": self.state.access_token, "expires_in": 3599, "token_type": "Bearer"}, headers=flavor
-            )
-        if path in (f"{account}/", account):
-            return self.reply_json(
-                {"email": self.state.service_account_email, "aliases": ["default"],
-                 "scopes": ["https://www.googleapis.com/auth/cloud-platform"]},
-                headers=flavor,
-            )
-        if path == f"{account}/email":
-            return self.reply(200, self.state.service_account_email.encode(), "text/plain", flavor)
+        if self.headers.get("Metadata-Flavor") != "Google" or "X-Forwarded-For" in self.headers:
+            # The server refuses requests without the header, and forwarded ones (SSRF guard).
+            return self.reply(HTTPStatus.FORBIDDEN, b"Missing Metadata-Flavor:Google header.", "text/plain", flavor)
+        recursive = query.get("recursive", ["false"])[0].lower() == "true"
+        answer = self.metadata_answer(path, recursive, query)
+        if answer is None:
+            return self.reply(HTTPStatus.NOT_FOUND, b"not found", "text/plain", flavor)
+        status, body = answer
+        if isinstance(body, (dict, list)):
+            return self.reply_json(body, status=status, headers=flavor)
+        return self.reply(status, body.encode(), "application/text", flavor)
+
+    def metadata_answer(self, path: str, recursive: bool, query: dict[str, list[str]]):
+        """(status, JSON value or text) for a metadata path, or None for a 404."""
+        state = self.state
+        info = {"aliases": ["default"], "email": state.service_account_email, "scopes": list(METADATA_SCOPES)}
+        accounts = "/computeMetadata/v1/instance/service-accounts"
         if path == "/computeMetadata/v1/project/project-id":
-            return self.reply(200, self.state.project.encode(), "text/plain", flavor)
-        return self.reply(HTTPStatus.NOT_FOUND, b"not found", "text/plain", flavor)
+            return 200, state.project
+        if path == "/computeMetadata/v1/project/numeric-project-id":
+            return 200, PROJECT_NUMBER
+        if path in (accounts, accounts + "/"):
+            if recursive:
+                return 200, {"default": info, state.service_account_email: info}
+            return 200, f"default/\n{state.service_account_email}/\n"
+        match = re.match(rf"^{accounts}/(?P<account>[^/]+)(?P<key>/[^/]*)?$", path)
+        if not match or unquote(match["account"]) not in ("default", state.service_account_email):
+            return None
+        key = (match["key"] or "/").strip("/")
+        if key == "":
+            return (200, info) if recursive else (200, "aliases\nemail\nidentity\nscopes\ntoken\n")
+        if key == "aliases":
+            return 200, "default\n"
+        if key == "email":
+            return 200, state.service_account_email
+        if key == "scopes":
+            return 200, "".join(scope + "\n" for scope in METADATA_SCOPES)
+        if key == "token":
+            return 200, {"access_token": state.access_token, "expires_in": 3599, "token_type": "Bearer"}
+        if key == "identity":
+            audience = query.get("audience", [""])[0]
+            if not audience:
+                return 400, "non-empty audience parameter required"
+            return 200, self.identity_token(audience, query.get("format", ["standard"])[0] == "full")
+        return None
+
+    def identity_token(self, audience: str, full: bool) -> str:
+        """An ID token shaped as Google's (a JWT with aud, azp, exp, iat, iss, sub; email when format=full),
+        signed with this fake's key: no one outside the rehearsal can verify it, as no one but Google can."""
+        now = int(time.time())
+        claims = {"aud": audience, "azp": SERVICE_ACCOUNT_ID, "exp": now + 3600, "iat": now,
+                  "iss": "https://accounts.google.com", "sub": SERVICE_ACCOUNT_ID}
+        if full:
+            claims.update(email=self.state.service_account_email, email_verified=True)
+
+        def encode(part: dict | bytes) -> str:
+            raw = part if isinstance(part, bytes) else json.dumps(part, separators=(",", ":")).encode()
+            return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+        header = encode({"alg": "RS256", "kid": "fake-key", "typ": "JWT"})
+        body = encode(claims)
+        signature = hmac.new(self.state.signing_key, f"{header}.{body}".encode(), hashlib.sha256).digest()
+        return f"{header}.{body}.{encode(signature)}"
 
     # --- IAM Credentials -------------------------------------------------------------------------
     def sign_blob(self, email: str):

@@ -182,6 +182,8 @@ class FakeGoogle:
         self.routes: list[Route] = []
         self.log: list[LoggedRequest] = []
         self.faults: list[Fault] = []
+        # Requests dropped because their body arrived incomplete: (method, path, Content-Length, bytes received).
+        self.truncated: list[tuple[str, str, int, int]] = []
         # Service names enabled on the project; Service Usage itself always answers.
         self.enabled: set[str] = set(enabled or ())
         self.state: dict[str, Any] = {}
@@ -288,6 +290,11 @@ class FakeGoogle:
     def mutating_requests(self) -> list[LoggedRequest]:
         return self.requests(mutating=True)
 
+    def note_truncated(self, method: str, raw_path: str, expected: int, received: int) -> None:
+        """A request whose body stopped short of its Content-Length: recorded for tests, never applied."""
+        with self.lock:
+            self.truncated.append((method, raw_path, expected, received))
+
     def clear_log(self) -> None:
         with self.lock:
             self.log.clear()
@@ -375,6 +382,12 @@ class FakeGoogle:
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
+                if len(raw) < length:
+                    # The client went away mid-body (e.g. killed between sending headers and body). Google's front
+                    # end never hands an incomplete request to the service: nothing is applied, nothing answered.
+                    fake.note_truncated(self.command, self.path, length, len(raw))
+                    self.close_connection = True
+                    return
                 status, extra, body = fake.handle(self.command, self.path, dict(self.headers), raw)
                 self.send_response(
                     status, HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else None

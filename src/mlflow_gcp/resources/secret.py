@@ -19,6 +19,15 @@ def new_password() -> str:
     return token_source.token_urlsafe(24)
 
 
+def version_payload(value: str) -> dict:
+    """A version's payload with its CRC32C: Secret Manager refuses data that does not match it, so a payload
+    damaged on the way is never stored."""
+    import google_crc32c
+
+    data = value.encode("utf-8")
+    return {"data": data, "data_crc32c": google_crc32c.value(data)}
+
+
 def split_credentials(secret_id: str, value: str) -> tuple[str, str]:
     """`login:password` → (login, password); a malformed value is a clear error, never shown."""
     login, sep, password = value.strip().partition(":")
@@ -104,7 +113,7 @@ class Secret(Resource):
 
     def _add_version(self) -> None:
         value = self.make_value()
-        self._call(lambda: self._client.add_secret_version(parent=self.path, payload={"data": value.encode("utf-8")}))
+        self._call(lambda: self._client.add_secret_version(parent=self.path, payload=version_payload(value)))
         self.ctx.secret_values[self.secret_id] = value
 
     def outputs(self, current: SecretState) -> dict[str, str]:

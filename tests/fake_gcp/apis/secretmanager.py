@@ -70,12 +70,22 @@ def register(fake: FakeGoogle) -> None:
     @fake.route("secretmanager", "POST", SECRET + ":addVersion")
     def add_version(req: Request):
         name = existing(req)
-        data = base64.b64decode(req.json.get("payload", {}).get("data", ""))
+        payload = req.json.get("payload", {})
+        data = base64.b64decode(payload.get("data", ""))
+        if not data:
+            # gcloud and the API refuse an empty payload: "Secret Payload cannot be empty."
+            raise ApiError(400, "Secret Payload cannot be empty.", status="INVALID_ARGUMENT")
+        sent_crc = payload.get("dataCrc32c", payload.get("data_crc32c"))
+        if sent_crc is not None and int(sent_crc) != google_crc32c.value(data):
+            # https://cloud.google.com/secret-manager/docs/data-integrity: the server verifies a checksum sent
+            # with the data and refuses the version when it does not match.
+            raise ApiError(400, "Checksum mismatch: the payload was corrupted in transit.", status="INVALID_ARGUMENT")
         version = {
             "name": f"{name}/versions/{len(versions[name]) + 1}",
             "createTime": TIME,
             "state": "ENABLED",
             "data": data,
+            "clientSpecifiedPayloadChecksum": sent_crc is not None,
         }
         versions[name].append(version)
         return public(version)
