@@ -4,7 +4,6 @@ only), and `credentials rotate`: new passwords, rolled out and verified before t
 from __future__ import annotations
 
 import json
-import re
 import shlex
 import sys
 from enum import Enum
@@ -20,23 +19,49 @@ from mlflow_gcp.errors import ConfigError
 class Format(str, Enum):
     env = "env"
     dotenv = "dotenv"
+    docker = "docker"
     json = "json"
 
 
-_BARE = re.compile(r"^[A-Za-z0-9_.@+:/,=%-]*$")
+FORMAT_HELP = (
+    "env: `export` lines for eval in sh/bash/zsh. "
+    "dotenv: KEY='value' lines, read alike by `set -a; . FILE` in bash and by python-dotenv. "
+    "docker: KEY=value lines, verbatim, for `docker run --env-file`. "
+    "json: one object."
+)
 
 
-def _dotenv_value(value: str) -> str:
-    if _BARE.match(value):
-        return value
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+def _dotenv_value(key: str, value: str) -> str:
+    """Single quotes: bash takes everything inside literally; python-dotenv does too except that it decodes
+    `\\\\` and `\\'` and expands `${NAME}` even there. A value that needs any of those has no form both read alike."""
+    if "'" in value or "${" in value or "\\\\" in value or value.endswith("\\"):
+        raise ConfigError(
+            f"{key} contains characters (' or ${{ or a backslash) that bash and python-dotenv would read "
+            "differently in a .env file, so --format dotenv cannot write it exactly.",
+            "Use --format env (for a shell), --format json, or --format docker; or get a password without them "
+            "with `mlflow-gcp credentials rotate --mlflow`.",
+        )
+    return f"'{value}'"
+
+
+def _docker_value(key: str, value: str) -> str:
+    """`docker run --env-file` takes everything after the first `=` as is, one line per variable (docker/cli
+    opts/file.go parseKeyValueFile): no quotes, so no line breaks."""
+    if "\n" in value or "\r" in value:
+        raise ConfigError(
+            f"{key} contains a line break, which a `docker run --env-file` file cannot hold.",
+            "Use --format env or --format json, or pass the variable with `docker run -e`.",
+        )
+    return value
 
 
 def render(variables: dict[str, str], fmt: Format) -> str:
     if fmt is Format.json:
         return json.dumps(variables, indent=2) + "\n"
     if fmt is Format.dotenv:
-        return "".join(f"{key}={_dotenv_value(value)}\n" for key, value in variables.items())
+        return "".join(f"{key}={_dotenv_value(key, value)}\n" for key, value in variables.items())
+    if fmt is Format.docker:
+        return "".join(f"{key}={_docker_value(key, value)}\n" for key, value in variables.items())
     return "".join(f"export {key}={shlex.quote(value)}\n" for key, value in variables.items())
 
 
@@ -46,7 +71,7 @@ def credentials(
     action: str = typer.Argument(
         "", metavar="[rotate]", help="`rotate`: new passwords, rolled out and verified, old versions disabled."
     ),
-    fmt: Format = typer.Option(Format.env, "--format", help="env (for eval), dotenv or json."),
+    fmt: Format = typer.Option(Format.env, "--format", help=FORMAT_HELP),
     mlflow: bool = typer.Option(False, "--mlflow", help="rotate: the MLflow admin password."),
     database: bool = typer.Option(False, "--database", help="rotate: the MySQL password (Cloud SQL user)."),
 ) -> None:
