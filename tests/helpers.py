@@ -28,10 +28,10 @@ def run_steps(*names: str, mode: Mode = Mode.APPLY, prerequisites: bool = True, 
     return [run_step(BY_NAME[name], ctx) for name in names]
 
 
-def cli(*args: str, env: dict[str, str] | None = None):
-    """Run the CLI in this process (the fake fixture has set the environment)."""
+def cli(*args: str, env: dict[str, str] | None = None, input: str | None = None):
+    """Run the CLI in this process (the fake fixture has set the environment); `input` is typed on stdin."""
     from typer.testing import CliRunner
 
     from mlflow_gcp.cli import app
 
-    return CliRunner().invoke(app, list(args), env=env, catch_exceptions=False)
+    return CliRunner().invoke(app, list(args), env=env, input=input, catch_exceptions=False)

@@ -77,12 +77,13 @@ def test_instances_and_machine_type_are_patched_in_place(gcp):
     assert (connector["machineType"], connector["maxInstances"], connector["state"]) == ("f1-micro", 5, "READY")
 
 
-def test_range_change_is_a_clear_error(gcp):
+def test_an_accepted_range_change_deletes_and_recreates_the_connector(gcp):
     run_steps("connector")
     gcp.clear_log()
-    with pytest.raises(MlflowGcpError, match="--connector"):
-        run_steps("connector", connector_range="10.8.0.16/28")
-    assert gcp.mutating_requests() == []
+    [result] = run_steps("connector", connector_range="10.8.0.16/28")
+    assert [e.impact.value for e in result.changes[0].effects] == ["replace"]
+    assert [r.method for r in gcp.mutating_requests() if "/operations/" not in r.path] == ["DELETE", "POST"]
+    assert gcp.vpc_connectors[NAME]["ipCidrRange"] == "10.8.0.16/28"
 
 
 def test_overlapping_range_shows_googles_message(gcp):

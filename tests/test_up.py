@@ -121,7 +121,7 @@ def test_dry_run_after_a_change_shows_only_that_change(fake, deployed):
 
 @pytest.mark.parametrize(
     ("flags", "api"),
-    [(["--max-instances", "4"], "run"), (["--db-tier", "db-g1-small"], "sqladmin")],
+    [(["--max-instances", "4"], "run"), (["--db-tier", "db-g1-small", "--yes"], "sqladmin")],
 )
 def test_a_setting_change_updates_only_its_resource(fake, deployed, flags, api):
     fake.clear_log()

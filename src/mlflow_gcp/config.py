@@ -88,7 +88,7 @@ _MYSQL_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 _MYSQL_USER = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 _LOGIN = re.compile(r"^[A-Za-z0-9_.@+-]{1,64}$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$")
-_TIER = re.compile(r"^db-[a-z0-9-]+$")
+_TIER = re.compile(r"^db-[A-Za-z0-9-]+$")  # db-perf-optimized-N-2 has a capital
 _MEMORY = re.compile(r"^[0-9]+(Mi|Gi)$")
 _CPU = re.compile(r"^(1|2|4|6|8|[0-9]+m)$")
 

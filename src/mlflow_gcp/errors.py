@@ -63,6 +63,11 @@ class PrerequisiteMissingError(MlflowGcpError):
     """A step needs a resource that an earlier step makes."""
 
 
+class ChangeNotAcceptedError(MlflowGcpError):
+    """A change that restarts or replaces something was not accepted (no terminal to ask and no --yes, or the
+    user said no). Raised before the change is sent."""
+
+
 class GoogleApiError(MlflowGcpError):
     """Any other error answered by a Google API."""
 

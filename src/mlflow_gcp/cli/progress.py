@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from mlflow_gcp.cli.console import out
 from mlflow_gcp.orchestrator import RunReport
 from mlflow_gcp.steps import StepDef
-from mlflow_gcp.steps.base import Event, Status, StepResult
+from mlflow_gcp.steps.base import Change, Event, Status, StepResult
 
 STYLE = {
     Status.WAITING: "dim",
@@ -66,6 +68,18 @@ class StepView:
     def __exit__(self, *exc) -> None:
         self._progress.stop()
 
+    @contextmanager
+    def paused(self):
+        """Stop redrawing while the user answers a question on the terminal."""
+        with self._lock:
+            if self.live:
+                self._progress.stop()
+            try:
+                yield
+            finally:
+                if self.live:
+                    self._progress.start()
+
     def on_event(self, event: Event) -> None:
         with self._lock:
             task = self._tasks.get(event.step)
@@ -99,13 +113,15 @@ def summary_table(report: RunReport, *, planned: bool) -> Table:
     table.add_column("time", justify="right")
     for name, status in report.statuses.items():
         result: StepResult | None = report.results.get(name)
-        changes = "\n".join(_change_text(c.action, c.resource, c.fields) for c in result.changes) if result else ""
+        changes = "\n".join(change_text(c) for c in result.changes) if result else ""
         seconds = f"{result.seconds:.1f}s" if result else ""
         table.add_row(name, _state(status, planned), changes, seconds)
     return table
 
 
-def _change_text(action: str, resource: str, fields: tuple[str, ...]) -> str:
-    if action == "create":
-        return f"[green]+[/] {resource}"
-    return f"[yellow]~[/] {resource}: {', '.join(fields)}"
+def change_text(change: Change) -> str:
+    """`~ Cloud SQL instance NAME: tier (restarts the database for a few minutes)`, disruptive ones in red."""
+    if change.action == "create":
+        return f"[green]+[/] {escape(change.resource)}"
+    mark = "[bold red]![/]" if change.disruptive or change.impossible else "[yellow]~[/]"
+    return f"{mark} {escape(change.resource)}: {escape(change.describe())}"

@@ -14,15 +14,26 @@ from mlflow_gcp.steps.base import Mode, StepContext
 from mlflow_gcp.steps.engine import load_prerequisites
 
 
-def run_with_view(settings: Settings, steps: list[StepDef], *, dry_run: bool) -> RunReport:
+def run_with_view(settings: Settings, steps: list[StepDef], *, dry_run: bool, yes: bool = False) -> RunReport:
+    """`yes` accepts the changes that restart or replace something; without it they are asked on a terminal
+    and refused elsewhere, before anything is sent for them."""
+    from mlflow_gcp.cli.approval import cli_approval
+
     mode = Mode.PLAN if dry_run else Mode.APPLY
     clients = Clients(settings.project)
     clients.prewarm()
     with StepView(steps, planned=dry_run) as view:
-        ctx = StepContext(settings=settings, clients=clients, mode=mode, on_event=view.on_event)
+        ctx = StepContext(
+            settings=settings,
+            clients=clients,
+            mode=mode,
+            on_event=view.on_event,
+            approve=cli_approval(yes=yes, pause=view.paused),
+        )
         load_prerequisites(tuple(step.name for step in steps), ctx)
         report = run_concurrently(steps, ctx)
     out.print(summary_table(report, planned=dry_run))
+    _announce_interruptions(report, planned=dry_run)
     url = ctx.outputs.get("service.url")
     if report.ok and url and not dry_run:
         out.print(f"\nMLflow is ready at [bold]{url}[/]")
@@ -37,3 +48,16 @@ def run_with_view(settings: Settings, steps: list[StepDef], *, dry_run: bool) ->
         err.print("Fix the cause and run the same command again: finished work is kept and not redone.")
         raise typer.Exit(code)
     return report
+
+
+def _announce_interruptions(report: RunReport, *, planned: bool) -> None:
+    """One plain line per change that interrupts the server, so it is read even where the table wraps."""
+    from rich.markup import escape
+
+    for result in report.results.values():
+        for change in result.changes:
+            for field, effect in change.disruptive:
+                then = " `up` asks before it (--yes accepts it)." if planned else " (accepted)"
+                out.print(
+                    f"[bold red]![/] {escape(change.resource)}: {field} {escape(effect.note)}.{then}", soft_wrap=True
+                )

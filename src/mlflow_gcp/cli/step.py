@@ -16,10 +16,13 @@ def _command(name: str):
     def command(
         settings: Settings,
         dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change; change nothing."),
+        yes: bool = typer.Option(
+            False, "--yes", "-y", help="Accept changes that restart the database or replace a resource (for scripts)."
+        ),
     ) -> None:
         from mlflow_gcp.cli.run import run_with_view
 
-        run_with_view(settings, [BY_NAME[n] for n in COMMAND_STEPS[name]], dry_run=dry_run)
+        run_with_view(settings, [BY_NAME[n] for n in COMMAND_STEPS[name]], dry_run=dry_run, yes=yes)
 
     command.__doc__ = BY_NAME[name].summary + "."
     return command

@@ -12,9 +12,12 @@ from mlflow_gcp.config import Settings
 def up(
     settings: Settings,
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change; change nothing."),
+    yes: bool = typer.Option(
+        False, "--yes", "-y", help="Accept changes that restart the database or replace a resource (for scripts)."
+    ),
 ) -> None:
     """Create or update the whole deployment. Safe to rerun: what exists and matches is left alone."""
     from mlflow_gcp.cli.run import run_with_view
     from mlflow_gcp.steps import STEPS
 
-    run_with_view(settings, list(STEPS), dry_run=dry_run)
+    run_with_view(settings, list(STEPS), dry_run=dry_run, yes=yes)

@@ -13,10 +13,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from mlflow_gcp.config import Settings
-from mlflow_gcp.errors import PrerequisiteMissingError
+from mlflow_gcp.errors import MlflowGcpError, PrerequisiteMissingError
 from mlflow_gcp.gcp.clients import Clients
 
 T = TypeVar("T")
@@ -38,11 +38,52 @@ class Status(str, Enum):
     SKIPPED = "skipped"
 
 
+class Impact(str, Enum):
+    """What changing an owned field does to the running deployment on Google."""
+
+    NONE = "none"  # nothing visible: labels, bounds, protection flags
+    REVISION = "revision"  # Cloud Run rolls out a new revision; the current one serves until it is ready
+    RESTART = "restart"  # the Cloud SQL instance restarts: the server loses its database meanwhile
+    REPLACE = "replace"  # deleted and created again (or its machines replaced)
+    IMPOSSIBLE = "impossible"  # Google cannot change it in place
+
+    @property
+    def disruptive(self) -> bool:
+        """A change a user must accept first: it interrupts the server."""
+        return self in (Impact.RESTART, Impact.REPLACE)
+
+
+@dataclass(frozen=True)
+class Effect:
+    impact: Impact = Impact.NONE
+    note: str = ""  # what it does, said on the line of the change ("restarts the database for a few minutes")
+
+
+NO_EFFECT = Effect()
+
+
 @dataclass(frozen=True)
 class Change:
     resource: str
     action: str  # "create" or "update"
     fields: tuple[str, ...] = ()
+    effects: tuple[Effect, ...] = ()  # one per field (updates)
+
+    def field_effects(self) -> list[tuple[str, Effect]]:
+        effects = self.effects or (NO_EFFECT,) * len(self.fields)
+        return list(zip(self.fields, effects, strict=True))
+
+    @property
+    def disruptive(self) -> list[tuple[str, Effect]]:
+        return [(f, e) for f, e in self.field_effects() if e.impact.disruptive]
+
+    @property
+    def impossible(self) -> list[tuple[str, Effect]]:
+        return [(f, e) for f, e in self.field_effects() if e.impact is Impact.IMPOSSIBLE]
+
+    def describe(self) -> str:
+        """`tier (restarts the database for a few minutes), labels`: each field with what it does."""
+        return ", ".join(f"{f} ({e.note})" if e.note else f for f, e in self.field_effects())
 
 
 @dataclass(frozen=True)
@@ -119,6 +160,9 @@ class StepContext:
     on_event: Callable[[Event], None] = lambda event: None
     # APIs this run enabled: calls to them may still answer SERVICE_DISABLED for a while.
     enabled_now: set[str] = field(default_factory=set)
+    # Called before a change that restarts or replaces something; raises to refuse it. The CLI asks on a
+    # terminal and needs --yes elsewhere; library callers accept.
+    approve: Callable[[Change], None] = lambda change: None
 
     @property
     def project(self) -> str:
@@ -206,6 +250,24 @@ class Resource(ABC):
     def drift(self, current: Any) -> list[str]:
         """Names of the owned fields whose live value differs from the desired one."""
         return []
+
+    # What changing each owned field does on Google; fields not listed change nothing visible.
+    effects: ClassVar[dict[str, Effect]] = {}
+
+    def effect(self, field: str, current: Any) -> Effect:
+        return self.effects.get(field, NO_EFFECT)
+
+    def cannot_change(self, current: Any, fields: list[str]) -> MlflowGcpError:
+        """The error for fields whose effect is IMPOSSIBLE: what differs and what to do instead."""
+        return MlflowGcpError(
+            f"{self.label[0].upper()}{self.label[1:]} cannot change {', '.join(fields)} in place.",
+            "Give the live value back as a setting, or delete the resource yourself and run again.",
+        )
+
+    def observed(self, current: Any) -> dict[str, Any]:
+        """The settings (Settings field name -> value) this live resource embodies. A deployment made before
+        settings were recorded (or by hand) adopts them, so its first `up` changes nothing it was not asked."""
+        return {}
 
     @abstractmethod
     def create(self) -> None:

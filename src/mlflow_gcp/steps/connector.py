@@ -1,8 +1,9 @@
 """Step `connector`: the Serverless VPC Access connector Cloud Run reaches the database's private IP through.
 
-Only the instance bounds and the machine type can change in place (a patch with an updateMask; the GAPIC
-library has no update method, so the patch goes through the discovery client). The network and the range are
-fixed at creation: a connector that differs there is a clear error, never silently replaced.
+The instance bounds change in place (a patch with an updateMask; the GAPIC library has no update method, so
+the patch goes through the discovery client). A new machine type is a patch too, but Google replaces the
+connector's VMs for it. The network and the range are fixed at creation: changing them deletes the connector
+and creates it again under the same name (the service keeps pointing at it), once the user has accepted it.
 """
 
 from __future__ import annotations
@@ -16,11 +17,21 @@ from mlflow_gcp.errors import MlflowGcpError
 from mlflow_gcp.gcp import retry
 from mlflow_gcp.gcp.errors import execute
 from mlflow_gcp.gcp.operations import wait, wait_gapic
-from mlflow_gcp.steps.base import PENDING, Resource, StepContext
+from mlflow_gcp.steps.base import PENDING, Effect, Impact, Resource, StepContext
 
 TIMEOUT = 20 * 60.0
 TRANSITIONAL = ("CREATING", "UPDATING", "DELETING")
 IMMUTABLE = ("network", "ipCidrRange")
+RECREATE = Effect(
+    Impact.REPLACE, "deletes and recreates the connector: the server cannot reach its database for a few minutes"
+)
+CONNECTOR_EFFECTS = {
+    "network": RECREATE,
+    "ipCidrRange": RECREATE,
+    # The connector's VMs are replaced by ones of the new type (gcloud ... vpc-access connectors update
+    # --machine-type); connections through the old ones are cut.
+    "machineType": Effect(Impact.REPLACE, "replaces the connector's VMs: database connections are cut briefly"),
+}
 
 
 def _network_name(value: str) -> str:
@@ -30,6 +41,7 @@ def _network_name(value: str) -> str:
 
 class Connector(Resource):
     kind = "VPC connector"
+    effects = CONNECTOR_EFFECTS
 
     def __init__(self, ctx: StepContext) -> None:
         super().__init__(ctx, ctx.settings.connector)
@@ -119,17 +131,22 @@ class Connector(Resource):
         self.ctx.log(f"creating the VPC connector {self.name} (about 2 minutes)")
         wait_gapic(operation, what=f"Creating the VPC connector {self.name}", timeout=TIMEOUT)
 
+    def observed(self, current: Any) -> dict[str, Any]:
+        live = self._live(current)
+        return {
+            "connector_range": live["ipCidrRange"],
+            "connector_machine_type": live["machineType"],
+            "connector_min_instances": live["minInstances"],
+            "connector_max_instances": live["maxInstances"],
+        }
+
     def update(self, current: Any, fields: list[str]) -> None:
-        fixed = [f for f in fields if f in IMMUTABLE]
-        if fixed:
-            live, desired = self._live(current), self.desired()
-            differences = ", ".join(f"{f} is {live[f]}, the settings ask for {desired[f]}" for f in fixed)
-            raise MlflowGcpError(
-                f"The VPC connector {self.name} exists with other fixed settings ({differences}); a connector's "
-                "network and range cannot change.",
-                f"Delete it (`gcloud compute networks vpc-access connectors delete {self.name} --region "
-                f"{self.ctx.region}`) and run again, or pass --connector with another name.",
-            )
+        if any(f in IMMUTABLE for f in fields):
+            # accepted as a replacement by the engine's approval: same name, so the service keeps its reference
+            self.ctx.log(f"deleting the VPC connector {self.name} to create it with the new range or network")
+            self.delete(current)
+            self.create()
+            return
         desired = self.desired()
         body = {f: desired[f] for f in fields}
         api = self.ctx.clients.discovery("vpcaccess", "v1")

@@ -21,7 +21,7 @@ from mlflow_gcp.gcp import retry
 from mlflow_gcp.gcp.errors import execute
 from mlflow_gcp.gcp.operations import wait
 from mlflow_gcp.resources.secret import MANAGED_LABEL, Secret, new_password, split_credentials
-from mlflow_gcp.steps.base import PENDING, Resource, StepContext
+from mlflow_gcp.steps.base import PENDING, Effect, Impact, Resource, StepContext
 from mlflow_gcp.steps.network import network_link
 
 CHARSET = "utf8mb4"
@@ -33,6 +33,26 @@ SMALL_TIMEOUT = 10 * 60.0
 # How long a mutation waits for another operation on the instance (a backup, maintenance, our own update).
 IN_PROGRESS_DEADLINE = 30 * 60.0
 WAIT_STATES = ("PENDING_CREATE", "MAINTENANCE")
+
+# What changing each owned field of the instance does. Cloud SQL restarts the instance for a new tier
+# (machine type), an edition change and turning binary logging on or off; deletion protection and public IP
+# change without a restart (https://cloud.google.com/sql/docs/mysql/instance-settings, "Impact of changing
+# instance settings"). A major version upgrade is an in-place patch of databaseVersion with downtime
+# (https://cloud.google.com/sql/docs/mysql/upgrade-major-db-version-inplace); there is no downgrade.
+RESTART = Effect(Impact.RESTART, "restarts the database for a few minutes")
+INSTANCE_EFFECTS = {
+    "tier": RESTART,
+    "edition": RESTART,
+    "backupConfiguration": Effect(Impact.RESTART, "binary logging: restarts the database for a few minutes"),
+    "privateNetwork": Effect(Impact.IMPOSSIBLE, "an instance cannot move to another network"),
+}
+UPGRADE = Effect(Impact.RESTART, "upgrades MySQL in place: the database is down for several minutes")
+DOWNGRADE = Effect(Impact.IMPOSSIBLE, "MySQL cannot be downgraded")
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    """`MYSQL_8_0_31` -> (8, 0, 31), so versions compare in order."""
+    return tuple(int(part) for part in version.split("_")[1:] if part.isdigit())
 
 
 def network_of(link: str) -> tuple[str, str]:
@@ -95,6 +115,7 @@ class SqlCalls:
 class Instance(Resource):
     kind = "Cloud SQL instance"
     holds_data = True
+    effects = INSTANCE_EFFECTS
 
     def __init__(self, ctx: StepContext, sql: SqlCalls) -> None:
         super().__init__(ctx, ctx.settings.db_instance)
@@ -221,17 +242,50 @@ class Instance(Resource):
         self.ctx.log(f"creating the Cloud SQL instance {self.name} (10 to 20 minutes)")
         self.sql.wait(operation, f"Creating the Cloud SQL instance {self.name}", CREATE_TIMEOUT)
 
-    def update(self, current: dict, fields: list[str]) -> None:
+    def effect(self, field: str, current: dict) -> Effect:
+        if field == "databaseVersion":
+            live = version_key(current.get("databaseVersion", ""))
+            return UPGRADE if version_key(self.ctx.settings.db_version) > live else DOWNGRADE
+        return super().effect(field, current)
+
+    def cannot_change(self, current: dict, fields: list[str]) -> MlflowGcpError:
         s = self.ctx.settings
         if "databaseVersion" in fields:
-            raise MlflowGcpError(
-                f"The Cloud SQL instance {self.name} runs {current.get('databaseVersion')}, not {s.db_version}; "
-                "this tool does not change a database version in place.",
-                f"Pass --db-version {current.get('databaseVersion')} to keep it, upgrade it yourself "
-                f"(`gcloud sql instances patch {self.name} --database-version={s.db_version}`), or pass "
-                "--db-instance with another name.",
+            live = current.get("databaseVersion")
+            return MlflowGcpError(
+                f"The Cloud SQL instance {self.name} runs {live}; the settings ask for the older {s.db_version}, "
+                "and MySQL cannot be downgraded in place.",
+                f"Pass --db-version {live} (or `--reset db-version` if it is the default) to keep it. To really go "
+                "back, export the databases, create a new instance with --db-instance and import them.",
             )
+        live_network = current.get("settings", {}).get("ipConfiguration", {}).get("privateNetwork", "")
+        return MlflowGcpError(
+            f"The Cloud SQL instance {self.name} is on the network {network_of(live_network)[1]}, the settings ask "
+            f"for {s.network}; an instance's private network cannot be changed by this tool.",
+            f"Pass --network {network_of(live_network)[1]} to keep it, or create a new instance on the other "
+            "network with --db-instance and move the data (export and import).",
+        )
+
+    def observed(self, current: dict) -> dict[str, Any]:
+        live = current.get("settings", {})
+        values = {"db_version": current.get("databaseVersion"), "db_tier": live.get("tier")}
+        values["db_edition"] = live.get("edition", "ENTERPRISE")
+        return {k: v for k, v in values.items() if v}
+
+    def update(self, current: dict, fields: list[str]) -> None:
+        s = self.ctx.settings
         desired = self.desired_settings()
+        if "databaseVersion" in fields:
+            self.sql.write(
+                lambda api: api.instances().patch(
+                    project=self.ctx.project, instance=self.name, body={"databaseVersion": s.db_version}
+                ),
+                f"Upgrading the Cloud SQL instance {self.name} to {s.db_version}",
+                UPDATE_TIMEOUT,
+            )
+            fields = [f for f in fields if f != "databaseVersion"]
+            if not fields:
+                return
         patch: dict[str, Any] = {}
         for field in fields:
             if field in ("tier", "edition", "deletionProtectionEnabled", "backupConfiguration"):

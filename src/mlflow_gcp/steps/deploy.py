@@ -25,7 +25,7 @@ from mlflow_gcp.errors import OperationFailedError, OrgPolicyError
 from mlflow_gcp.gcp.operations import wait, wait_gapic
 from mlflow_gcp.resources.iam import IamBinding, Policy, has_member, proto_policy_io
 from mlflow_gcp.service_spec import SECRET_ENV_VARS, SERVICE_URLS_VAR, ServiceInputs, build_service
-from mlflow_gcp.steps.base import Resource, StepContext
+from mlflow_gcp.steps.base import Effect, Impact, Resource, StepContext
 
 DEPLOY_TIMEOUT = 900.0
 INVOKER_ROLE = "roles/run.invoker"
@@ -33,6 +33,11 @@ PUBLIC_MEMBER = "allUsers"
 INVOKER_IAM_FIELD = "invokerIamDisabled"
 REQUIRE_INVOKER_IAM = "constraints/run.managed.requireInvokerIam"
 DOMAIN_RESTRICTED_SHARING = "constraints/iam.allowedPolicyMemberDomains"
+# Fields of the service itself; every other owned field is in the revision template, and Cloud Run rolls out a
+# new revision for it, the current one serving until the new one is ready
+# (https://cloud.google.com/run/docs/managing/revisions).
+SERVICE_LEVEL_FIELDS = ("labels", "ingress", INVOKER_IAM_FIELD, "ready")
+NEW_REVISION = Effect(Impact.REVISION, "new revision: the current one serves until it is ready")
 
 
 def to_json_dict(service: Any, *, defaults: bool = False) -> dict[str, Any]:
@@ -202,6 +207,21 @@ class CloudRunService(Resource):
         if current.terminal_condition.state.name != "CONDITION_SUCCEEDED":
             fields.append("ready")
         return fields
+
+    def effect(self, field: str, current) -> Effect:
+        if field.split(".")[0] in SERVICE_LEVEL_FIELDS:
+            return super().effect(field, current)
+        return NEW_REVISION
+
+    def observed(self, current) -> dict[str, Any]:
+        values: dict[str, Any] = {
+            "min_instances": current.template.scaling.min_instance_count,
+            "max_instances": current.template.scaling.max_instance_count,
+        }
+        if current.template.containers:
+            limits = current.template.containers[0].resources.limits
+            values.update({k: limits[k] for k in ("cpu", "memory") if limits.get(k)})
+        return values
 
     def _public_through_binding(self) -> bool:
         """An earlier run fell back to an allUsers invoker binding: public access is in place."""

@@ -64,9 +64,14 @@ def _run_resource(resource: Resource, ctx: StepContext, result: StepResult) -> N
             ResourceState(label, exists=True, drift=tuple(fields), details=resource.details(current))
         )
         if fields and ctx.mode is not Mode.CHECK:
-            result.changes.append(Change(label, "update", tuple(fields)))
+            change = Change(label, "update", tuple(fields), tuple(resource.effect(f, current) for f in fields))
+            result.changes.append(change)
+            if change.impossible:
+                raise resource.cannot_change(current, [f for f, _ in change.impossible])
             if not ctx.dry_run:
-                ctx.log(f"updating {label}: {', '.join(fields)}")
+                if change.disruptive:
+                    ctx.approve(change)
+                ctx.log(f"updating {label}: {change.describe()}")
                 _guarded(ctx, f"updating {label}", lambda: resource.update(current, fields))
                 current = _guarded(ctx, f"reading {label}", resource.read)
     if current is not None:

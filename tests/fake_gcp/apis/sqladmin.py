@@ -34,6 +34,10 @@ COLLATIONS = {
 _NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("_")[1:] if part.isdigit())
+
+
 def _merge(target: dict, patch: dict) -> None:
     for key, value in patch.items():
         if isinstance(value, dict) and isinstance(target.get(key), dict):
@@ -264,8 +268,11 @@ def register(fake: FakeGoogle) -> None:
                 if req.params["instance"] in busy
                 else ApiError(400, "Invalid request since instance is not running.", legacy_reason="invalid")
             )
-        if "databaseVersion" in body and body["databaseVersion"] != instance["databaseVersion"]:
-            raise ApiError(400, "Invalid request: use a major version upgrade to change the version.")
+        version = body.get("databaseVersion", instance["databaseVersion"])
+        if _version_key(version) < _version_key(instance["databaseVersion"]):
+            # An in-place major version upgrade is a patch of databaseVersion; there is no downgrade
+            # (https://cloud.google.com/sql/docs/mysql/upgrade-major-db-version-inplace).
+            raise ApiError(400, "Invalid request: the database version cannot be downgraded.", legacy_reason="invalid")
         settings = copy.deepcopy(instance["settings"])
         _merge(settings, body.get("settings", {}))
         check_settings(settings)
@@ -273,6 +280,7 @@ def register(fake: FakeGoogle) -> None:
             raise in_progress()
 
         def finish():
+            instance["databaseVersion"] = version
             instance["settings"] = settings
             instance["settings"]["settingsVersion"] = str(int(instance["settings"]["settingsVersion"]) + 1)
             if settings["ipConfiguration"].get("ipv4Enabled") is False:
