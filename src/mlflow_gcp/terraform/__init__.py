@@ -1,0 +1,1 @@
+"""`mlflow-gcp export terraform`: the same deployment as a Terraform module."""
