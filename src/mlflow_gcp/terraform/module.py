@@ -69,7 +69,7 @@ CHECKOV_SKIPS: dict[str, list[tuple[str, str]]] = {
         ("CKV_GCP_78", "Runs write their artifacts once; MLflow keeps no history in object versions."),
     ],
     "google_sql_database_instance": [
-        ("CKV_GCP_6", "Private IP only: traffic never leaves the VPC (the tool's next release sets ENCRYPTED_ONLY)."),
+        ("CKV_GCP_6", "Private IP only: traffic stays in the VPC; sslMode is left as `mlflow-gcp up` leaves it."),
         ("CKV_GCP_50", "MySQL flags are left at Cloud SQL's defaults, as `mlflow-gcp up` does."),
         ("CKV_GCP_79", "MySQL 8.4 is the newest major version Cloud SQL offers; the check knows other engines."),
         ("CKV2_GCP_20", "MySQL flags are left at Cloud SQL's defaults, as `mlflow-gcp up` does."),
