@@ -5,7 +5,11 @@ Run by the Dockerfile after `pip install` (and by the e2e tests). It checks that
   where `mlflow_gcp_server.database.unique_foreign_key_names` renames duplicate foreign-key names
   (the MySQL fix for MLflow issues 9642 / 10964), and that after the fix every name is unique;
 - the private MLflow functions, settings and classes the entrypoint and the GCS plugin use exist;
-- the `gs` artifact repository entry point resolves to this container's signing repository.
+- the `gs` artifact repository entry point resolves to this container's signing repository;
+- the `mlflow-gcp` app resolves to this container's guard, and every route of the server (Flask
+  url_map and FastAPI routes) falls in a route family of `mlflow_gcp_server.route_policy`, the
+  families meant for a laptop being refused: an MLflow upgrade that adds a route family fails the
+  build until someone decides whether this deployment serves it.
 """
 
 from __future__ import annotations
@@ -81,6 +85,37 @@ def check_gs_plugin() -> None:
         raise CompatibilityError("GCSArtifactRepository no longer accepts a storage client")
 
 
+# Modules whose routes must stay refused, whatever their path: the assistant, jobs, the AI gateway.
+LAPTOP_ONLY_MODULES = ("mlflow.server.assistant", "mlflow.server.job_api", "mlflow.server.gateway_api",
+                       "mlflow.server.sandbox")
+# Requests that must be refused: the review's findings (issue 15).
+MUST_BE_REFUSED = ("/ajax-api/3.0/mlflow/assistant/config", "/ajax-api/3.0/mlflow/assistant/message",
+                   "/ajax-api/3.0/mlflow/demo/generate", "/ajax-api/3.0/jobs/", "/gateway/x/mlflow/invocations",
+                   "/api/2.0/mlflow/webhooks", "//ajax-api/3.0/mlflow/assistant/config", "/unknown-family/x")
+
+
+def check_route_policy() -> str:
+    from mlflow.server import _find_app
+    from mlflow_gcp_server.route_policy import Verdict, is_allowed, list_server_routes
+
+    if _find_app("mlflow-gcp") != "mlflow_gcp_server.app:create_app":
+        raise CompatibilityError("the 'mlflow-gcp' app does not resolve to mlflow_gcp_server.app:create_app")
+    if allowed := [path for path in MUST_BE_REFUSED if is_allowed(path)]:
+        raise CompatibilityError(f"the route policy lets these through: {allowed}")
+    routes = list_server_routes()
+    unclassified = sorted({f"{route.source} {route.path}" for route in routes if route.family is None})
+    if unclassified:
+        raise CompatibilityError(
+            "routes in no family of mlflow_gcp_server/route_policy.py (decide whether this deployment serves "
+            f"them, then add them to an ALLOW or DENY family): {unclassified}")
+    opened = sorted({route.path for route in routes if route.module.startswith(LAPTOP_ONLY_MODULES)
+                     and route.family.verdict is Verdict.ALLOW})
+    if opened:
+        raise CompatibilityError(f"routes of laptop-only modules fall in an ALLOW family: {opened}")
+    denied = sum(route.family.verdict is Verdict.DENY for route in routes)
+    return f"{len(routes)} routes, {denied} refused"
+
+
 def check_signing_credentials() -> None:
     from google.auth.credentials import AnonymousCredentials
     from google.cloud.storage import _signing
@@ -142,7 +177,7 @@ def check_auth_migrations() -> str:
 def main() -> int:
     checks = (("MLflow internals", check_required_attributes), ("basic-auth app", check_basic_auth_app),
               ("gs plugin", check_gs_plugin), ("signing credentials", check_signing_credentials),
-              ("auth migrations on MySQL", check_auth_migrations))
+              ("auth migrations on MySQL", check_auth_migrations), ("route policy", check_route_policy))
     for label, check in checks:
         try:
             detail = check()

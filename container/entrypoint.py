@@ -96,8 +96,6 @@ def server_environment(config: ServerConfig, backend_uri: str, auth_config_path:
         "MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD": "true",
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "DO_NOT_TRACK": "true",
-        # Cloud Run's front end is the only client; trust its X-Forwarded-Proto (https).
-        "FORWARDED_ALLOW_IPS": "*",
         "GOOGLE_CLOUD_PROJECT": config.project,
         "MLFLOW_GCP_SIGNING_SERVICE_ACCOUNT": config.service_account_email,
         "PYTHONPATH": python_path(),
@@ -112,7 +110,10 @@ def server_arguments(config: ServerConfig) -> list[str]:
         "--host", "0.0.0.0",
         "--port", str(config.port),
         "--workers", "1",
-        "--app-name", "basic-auth",
+        # MLflow's basic-auth app behind the container's guard (mlflow_gcp_server.app): no forwarding
+        # header is trusted from any peer, the scheme is https, laptop-only route families are refused.
+        "--app-name", "mlflow-gcp",
+        "--uvicorn-opts", "--no-proxy-headers",
         "--serve-artifacts",
         "--artifacts-destination", config.artifacts_destination,
     ]

@@ -1,6 +1,12 @@
 """A front proxy that behaves like Cloud Run's for the container behind it.
 
 - requests reach the container with the service's `*.run.app` Host and `X-Forwarded-Proto: https`;
+- like Google's front end, it keeps a client's own `X-Forwarded-For` and appends the client's
+  address ("<client's header>, <client address>",
+  https://cloud.google.com/load-balancing/docs/https#x-forwarded-for_header), so a client can
+  write anything on the left of that header; a client on this machine is given a public
+  documentation address (203.0.113.7), as every client of a Cloud Run service reaches Google's
+  front end from outside; the container's peer is this proxy (127.0.0.1), never the client;
 - a request body over 32 MiB is refused with 413 (Cloud Run's HTTP/1 limit), before it is read;
 - the largest request body and response body seen are recorded.
 
@@ -28,6 +34,8 @@ CLOUD_RUN_MAX_REQUEST_BYTES = 32 * 1024 * 1024
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
               "proxy-authorization", "proxy-authenticate"}
 COPY_CHUNK = 1024 * 1024
+# Google's front end never sees a loopback client: stand-in for a client on the internet (RFC 5737).
+MODELLED_CLIENT_ADDRESS = "203.0.113.7"
 
 
 class FrontStats:
@@ -84,11 +92,19 @@ class FrontHandler(BaseHTTPRequestHandler):
         return self.path if self.path.startswith("/") else None
 
     def forwarded_headers(self) -> dict[str, str]:
-        headers = {name: value for name, value in self.headers.items() if name.lower() not in HOP_BY_HOP}
-        headers.pop("Host", None)
+        headers = {name: value for name, value in self.headers.items()
+                   if name.lower() not in HOP_BY_HOP and name.lower() not in ("host", "x-forwarded-for")}
         headers.update({"Host": self.front.service_host, "X-Forwarded-Proto": "https",
-                        "X-Forwarded-For": self.client_address[0], "Connection": "close"})
+                        "X-Forwarded-For": self.forwarded_for(), "Connection": "close"})
         return headers
+
+    def forwarded_for(self) -> str:
+        """The client's X-Forwarded-For, kept, with the client's address appended (Cloud Run / GFE)."""
+        client = self.client_address[0]
+        if ipaddress.ip_address(client).is_loopback:
+            client = MODELLED_CLIENT_ADDRESS
+        sent = ", ".join(self.headers.get_all("X-Forwarded-For") or [])
+        return f"{sent}, {client}" if sent else client
 
     def read_body(self) -> bytes | None:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():

@@ -144,3 +144,89 @@ def test_secrets_go_to_environment_and_private_file_not_argv(monkeypatch):
     assert auth_config.database_uri == auth_uri
     assert auth_config.auth_cache_ttl_seconds > 0
     assert auth_config.admin_username == "admin"
+
+
+def load_guard():
+    sys.path.insert(0, str(CONTAINER_DIR))
+    from mlflow_gcp_server import app, route_policy
+
+    return app, route_policy
+
+
+def serve_once(guard, scope: dict) -> tuple[list[dict], list[dict]]:
+    """Run one ASGI request through the guard; return (scopes the app saw, messages sent)."""
+    import asyncio
+
+    seen, sent = [], []
+
+    async def inner(scope, receive, send):
+        seen.append(scope)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(guard.CloudRunGuard(inner)(scope, receive, send))
+    return seen, sent
+
+
+def http_scope(path: str, headers=()) -> dict:
+    return {"type": "http", "method": "PUT", "path": path, "scheme": "http", "client": ("127.0.0.1", 40000),
+            "server": ("127.0.0.1", 8080), "headers": list(headers)}
+
+
+def test_guard_trusts_no_forwarding_header_and_keeps_https():
+    guard, _ = load_guard()
+    spoofed = [(b"x-forwarded-for", b"127.0.0.1"), (b"x-forwarded-proto", b"http")]
+    seen, sent = serve_once(guard, http_scope("/api/2.0/mlflow/experiments/search", spoofed))
+    assert sent[0]["status"] == 200
+    assert seen[0]["client"] is None and seen[0]["scheme"] == "https"
+
+
+@pytest.mark.parametrize("path, status", [
+    ("/ajax-api/3.0/mlflow/assistant/config", 403),
+    ("//ajax-api/3.0/mlflow/assistant//config/", 403),
+    ("/ajax-api/3.0/mlflow/demo/generate", 403),
+    ("/api/2.0/mlflow/webhooks/1/test", 403),
+    ("/gateway/openai/v1/chat/completions", 403),
+    ("/ajax-api/3.0/jobs/", 403),
+    ("/api/2.0/mlflow/something-new", 404),
+    ("/AJAX-API/3.0/mlflow/assistant/config", 404),
+])
+def test_guard_refuses_laptop_and_unknown_families_to_everyone(path, status):
+    guard, _ = load_guard()
+    seen, sent = serve_once(guard, http_scope(path))
+    assert not seen and sent[0]["status"] == status
+    if status == 403:
+        assert b"Disabled on this server" in sent[1]["body"]
+
+
+def test_route_policy_allows_what_a_team_uses():
+    _, policy = load_guard()
+    for path in ("/", "/health", "/static-files/js/main.js", "/api/2.0/mlflow/runs/log-batch", "/graphql",
+                 "/api/2.0/mlflow-artifacts/artifacts/1/2/model.pkl", "/api/2.0/mlflow/registered-models/create",
+                 "/api/2.0/mlflow/users/create", "/ajax-api/3.0/mlflow/scorers/list", "/v1/traces"):
+        assert policy.is_allowed(path), path
+    assert not policy.is_allowed("/ajax-api/3.0/mlflow/scorers/online-config")
+
+
+def test_compat_check_fails_on_a_route_family_not_classified_yet(monkeypatch):
+    sys.path.insert(0, str(CONTAINER_DIR))
+    import check_mlflow_compat
+    from mlflow_gcp_server import route_policy
+
+    known = route_policy.Route("/api/2.0/mlflow/runs/get", ("GET",), "flask", "mlflow.server.handlers")
+    new = route_policy.Route("/ajax-api/3.0/mlflow/notebooks/run", ("POST",), "fastapi", "mlflow.server.notebooks")
+    monkeypatch.setattr(route_policy, "list_server_routes", lambda: [known])
+    assert "1 routes, 0 refused" in check_mlflow_compat.check_route_policy()
+    monkeypatch.setattr(route_policy, "list_server_routes", lambda: [known, new])
+    with pytest.raises(check_mlflow_compat.CompatibilityError, match="notebooks/run"):
+        check_mlflow_compat.check_route_policy()
+    # A laptop-only module's route cannot be let through by a broad ALLOW family either.
+    hidden = route_policy.Route("/api/2.0/mlflow/runs/assist", ("POST",), "fastapi", "mlflow.server.assistant.api")
+    monkeypatch.setattr(route_policy, "list_server_routes", lambda: [known, hidden])
+    with pytest.raises(check_mlflow_compat.CompatibilityError, match="laptop-only"):
+        check_mlflow_compat.check_route_policy()

@@ -1,0 +1,65 @@
+"""The app the container serves: MLflow's basic-auth app behind a guard fit for Cloud Run.
+
+Registered as the `mlflow-gcp` app (`mlflow server --app-name mlflow-gcp`, entry point in the
+dist-info next to this package); uvicorn runs with `--no-proxy-headers`.
+"""
+
+from __future__ import annotations
+
+from mlflow_gcp_server.route_policy import classify, is_allowed
+
+FORBIDDEN = 403
+NOT_FOUND = 404
+
+
+class CloudRunGuard:
+    """ASGI middleware around the whole server, before any MLflow code sees a request.
+
+    - Every request reaches this container through Cloud Run's front end, which redirects http to
+      https and terminates TLS (https://cloud.google.com/run/docs/triggering/https-request), and
+      keeps a client's own X-Forwarded-For, appending the client's address
+      (https://cloud.google.com/load-balancing/docs/https#x-forwarded-for_header). So no header
+      can tell where a request comes from, and the TCP peer is Google's proxy, never the caller:
+      the caller's address is unknown (None), and no request, whatever it carries, looks local
+      to the server (MLflow's assistant granted loopback callers what it refuses to others).
+      The scheme is https because the container only runs behind that TLS front, a fact of the
+      deployment, not of the request: MLflow's links and redirects keep the service's https URL.
+    - A path outside the families this deployment serves is refused to everyone, admins
+      included, before authentication: 403 with the reason for a family meant for a laptop,
+      404 for a path in no family (route_policy.py).
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        scope = {**scope, "client": None, "scheme": "https" if scope["type"] == "http" else "wss"}
+        path = scope.get("path") or "/"
+        if not is_allowed(path):
+            return await self.refuse(scope, send, path)
+        return await self.app(scope, receive, send)
+
+    @staticmethod
+    async def refuse(scope, send, path: str) -> None:
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        family = classify(path)
+        if family is None:
+            status, body = NOT_FOUND, b"Not found."
+        else:
+            status = FORBIDDEN
+            body = (f"Disabled on this server (mlflow-gcp): MLflow's '{family.name}' features are meant for a "
+                    f"server on your own machine: {family.reason}.").encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def create_app():
+    from mlflow.server.auth import create_app as create_basic_auth_app
+
+    return CloudRunGuard(create_basic_auth_app())
