@@ -67,6 +67,21 @@ def google_message(exc: gexc.GoogleAPICallError) -> str:
     return exc.message or str(exc)
 
 
+def error_info(exc: gexc.GoogleAPICallError) -> tuple[str, dict[str, str]]:
+    """`google.rpc.ErrorInfo` reason and metadata, read from the error's details: google-api-core before 2.44
+    keeps a REST answer's ErrorInfo as a dict that its own `reason` and `metadata` properties cannot read
+    (AttributeError), and the tool supports older versions."""
+    for detail in exc.details or ():
+        if isinstance(detail, dict):
+            if str(detail.get("@type", "")).endswith("google.rpc.ErrorInfo"):
+                return str(detail.get("reason") or ""), {
+                    str(k): str(v) for k, v in (detail.get("metadata") or {}).items()
+                }
+        elif type(detail).__name__ == "ErrorInfo":
+            return str(detail.reason), dict(detail.metadata)
+    return "", {}
+
+
 def legacy_reason(exc: gexc.GoogleAPICallError) -> str:
     """The v1-style `errors[0].reason` (Cloud SQL, Storage and Compute still answer with it)."""
     for err in exc.errors or ():
@@ -91,8 +106,8 @@ def _org_policy_constraint(exc: gexc.GoogleAPICallError) -> str | None:
 
 def translate(exc: gexc.GoogleAPICallError, what: str, project: str = "") -> MlflowGcpError:
     """One clear error for a failed call. `what` says what was being done, e.g. 'creating bucket b'."""
-    reason = exc.reason or legacy_reason(exc)
-    metadata = dict(exc.metadata or {})
+    reason, metadata = error_info(exc)
+    reason = reason or legacy_reason(exc)
     code = exc.code or 0
     text = google_message(exc)
     if reason == "SERVICE_DISABLED" or reason == "accessNotConfigured":

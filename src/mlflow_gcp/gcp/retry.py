@@ -10,7 +10,7 @@ from typing import TypeVar
 
 from google.api_core import exceptions as gexc
 
-from mlflow_gcp.gcp.errors import legacy_reason
+from mlflow_gcp.gcp.errors import error_info, legacy_reason
 
 T = TypeVar("T")
 
@@ -48,7 +48,7 @@ def is_service_activating(exc: BaseException) -> bool:
     """Right after enabling an API, calls can still answer SERVICE_DISABLED for a few minutes (or, from the
     Storage JSON API, the legacy reason accessNotConfigured)."""
     return isinstance(exc, gexc.GoogleAPICallError) and (
-        exc.reason == "SERVICE_DISABLED" or legacy_reason(exc) == "accessNotConfigured"
+        error_info(exc)[0] == "SERVICE_DISABLED" or legacy_reason(exc) == "accessNotConfigured"
     )
 
 
