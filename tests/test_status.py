@@ -34,11 +34,14 @@ def status_json(*flags: str) -> tuple[int, dict]:
 def test_complete_deployment_is_all_present_and_healthy(fake, double):
     result = cli("status")
     assert result.exit_code == 0, result.output
-    for text in ("apis", "network", "database", "connector", "service-account", "bucket", "secrets", "image"):
-        assert text in result.stdout
-    assert "Cloud SQL instance" in result.stdout and "Cloud Run service" in result.stdout
+    assert "sql instance mlflow-tracking-database" in result.stdout and "run service mlflow" in result.stdout
     assert "missing" not in result.stdout and "drift" not in result.stdout
     assert "Everything is present" in result.stdout
+    wide = cli("status", "--wide")
+    assert wide.exit_code == 0
+    assert "Cloud SQL instance" in wide.stdout and "Cloud Run service" in wide.stdout
+    for text in ("apis", "network", "database", "connector", "service-account", "bucket", "secrets", "image"):
+        assert text in wide.stdout
     assert fake.mutating_requests() == []
 
     code, document = status_json()
@@ -58,8 +61,8 @@ def test_complete_deployment_is_all_present_and_healthy(fake, double):
         "no login refused": (True, 401),
     }
     assert fake.mutating_requests() == []
-    # The checks went to the double: with the admin login, and once without.
-    assert [path for _, path, _ in double.requests].count("/health") == 2
+    # The checks went to the double: with the admin login, and once without (once per status command).
+    assert [path for _, path, _ in double.requests].count("/health") == 3  # status, --wide, --json
 
 
 def test_status_never_shows_a_secret(fake, double):

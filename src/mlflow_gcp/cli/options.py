@@ -13,6 +13,8 @@ from mlflow_gcp.config import Settings, env_var, flag, setting_fields, validate
 
 _TYPES = {"str": str, "int": int}
 
+WIDE = typer.Option(False, "--wide", "-w", help="Full names and every detail, even if lines wrap.")
+
 
 def _setting_parameters() -> list[inspect.Parameter]:
     params = []

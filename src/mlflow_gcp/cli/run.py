@@ -14,9 +14,11 @@ from mlflow_gcp.steps.base import Mode, StepContext
 from mlflow_gcp.steps.engine import load_prerequisites
 
 
-def run_with_view(settings: Settings, steps: list[StepDef], *, dry_run: bool, yes: bool = False) -> RunReport:
+def run_with_view(
+    settings: Settings, steps: list[StepDef], *, dry_run: bool, yes: bool = False, wide: bool = False
+) -> RunReport:
     """`yes` accepts the changes that restart or replace something; without it they are asked on a terminal
-    and refused elsewhere, before anything is sent for them."""
+    and refused elsewhere, before anything is sent for them. `wide`: the summary with full names."""
     from mlflow_gcp.cli.approval import cli_approval
 
     mode = Mode.PLAN if dry_run else Mode.APPLY
@@ -32,7 +34,7 @@ def run_with_view(settings: Settings, steps: list[StepDef], *, dry_run: bool, ye
         )
         load_prerequisites(tuple(step.name for step in steps), ctx)
         report = run_concurrently(steps, ctx)
-    out.print(summary_table(report, planned=dry_run))
+    out.print(summary_table(report, planned=dry_run, wide=wide))
     _announce_interruptions(report, planned=dry_run)
     url = ctx.outputs.get("service.url")
     if report.ok and url and not dry_run:

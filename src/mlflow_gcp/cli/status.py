@@ -1,21 +1,33 @@
-"""`mlflow-gcp status`: every resource of the deployment, its drift, and live checks of the server."""
+"""`mlflow-gcp status`: every resource of the deployment, its drift, and live checks of the server.
+
+One line per resource that fits the terminal (80 columns and up), like `kubectl get`: a mark, a short name, the
+one detail that matters, grants folded into the line of the resource they are on. `--wide` shows the step, the
+full names and every detail; `--json` everything as data."""
 
 from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass, field
 
 import typer
 
-from mlflow_gcp.cli.console import err, out
-from mlflow_gcp.cli.options import with_settings
+from mlflow_gcp.cli.console import debug, err, out
+from mlflow_gcp.cli.options import WIDE, with_settings
 from mlflow_gcp.config import Settings
+
+OK, MISSING, DRIFT, FAILED = "ok", "missing", "drift", "failed"
+MARK_STYLE = {OK: "green", MISSING: "red", DRIFT: "yellow", FAILED: "bold red"}
+SEVERITY = [OK, DRIFT, MISSING, FAILED]
+MARK_WIDTH = 7
+NAME_WIDTH = 44  # leaves 27 columns of detail at 80
 
 
 @with_settings
 def status(
     settings: Settings,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout, nothing else."),
+    wide: bool = WIDE,
 ) -> None:
     """Show what exists, what differs from the configuration, and whether the server answers. Reads only.
 
@@ -28,48 +40,187 @@ def status(
     else:
         with err.status(f"Reading the deployment in {settings.project}...", spinner="dots"):
             report = collect_status(settings)
-        _show(report)
+        if wide:
+            _show_wide(report)
+        else:
+            _show(report)
+        _show_server(report, wide=wide)
+        _show_problems(report)
     raise typer.Exit(0 if report.ok else 1)
 
 
-def _details(details: dict[str, str]) -> str:
-    return ", ".join(f"{key}: {value}" for key, value in details.items())
+@dataclass
+class Line:
+    mark: str
+    step: str
+    name: str
+    detail: str
+    extra: list[str] = field(default_factory=list)  # folded grants, shown after the detail
+
+
+def _worse(a: str, b: str) -> str:
+    return max(a, b, key=SEVERITY.index)
+
+
+def resource_lines(inventory) -> list[Line]:
+    """One line per resource, its grants folded in; a step that could not be read is one `failed` line."""
+    from mlflow_gcp.cli.names import key_detail, short_name, short_role
+
+    lines: list[Line] = []
+    by_target: dict[tuple[str, str], Line] = {}  # (step, resource label) → its line
+    any_step: dict[str, Line] = {}
+    grants = []
+    for entry in inventory.steps:
+        if entry.error is not None:
+            lines.append(Line(FAILED, entry.step, f"{entry.step} step: unreadable", entry.error.message.split(". ")[0]))
+        for item in entry.items:
+            resource, state = item.resource, item.state
+            if getattr(resource, "kind", "") == "grant" and hasattr(resource, "target"):
+                grants.append((entry.step, item))
+                continue
+            if not state.exists:
+                line = Line(MISSING, entry.step, short_name(state.label), "")
+            elif state.drift:
+                line = Line(DRIFT, entry.step, short_name(state.label), "drift: " + ", ".join(state.drift))
+            else:
+                line = Line(OK, entry.step, short_name(state.label), key_detail(resource.kind, state.details))
+            lines.append(line)
+            for key in {state.label, f"{resource.kind} {getattr(resource, 'name', '')}"}:
+                by_target[(entry.step, key)] = line
+                any_step.setdefault(key, line)
+    for step, item in grants:
+        role = short_role(item.resource.role)
+        line = by_target.get((step, item.resource.target)) or any_step.get(item.resource.target)
+        if line is None:  # a grant on something that is not listed: a line of its own
+            mark = OK if item.state.exists else MISSING
+            lines.append(Line(mark, step, short_name(item.state.label), "" if item.state.exists else "not granted"))
+        elif item.state.exists:
+            line.extra.append(role)
+        else:
+            if line.mark == OK:
+                line.detail = ""
+            line.mark = _worse(line.mark, MISSING)
+            line.extra.append(f"{role} not granted")
+    return lines
+
+
+def _row(mark: str, columns: list[tuple[str, int]], last: str, width: int) -> str:
+    """A line of the display as Rich markup, never longer than `width`."""
+    from rich.markup import escape
+
+    from mlflow_gcp.cli.names import fit
+
+    style = MARK_STYLE.get(mark, "")
+    text = f"[{style}]{mark:<{MARK_WIDTH}}[/]" if style else f"{mark:<{MARK_WIDTH}}"
+    used = MARK_WIDTH
+    for value, size in columns:
+        text += " " + escape(fit(value, size).ljust(size))
+        used += size + 1
+    return text + " " + escape(fit(last, max(width - used - 1, 0)))
 
 
 def _show(report) -> None:
+    from mlflow_gcp.cli.names import fit
+
+    ctx = report.inventory.ctx
+    lines = resource_lines(report.inventory)
+    width = max(out.width, 40)
+    name_width = min(max((len(line.name) for line in lines), default=8), NAME_WIDTH)
+    out.print(fit(f"Deployment in {ctx.project} ({ctx.region})", width), soft_wrap=True)
+    header = _row("", [("RESOURCE", name_width)], "DETAIL", width)
+    out.print(f"[dim]{header}[/]", soft_wrap=True)
+    for line in lines:
+        detail = ", ".join(part for part in [line.detail, *line.extra] if part)
+        out.print(_row(line.mark, [(line.name, name_width)], detail, width), soft_wrap=True)
+
+
+def _show_wide(report) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"Deployment in {report.inventory.ctx.project} ({report.inventory.ctx.region})")
-    for column in ("step", "resource", "exists", "state", "details"):
+    ctx = report.inventory.ctx
+    table = Table(title=f"Deployment in {ctx.project} ({ctx.region})", box=None, header_style="dim")
+    for column in ("", "step", "resource", "details"):
         table.add_column(column, overflow="fold")
     for entry in report.inventory.steps:
         if entry.error is not None:
-            table.add_row(entry.step, "", "", "[bold red]unreadable[/]", escape(entry.error.message))
-        for i, item in enumerate(entry.items):
+            mark = f"[{MARK_STYLE[FAILED]}]{FAILED}[/]"
+            table.add_row(mark, entry.step, "(unreadable)", escape(entry.error.message))
+        for item in entry.items:
             state = item.state
-            if not state.exists:
-                exists, text = "[red]no[/]", "[red]missing[/]"
-            elif state.drift:
-                exists, text = "yes", f"[yellow]drift: {escape(', '.join(state.drift))}[/]"
-            else:
-                exists, text = "yes", "[green]ok[/]"
-            table.add_row(
-                entry.step if i == 0 else "", escape(state.label), exists, text, escape(_details(state.details))
-            )
+            mark = MISSING if not state.exists else DRIFT if state.drift else OK
+            details = ", ".join(f"{key}: {value}" for key, value in state.details.items())
+            if state.drift:
+                details = f"drift: {', '.join(state.drift)}" + (f"; {details}" if details else "")
+            table.add_row(f"[{MARK_STYLE[mark]}]{mark}[/]", entry.step, escape(state.label), escape(details))
     out.print(table)
-    if report.server is not None:
-        checks = Table(title=f"Server {report.url}")
-        for column in ("check", "expected", "answer", "result"):
-            checks.add_column(column)
-        for check in report.server.checks:
-            answer = str(check.status) if check.status is not None else escape(check.detail or "no answer")
-            checks.add_row(check.name, str(check.expected), answer, "[green]ok[/]" if check.ok else "[red]failed[/]")
-        out.print(checks)
+
+
+def _show_server(report, *, wide: bool) -> None:
+    from rich.markup import escape
+
+    from mlflow_gcp.cli.names import fit
+
+    width = max(out.width, 40)
+    if report.server is None:
+        return
+    out.print(fit(f"\nServer {report.url}", width + 1), soft_wrap=not wide)
+    for check in report.server.checks:
+        mark = OK if check.ok else FAILED
+        answer = str(check.status) if check.status is not None else check.detail or "no answer"
+        if check.status is not None and not check.ok:
+            answer = f"{check.status}, expected {check.expected}"
+        out.print(_row(mark, [(check.name, 16)], answer, width), soft_wrap=True)
+        if check.error and debug.enabled:
+            out.print(f"[dim]{escape(check.error)}[/]")
+
+
+def _show_problems(report) -> None:
+    from mlflow_gcp.operate import status as kinds
+
     if report.ok:
         out.print("[green]Everything is present, as configured, and the server answers.[/]")
-    else:
-        out.print(f"[bold red]{len(report.problems)} problem(s):[/]")
-        for problem in report.problems:
-            out.print(f"  - {escape(problem)}")
-        out.print("Run `mlflow-gcp up` to create or fix what is missing or differs.")
+        return
+    out.print(f"\n[bold red]{len(report.problems)} problem(s):[/]")
+    _bullets(report.problems)
+    settings = report.inventory.ctx.settings
+    advice: list[str] = []
+    if report.kinds & {kinds.MISSING, kinds.DRIFT}:
+        advice.append("Run `mlflow-gcp up` to create what is missing and reset what differs.")
+    if kinds.UNREADABLE in report.kinds:
+        hints = {e.error.hint for e in report.inventory.steps if e.error is not None and e.error.hint}
+        advice += sorted(hints) or ["Some parts could not be read: see the errors above."]
+    urls: list[str] = []
+    if kinds.UNHEALTHY in report.kinds:
+        advice.append(
+            f"The server answers but not as it should; its logs say why: `gcloud run services logs read "
+            f"{settings.service} --region {settings.region} --project {settings.project}`, or in the Cloud Console:"
+        )
+        urls.append(
+            f"https://console.cloud.google.com/run/detail/{settings.region}/{settings.service}/logs"
+            f"?project={settings.project}"
+        )
+    if kinds.UNREACHABLE in report.kinds:
+        advice.append(
+            f"The server does not answer from this machine: check the network (DNS, proxy, VPN, firewall) "
+            f"between here and {report.url}, then run `mlflow-gcp status` again."
+        )
+    if not advice:
+        advice.append("Run `mlflow-gcp up` to create or fix what is missing or differs.")
+    out.print("[bold]What to do:[/]")
+    _bullets(advice)
+    for url in urls:  # whole, on its own line, so that it stays clickable
+        out.print(f"    {url}", soft_wrap=True, markup=False)
+
+
+def _bullets(lines: list[str]) -> None:
+    """A list whose long items wrap under their own text, not under the bullet."""
+    from rich.table import Table
+    from rich.text import Text
+
+    grid = Table.grid()
+    grid.add_column(width=4, no_wrap=True)
+    grid.add_column(overflow="fold")
+    for line in lines:
+        grid.add_row("  - ", Text(line))
+    out.print(grid)

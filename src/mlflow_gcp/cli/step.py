@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from mlflow_gcp.cli.options import with_settings
+from mlflow_gcp.cli.options import WIDE, with_settings
 from mlflow_gcp.config import Settings
 from mlflow_gcp.steps import BY_NAME, COMMAND_STEPS
 
@@ -19,10 +19,11 @@ def _command(name: str):
         yes: bool = typer.Option(
             False, "--yes", "-y", help="Accept changes that restart the database or replace a resource (for scripts)."
         ),
+        wide: bool = WIDE,
     ) -> None:
         from mlflow_gcp.cli.run import run_with_view
 
-        run_with_view(settings, [BY_NAME[n] for n in COMMAND_STEPS[name]], dry_run=dry_run, yes=yes)
+        run_with_view(settings, [BY_NAME[n] for n in COMMAND_STEPS[name]], dry_run=dry_run, yes=yes, wide=wide)
 
     command.__doc__ = BY_NAME[name].summary + "."
     return command

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from mlflow_gcp.cli.options import with_settings
+from mlflow_gcp.cli.options import WIDE, with_settings
 from mlflow_gcp.config import Settings
 
 
@@ -15,9 +15,10 @@ def up(
     yes: bool = typer.Option(
         False, "--yes", "-y", help="Accept changes that restart the database or replace a resource (for scripts)."
     ),
+    wide: bool = WIDE,
 ) -> None:
     """Create or update the whole deployment. Safe to rerun: what exists and matches is left alone."""
     from mlflow_gcp.cli.run import run_with_view
     from mlflow_gcp.steps import STEPS
 
-    run_with_view(settings, list(STEPS), dry_run=dry_run, yes=yes)
+    run_with_view(settings, list(STEPS), dry_run=dry_run, yes=yes, wide=wide)

@@ -17,7 +17,12 @@ class Check:
     ok: bool
     expected: int
     status: int | None  # None: no HTTP answer
-    detail: str = ""
+    detail: str = ""  # short: "answered 503, expected 200", "cannot resolve host", "timed out after 15 s"
+    error: str = ""  # the full error when there was no answer (shown with --debug)
+
+    @property
+    def answered(self) -> bool:
+        return self.status is not None
 
 
 @dataclass(frozen=True)
@@ -29,10 +34,57 @@ class ServerReport:
     def ok(self) -> bool:
         return bool(self.checks) and all(c.ok for c in self.checks)
 
+    @property
+    def reachable(self) -> bool:
+        """At least one check got an HTTP answer."""
+        return any(c.answered for c in self.checks)
+
+
+def _causes(error: BaseException):
+    """The error and everything it wraps (requests wraps urllib3, which wraps the socket error)."""
+    seen: set[int] = set()
+    todo = [error]
+    while todo:
+        e = todo.pop(0)
+        if not isinstance(e, BaseException) or id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        todo += [e.__cause__, e.__context__, getattr(e, "reason", None), *e.args]
+
+
+def short_cause(error: BaseException) -> str:
+    """A few words for why a request got no answer: what a person can act on."""
+    import socket
+    import ssl
+
+    import requests
+
+    causes = list(_causes(error))
+
+    def has(*types: type) -> bool:
+        return any(isinstance(c, types) for c in causes)
+
+    if has(requests.exceptions.SSLError, ssl.SSLError):
+        return "TLS error"
+    if has(requests.exceptions.Timeout, socket.timeout, TimeoutError):
+        return f"timed out after {TIMEOUT:g} s"
+    if has(socket.gaierror) or any(type(c).__name__ == "NameResolutionError" for c in causes):
+        return "cannot resolve host"
+    if has(requests.exceptions.ProxyError):
+        return "proxy error"
+    if has(ConnectionRefusedError):
+        return "connection refused"
+    if has(ConnectionResetError):
+        return "connection reset"
+    if has(requests.exceptions.ConnectionError):
+        return "cannot connect"
+    return f"request failed ({type(error).__name__})"
+
 
 def _get(url: str, path: str, *, auth: tuple[str, str] | None = None, params: dict | None = None):
-    """(status, detail); a connection failure is (None, why). Redirects are not followed: an answer is judged
-    as it comes."""
+    """(status, error); a connection failure is (None, the error). Redirects are not followed: an answer is
+    judged as it comes."""
     import requests
 
     try:
@@ -40,14 +92,15 @@ def _get(url: str, path: str, *, auth: tuple[str, str] | None = None, params: di
             url.rstrip("/") + path, params=params, auth=auth, timeout=TIMEOUT, allow_redirects=False
         )
     except requests.RequestException as e:
-        return None, f"{type(e).__name__}: {e}"
-    return response.status_code, ""
+        return None, e
+    return response.status_code, None
 
 
 def _check(name: str, expected: int, url: str, path: str, **kwargs) -> Check:
-    status, detail = _get(url, path, **kwargs)
-    if status is not None and status != expected:
-        detail = f"answered {status}, expected {expected}"
+    status, error = _get(url, path, **kwargs)
+    if error is not None:
+        return Check(name, False, expected, None, short_cause(error), f"{type(error).__name__}: {error}")
+    detail = f"answered {status}, expected {expected}" if status != expected else ""
     return Check(name, status == expected, expected, status, detail)
 
 
@@ -64,8 +117,17 @@ def check_refuses_anonymous(url: str) -> Check:
 
 
 def check_server(url: str, username: str, password: str) -> ServerReport:
-    """`/health` 200, an authenticated API call 200, the same call without a login 401."""
-    return ServerReport(url, (check_health(url), check_login(url, username, password), check_refuses_anonymous(url)))
+    """`/health` 200, an authenticated API call 200, the same call without a login 401. The three at once: a
+    server that does not answer costs one timeout, not three."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(3) as pool:
+        checks = [
+            pool.submit(check_health, url),
+            pool.submit(check_login, url, username, password),
+            pool.submit(check_refuses_anonymous, url),
+        ]
+        return ServerReport(url, tuple(c.result() for c in checks))
 
 
 def login_timeout() -> float:

@@ -15,6 +15,13 @@ from mlflow_gcp.steps.base import Event
 
 DEPLOY_STEP = "deploy"
 
+# What kind of problem was found, so the advice fits it.
+MISSING = "missing"  # a resource does not exist: `up` makes it
+DRIFT = "drift"  # a resource differs from the configuration: `up` resets it
+UNREADABLE = "unreadable"  # a step could not be read (API disabled, permission): its error says what to do
+UNHEALTHY = "unhealthy"  # the server answers, but not as it should: its logs say why
+UNREACHABLE = "unreachable"  # the server does not answer at all: the network between here and there
+
 
 @dataclass
 class StatusReport:
@@ -22,6 +29,7 @@ class StatusReport:
     url: str | None
     server: ServerReport | None
     problems: list[str] = field(default_factory=list)
+    kinds: set[str] = field(default_factory=set)  # MISSING, DRIFT, ... for the advice
 
     @property
     def ok(self) -> bool:
@@ -52,7 +60,14 @@ class StatusReport:
             "service": {
                 "url": self.url,
                 "checks": [
-                    {"check": c.name, "ok": c.ok, "expected": c.expected, "status": c.status, "detail": c.detail}
+                    {
+                        "check": c.name,
+                        "ok": c.ok,
+                        "expected": c.expected,
+                        "status": c.status,
+                        "detail": c.detail,
+                        "error": c.error,
+                    }
                     for c in (self.server.checks if self.server else ())
                 ],
             },
@@ -68,14 +83,18 @@ def collect_status(
     clients = clients or Clients(settings.project)
     inventory = read_inventory(settings, clients=clients, on_event=on_event)
     problems: list[str] = []
+    kinds: set[str] = set()
     for entry in inventory.steps:
         if entry.error is not None:
             problems.append(f"{entry.step}: {entry.error.message}")
+            kinds.add(UNREADABLE)
         for item in entry.items:
             if not item.state.exists:
                 problems.append(f"{item.state.label} is missing")
+                kinds.add(MISSING)
             elif item.state.drift:
                 problems.append(f"{item.state.label} differs from the configuration: {', '.join(item.state.drift)}")
+                kinds.add(DRIFT)
     service = inventory.find(DEPLOY_STEP, CloudRunService)
     url = service.current.uri if service is not None and service.current is not None else None
     server = None
@@ -85,7 +104,16 @@ def collect_status(
             server = check_server(url, login.username, login.password)
         except MlflowGcpError as error:
             server = ServerReport(url, (Check("login", False, 200, None, error.message),))
-        problems += [f"{url}: {c.name} check failed ({c.detail})" for c in server.checks if not c.ok]
+        failed = [c for c in server.checks if not c.ok]
+        if failed and not server.reachable and all(c.error for c in failed):
+            causes = sorted({c.detail for c in failed})
+            problems.append(f"{url} does not answer: {', '.join(causes)}")
+            kinds.add(UNREACHABLE)
+        elif failed:
+            problems += [f"{url}: {c.name} check failed ({c.detail})" for c in failed]
+            # A check with neither an answer nor a network error could not be made (the login was unreadable).
+            kinds.add(UNHEALTHY if server.reachable else UNREADABLE)
     else:
         problems.append("the service has no URL: no live check was made")
-    return StatusReport(inventory, url, server, problems)
+        kinds.add(MISSING)
+    return StatusReport(inventory, url, server, problems, kinds)

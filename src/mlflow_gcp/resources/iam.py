@@ -98,6 +98,7 @@ class IamBinding(Resource):
         who = member.split(":", 1)[-1].split("@", 1)[0]
         super().__init__(ctx, f"{role.rsplit('/', 1)[-1]} to {who} on {target}")
         self.role, self.member, self._get, self._set = role, member, get, set_
+        self.target = target  # the label of the resource the grant is on
 
     def read(self) -> Policy | None:
         policy = retry.call(self._get)
