@@ -5,7 +5,10 @@ brings the service back on the same data."""
 from __future__ import annotations
 
 import copy
+import os
+import sys
 
+import pexpect
 import pytest
 
 from mlflow_gcp.config import SECRET_ENV, SECRET_FLASK_KEY, SECRET_MLFLOW, SECRET_MYSQL
@@ -68,7 +71,7 @@ def assert_data_kept(fake, before_versions) -> None:
 
 def test_down_removes_the_service_and_grants_but_keeps_the_data(fake, double):
     before = secret_versions(fake)
-    result = cli("down")
+    result = cli("down", "--yes")
     assert result.exit_code == 0, result.output
     assert "keep" in result.stdout and "holds data" in result.stdout
     assert "reserved" not in result.stdout  # nothing whose name Google keeps was deleted
@@ -96,10 +99,10 @@ def test_down_removes_the_service_and_grants_but_keeps_the_data(fake, double):
 
 
 def test_down_twice_is_harmless(fake, double):
-    assert cli("down").exit_code == 0
+    assert cli("down", "--yes").exit_code == 0
     after_first = snapshot(fake)
     fake.clear_log()
-    result = cli("down")
+    result = cli("down", "--yes")
     assert result.exit_code == 0, result.output
     assert "Nothing to delete" in result.stdout
     assert fake.mutating_requests() == []
@@ -120,7 +123,7 @@ def test_up_after_down_brings_the_service_back_on_the_same_data(fake, double):
     login = cli("credentials", "--format", "json").stdout
     before = secret_versions(fake)
     instance_created = fake.sql_instances[INSTANCE]["createTime"]
-    assert cli("down").exit_code == 0
+    assert cli("down", "--yes").exit_code == 0
     assert fake.run_service("mlflow") is None
 
     result = cli("up")
@@ -138,7 +141,15 @@ def test_up_after_down_brings_the_service_back_on_the_same_data(fake, double):
     assert cli("status").exit_code == 0
 
 
-def test_delete_data_asks_for_the_project_id(fake, double):
+@pytest.fixture
+def terminal(monkeypatch):
+    """A person at a terminal answers the questions (CliRunner's standard input is a pipe)."""
+    from mlflow_gcp.cli import console
+
+    monkeypatch.setattr(console, "interactive", lambda: True)
+
+
+def test_delete_data_asks_for_the_project_id(fake, double, terminal):
     before = snapshot(fake)
     result = cli_with_input("not-the-project\n", "down", "--delete-data")
     assert result.exit_code == 1
@@ -147,7 +158,7 @@ def test_delete_data_asks_for_the_project_id(fake, double):
     assert snapshot(fake) == before
 
 
-def test_delete_data_removes_everything_but_the_apis_and_the_default_network(fake, double):
+def test_delete_data_removes_everything_but_the_apis_and_the_default_network(fake, double, terminal):
     result = cli_with_input(f"{PROJECT}\n", "down", "--delete-data")
     assert result.exit_code == 0, result.output
     assert INSTANCE not in fake.sql_instances
@@ -175,6 +186,47 @@ def test_delete_data_removes_everything_but_the_apis_and_the_default_network(fak
     assert again.exit_code == 0 and fake.mutating_requests() == []
 
 
+@pytest.mark.parametrize("args", [(), ("--delete-data",)], ids=["service", "delete-data"])
+def test_without_a_terminal_down_needs_yes_and_sends_nothing(fake, double, args):
+    before = snapshot(fake)
+    fake.clear_log()
+    result = cli("down", *args)
+    assert result.exit_code == 2, result.output
+    assert "--yes" in result.stderr and "no terminal" in result.stderr
+    assert "Aborted" not in result.output and "Traceback" not in result.output
+    assert fake.requests() == []  # refused before reading anything
+    assert snapshot(fake) == before
+
+
+def spawn_down(*args: str):
+    """`mlflow-gcp down` in a real pseudo-terminal (the fake fixture's environment is inherited)."""
+    return pexpect.spawn(
+        sys.executable, ["-m", "mlflow_gcp", "down", *args], env=dict(os.environ), encoding="utf-8", timeout=120
+    )
+
+
+def test_on_a_terminal_down_asks_first_and_no_keeps_everything(fake, double):
+    before = snapshot(fake)
+    child = spawn_down()
+    child.expect(r"Delete these \d+ resource\(s\) from demo-project\? \[y/N\]")
+    child.sendline("n")
+    child.expect("Nothing was deleted")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 1
+    assert snapshot(fake) == before
+
+    child = spawn_down()
+    child.expect(r"\[y/N\]")
+    child.sendline("y")
+    child.expect("Done")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    assert fake.run_service("mlflow") is None
+    assert fake.sql_instances[INSTANCE]["settings"]["deletionProtectionEnabled"] is True  # the data is kept
+
+
 def test_delete_data_with_yes_does_not_ask(fake, double):
     result = cli("down", "--delete-data", "--yes")
     assert result.exit_code == 0, result.output
@@ -184,14 +236,14 @@ def test_delete_data_with_yes_does_not_ask(fake, double):
 
 def test_a_failed_deletion_stops_and_a_rerun_finishes(fake, double):
     fake.fail(403, times=1, api="iam", method="DELETE", reason="IAM_PERMISSION_DENIED", message="No.")
-    result = cli("down")
+    result = cli("down", "--yes")
     assert result.exit_code == 1
     assert "Traceback" not in result.output and "permission" in result.stderr.lower()
     exists = existence()
     assert exists[f"service account {SA}"] is True
     assert exists["VPC connector vpc-connector-mlflow"] is True  # deleted after the account: not reached
     assert exists["Cloud Run service mlflow"] is False
-    assert cli("down").exit_code == 0
+    assert cli("down", "--yes").exit_code == 0
     exists = existence()
     assert not exists[f"service account {SA}"] and not exists["VPC connector vpc-connector-mlflow"]
 
@@ -201,7 +253,7 @@ def test_down_on_an_empty_project_has_nothing_to_do(fake, tmp_path, monkeypatch)
 
     build_context(tmp_path, monkeypatch)
     fake.enabled |= ALL_APIS_ENABLED
-    result = cli("down")
+    result = cli("down", "--yes")
     assert result.exit_code == 0, result.output
     assert "Nothing to delete" in result.stdout
     assert fake.mutating_requests() == []

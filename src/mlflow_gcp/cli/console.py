@@ -23,6 +23,11 @@ class _Debug:
 debug = _Debug()
 
 
+def interactive() -> bool:
+    """Whether a person can answer a question: standard input is a terminal (not CI, a pipe or a cron job)."""
+    return sys.stdin.isatty()
+
+
 def show_error(error: BaseException) -> int:
     """Print one paragraph for the error and return the exit code."""
     if debug.enabled:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import typer
 
+from mlflow_gcp.cli import console
 from mlflow_gcp.cli.console import err, out
 from mlflow_gcp.cli.options import with_settings
 from mlflow_gcp.config import Settings
+from mlflow_gcp.errors import ConfigError
 
 
 @with_settings
@@ -15,17 +17,28 @@ def down(
     delete_data: bool = typer.Option(
         False, "--delete-data", help="Also delete the database, the bucket and the secrets (asks for the project id)."
     ),
-    yes: bool = typer.Option(False, "--yes", "-y", help="With --delete-data: do not ask (for scripts)."),
+    yes: bool = typer.Option(
+        False, "--yes", "-y", help="Do not ask for confirmation (for scripts and CI; needed without a terminal)."
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="List what would be deleted; delete nothing."),
 ) -> None:
     """Delete the deployment in reverse order, keeping the data (database, bucket, secrets) unless --delete-data.
 
-    The APIs and the default network are never touched. Safe to rerun."""
+    Asks first on a terminal; elsewhere (CI, scripts) --yes is required. The APIs and the default network are
+    never touched. Safe to rerun."""
     from rich.markup import escape
 
     from mlflow_gcp.operate.inventory import read_inventory
     from mlflow_gcp.operate.teardown import DELETE, holds_data, plan_teardown, reserved_names, run_teardown
 
+    if not (dry_run or yes or console.interactive()):
+        what = "the MLflow service and its data" if delete_data else "the MLflow service (the data is kept)"
+        raise ConfigError(
+            f"`mlflow-gcp down` deletes {what} in {settings.project} and asks for confirmation first, but there "
+            "is no terminal to ask on. Nothing was read or deleted.",
+            "Pass --yes to confirm in a script or CI (--dry-run lists what would be deleted), or run it in a "
+            "terminal.",
+        )
     with err.status(f"Reading the deployment in {settings.project}...", spinner="dots"):
         inventory = read_inventory(settings)
     plan = plan_teardown(inventory, delete_data=delete_data)
@@ -39,6 +52,10 @@ def down(
             out.print(f"[yellow]Note:[/] {escape(note)}")
         out.print("Dry run: nothing was deleted.")
         return
+    question = f"Delete these {len(to_delete)} resource(s) from {settings.project}?"
+    if not yes and not delete_data and not typer.confirm(question, default=False, err=True):
+        err.print("Nothing was deleted.")
+        raise typer.Exit(1)
     if delete_data and not yes:
         err.print(
             f"[bold red]This deletes the MLflow data for good[/] (runs database, artifacts, passwords) in "
