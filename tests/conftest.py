@@ -13,6 +13,8 @@ def fake(monkeypatch, tmp_path):
     monkeypatch.setenv("MLFLOW_GCP_API_ENDPOINT", url)
     monkeypatch.setenv("MLFLOW_GCP_RETRY_DELAY", "0.01")
     monkeypatch.setenv("MLFLOW_GCP_POLL_MIN", "0.01")
+    # Waits for Google to catch up (propagation, activation) last a hundredth: a minute is 0.6 s.
+    monkeypatch.setenv("MLFLOW_GCP_WAIT_SCALE", "0.01")
     monkeypatch.setenv("MLFLOW_GCP_PROJECT", PROJECT)
     monkeypatch.setenv("MLFLOW_GCP_REGION", "europe-west1")
     monkeypatch.chdir(tmp_path)

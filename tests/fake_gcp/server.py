@@ -186,6 +186,9 @@ class FakeGoogle:
         self.truncated: list[tuple[str, str, int, int]] = []
         # Service names enabled on the project; Service Usage itself always answers.
         self.enabled: set[str] = set(enabled or ())
+        # When each service was enabled through Service Usage, and how long it still answers SERVICE_DISABLED.
+        self.activating_since: dict[str, float] = {}
+        self.activation_seconds = 0.0
         self.state: dict[str, Any] = {}
         self.policies: dict[str, dict[str, Any]] = {}
         self._etags = itertools.count(1)
@@ -343,7 +346,8 @@ class FakeGoogle:
 
     def _check_enabled(self, api: str) -> None:
         service = SERVICE_OF_API.get(api)
-        if api == "serviceusage" or service is None or service in self.enabled:
+        activating = time.monotonic() - self.activating_since.get(service or "", -1e9) < self.activation_seconds
+        if api == "serviceusage" or service is None or (service in self.enabled and not activating):
             return
         raise ApiError(
             403,

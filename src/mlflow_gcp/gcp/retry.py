@@ -1,11 +1,18 @@
-"""Retry predicates, each named for the Google behaviour it absorbs, and one capped-backoff loop."""
+"""Retry predicates, each named for the Google behaviour it absorbs, and one capped-backoff loop.
+
+Some errors are Google catching up (an API being activated, a grant or a new service account propagating):
+they go away within a bound Google documents. For those, `PROPAGATION` gives how long to wait and what the
+live view says while waiting; a caller opts in by accepting the error in its predicate.
+"""
 
 from __future__ import annotations
 
 import os
 import random
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 from google.api_core import exceptions as gexc
@@ -44,6 +51,13 @@ def is_iam_member_not_yet_visible(exc: BaseException) -> bool:
     return isinstance(exc, gexc.BadRequest) and "does not exist" in (exc.message or "")
 
 
+def is_secret_grant_not_yet_applied(exc: BaseException) -> bool:
+    """Cloud Run checks, when it creates a revision, that its service account can read each referenced secret;
+    a grant made minutes ago may not apply yet (400 "Permission denied on secret ... for Revision service
+    account ...")."""
+    return isinstance(exc, gexc.BadRequest) and "Permission denied on secret" in (exc.message or "")
+
+
 def is_service_activating(exc: BaseException) -> bool:
     """Right after enabling an API, calls can still answer SERVICE_DISABLED for a few minutes (or, from the
     Storage JSON API, the legacy reason accessNotConfigured)."""
@@ -61,21 +75,93 @@ def initial_delay() -> float:
     return float(os.environ.get("MLFLOW_GCP_RETRY_DELAY", "1.0"))
 
 
+def scaled(seconds: float) -> float:
+    """A wait for Google to catch up, in seconds; MLFLOW_GCP_WAIT_SCALE shortens every such wait in tests
+    (0.01 makes a minute 0.6 s)."""
+    return seconds * float(os.environ.get("MLFLOW_GCP_WAIT_SCALE", "1.0"))
+
+
+@dataclass(frozen=True)
+class Propagation:
+    """An error that goes away once Google has caught up, how long that can take, and what we wait for."""
+
+    matches: Callable[[BaseException], bool]
+    seconds: float
+    waiting_for: str
+    source: str
+
+
+PROPAGATION = (
+    Propagation(
+        is_service_activating,
+        300.0,
+        "an API just enabled to become usable (SERVICE_DISABLED can last a few minutes)",
+        "https://cloud.google.com/service-usage/docs/enable-disable",
+    ),
+    Propagation(
+        is_iam_member_not_yet_visible,
+        180.0,
+        "the new service account to become visible to IAM",
+        "https://github.com/GoogleCloudPlatform/magic-modules/pull/10813",
+    ),
+    Propagation(
+        is_secret_grant_not_yet_applied,
+        420.0,
+        "the secret accessor grants to apply (IAM changes take up to 7 minutes)",
+        "https://cloud.google.com/iam/docs/access-change-propagation",
+    ),
+)
+
+_reporter = threading.local()
+
+
+def report_waits_to(log: Callable[[str], None] | None) -> None:
+    """Where this thread's retries say what they wait for (the step's live view); None: nowhere."""
+    _reporter.log = log
+
+
+def say_waiting(message: str) -> None:
+    log = getattr(_reporter, "log", None)
+    if log is not None:
+        log(message)
+
+
+def minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def wait_message(waiting_for: str, seconds: float) -> str:
+    return f"waiting for {waiting_for} (at most {minutes(seconds)})"
+
+
 def call(
     fn: Callable[[], T],
     *,
     predicate: Callable[[BaseException], bool] = is_transient,
     deadline: float = 120.0,
     maximum_delay: float = 30.0,
+    also: tuple[Propagation, ...] = (),
 ) -> T:
-    """Call fn, retrying errors the predicate accepts with capped exponential backoff and full jitter."""
+    """Call fn, retrying errors the predicate accepts with capped exponential backoff and full jitter, until
+    `deadline` seconds have passed; the last attempt is made at the deadline. An accepted error of a known
+    propagation (PROPAGATION, or `also`, which are accepted whatever the predicate) sets the deadline to that propagation's bound and says what it waits for."""
     start = time.monotonic()
     delay = initial_delay()
+    announced: set[str] = set()
     while True:
         try:
             return fn()
         except Exception as exc:
-            if not predicate(exc) or time.monotonic() - start + delay > deadline:
+            if not predicate(exc) and not any(p.matches(exc) for p in also):
                 raise
-        time.sleep(delay * (0.5 + random.random() / 2))
+            for propagation in (*also, *PROPAGATION):
+                if propagation.matches(exc):
+                    deadline = scaled(propagation.seconds)  # its own bound, not the caller's
+                    if propagation.waiting_for not in announced:
+                        announced.add(propagation.waiting_for)
+                        say_waiting(wait_message(propagation.waiting_for, propagation.seconds))
+            remaining = deadline - (time.monotonic() - start)
+            if remaining <= 0:
+                raise
+        time.sleep(min(delay * (0.5 + random.random() / 2), remaining))
         delay = min(delay * 2, maximum_delay)

@@ -72,7 +72,6 @@ def update_policy(
             retry.call(
                 lambda changed=changed: set_(changed),
                 predicate=retry.any_of(retry.is_transient, retry.is_iam_member_not_yet_visible),
-                deadline=180.0,
             )
             return
         except (gexc.Conflict, gexc.Aborted, gexc.PreconditionFailed):

@@ -163,6 +163,8 @@ class StepContext:
     # Called before a change that restarts or replaces something; raises to refuse it. The CLI asks on a
     # terminal and needs --yes elsewhere; library callers accept.
     approve: Callable[[Change], None] = lambda change: None
+    # Resources this run created (e.g. a service account's email): Google may not show them everywhere yet.
+    created_now: set[str] = field(default_factory=set)
 
     @property
     def project(self) -> str:

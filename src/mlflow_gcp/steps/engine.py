@@ -9,6 +9,7 @@ from typing import Any
 from google.api_core import exceptions as gexc
 
 from mlflow_gcp.errors import PrerequisiteMissingError
+from mlflow_gcp.gcp import retry
 from mlflow_gcp.gcp.errors import translate
 from mlflow_gcp.steps import StepDef, prerequisites
 from mlflow_gcp.steps.base import Change, Mode, Resource, ResourceState, StepContext, StepResult
@@ -34,8 +35,12 @@ def run_step(step: StepDef, ctx: StepContext) -> StepResult:
     ctx = ctx.for_step(step.name)
     started = time.monotonic()
     result = StepResult(step.name, planned=ctx.dry_run)
-    for resource in step.resources(ctx):
-        _run_resource(resource, ctx, result)
+    retry.report_waits_to(ctx.log)
+    try:
+        for resource in step.resources(ctx):
+            _run_resource(resource, ctx, result)
+    finally:
+        retry.report_waits_to(None)
     result.seconds = time.monotonic() - started
     return result
 

@@ -26,6 +26,14 @@ SERVICE = "services/servicenetworking.googleapis.com"
 PEERING = "servicenetworking-googleapis-com"
 COMPUTE_TIMEOUT = 600.0
 CONNECTION_TIMEOUT = 900.0
+COMPUTE = "compute.googleapis.com"
+# Google creates the `default` network a while after the Compute Engine API is enabled.
+DEFAULT_NETWORK = retry.Propagation(
+    lambda exc: isinstance(exc, gexc.NotFound),
+    180.0,
+    "the default network, which Google creates after the Compute Engine API is enabled",
+    "https://github.com/GoogleCloudPlatform/magic-modules/issues/18826",
+)
 
 
 def network_path(project: str, network: str) -> str:
@@ -78,10 +86,13 @@ class Network(Resource):
         self._retry = ctx.retry_predicate("compute")
 
     def read(self) -> dict | None:
+        # Only when this run enabled Compute: otherwise a missing default network was deleted on purpose.
+        compute_just_enabled = self.name == "default" and COMPUTE in self.ctx.enabled_now and not self.ctx.dry_run
         try:
             return retry.call(
                 lambda: execute(self._client.get(project=self.ctx.project, network=self.name)),
                 predicate=self._retry,
+                also=(DEFAULT_NETWORK,) if compute_just_enabled else (),
             )
         except gexc.NotFound:
             return None

@@ -23,12 +23,21 @@ DISPLAY_NAME = "MLflow server (mlflow-gcp)"
 DESCRIPTION = "Runs the MLflow tracking server on Cloud Run. Managed by mlflow-gcp."
 TOKEN_CREATOR = "roles/iam.serviceAccountTokenCreator"
 IAM = "iam.googleapis.com"
-# A service account just created can answer 404 to reads for a few seconds.
-VISIBLE_DEADLINE = 60.0
+# A service account just created can answer 404 for a while: to reads for a few seconds, and to
+# getIamPolicy/setIamPolicy on it for longer (Terraform waits for several consecutive good reads:
+# https://github.com/GoogleCloudPlatform/magic-modules/pull/10813).
+VISIBLE_SECONDS = 180.0
+SOURCE = "https://github.com/GoogleCloudPlatform/magic-modules/pull/10813"
 
 
-def _is_not_found(exc: BaseException) -> bool:
-    return isinstance(exc, gexc.NotFound)
+def not_yet_usable(email: str) -> retry.Propagation:
+    """A 404 from a service account this run has just created: IAM has not caught up yet."""
+    return retry.Propagation(
+        lambda exc: isinstance(exc, gexc.NotFound),
+        VISIBLE_SECONDS,
+        f"the new service account {email.split('@', 1)[0]} to be usable",
+        SOURCE,
+    )
 
 
 class ServiceAccount(Resource):
@@ -70,11 +79,11 @@ class ServiceAccount(Resource):
             self._call(lambda: execute(self._accounts().create(name=f"projects/{self.ctx.project}", body=body)))
         except gexc.Conflict:
             existed = True  # created meanwhile, or by an interrupted run, or a retried create that had succeeded
+        if not existed:
+            self.ctx.created_now.add(self.email)
         # IAM is eventually consistent: wait until the account can be read back.
         current = self._call(
-            lambda: execute(self._accounts().get(name=self.path)),
-            predicate=retry.any_of(self.ctx.retry_predicate(IAM), _is_not_found),
-            deadline=VISIBLE_DEADLINE,
+            lambda: execute(self._accounts().get(name=self.path)), also=(not_yet_usable(self.email),)
         )
         fields = self.drift(current) if existed else []
         if fields:
@@ -107,17 +116,23 @@ class ServiceAccount(Resource):
             pass  # already gone
 
 
-def self_policy_io(ctx: StepContext, path: str):
+def self_policy_io(ctx: StepContext, path: str, email: str):
     """Getter and setter of the service account's own IAM policy (POST :getIamPolicy / :setIamPolicy). While
-    the account does not exist (planning), the getter gives an empty policy, so the binding reads as absent."""
+    the account does not exist (planning), the getter gives an empty policy, so the binding reads as absent.
+    Right after this run created the account, both may answer 404 for a while: that is waited out."""
 
     def accounts():
         return ctx.clients.iam().projects().serviceAccounts()
 
+    def fresh() -> tuple[retry.Propagation, ...]:
+        return (not_yet_usable(email),) if email in ctx.created_now else ()
+
     def get() -> Policy:
         try:
             return ctx.call(
-                IAM, lambda: execute(accounts().getIamPolicy(resource=path, options_requestedPolicyVersion=3))
+                IAM,
+                lambda: execute(accounts().getIamPolicy(resource=path, options_requestedPolicyVersion=3)),
+                also=fresh(),
             )
         except gexc.GoogleAPICallError as e:
             if (ctx.dry_run and isinstance(e, gexc.NotFound)) or ctx.absent_in_plan(e):
@@ -125,7 +140,9 @@ def self_policy_io(ctx: StepContext, path: str):
             raise
 
     def set_(policy: Policy) -> None:
-        ctx.call(IAM, lambda: execute(accounts().setIamPolicy(resource=path, body={"policy": policy})))
+        ctx.call(
+            IAM, lambda: execute(accounts().setIamPolicy(resource=path, body={"policy": policy})), also=fresh()
+        )
 
     return get, set_
 
@@ -133,6 +150,6 @@ def self_policy_io(ctx: StepContext, path: str):
 def resources(ctx: StepContext) -> Iterator[Resource]:
     account = ServiceAccount(ctx)
     yield account
-    get, set_ = self_policy_io(ctx, account.path)
+    get, set_ = self_policy_io(ctx, account.path, account.email)
     member = f"serviceAccount:{account.email}"
     yield IamBinding(ctx, f"service account {account.email}", TOKEN_CREATOR, member, get, set_)

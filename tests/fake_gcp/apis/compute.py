@@ -98,9 +98,17 @@ def register(fake: FakeGoogle) -> None:
         failures.setdefault(kind, []).append(message)
 
     # -- networks -----------------------------------------------------------------------------------------
+    # Option: the `default` network appears only after this many reads answered 404, as when Compute has just
+    # been enabled (https://github.com/GoogleCloudPlatform/magic-modules/issues/18826). 0: it is there at once.
+    fake.compute_default_network_lag = 0
+
     @fake.route("compute", "GET", NETWORKS + "/{network}")
     def get_network(req: Request):
         network = networks.get(req.params["network"])
+        with fake.lock:
+            if req.params["network"] == "default" and fake.compute_default_network_lag > 0:
+                fake.compute_default_network_lag -= 1
+                network = None
         if network is None:
             raise ApiError(
                 404,

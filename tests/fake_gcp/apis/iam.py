@@ -6,7 +6,8 @@ A setIamPolicy naming it (on the account itself, or on a bucket, see storage.py)
 
 Test helpers on the fake: `fake.service_account(email)` (the stored account or None),
 `fake.iam_check_visible(members)` (raises the 400 above while a member is still invisible).
-Creation answers synchronously; `fake.latency["iam.create_service_account"]` makes it take that long.
+`fake.iam_policy_lag` (default 0): that many getIamPolicy/setIamPolicy calls on a new account answer 404
+while `get` already works. Creation answers synchronously; `fake.latency["iam.create_service_account"]` makes it take that long.
 """
 
 from __future__ import annotations
@@ -39,6 +40,16 @@ def register(fake: FakeGoogle) -> None:
     # Reads of a service account just created that still answer 404 (0 by default).
     fake.iam_get_lag = 0
     unreadable: dict[str, int] = {}
+    # getIamPolicy/setIamPolicy calls on a service account just created that still answer 404 while `get`
+    # works (0 by default; https://github.com/GoogleCloudPlatform/magic-modules/pull/10813).
+    fake.iam_policy_lag = 0
+    policy_unready: dict[str, int] = {}
+
+    def check_policy_ready(account: dict) -> None:
+        with fake.lock:
+            if policy_unready.get(account["email"], 0) > 0:
+                policy_unready[account["email"]] -= 1
+                raise ApiError(404, f"Service account {account['name']} does not exist.", status="NOT_FOUND")
 
     def unknown() -> ApiError:
         return ApiError(404, "Unknown service account", status="NOT_FOUND")
@@ -108,6 +119,7 @@ def register(fake: FakeGoogle) -> None:
             accounts[email] = account
             invisible[email] = fake.iam_invisible_for
             unreadable[email] = fake.iam_get_lag
+            policy_unready[email] = fake.iam_policy_lag
         return account
 
     @fake.route("iam", "GET", SA)
@@ -153,7 +165,9 @@ def register(fake: FakeGoogle) -> None:
 
     @fake.route("iam", "POST", SA + ":getIamPolicy", mutating=False)
     def get_iam_policy(req: Request):
-        policy = fake.get_policy(lookup(req)["name"])
+        account = lookup(req)
+        check_policy_ready(account)
+        policy = fake.get_policy(account["name"])
         # Version 3 only when asked for and a binding has a condition; otherwise version 1, as Google does.
         requested = int(req.query.get("options.requestedPolicyVersion") or 1)
         conditional = any(b.get("condition") for b in policy.get("bindings", []))
@@ -162,6 +176,7 @@ def register(fake: FakeGoogle) -> None:
     @fake.route("iam", "POST", SA + ":setIamPolicy")
     def set_iam_policy(req: Request):
         account = lookup(req)
+        check_policy_ready(account)
         policy = req.json.get("policy", {})
         for binding in policy.get("bindings", []):
             if binding.get("role") not in GRANTABLE_ON_SERVICE_ACCOUNT:

@@ -1,6 +1,13 @@
-"""Service Usage v1: batchGet, get, enable, batchEnable, operations."""
+"""Service Usage v1: batchGet, get, enable, batchEnable, operations.
+
+Option `fake.activation_seconds` (default 0): for that long after an enable operation completes, calls to the
+API still answer SERVICE_DISABLED (Google: "it can take a few minutes for the enablement to propagate",
+https://cloud.google.com/service-usage/docs/enable-disable).
+"""
 
 from __future__ import annotations
+
+import time
 
 from tests.fake_gcp.server import PROJECT_NUMBER, ApiError, FakeGoogle, LongRunningStore, Request
 
@@ -33,6 +40,7 @@ def register(fake: FakeGoogle) -> None:
     def enable_later(names: list[str], response_type: str):
         def finish():
             fake.enabled.update(names)
+            fake.activating_since.update(dict.fromkeys(names, time.monotonic()))
             if response_type == RESPONSE_TYPE:
                 return {"@type": response_type, "services": [service(n) for n in names]}
             return {"@type": response_type, "service": service(names[0])}
