@@ -56,7 +56,7 @@ def test_service_disabled_beyond_the_bound_is_the_clear_error(fake):
 def test_a_new_service_account_whose_policy_answers_404_for_a_while(fake):
     fake.enabled |= ALL_APIS_ENABLED
     fake.iam_policy_lag = 4  # getIamPolicy/setIamPolicy on the new account: 404 four times, `get` works
-    ctx, lines = run("service-account")
+    _, lines = run("service-account")
     assert fake.members(SA_POLICY, "roles/iam.serviceAccountTokenCreator") == [f"serviceAccount:{EMAIL}"]
     assert any("the new service account run-mlflow to be usable" in line for line in lines)
 
@@ -76,7 +76,7 @@ def test_a_policy_404_on_an_account_this_run_did_not_create_is_not_waited_for(fa
 def test_a_new_account_named_in_a_grant_elsewhere_is_waited_for(fake):
     fake.enabled |= ALL_APIS_ENABLED
     fake.iam_invisible_for = 5  # a setIamPolicy naming the new account answers 400 "does not exist" 5 times
-    ctx, lines = run("service-account", "bucket")
+    _, lines = run("service-account", "bucket")
     assert fake.members(SA_POLICY, "roles/iam.serviceAccountTokenCreator") == [f"serviceAccount:{EMAIL}"]
     assert any("the new service account to become visible to IAM" in line for line in lines)
 

@@ -144,7 +144,8 @@ def call(
 ) -> T:
     """Call fn, retrying errors the predicate accepts with capped exponential backoff and full jitter, until
     `deadline` seconds have passed; the last attempt is made at the deadline. An accepted error of a known
-    propagation (PROPAGATION, or `also`, which are accepted whatever the predicate) sets the deadline to that propagation's bound and says what it waits for."""
+    propagation (PROPAGATION, or `also`, accepted whatever the predicate) sets the deadline to that
+    propagation's bound and says in the live view what it waits for."""
     start = time.monotonic()
     delay = initial_delay()
     announced: set[str] = set()

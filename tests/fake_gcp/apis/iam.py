@@ -7,7 +7,8 @@ A setIamPolicy naming it (on the account itself, or on a bucket, see storage.py)
 Test helpers on the fake: `fake.service_account(email)` (the stored account or None),
 `fake.iam_check_visible(members)` (raises the 400 above while a member is still invisible).
 `fake.iam_policy_lag` (default 0): that many getIamPolicy/setIamPolicy calls on a new account answer 404
-while `get` already works. Creation answers synchronously; `fake.latency["iam.create_service_account"]` makes it take that long.
+while `get` already works.
+Creation answers synchronously; `fake.latency["iam.create_service_account"]` makes it take that long.
 """
 
 from __future__ import annotations
