@@ -6,6 +6,9 @@ dist-info next to this package); uvicorn runs with `--no-proxy-headers`.
 
 from __future__ import annotations
 
+import os
+from fnmatch import fnmatch
+
 from mlflow_gcp_server.route_policy import classify, is_allowed
 
 FORBIDDEN = 403
@@ -27,10 +30,16 @@ class CloudRunGuard:
     - A path outside the families this deployment serves is refused to everyone, admins
       included, before authentication: 403 with the reason for a family meant for a laptop,
       404 for a path in no family (route_policy.py).
+    - A browser request from a web origin other than the service's own is refused (403). MLflow
+      lets any http://localhost page make credentialed cross-origin requests (its CORS rules are
+      made for a server on the same laptop): here, any page a user opens on their own machine
+      would read and write the team's server with the login the browser remembers. The mlflow
+      client sends no Origin; the UI's own requests carry the service's origin.
     """
 
-    def __init__(self, app):
+    def __init__(self, app, allowed_origins: tuple[str, ...] = ()):
         self.app = app
+        self.allowed_origins = allowed_origins
 
     async def __call__(self, scope, receive, send):
         if scope["type"] not in ("http", "websocket"):
@@ -39,7 +48,15 @@ class CloudRunGuard:
         path = scope.get("path") or "/"
         if not is_allowed(path):
             return await self.refuse(scope, send, path)
+        if self.foreign_origin(scope):
+            return await self.respond(send, FORBIDDEN, b"Cross-origin requests are refused (mlflow-gcp).")
         return await self.app(scope, receive, send)
+
+    def foreign_origin(self, scope) -> bool:
+        origins = [value.decode("latin-1") for name, value in scope.get("headers", ()) if name.lower() == b"origin"]
+        if not origins or "*" in self.allowed_origins:
+            return False
+        return not all(any(fnmatch(origin, allowed) for allowed in self.allowed_origins) for origin in origins)
 
     @staticmethod
     async def refuse(scope, send, path: str) -> None:
@@ -48,11 +65,13 @@ class CloudRunGuard:
             return
         family = classify(path)
         if family is None:
-            status, body = NOT_FOUND, b"Not found."
-        else:
-            status = FORBIDDEN
-            body = (f"Disabled on this server (mlflow-gcp): MLflow's '{family.name}' features are meant for a "
-                    f"server on your own machine: {family.reason}.").encode()
+            return await CloudRunGuard.respond(send, NOT_FOUND, b"Not found.")
+        return await CloudRunGuard.respond(send, FORBIDDEN, (
+            f"Disabled on this server (mlflow-gcp): MLflow's '{family.name}' features are meant for a "
+            f"server on your own machine: {family.reason}.").encode())
+
+    @staticmethod
+    async def respond(send, status: int, body: bytes) -> None:
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"text/plain; charset=utf-8"),
                                 (b"content-length", str(len(body)).encode())]})
@@ -62,4 +81,6 @@ class CloudRunGuard:
 def create_app():
     from mlflow.server.auth import create_app as create_basic_auth_app
 
-    return CloudRunGuard(create_basic_auth_app())
+    # The service's own URLs, as the entrypoint gives them to MLflow (comma-separated, `*` patterns).
+    origins = os.environ.get("MLFLOW_SERVER_CORS_ALLOWED_ORIGINS", "")
+    return CloudRunGuard(create_basic_auth_app(), tuple(filter(None, (o.strip() for o in origins.split(",")))))

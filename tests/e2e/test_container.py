@@ -230,3 +230,29 @@ def test_compat_check_fails_on_a_route_family_not_classified_yet(monkeypatch):
     monkeypatch.setattr(route_policy, "list_server_routes", lambda: [known, hidden])
     with pytest.raises(check_mlflow_compat.CompatibilityError, match="laptop-only"):
         check_mlflow_compat.check_route_policy()
+
+
+def test_guard_refuses_requests_from_other_web_origins():
+    guard, _ = load_guard()
+    own = "https://mlflow-abc-ew.a.run.app"
+    import asyncio
+
+    def status(origin_header: bytes | None) -> int:
+        sent = []
+
+        async def inner(scope, receive, send):
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+
+        async def send(message):
+            sent.append(message)
+
+        headers = [(b"origin", origin_header)] if origin_header else []
+        app = guard.CloudRunGuard(inner, (own, "https://mlflow-*.run.app"))
+        asyncio.run(app(http_scope("/api/2.0/mlflow/experiments/create", headers), None, send))
+        return sent[0]["status"]
+
+    assert status(None) == 200
+    assert status(own.encode()) == 200
+    assert status(b"https://mlflow-123.europe-west1.run.app") == 200
+    assert status(b"http://localhost:3000") == 403
+    assert status(b"null") == 403

@@ -242,3 +242,26 @@ def test_refused_families_stay_refused_to_anyone_claiming_to_be_local(rehearsal:
              for auth in (non_admin, admin(rehearsal))
              if (status := call(rehearsal, method, path, auth=auth, headers=SPOOFED_LOOPBACK)) not in (403, 404)]
     assert not wrong, "\n".join(wrong)
+
+
+def test_links_and_redirects_keep_the_service_https_url(rehearsal: Rehearsal):
+    """The scheme comes from the container (it only runs behind Cloud Run's TLS front), not from a header."""
+    response = api(rehearsal, "/api/2.0/mlflow//experiments/search?max_results=1", auth=admin(rehearsal),
+                   headers={"X-Forwarded-Proto": "http"}, allow_redirects=False)
+    assert response.status_code in (301, 308), response.text
+    assert response.headers["Location"].startswith(f"{SERVICE_URLS[0]}/api/2.0/mlflow/experiments/search")
+
+
+def test_pages_of_other_origins_cannot_use_the_browser_login(rehearsal: Rehearsal):
+    """MLflow lets http://localhost pages make credentialed cross-origin requests (a laptop's rule):
+    a page a user opens on their own machine must not read or write the team's server with the login
+    their browser remembers."""
+    search = "/api/2.0/mlflow/experiments/search?max_results=1"
+    for origin in ("http://localhost:3000", "http://127.0.0.1:8888", "https://evil.example.com"):
+        read = api(rehearsal, search, auth=admin(rehearsal), headers={"Origin": origin})
+        assert read.status_code == 403 and "access-control-allow-origin" not in read.headers, origin
+        preflight = api(rehearsal, "/api/2.0/mlflow/experiments/create", method="OPTIONS",
+                        headers={"Origin": origin, "Access-Control-Request-Method": "POST"})
+        assert "access-control-allow-origin" not in preflight.headers, origin
+    # The UI's own requests carry the service's origin.
+    assert api(rehearsal, search, auth=admin(rehearsal), headers={"Origin": SERVICE_URLS[0]}).ok
