@@ -56,6 +56,7 @@ SERVICE_OF_API = {
     "servicenetworking": "servicenetworking.googleapis.com",
     "storage": "storage.googleapis.com",
     "serviceusage": "serviceusage.googleapis.com",
+    "cloudbilling": "cloudbilling.googleapis.com",
 }
 
 

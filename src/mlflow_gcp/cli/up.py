@@ -22,3 +22,8 @@ def up(
     from mlflow_gcp.steps import STEPS
 
     run_with_view(settings, list(STEPS), dry_run=dry_run, yes=yes, wide=wide)
+    if dry_run:
+        from mlflow_gcp.cli.console import out
+        from mlflow_gcp.cli.cost import dry_run_line
+
+        out.print(dry_run_line(settings))
