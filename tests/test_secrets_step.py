@@ -15,7 +15,7 @@ from mlflow_gcp.errors import MlflowGcpError, PrerequisiteMissingError
 from mlflow_gcp.gcp.clients import Clients
 from mlflow_gcp.resources.secret import Secret
 from mlflow_gcp.steps import BY_NAME
-from mlflow_gcp.steps.base import PENDING, Mode, Status, StepContext
+from mlflow_gcp.steps.base import PENDING, Mode, Status, StepContext, StepResult
 from mlflow_gcp.steps.engine import run_step
 from mlflow_gcp.steps.secrets import ACCESSOR
 from tests.helpers import ALL_APIS_ENABLED, settings
@@ -30,14 +30,19 @@ def path(secret_id: str) -> str:
 
 
 def run(mode: Mode = Mode.APPLY, db_ip: str | None = DB_IP, **overrides):
-    """The service-account and bucket steps, then the secrets step, with the database's output given."""
+    """The service-account, bucket and secret-access steps, then the secrets step, with the database's output
+    given."""
     config = settings(**overrides)
     ctx = StepContext(settings=config, clients=Clients(config.project), mode=mode)
     if db_ip:
         ctx.outputs.set("database.private_ip", db_ip)
     run_step(BY_NAME["service-account"], ctx)
     run_step(BY_NAME["bucket"], ctx)
-    return run_step(BY_NAME["secrets"], ctx), ctx
+    early = run_step(BY_NAME["secret-access"], ctx)  # the secrets and their grants, made early
+    late = run_step(BY_NAME["secrets"], ctx)
+    # One result for both, a resource listed once (as a user of `step secrets` sees them).
+    changes = list({(c.resource, c.action): c for c in reversed(early.changes + late.changes)}.values())[::-1]
+    return StepResult("secrets", changes=changes, resources=early.resources + late.resources, planned=late.planned), ctx
 
 
 def add_version(secret_id: str, value: str, *, create: bool = False) -> None:
@@ -109,14 +114,16 @@ def test_dry_run_before_the_database_exists_writes_no_placeholder(sm):
 
 def test_plan_on_a_project_without_the_apis_reads_absent(fake):
     result, _ = run(mode=Mode.PLAN, db_ip=None)
-    assert len(result.changes) == 4 + 4 and {c.action for c in result.changes} == {"create"}
+    assert {c.action for c in result.changes} == {"create"}
+    assert len([c for c in result.changes if c.resource.startswith("grant")]) == 4
+    assert {f"secret {s}" for s in ALL_SECRETS} <= {c.resource for c in result.changes}
     assert fake.mutating_requests() == []
 
 
 def test_apply_without_the_database_output_is_a_clear_error(sm):
     with pytest.raises(PrerequisiteMissingError, match="database"):
         run(db_ip=None)
-    assert secret_writes(sm) == []
+    assert ("POST", f"{SECRET_ENV}:addVersion") not in secret_writes(sm)
 
 
 def test_settings_change_adds_an_env_version_only(sm):
@@ -165,7 +172,7 @@ def test_missing_database_credentials(sm):
     with pytest.raises(PrerequisiteMissingError, match="database step"):
         run()
     result, _ = run(mode=Mode.PLAN)  # planning says it is to come, and does not fail
-    assert any(SECRET_MYSQL in c.resource and c.action == "create" for c in result.changes)
+    assert any(SECRET_MYSQL in c.resource and c.action in ("create", "update") for c in result.changes)
 
 
 def test_malformed_database_credentials(sm):

@@ -145,7 +145,7 @@ def test_first_up_summary_fits_80_columns(fake, tmp_path, monkeypatch, narrow):
         assert result.exit_code == 0, result.output
         assert_fits(result.stdout)
         summary = result.stdout.split("Summary")[-1].splitlines()
-        steps = [line for line in summary if line.split()[:1] and line.split()[0] in ("database", "secrets")]
+        steps = [line for line in summary if line.split()[:1] and line.split()[0] in ("database", "secret-access")]
         assert len(steps) == 2 and all("+ " in line for line in steps)  # one line each, however many changes
     finally:
         double.stop()

@@ -52,6 +52,12 @@ class Settings:
     cpu: str = setting("1", "Cloud Run CPU limit.", group="Deployment")
     memory: str = setting("1Gi", "Cloud Run memory limit.", group="Deployment")
     mlflow_username: str = setting("admin", "MLflow admin login.", group="Deployment")
+    secret_replication: str = setting(
+        "automatic",
+        "Secret Manager replication: automatic, or user-managed (kept in the region; for organization policies "
+        "on resource locations). Applies to secrets the tool creates.",
+        group="Deployment",
+    )
 
     @property
     def bucket_name(self) -> str:
@@ -165,6 +171,8 @@ def validate(settings: Settings) -> Settings:
         64,
     )
     _check_name(problems, "Cloud SQL tier", s.db_tier, _TIER, "a tier name such as db-f1-micro", 64)
+    if s.secret_replication not in ("automatic", "user-managed"):
+        problems.append(f"Secret replication '{s.secret_replication}' must be automatic or user-managed.")
     if s.db_edition not in ("ENTERPRISE", "ENTERPRISE_PLUS"):
         problems.append(f"Cloud SQL edition '{s.db_edition}' must be ENTERPRISE or ENTERPRISE_PLUS.")
     if not re.match(r"^MYSQL_[0-9]+(_[0-9]+)*$", s.db_version):

@@ -193,6 +193,11 @@ class FakeGoogle:
         self.state: dict[str, Any] = {}
         self.policies: dict[str, dict[str, Any]] = {}
         self._etags = itertools.count(1)
+        # Option: a member newly added to a policy is refused by that many permission checks (services that check
+        # access, e.g. Cloud Run on the secrets of a revision) before the grant applies: IAM changes take minutes
+        # (https://cloud.google.com/iam/docs/access-change-propagation). 0: grants apply at once, unchecked.
+        self.grant_propagation = 0
+        self._unapplied: dict[tuple[str, str, str], int] = {}
         self._ids = itertools.count(1)
         # Simulated latency in seconds of operations, by kind (e.g. "sqladmin.create"); 0 when unset.
         self.latency: dict[str, float] = {}
@@ -252,6 +257,11 @@ class FakeGoogle:
                     status="ABORTED" if conflict_status == 409 else "FAILED_PRECONDITION",
                     legacy_reason="conditionNotMet" if conflict_status == 412 else "aborted",
                 )
+            before = {(b["role"], m) for b in current.get("bindings", []) for m in b.get("members", [])}
+            for binding in policy.get("bindings", []):
+                for member in binding.get("members", []):
+                    if (binding.get("role"), member) not in before and self.grant_propagation:
+                        self._unapplied[(key, binding.get("role"), member)] = self.grant_propagation
             stored = {
                 "version": policy.get("version", 1),
                 "etag": self._new_etag(),
@@ -259,6 +269,17 @@ class FakeGoogle:
             }
             self.policies[key] = stored
             return json.loads(json.dumps(stored))
+
+    def grant_applied(self, key: str, role: str, member: str) -> bool:
+        """A permission check: the member holds the role on `key` and the grant has propagated."""
+        with self.lock:
+            if member not in self.members(key, role):
+                return False
+            left = self._unapplied.get((key, role, member), 0)
+            if left > 0:
+                self._unapplied[(key, role, member)] = left - 1
+                return False
+            return True
 
     def members(self, key: str, role: str) -> list[str]:
         policy = self.policies.get(key, {})

@@ -78,6 +78,8 @@ def resource_lines(inventory) -> list[Line]:
             if getattr(resource, "kind", "") == "grant" and hasattr(resource, "target"):
                 grants.append((entry.step, item))
                 continue
+            if getattr(resource, "shown_by_owner", False):  # a secret made early; its owner's line shows it
+                continue
             if not state.exists:
                 line = Line(MISSING, entry.step, short_name(state.label), "")
             elif state.drift:

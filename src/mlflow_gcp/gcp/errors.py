@@ -90,7 +90,7 @@ def legacy_reason(exc: gexc.GoogleAPICallError) -> str:
     return ""
 
 
-def _org_policy_constraint(exc: gexc.GoogleAPICallError) -> str | None:
+def org_policy_constraint(exc: gexc.GoogleAPICallError) -> str | None:
     for detail in exc.details or ():
         if isinstance(detail, dict):
             for violation in detail.get("violations", []) or []:
@@ -122,7 +122,7 @@ def translate(exc: gexc.GoogleAPICallError, what: str, project: str = "") -> Mlf
             f"While {what}: billing is not enabled on project {project}.",
             "Link a billing account in the Cloud console (Billing > Link a billing account), then retry.",
         )
-    constraint = _org_policy_constraint(exc)
+    constraint = org_policy_constraint(exc)
     if constraint:
         return OrgPolicyError(
             f"While {what}: the organization policy {constraint} refuses it ({text}).",

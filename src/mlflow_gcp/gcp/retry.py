@@ -165,4 +165,4 @@ def call(
             if remaining <= 0:
                 raise
         time.sleep(min(delay * (0.5 + random.random() / 2), remaining))
-        delay = min(delay * 2, maximum_delay)
+        delay = min(delay * 2, scaled(maximum_delay))

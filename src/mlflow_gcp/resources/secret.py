@@ -9,10 +9,13 @@ from dataclasses import dataclass
 
 from google.api_core import exceptions as gexc
 
-from mlflow_gcp.errors import MlflowGcpError
+from mlflow_gcp.errors import MlflowGcpError, OrgPolicyError
+from mlflow_gcp.gcp.errors import org_policy_constraint
 from mlflow_gcp.steps.base import Resource, StepContext
 
 MANAGED_LABEL = {"managed-by": "mlflow-gcp"}
+USER_MANAGED = "user-managed"
+RESOURCE_LOCATIONS = "constraints/gcp.resourceLocations"
 
 
 def new_password() -> str:
@@ -64,19 +67,31 @@ class Secret(Resource):
     def _call(self, fn):
         return self.ctx.call("secretmanager", fn)
 
-    def _access_latest(self) -> tuple[str, str]:
-        response = self._call(lambda: self._client.access_secret_version(name=f"{self.path}/versions/latest"))
+    def _access(self, version: str) -> tuple[str, str]:
+        response = self._call(lambda: self._client.access_secret_version(name=f"{self.path}/versions/{version}"))
         return response.payload.data.decode("utf-8"), response.name.rsplit("/", 1)[-1]
 
+    @property
+    def _version_key(self) -> str:
+        return f"secret_version.{self.secret_id}"
+
     def read(self) -> SecretState | None:
+        # `versions/latest` is eventually consistent, a version read by its number is not
+        # (https://cloud.google.com/secret-manager/docs/reference/consistency): a version this run added or
+        # read is read by its number when `latest` answers an older one, or none.
+        known = self.ctx.outputs.get(self._version_key)
         try:
-            value, version = self._access_latest()
+            value, version = self._access("latest")
+            if known and int(version) < int(known):
+                value, version = self._access(known)
         except gexc.NotFound:
             try:
                 self._call(lambda: self._client.get_secret(name=self.path))
             except gexc.NotFound:
                 return None
-            return SecretState(self.path, None)
+            if not known:
+                return SecretState(self.path, None)
+            value, version = self._access(known)
         except gexc.FailedPrecondition as e:
             raise MlflowGcpError(
                 f"The latest version of the secret {self.secret_id} is disabled or destroyed.",
@@ -93,17 +108,34 @@ class Secret(Resource):
             return ["value"]
         return []
 
-    def create(self) -> None:
+    def _create_secret(self) -> None:
+        """The secret without a version; one that exists already (made meanwhile, or by an interrupted run) is
+        fine. Replication follows the setting `secret_replication`."""
+        regional = self.ctx.settings.secret_replication == USER_MANAGED
+        replication = {"user_managed": {"replicas": [{"location": self.ctx.region}]}} if regional else {"automatic": {}}
         try:
             self._call(
                 lambda: self._client.create_secret(
                     parent=f"projects/{self.ctx.project}",
                     secret_id=self.secret_id,
-                    secret={"replication": {"automatic": {}}, "labels": MANAGED_LABEL},
+                    secret={"replication": replication, "labels": MANAGED_LABEL},
                 )
             )
         except gexc.Conflict:
-            pass  # created meanwhile (or by an interrupted run): add the version below if it has none
+            pass
+        except gexc.GoogleAPICallError as e:
+            if not regional and org_policy_constraint(e) == RESOURCE_LOCATIONS:
+                raise OrgPolicyError(
+                    f"The organization policy {RESOURCE_LOCATIONS} refuses the secret {self.secret_id} with "
+                    "automatic replication, which stores it in locations Google chooses (`global`).",
+                    f"Keep the secrets in {self.ctx.region} with user-managed replication: pass "
+                    f"--secret-replication {USER_MANAGED}, or set MLFLOW_GCP_SECRET_REPLICATION={USER_MANAGED} "
+                    "(in the environment or .env), then run the same command again.",
+                ) from e
+            raise
+
+    def create(self) -> None:
+        self._create_secret()
         state = self.read()
         if state is None or state.value is None:
             self._add_version()
@@ -113,7 +145,9 @@ class Secret(Resource):
 
     def _add_version(self) -> None:
         value = self.make_value()
-        self._call(lambda: self._client.add_secret_version(parent=self.path, payload=version_payload(value)))
+        added = self._call(lambda: self._client.add_secret_version(parent=self.path, payload=version_payload(value)))
+        # The number Google gave this version: what the outputs and the service's pins use, not `latest`.
+        self.ctx.outputs.set(self._version_key, added.name.rsplit("/", 1)[-1])
         self.ctx.secret_values[self.secret_id] = value
 
     def outputs(self, current: SecretState) -> dict[str, str]:

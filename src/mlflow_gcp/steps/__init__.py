@@ -31,7 +31,18 @@ STEPS: tuple[StepDef, ...] = (
     StepDef("connector", "Serverless VPC Access connector", ("network",), "connector"),
     StepDef("service-account", "Service account the server runs as", ("apis",), "service_account"),
     StepDef("bucket", "GCS artifact bucket, writable by the service account only", ("service-account",), "bucket"),
-    StepDef("secrets", "Secret Manager secrets and their accessor grants", ("database", "bucket"), "secrets"),
+    StepDef(
+        "secret-access",
+        "Secret Manager secrets and the service account's access, early: grants take minutes to apply",
+        ("service-account",),
+        "secret_access",
+    ),
+    StepDef(
+        "secrets",
+        "Secret versions: passwords, and the server's settings once the database's IP is known",
+        ("database", "bucket", "secret-access"),
+        "secrets",
+    ),
     StepDef("image", "Server image built by Cloud Build into Artifact Registry", ("apis",), "image"),
     StepDef("deploy", "Cloud Run service", ("secrets", "connector", "service-account", "image"), "deploy"),
 )
@@ -41,6 +52,8 @@ BY_NAME = {step.name: step for step in STEPS}
 # `mlflow-gcp step deploy` builds the image too: for a user the image is part of deploying.
 COMMAND_STEPS: dict[str, tuple[str, ...]] = {step.name: (step.name,) for step in STEPS if step.name != "image"}
 COMMAND_STEPS["deploy"] = ("image", "deploy")
+# Likewise `step secrets` makes the secrets and their grants if the early step has not.
+COMMAND_STEPS["secrets"] = ("secret-access", "secrets")
 
 
 def prerequisites(names: tuple[str, ...]) -> list[StepDef]:

@@ -22,6 +22,7 @@ from typing import Any
 from google.api_core import exceptions as gexc
 
 from mlflow_gcp.errors import OperationFailedError, OrgPolicyError
+from mlflow_gcp.gcp import retry
 from mlflow_gcp.gcp.operations import wait, wait_gapic
 from mlflow_gcp.resources.iam import IamBinding, Policy, has_member, proto_policy_io
 from mlflow_gcp.service_spec import SECRET_ENV_VARS, SERVICE_URLS_VAR, ServiceInputs, build_service
@@ -166,6 +167,10 @@ class CloudRunService(Resource):
         ctx.output("service_account.email", "service-account")
         self._client = ctx.clients.run_services()
         self._call = functools.partial(ctx.call, "run")
+        # A revision is refused while a secret grant made minutes ago has not applied yet: waited out (7 min).
+        self._send = functools.partial(
+            ctx.call, "run", predicate=retry.any_of(ctx.retry_predicate("run"), retry.is_secret_grant_not_yet_applied)
+        )
         # True when public access goes through an allUsers invoker binding instead of invokerIamDisabled.
         self.use_invoker_binding = False
 
@@ -260,7 +265,7 @@ class CloudRunService(Resource):
     def _deploy(self, verb: str, send: Callable[[Any], Any], body: dict[str, Any]) -> None:
         what = f"{verb} {self.label}"
         try:
-            operation = self._call(lambda: send(from_json_dict(body)))
+            operation = self._send(lambda: send(from_json_dict(body)))
         except gexc.GoogleAPICallError as e:
             if not is_invoker_iam_disabled_refused(e) or INVOKER_IAM_FIELD not in body:
                 raise
@@ -270,7 +275,7 @@ class CloudRunService(Resource):
             )
             self.use_invoker_binding = True
             body = {k: v for k, v in body.items() if k != INVOKER_IAM_FIELD}
-            operation = self._call(lambda: send(from_json_dict(body)))
+            operation = self._send(lambda: send(from_json_dict(body)))
         service = wait_gapic(operation, what=what, timeout=DEPLOY_TIMEOUT)
         check_ready(service, what)
 

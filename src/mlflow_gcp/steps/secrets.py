@@ -5,7 +5,9 @@
 - `mlflow-credentials` (`login:password`) and `mlflow-flask-secret-key`: made once, never replaced by `up`.
 - `mysql-credentials`: made by the database step; checked here (it exists, has a version of the form
   `user:password`), never written.
-- `roles/secretmanager.secretAccessor` for the service account on each of the four secrets, nothing wider.
+The secrets themselves and the service account's `roles/secretmanager.secretAccessor` on each (nothing wider)
+are made earlier by the `secret-access` step, which does not wait for the database: grants take minutes to
+apply.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from google.api_core import exceptions as gexc
 from mlflow_gcp import service_spec
 from mlflow_gcp.config import SECRET_ENV, SECRET_FLASK_KEY, SECRET_MLFLOW, SECRET_MYSQL
 from mlflow_gcp.errors import MlflowGcpError, PrerequisiteMissingError
-from mlflow_gcp.resources.iam import IamBinding, Policy, proto_policy_io
+from mlflow_gcp.resources.iam import Policy, proto_policy_io
 from mlflow_gcp.resources.secret import Secret, SecretState, new_password, split_credentials
 from mlflow_gcp.steps.base import PENDING, Resource, StepContext
 
@@ -134,9 +136,3 @@ def resources(ctx: StepContext) -> Iterator[Resource]:
         Secret(ctx, SECRET_FLASK_KEY, lambda: token_source.token_hex(32)),
     ]
     yield from secrets
-    member = ctx.output("service_account.member", "service-account")
-    if member == PENDING:  # planning before the account exists: its name is known all the same
-        member = f"serviceAccount:{ctx.settings.service_account_email}"
-    for secret in secrets:
-        get, set_ = secret_policy_io(ctx, secret.path)
-        yield IamBinding(ctx, f"secret {secret.secret_id}", ACCESSOR, member, get, set_)

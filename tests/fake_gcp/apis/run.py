@@ -6,7 +6,10 @@ CONDITION_RECONCILING) until the operation completes after the `run.deploy` late
 delete). Then the revision is ready, or failed when a test asked for it with `fake.run_fail_next_revision()`:
 the operation ends in error with Google's message and the terminal condition is CONDITION_FAILED, as when a
 container does not start. `fake.run_refuse_invoker_iam_disabled` makes `invokerIamDisabled: true` refused as
-an organization policy (constraints/run.managed.requireInvokerIam) does.
+an organization policy (constraints/run.managed.requireInvokerIam) does. With `fake.grant_propagation` set
+(server.py), a revision whose service account cannot read a referenced secret yet is refused with 400
+"Permission denied on secret ... for Revision service account ..." (grants take minutes to apply:
+https://cloud.google.com/iam/docs/access-change-propagation).
 """
 
 from __future__ import annotations
@@ -127,6 +130,8 @@ def register(fake: FakeGoogle) -> None:
                     f"projects/{PROJECT_NUMBER}/secrets/{ref['secret']}/versions/{ref.get('version', 'latest')} "
                     "was not found",
                 )
+        if fake.grant_propagation:
+            check_secret_access(template, containers[0], req)
         scaling = template.get("scaling", {})
         if int(scaling.get("minInstanceCount", 0)) > int(scaling.get("maxInstanceCount", 100)):
             raise ApiError(400, "template.scaling: min instance count must not exceed max instance count.")
@@ -151,6 +156,28 @@ def register(fake: FakeGoogle) -> None:
                         ],
                     }
                 ],
+            )
+
+    def check_secret_access(template: dict, container: dict, req: Request) -> None:
+        """Cloud Run refuses a revision whose service account cannot read a secret it references yet."""
+        account = template.get("serviceAccount") or f"{PROJECT_NUMBER}-compute@developer.gserviceaccount.com"
+        refused = []  # every secret is checked at each revision; the first refused one is named
+        for item in container.get("env", []):
+            ref = (item.get("valueSource") or {}).get("secretKeyRef")
+            if not ref:
+                continue
+            key = f"projects/{req.params['project']}/secrets/{ref['secret']}"
+            if not fake.grant_applied(key, "roles/secretmanager.secretAccessor", f"serviceAccount:{account}"):
+                refused.append(ref)
+        if refused:
+            ref = refused[0]
+            raise ApiError(
+                400,
+                f"spec.template.spec.containers[0].env.value_from.secret_key_ref.name: Permission denied on "
+                f"secret: projects/{PROJECT_NUMBER}/secrets/{ref['secret']}/versions/"
+                f"{ref.get('version', 'latest')} for Revision service account {account}. The service account "
+                "used must be granted the 'Secret Manager Secret Accessor' role "
+                "(roles/secretmanager.secretAccessor) at the secret, project or higher level.",
             )
 
     def revision_name(service: dict) -> str:

@@ -1,4 +1,14 @@
-"""Secret Manager v1: secrets, versions (add, access, list, enable/disable/destroy) and IAM policies."""
+"""Secret Manager v1: secrets, versions (add, access, list, enable/disable/destroy) and IAM policies.
+
+Options:
+- `fake.secret_latest_stale_reads` (default 0): after an addVersion, that many reads of `versions/latest` of
+  the secret still answer the version before (404 when there was none). `latest` is eventually consistent, a
+  version read by its number is not (https://cloud.google.com/secret-manager/docs/reference/consistency).
+- `fake.secret_allowed_locations` (default None: any): an organization policy constraints/gcp.resourceLocations
+  allowing only these locations; automatic replication is `global` and refused unless allowed
+  (https://cloud.google.com/secret-manager/docs/choosing-replication; the error as in
+  firebase/firebase-tools#6454).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +16,7 @@ import base64
 
 import google_crc32c
 
-from tests.fake_gcp.server import ApiError, FakeGoogle, Request, already_exists, not_found
+from tests.fake_gcp.server import PROJECT_NUMBER, ApiError, FakeGoogle, Request, already_exists, not_found
 
 SECRET = "/v1/projects/{project}/secrets/{secret}"
 TIME = "2026-11-26T00:00:00Z"
@@ -15,6 +25,40 @@ TIME = "2026-11-26T00:00:00Z"
 def register(fake: FakeGoogle) -> None:
     secrets: dict[str, dict] = fake.state.setdefault("secrets", {})
     versions: dict[str, list[dict]] = fake.state.setdefault("secret_versions", {})
+    fake.secret_latest_stale_reads = 0
+    stale: dict[str, int] = {}  # secret name -> reads of `latest` that still answer the version before
+    fake.secret_allowed_locations = None
+
+    def check_locations(replication: dict) -> None:
+        allowed = fake.secret_allowed_locations
+        if allowed is None:
+            return
+        replicas = (replication.get("userManaged") or replication.get("user_managed") or {}).get("replicas")
+        locations = [r.get("location", "") for r in replicas] if replicas else ["global"]
+        refused = [location for location in locations if location not in allowed]
+        if refused:
+            message = (
+                f"Constraint constraints/gcp.resourceLocations violated for [orgpolicy:projects/{PROJECT_NUMBER}] "
+                f"attempting to create a secret in [{', '.join(refused)}]. For more information, see "
+                "https://cloud.google.com/resource-manager/docs/organization-policy/defining-locations."
+            )
+            raise ApiError(
+                400,
+                message,
+                status="FAILED_PRECONDITION",
+                details=[
+                    {
+                        "@type": "type.googleapis.com/google.rpc.PreconditionFailure",
+                        "violations": [
+                            {
+                                "type": "constraints/gcp.resourceLocations",
+                                "subject": f"orgpolicy:projects/{PROJECT_NUMBER}",
+                                "description": message,
+                            }
+                        ],
+                    }
+                ],
+            )
 
     def key(req: Request) -> str:
         return f"projects/{req.params['project']}/secrets/{req.params['secret']}"
@@ -32,6 +76,11 @@ def register(fake: FakeGoogle) -> None:
         name = existing(req)
         wanted = req.params["version"]
         live = [v for v in versions[name] if v["state"] != "DESTROYED"] if wanted == "latest" else versions[name]
+        if wanted == "latest":
+            with fake.lock:
+                if stale.get(name, 0) > 0:
+                    stale[name] -= 1
+                    live = live[:-1]
         found = live[-1:] if wanted == "latest" else [v for v in live if v["name"].endswith(f"/{wanted}")]
         if not found:
             raise not_found(f"Secret Version [{name}/versions/{wanted}]")
@@ -45,6 +94,7 @@ def register(fake: FakeGoogle) -> None:
         if name in secrets:
             raise already_exists(f"Secret [{name}]")
         body = req.json
+        check_locations(body.get("replication", {}))
         secrets[name] = {
             "name": name,
             "createTime": TIME,
@@ -88,6 +138,7 @@ def register(fake: FakeGoogle) -> None:
             "clientSpecifiedPayloadChecksum": sent_crc is not None,
         }
         versions[name].append(version)
+        stale[name] = fake.secret_latest_stale_reads
         return public(version)
 
     @fake.route("secretmanager", "GET", SECRET + "/versions")
