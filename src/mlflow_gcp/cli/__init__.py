@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from mlflow_gcp import __version__
-from mlflow_gcp.cli import cost, credentials, down, export, status, step, up
+from mlflow_gcp.cli import cost, credentials, down, export, status, step, up, users
 from mlflow_gcp.cli.console import debug, out
 
 app = typer.Typer(
@@ -46,6 +46,7 @@ app.command("credentials")(credentials.credentials)
 app.command("down")(down.down)
 app.add_typer(export.app, name="export")
 app.command("cost")(cost.cost)
+app.add_typer(users.app, name="users")
 
 
 def main() -> None:

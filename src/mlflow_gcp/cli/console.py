@@ -43,6 +43,23 @@ def show_error(error: BaseException) -> int:
     return 1
 
 
+def bullets(console: Console, items: list[str | tuple[str, str]]) -> None:
+    """A list whose long items wrap under their own text, not under the bullet. An item may be (text, hint):
+    the hint goes under it after "What to do:". No markup is read from the items."""
+    from rich.table import Table
+    from rich.text import Text
+
+    grid = Table.grid()
+    grid.add_column(width=4, no_wrap=True)
+    grid.add_column(overflow="fold")
+    for item in items:
+        text, hint = item if isinstance(item, tuple) else (item, "")
+        grid.add_row("  - ", Text(text))
+        if hint:
+            grid.add_row("", Text.assemble(("What to do: ", "bold"), hint))
+    console.print(grid)
+
+
 @contextmanager
 def handled_errors():
     """Turn expected errors into a message and an exit code; Ctrl-C says how to resume."""

@@ -6,7 +6,7 @@ import typer
 
 from mlflow_gcp.cli import console
 from mlflow_gcp.cli.console import err, out
-from mlflow_gcp.cli.options import with_settings
+from mlflow_gcp.cli.options import SKIP_PREFLIGHT, with_settings
 from mlflow_gcp.config import Settings
 from mlflow_gcp.errors import ConfigError
 
@@ -21,6 +21,7 @@ def down(
         False, "--yes", "-y", help="Do not ask for confirmation (for scripts and CI; needed without a terminal)."
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="List what would be deleted; delete nothing."),
+    skip_preflight: bool = SKIP_PREFLIGHT,
 ) -> None:
     """Delete the deployment in reverse order, keeping the data (database, bucket, secrets) unless --delete-data.
 
@@ -28,6 +29,8 @@ def down(
     never touched. Safe to rerun."""
     from rich.markup import escape
 
+    from mlflow_gcp.cli.preflight import preflight_or_exit
+    from mlflow_gcp.gcp.clients import Clients
     from mlflow_gcp.operate.inventory import read_inventory
     from mlflow_gcp.operate.teardown import DELETE, holds_data, plan_teardown, reserved_names, run_teardown
 
@@ -39,8 +42,10 @@ def down(
             "Pass --yes to confirm in a script or CI (--dry-run lists what would be deleted), or run it in a "
             "terminal.",
         )
+    clients = Clients(settings.project)
+    preflight_or_exit(settings, clients, checks=("project",), skip=skip_preflight)
     with err.status(f"Reading the deployment in {settings.project}...", spinner="dots"):
-        inventory = read_inventory(settings)
+        inventory = read_inventory(settings, clients=clients)
     plan = plan_teardown(inventory, delete_data=delete_data)
     to_delete = [r for r in plan if r.action == DELETE]
     _show_plan(plan, dry_run=dry_run)

@@ -14,6 +14,9 @@ from mlflow_gcp.config import Settings, env_var, flag, setting_fields, validate
 _TYPES = {"str": str, "int": int}
 
 WIDE = typer.Option(False, "--wide", "-w", help="Full names and every detail, even if lines wrap.")
+SKIP_PREFLIGHT = typer.Option(
+    False, "--skip-preflight", help="Do not check credentials, project, billing, permissions and org policies first."
+)
 
 
 def _setting_parameters() -> list[inspect.Parameter]:

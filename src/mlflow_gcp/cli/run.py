@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from mlflow_gcp.cli.console import err, out, show_error
+from mlflow_gcp.cli.preflight import preflight_or_exit
 from mlflow_gcp.cli.progress import StepView, summary_table
 from mlflow_gcp.config import Settings
 from mlflow_gcp.gcp.clients import Clients
@@ -15,15 +16,23 @@ from mlflow_gcp.steps.engine import load_prerequisites
 
 
 def run_with_view(
-    settings: Settings, steps: list[StepDef], *, dry_run: bool, yes: bool = False, wide: bool = False
+    settings: Settings,
+    steps: list[StepDef],
+    *,
+    dry_run: bool,
+    yes: bool = False,
+    wide: bool = False,
+    skip_preflight: bool = False,
 ) -> RunReport:
     """`yes` accepts the changes that restart or replace something; without it they are asked on a terminal
-    and refused elsewhere, before anything is sent for them. `wide`: the summary with full names."""
+    and refused elsewhere, before anything is sent for them. `wide`: the summary with full names. The preflight
+    runs first (a dry run shows its problems and goes on)."""
     from mlflow_gcp.cli.approval import cli_approval
 
     mode = Mode.PLAN if dry_run else Mode.APPLY
     clients = Clients(settings.project)
     clients.prewarm()
+    preflight_or_exit(settings, clients, steps=[step.name for step in steps], skip=skip_preflight, blocking=not dry_run)
     with StepView(steps, planned=dry_run) as view:
         ctx = StepContext(
             settings=settings,

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import typer
 
-from mlflow_gcp.cli.console import debug, err, out
-from mlflow_gcp.cli.options import WIDE, with_settings
+from mlflow_gcp.cli.console import bullets, debug, err, out
+from mlflow_gcp.cli.options import SKIP_PREFLIGHT, WIDE, with_settings
 from mlflow_gcp.config import Settings
 
 OK, MISSING, DRIFT, FAILED = "ok", "missing", "drift", "failed"
@@ -28,18 +28,23 @@ def status(
     settings: Settings,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout, nothing else."),
     wide: bool = WIDE,
+    skip_preflight: bool = SKIP_PREFLIGHT,
 ) -> None:
     """Show what exists, what differs from the configuration, and whether the server answers. Reads only.
 
     Exit code 0 when everything is present and healthy, 1 otherwise."""
+    from mlflow_gcp.cli.preflight import preflight_or_exit
+    from mlflow_gcp.gcp.clients import Clients
     from mlflow_gcp.operate.status import collect_status
 
+    clients = Clients(settings.project)
+    preflight_or_exit(settings, clients, checks=("project",), skip=skip_preflight)
     if as_json:
-        report = collect_status(settings)
+        report = collect_status(settings, clients=clients)
         sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")
     else:
         with err.status(f"Reading the deployment in {settings.project}...", spinner="dots"):
-            report = collect_status(settings)
+            report = collect_status(settings, clients=clients)
         if wide:
             _show_wide(report)
         else:
@@ -184,7 +189,7 @@ def _show_problems(report) -> None:
         out.print("[green]Everything is present, as configured, and the server answers.[/]")
         return
     out.print(f"\n[bold red]{len(report.problems)} problem(s):[/]")
-    _bullets(report.problems)
+    bullets(out, list(report.problems))
     settings = report.inventory.ctx.settings
     advice: list[str] = []
     if report.kinds & {kinds.MISSING, kinds.DRIFT}:
@@ -210,19 +215,6 @@ def _show_problems(report) -> None:
     if not advice:
         advice.append("Run `mlflow-gcp up` to create or fix what is missing or differs.")
     out.print("[bold]What to do:[/]")
-    _bullets(advice)
+    bullets(out, advice)
     for url in urls:  # whole, on its own line, so that it stays clickable
         out.print(f"    {url}", soft_wrap=True, markup=False)
-
-
-def _bullets(lines: list[str]) -> None:
-    """A list whose long items wrap under their own text, not under the bullet."""
-    from rich.table import Table
-    from rich.text import Text
-
-    grid = Table.grid()
-    grid.add_column(width=4, no_wrap=True)
-    grid.add_column(overflow="fold")
-    for line in lines:
-        grid.add_row("  - ", Text(line))
-    out.print(grid)

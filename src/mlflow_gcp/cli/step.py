@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from mlflow_gcp.cli.options import WIDE, with_settings
+from mlflow_gcp.cli.options import SKIP_PREFLIGHT, WIDE, with_settings
 from mlflow_gcp.config import Settings
 from mlflow_gcp.steps import BY_NAME, COMMAND_STEPS
 
@@ -20,10 +20,18 @@ def _command(name: str):
             False, "--yes", "-y", help="Accept changes that restart the database or replace a resource (for scripts)."
         ),
         wide: bool = WIDE,
+        skip_preflight: bool = SKIP_PREFLIGHT,
     ) -> None:
         from mlflow_gcp.cli.run import run_with_view
 
-        run_with_view(settings, [BY_NAME[n] for n in COMMAND_STEPS[name]], dry_run=dry_run, yes=yes, wide=wide)
+        run_with_view(
+            settings,
+            [BY_NAME[n] for n in COMMAND_STEPS[name]],
+            dry_run=dry_run,
+            yes=yes,
+            wide=wide,
+            skip_preflight=skip_preflight,
+        )
 
     command.__doc__ = BY_NAME[name].summary + "."
     return command

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from mlflow_gcp.cli.options import WIDE, with_settings
+from mlflow_gcp.cli.options import SKIP_PREFLIGHT, WIDE, with_settings
 from mlflow_gcp.config import Settings
 
 
@@ -16,12 +16,13 @@ def up(
         False, "--yes", "-y", help="Accept changes that restart the database or replace a resource (for scripts)."
     ),
     wide: bool = WIDE,
+    skip_preflight: bool = SKIP_PREFLIGHT,
 ) -> None:
     """Create or update the whole deployment. Safe to rerun: what exists and matches is left alone."""
     from mlflow_gcp.cli.run import run_with_view
     from mlflow_gcp.steps import STEPS
 
-    run_with_view(settings, list(STEPS), dry_run=dry_run, yes=yes, wide=wide)
+    run_with_view(settings, list(STEPS), dry_run=dry_run, yes=yes, wide=wide, skip_preflight=skip_preflight)
     if dry_run:
         from mlflow_gcp.cli.console import out
         from mlflow_gcp.cli.cost import dry_run_line

@@ -176,3 +176,9 @@ class Clients:
 
     def resource_manager(self):
         return self.discovery("cloudresourcemanager", "v1")
+
+    def billing(self):
+        return self.discovery("cloudbilling", "v1")
+
+    def org_policy(self):
+        return self.discovery("orgpolicy", "v2")

@@ -1,0 +1,86 @@
+"""The IAM permissions each step needs on the project, and the predefined role that grants them (the roles
+listed under Prerequisites in the README). Preflight asks `projects.testIamPermissions` for exactly these.
+
+Sources: the IAM permissions reference (https://cloud.google.com/iam/docs/permissions-reference) and the
+predefined roles reference (https://cloud.google.com/iam/docs/understanding-roles).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from mlflow_gcp.config import Settings
+
+SERVICE_USAGE = "roles/serviceusage.serviceUsageAdmin"
+NETWORK = "roles/compute.networkAdmin"
+SERVICE_NETWORKING = "roles/servicenetworking.networksAdmin"
+CLOUD_SQL = "roles/cloudsql.admin"
+VPC_ACCESS = "roles/vpcaccess.admin"
+SA_ADMIN = "roles/iam.serviceAccountAdmin"
+SA_USER = "roles/iam.serviceAccountUser"
+STORAGE = "roles/storage.admin"
+SECRETS = "roles/secretmanager.admin"
+REGISTRY = "roles/artifactregistry.admin"
+BUILDS = "roles/cloudbuild.builds.editor"
+RUN = "roles/run.admin"
+
+# The permission → the role that grants it, in the order the roles are listed.
+ROLE_OF: dict[str, str] = {}
+for _role, _permissions in (
+    (SERVICE_USAGE, ("serviceusage.services.get", "serviceusage.services.enable", "serviceusage.operations.get")),
+    (NETWORK, ("compute.networks.get", "compute.networks.create", "compute.globalAddresses.get",
+               "compute.globalAddresses.create", "compute.globalOperations.get")),
+    (SERVICE_NETWORKING, ("servicenetworking.services.addPeering", "servicenetworking.services.get")),
+    (CLOUD_SQL, ("cloudsql.instances.create", "cloudsql.instances.get", "cloudsql.instances.update",
+                 "cloudsql.databases.create", "cloudsql.databases.get", "cloudsql.users.create",
+                 "cloudsql.users.list", "cloudsql.users.update")),
+    (VPC_ACCESS, ("vpcaccess.connectors.create", "vpcaccess.connectors.get", "vpcaccess.operations.get")),
+    (SA_ADMIN, ("iam.serviceAccounts.create", "iam.serviceAccounts.get", "iam.serviceAccounts.getIamPolicy",
+                "iam.serviceAccounts.setIamPolicy")),
+    (SA_USER, ("iam.serviceAccounts.actAs",)),
+    (STORAGE, ("storage.buckets.create", "storage.buckets.get", "storage.buckets.update",
+               "storage.buckets.getIamPolicy", "storage.buckets.setIamPolicy", "storage.objects.create",
+               "storage.objects.get")),
+    (SECRETS, ("secretmanager.secrets.create", "secretmanager.secrets.get", "secretmanager.secrets.getIamPolicy",
+               "secretmanager.secrets.setIamPolicy", "secretmanager.versions.add", "secretmanager.versions.get",
+               "secretmanager.versions.access")),
+    (REGISTRY, ("artifactregistry.repositories.create", "artifactregistry.repositories.get",
+                "artifactregistry.repositories.update", "artifactregistry.tags.get")),
+    (BUILDS, ("cloudbuild.builds.create", "cloudbuild.builds.get", "cloudbuild.builds.list")),
+    (RUN, ("run.services.create", "run.services.get", "run.services.update", "run.services.getIamPolicy",
+           "run.services.setIamPolicy", "run.operations.get")),
+):  # fmt: skip
+    for _permission in _permissions:
+        ROLE_OF[_permission] = _role
+
+# The roles each step needs (what it reads and writes, including the secrets and buckets it touches).
+STEP_ROLES: dict[str, tuple[str, ...]] = {
+    "apis": (SERVICE_USAGE,),
+    "network": (NETWORK, SERVICE_NETWORKING),
+    "database": (CLOUD_SQL, SECRETS),
+    "connector": (VPC_ACCESS,),
+    "service-account": (SA_ADMIN,),
+    "bucket": (STORAGE,),
+    "secrets": (SECRETS,),
+    "image": (REGISTRY, BUILDS, STORAGE),
+    "deploy": (RUN, SA_USER, SECRETS),
+}
+
+
+def permissions_for(steps: Iterable[str], settings: Settings) -> list[str]:
+    """The permissions `steps` need, in a stable order. The default network exists: creating one is only needed
+    for a custom network."""
+    roles = {role for step in steps for role in STEP_ROLES.get(step, ())}
+    wanted = [p for p, role in ROLE_OF.items() if role in roles]
+    if settings.network == "default":
+        wanted = [p for p in wanted if p != "compute.networks.create"]
+    return wanted
+
+
+def missing_by_role(wanted: Iterable[str], granted: set[str]) -> dict[str, list[str]]:
+    """The permissions of `wanted` not in `granted`, under the role that grants them."""
+    missing: dict[str, list[str]] = {}
+    for permission in wanted:
+        if permission not in granted:
+            missing.setdefault(ROLE_OF.get(permission, "a role"), []).append(permission)
+    return missing
