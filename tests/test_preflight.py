@@ -22,7 +22,7 @@ def ready(fake, tmp_path, monkeypatch):
     """A project whose APIs are enabled; nothing deployed."""
     forbid_non_loopback(monkeypatch)
     build_context(tmp_path, monkeypatch)
-    fake.enabled |= ALL_APIS_ENABLED
+    fake.enabled |= ALL_APIS_ENABLED | {"cloudbilling.googleapis.com"}
     return fake
 
 
@@ -49,8 +49,13 @@ def test_a_fresh_project_passes_with_warnings_only(fake):
     """Resource Manager not enabled yet: the apis step enables it, so nothing is stopped."""
     report = preflight()
     assert report.ok
-    assert {f.check for f in report.warnings} == {"project", "permissions"}
-    assert all("cloudresourcemanager.googleapis.com is not enabled" in f.message for f in report.warnings)
+    # One line per API that is not enabled, not one per check.
+    assert sorted(f.message for f in report.warnings) == [
+        "Billing: not checked, cloudbilling.googleapis.com is not enabled (`gcloud services enable "
+        "cloudbilling.googleapis.com` enables it).",
+        "Project and permissions: not checked, cloudresourcemanager.googleapis.com is not enabled (the apis step "
+        "enables it).",
+    ]
 
 
 def test_a_missing_project_stops_up_before_any_request_of_the_steps(ready):
@@ -77,6 +82,13 @@ def test_billing_disabled(ready):
     assert result.exit_code == 1
     assert "Billing is not enabled" in result.output and "gcloud billing projects link demo-project" in result.output
     assert only_preflight_was_asked(ready)
+
+
+def test_billing_api_not_enabled_is_a_warning(ready):
+    ready.enabled.discard("cloudbilling.googleapis.com")  # not one of the APIs `up` enables
+    [warning] = preflight().findings
+    assert warning.severity == WARNING
+    assert "`gcloud services enable cloudbilling.googleapis.com`" in warning.message
 
 
 def test_billing_that_cannot_be_read_is_a_warning(ready):

@@ -214,3 +214,27 @@ def test_a_tls_failure():
     finally:
         listener.close()
     assert (check.ok, check.status, check.detail) == (False, None, "TLS error")
+
+
+def test_up_json_has_full_names_on_stdout_and_nothing_else(fake, tmp_path, monkeypatch, narrow):
+    import json
+
+    double = deploy(fake, tmp_path, monkeypatch)
+    try:
+        result = cli("up", "--max-instances", "5", "--json")
+        assert result.exit_code == 0, result.output
+        document = json.loads(result.stdout)
+        assert document["ok"] is True and document["url"] == double.urls[1]
+        steps = {s["step"]: s for s in document["steps"]}
+        assert steps["deploy"]["result"] == "updated"
+        [change] = steps["deploy"]["changes"]
+        assert change["resource"] == "Cloud Run service mlflow" and change["fields"] == ["scaling"]
+        assert steps["apis"] == {
+            "step": "apis",
+            "result": "unchanged",
+            "seconds": steps["apis"]["seconds"],
+            "changes": [],
+            "error": None,
+        }
+    finally:
+        double.stop()

@@ -14,6 +14,9 @@ from mlflow_gcp.config import Settings, env_var, flag, setting_fields, validate
 _TYPES = {"str": str, "int": int}
 
 WIDE = typer.Option(False, "--wide", "-w", help="Full names and every detail, even if lines wrap.")
+JSON_RESULT = typer.Option(
+    False, "--json", help="Print the outcome as one JSON document on stdout (full names); progress goes to stderr."
+)
 SKIP_PREFLIGHT = typer.Option(
     False, "--skip-preflight", help="Do not check credentials, project, billing, permissions and org policies first."
 )

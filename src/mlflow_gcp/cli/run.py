@@ -23,17 +23,20 @@ def run_with_view(
     yes: bool = False,
     wide: bool = False,
     skip_preflight: bool = False,
+    as_json: bool = False,
 ) -> RunReport:
     """`yes` accepts the changes that restart or replace something; without it they are asked on a terminal
     and refused elsewhere, before anything is sent for them. `wide`: the summary with full names. The preflight
-    runs first (a dry run shows its problems and goes on)."""
+    runs first (a dry run shows its problems and goes on). `as_json`: the outcome as one JSON document on stdout,
+    everything else on stderr."""
     from mlflow_gcp.cli.approval import cli_approval
 
     mode = Mode.PLAN if dry_run else Mode.APPLY
     clients = Clients(settings.project)
     clients.prewarm()
     preflight_or_exit(settings, clients, steps=[step.name for step in steps], skip=skip_preflight, blocking=not dry_run)
-    with StepView(steps, planned=dry_run) as view:
+    show = err if as_json else out
+    with StepView(steps, planned=dry_run, console=show) as view:
         ctx = StepContext(
             settings=settings,
             clients=clients,
@@ -43,14 +46,21 @@ def run_with_view(
         )
         load_prerequisites(tuple(step.name for step in steps), ctx)
         report = run_concurrently(steps, ctx)
-    out.print(summary_table(report, planned=dry_run, wide=wide))
-    _announce_interruptions(report, planned=dry_run)
     url = ctx.outputs.get("service.url")
+    if as_json:
+        import json
+        import sys
+
+        sys.stdout.write(json.dumps(run_document(report, url=url, planned=dry_run), indent=2) + "\n")
+        sys.stdout.flush()
+    else:
+        out.print(summary_table(report, planned=dry_run, wide=wide))
+    _announce_interruptions(report, planned=dry_run, console=show)
     if report.ok and url and not dry_run:
-        out.print(f"\nMLflow is ready at [bold]{url}[/]")
-        out.print('Use it from a shell with: [bold]eval "$(mlflow-gcp credentials)"[/]')
+        show.print(f"\nMLflow is ready at [bold]{url}[/]")
+        show.print('Use it from a shell with: [bold]eval "$(mlflow-gcp credentials)"[/]')
     if dry_run and report.ok:
-        out.print("Dry run: nothing was changed.")
+        show.print("Dry run: nothing was changed.")
     if not report.ok:
         error = report.first_error()
         code = show_error(error) if error else 1
@@ -61,7 +71,29 @@ def run_with_view(
     return report
 
 
-def _announce_interruptions(report: RunReport, *, planned: bool) -> None:
+def run_document(report: RunReport, *, url: str | None, planned: bool) -> dict:
+    """What `up --json` prints: every step with its result, time and changes under their full names."""
+    return {
+        "ok": report.ok,
+        "dry_run": planned,
+        "url": url,
+        "steps": [
+            {
+                "step": name,
+                "result": status.value,
+                "seconds": round(report.results[name].seconds, 1) if name in report.results else None,
+                "changes": [
+                    {"resource": c.resource, "action": c.action, "fields": list(c.fields), "effects": c.describe()}
+                    for c in (report.results[name].changes if name in report.results else [])
+                ],
+                "error": str(report.errors[name]) if name in report.errors else None,
+            }
+            for name, status in report.statuses.items()
+        ],
+    }
+
+
+def _announce_interruptions(report: RunReport, *, planned: bool, console=out) -> None:
     """One plain line per change that interrupts the server, so it is read even where the table wraps."""
     from rich.markup import escape
 
@@ -69,6 +101,6 @@ def _announce_interruptions(report: RunReport, *, planned: bool) -> None:
         for change in result.changes:
             for field, effect in change.disruptive:
                 then = " `up` asks before it (--yes accepts it)." if planned else " (accepted)"
-                out.print(
+                console.print(
                     f"[bold red]![/] {escape(change.resource)}: {field} {escape(effect.note)}.{then}", soft_wrap=True
                 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from mlflow_gcp.cli.options import SKIP_PREFLIGHT, WIDE, with_settings
+from mlflow_gcp.cli.options import JSON_RESULT, SKIP_PREFLIGHT, WIDE, with_settings
 from mlflow_gcp.config import Settings
 from mlflow_gcp.steps import BY_NAME, COMMAND_STEPS
 
@@ -21,6 +21,7 @@ def _command(name: str):
         ),
         wide: bool = WIDE,
         skip_preflight: bool = SKIP_PREFLIGHT,
+        as_json: bool = JSON_RESULT,
     ) -> None:
         from mlflow_gcp.cli.run import run_with_view
 
@@ -31,6 +32,7 @@ def _command(name: str):
             yes=yes,
             wide=wide,
             skip_preflight=skip_preflight,
+            as_json=as_json,
         )
 
     command.__doc__ = BY_NAME[name].summary + "."

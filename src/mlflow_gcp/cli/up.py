@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from mlflow_gcp.cli.options import SKIP_PREFLIGHT, WIDE, with_settings
+from mlflow_gcp.cli.options import JSON_RESULT, SKIP_PREFLIGHT, WIDE, with_settings
 from mlflow_gcp.config import Settings
 
 
@@ -17,14 +17,17 @@ def up(
     ),
     wide: bool = WIDE,
     skip_preflight: bool = SKIP_PREFLIGHT,
+    as_json: bool = JSON_RESULT,
 ) -> None:
     """Create or update the whole deployment. Safe to rerun: what exists and matches is left alone."""
     from mlflow_gcp.cli.run import run_with_view
     from mlflow_gcp.steps import STEPS
 
-    run_with_view(settings, list(STEPS), dry_run=dry_run, yes=yes, wide=wide, skip_preflight=skip_preflight)
+    run_with_view(
+        settings, list(STEPS), dry_run=dry_run, yes=yes, wide=wide, skip_preflight=skip_preflight, as_json=as_json
+    )
     if dry_run:
-        from mlflow_gcp.cli.console import out
+        from mlflow_gcp.cli.console import err, out
         from mlflow_gcp.cli.cost import dry_run_line
 
-        out.print(dry_run_line(settings))
+        (err if as_json else out).print(dry_run_line(settings))  # stdout holds the JSON document alone

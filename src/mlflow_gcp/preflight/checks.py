@@ -27,6 +27,7 @@ class Finding:
     severity: str  # ERROR stops the command, WARNING is shown
     message: str
     hint: str = ""
+    disabled_api: str = ""  # set when the check could not be made because this API is not enabled
 
 
 @dataclass
@@ -108,7 +109,7 @@ def _unreadable(check: str, what: str, error: BaseException) -> Finding:
 
     if is_service_activating(error):
         service = (getattr(error, "metadata", None) or {}).get("service") or "its API"
-        return Finding(check, WARNING, f"{what}: not checked, {service} is not enabled (the apis step enables it).")
+        return Finding(check, WARNING, f"{what}: not checked, {_not_enabled(service)}", disabled_api=service)
     reason = google_message(error) if hasattr(error, "code") else str(error)
     return Finding(check, WARNING, f"{what}: could not be checked ({reason}).")
 
@@ -264,4 +265,30 @@ def run_preflight(
             report.findings += future.result()
     if any(f.check == "project" and f.severity == ERROR for f in report.findings):
         report.findings = [f for f in report.findings if f.check == "project"]  # the others only repeat it
+    report.findings = _one_per_disabled_api(report.findings)
     return report
+
+
+def _not_enabled(service: str) -> str:
+    from mlflow_gcp.steps.apis import REQUIRED_APIS
+
+    if service in REQUIRED_APIS:
+        return f"{service} is not enabled (the apis step enables it)."
+    return f"{service} is not enabled (`gcloud services enable {service}` enables it)."
+
+
+def _one_per_disabled_api(findings: list[Finding]) -> list[Finding]:
+    """ "Project and permissions: not checked, X is not enabled" rather than a line for each."""
+    merged: list[Finding] = []
+    by_api: dict[str, list[Finding]] = {}
+    for finding in findings:
+        if finding.disabled_api:
+            by_api.setdefault(finding.disabled_api, []).append(finding)
+        else:
+            merged.append(finding)
+    for api, group in by_api.items():
+        checks = [f.check for f in group]
+        what = " and ".join(checks).capitalize()
+        message = f"{what}: not checked, {_not_enabled(api)}"
+        merged.append(Finding(", ".join(checks), WARNING, message, disabled_api=api))
+    return merged
