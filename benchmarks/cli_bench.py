@@ -47,8 +47,8 @@ STEP_OPERATIONS = {
     "bucket": ["storage.bucket_insert"],
     "secrets": [],
     "image": ["artifactregistry.create", "storage.bucket_insert", "storage.upload", "cloudbuild.build"],
-    # The first deploy rolls out twice: the service, then the service told its own URLs.
-    "deploy": ["run.deploy", "run.deploy"],
+    # The first deploy rolls out once: the server is told its deterministic URL before the service exists.
+    "deploy": ["run.deploy"],
 }
 
 

@@ -43,10 +43,12 @@ SIZING_DEFAULTS = {
 
 
 def allowed_hosts(config: ServerConfig) -> list[str]:
-    if config.service_urls:
-        return [urlsplit(url).netloc for url in config.service_urls]
-    # First revision: the URL is not known yet, only that Cloud Run names it after the service.
-    return [f"{config.service_name}-*.run.app"]
+    # Cloud Run gives the service a second name, SERVICE-HASH-REGION.a.run.app, that the deploy step cannot know
+    # before the service exists. run.app is a domain only Google serves and routes by name, so a request with
+    # such a Host reaches only this service: accepting the service's run.app names is safe, and the first
+    # deploy needs no second revision to tell the server its URLs. CORS below stays exact.
+    own = [urlsplit(url).netloc for url in config.service_urls]
+    return [*own, f"{config.service_name}-*.run.app"]
 
 
 def allowed_origins(config: ServerConfig) -> list[str]:

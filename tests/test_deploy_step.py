@@ -56,12 +56,12 @@ def assert_no_secret_value_sent(fake) -> None:
             assert value not in body, f"{request.method} /{request.api}{request.path} carries a secret value"
 
 
-def test_first_run_creates_the_service_then_gives_it_its_urls(ready):
+def test_first_run_creates_the_service_in_one_revision_that_knows_its_urls(ready):
     fake = ready
     result, ctx = deploy()
     assert result.status is Status.CREATED
     stored = fake.run_service("mlflow")
-    assert stored["generation"] == 2  # created, then updated with its own URLs
+    assert stored["generation"] == 1  # one rollout: the deterministic URL is known before the service exists
     assert stored["invokerIamDisabled"] is True
     assert stored["ingress"] == "INGRESS_TRAFFIC_ALL"
     assert stored["labels"] == {"managed-by": "mlflow-gcp"}
@@ -77,7 +77,8 @@ def test_first_run_creates_the_service_then_gives_it_its_urls(ready):
     assert secret_env == {var: {"secret": s, "version": "latest"} for var, s in SECRET_ENV_VARS.items()}
     plain = [e["name"] for e in container["env"] if "value" in e]
     assert plain == [SERVICE_URLS_VAR]
-    assert service_urls_of(stored) == stored["urls"]
+    deterministic = next(u for u in stored["urls"] if u.endswith(".europe-west1.run.app"))
+    assert service_urls_of(stored) == [deterministic]
     assert len(stored["urls"]) == 2
     assert any(u.endswith(".a.run.app") for u in stored["urls"])
     assert any(u.endswith(".europe-west1.run.app") for u in stored["urls"])
@@ -86,8 +87,33 @@ def test_first_run_creates_the_service_then_gives_it_its_urls(ready):
     assert ctx.outputs.get("service.urls") == ",".join(stored["urls"])
     creates = [r for r in fake.requests(api="run", mutating=True) if r.method == "POST"]
     patches = [r for r in fake.requests(api="run", mutating=True) if r.method == "PATCH"]
-    assert len(creates) == 1 and len(patches) == 1
+    assert len(creates) == 1 and len(patches) == 0
     assert_no_secret_value_sent(fake)
+
+
+def test_extra_hosts_are_told_to_the_server_and_a_change_rolls_out_a_revision(ready):
+    fake = ready
+    deploy()
+    fake.clear_log()
+    result, _ = deploy(extra_hosts="mlflow.example.com, ml.example.org")
+    assert result.status is Status.UPDATED
+    urls = service_urls_of(fake.run_service("mlflow"))
+    assert urls[1:] == ["https://mlflow.example.com", "https://ml.example.org"]
+    assert urls[0].endswith(".europe-west1.run.app")
+
+
+def test_a_server_told_both_urls_by_an_older_version_is_left_alone(ready):
+    """Deployments made before the first deploy knew its URLs were told both of Cloud Run's URLs: keeping them
+    needs no revision."""
+    fake = ready
+    deploy()
+    stored = fake.run_service("mlflow")
+    env = next(e for e in stored["template"]["containers"][0]["env"] if e["name"] == SERVICE_URLS_VAR)
+    env["value"] = ",".join(stored["urls"])
+    fake.clear_log()
+    result, _ = deploy()
+    assert result.status is Status.UNCHANGED
+    assert fake.mutating_requests() == []
 
 
 def test_second_run_is_unchanged_and_sends_nothing(ready):
@@ -159,7 +185,6 @@ def test_transient_errors_are_retried(ready, status):
     fake = ready
     fake.latency["run.deploy"] = 0.05  # so that the operation is polled
     fake.fail(status, api="run", method="POST")
-    fake.fail(status, api="run", method="PATCH")
     fake.fail(status, api="run", method="GET", path_contains="/operations/")
     fake.fail(status, api="run", method="GET", path_contains="/services/mlflow")
     result, _ = deploy()
@@ -201,7 +226,7 @@ def test_a_rollout_in_progress_is_waited_for(ready):
     )
     assert fake.run_service("mlflow")["reconciling"] is True
     result, _ = deploy()
-    assert result.status is Status.UPDATED  # only the URLs were missing
+    assert result.status is Status.UNCHANGED  # the create carried everything, URLs included
     creates = [r for r in fake.requests(api="run") if r.method == "POST"]
     assert len(creates) == 1
     assert fake.run_service("mlflow")["reconciling"] is False

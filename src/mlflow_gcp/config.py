@@ -58,6 +58,11 @@ class Settings:
         "on resource locations). Applies to secrets the tool creates.",
         group="Deployment",
     )
+    extra_hosts: str = setting(
+        "",
+        "Other host names the server answers to, comma-separated (a custom domain or a load balancer in front).",
+        group="Deployment",
+    )
 
     @property
     def bucket_name(self) -> str:
@@ -157,6 +162,7 @@ def validate(settings: Settings) -> Settings:
     )
     _check_name(problems, "Artifact Registry repository", s.repository, _RESOURCE, lowercase_rule, 63)
     _check_name(problems, "Cloud Run service", s.service, _RESOURCE, lowercase_rule + ", at most 49", 49)
+    problems.extend(_host_problems(s.extra_hosts))
     for label, value in (("Database", s.db_name), ("Auth database", s.auth_db_name)):
         _check_name(problems, label, value, _MYSQL_NAME, "letters, digits and underscores, at most 64", 64)
     if s.db_name == s.auth_db_name:
@@ -191,6 +197,23 @@ def validate(settings: Settings) -> Settings:
     if problems:
         raise ConfigError(" ".join(problems))
     return settings
+
+
+_HOST = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+
+
+def extra_host_names(value: str) -> list[str]:
+    return [host.strip().lower() for host in value.split(",") if host.strip()]
+
+
+def _host_problems(value: str) -> list[str]:
+    bad = [host for host in extra_host_names(value) if not _HOST.match(host)]
+    if bad:
+        return [
+            f"Extra host '{bad[0]}' is not a host name such as mlflow.example.com (no scheme, port or path; "
+            "several are separated by commas)."
+        ]
+    return []
 
 
 def _range_problems(s: Settings) -> list[str]:

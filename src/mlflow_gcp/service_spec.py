@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlflow_gcp.config import SECRET_ENV, SECRET_FLASK_KEY, SECRET_MLFLOW, SECRET_MYSQL, Settings
+from mlflow_gcp.config import SECRET_ENV, SECRET_FLASK_KEY, SECRET_MLFLOW, SECRET_MYSQL, Settings, extra_host_names
 
 CONTAINER_PORT = 8080
 MANAGED_LABELS = {"managed-by": "mlflow-gcp"}
@@ -46,6 +46,20 @@ def server_settings(settings: Settings, db_host: str) -> dict[str, str]:
         "GCP_PROJECT": settings.project,
         "SERVICE_ACCOUNT_EMAIL": settings.service_account_email,
     }
+
+
+def deterministic_url(settings: Settings, project_number: str) -> str:
+    """The URL Cloud Run gives a service from its name, project number and region, known before it exists
+    (https://cloud.google.com/run/docs/triggering/https-request#deterministic)."""
+    return f"https://{settings.service}-{project_number}.{settings.region}.run.app"
+
+
+def own_urls(settings: Settings, project_number: str) -> tuple[str, ...]:
+    """What the server is told its URLs are: the deterministic one and the extra hosts. The server also accepts
+    the service's other `SERVICE-*.run.app` name (run.app is a domain only Google serves), so the first
+    deploy needs no second revision to tell the server its URLs."""
+    extra = (f"https://{host}" for host in extra_host_names(settings.extra_hosts))
+    return (deterministic_url(settings, project_number), *extra)
 
 
 def render_env_file(values: dict[str, str]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 import secrets
@@ -126,6 +127,19 @@ def test_first_revision_accepts_only_hosts_named_after_the_service():
     config = read_config(env)
     assert entrypoint.allowed_hosts(config) == ["mlflow-*.run.app"]
     assert entrypoint.allowed_origins(config) == ["https://mlflow-*.run.app"]
+
+
+def test_told_urls_are_allowed_with_the_services_run_app_names_and_cors_stays_exact():
+    entrypoint, read_config = load_entrypoint()
+    urls = ("https://mlflow-123456789012.europe-west1.run.app", "https://mlflow.example.com")
+    env = container_env(rehearsal_settings(), Secrets(new_password(), "admin", new_password()), 3306, urls)
+    config = read_config(env)
+    hosts = entrypoint.allowed_hosts(config)
+    assert hosts == ["mlflow-123456789012.europe-west1.run.app", "mlflow.example.com", "mlflow-*.run.app"]
+    # Cloud Run's other name of the service, unknown at deploy time, is accepted; another service's is not.
+    assert any(fnmatch.fnmatch("mlflow-abc123xyz-ew.a.run.app", pattern) for pattern in hosts)
+    assert not any(fnmatch.fnmatch("other-abc123xyz-ew.a.run.app", pattern) for pattern in hosts)
+    assert entrypoint.allowed_origins(config) == list(urls)
 
 
 def test_secrets_go_to_environment_and_private_file_not_argv(monkeypatch):

@@ -25,7 +25,7 @@ from mlflow_gcp.errors import OperationFailedError, OrgPolicyError
 from mlflow_gcp.gcp import retry
 from mlflow_gcp.gcp.operations import wait, wait_gapic
 from mlflow_gcp.resources.iam import IamBinding, Policy, has_member, proto_policy_io
-from mlflow_gcp.service_spec import SECRET_ENV_VARS, SERVICE_URLS_VAR, ServiceInputs, build_service
+from mlflow_gcp.service_spec import SECRET_ENV_VARS, SERVICE_URLS_VAR, ServiceInputs, build_service, own_urls
 from mlflow_gcp.steps.base import Effect, Impact, Resource, StepContext
 
 DEPLOY_TIMEOUT = 900.0
@@ -175,8 +175,28 @@ class CloudRunService(Resource):
         self.use_invoker_binding = False
 
     # -- desired state -------------------------------------------------------------------------------------
+    @functools.cached_property
+    def project_number(self) -> str:
+        number = self.ctx.outputs.get("network.project_number")
+        if number:
+            return number
+        from mlflow_gcp.gcp.errors import execute
+
+        project = retry.call(
+            lambda: execute(self.ctx.clients.resource_manager().projects().get(projectId=self.ctx.project)),
+            predicate=self.ctx.retry_predicate("cloudresourcemanager"),
+        )
+        return str(project["projectNumber"])
+
+    def service_urls(self, current: Any | None) -> tuple[str, ...]:
+        """The deterministic URL and the extra hosts. A live list that already holds them all (a deployment whose
+        server was told both of Cloud Run's URLs) is kept: changing it would roll out a revision for nothing."""
+        wanted = own_urls(self.ctx.settings, self.project_number)
+        live = live_service_urls(current) if current is not None else ()
+        return live if live and set(wanted) <= set(live) else wanted
+
     def desired(self, current: Any | None) -> dict[str, Any]:
-        urls = tuple(current.urls) if current is not None else ()
+        urls = self.service_urls(current)
         service = build_service(
             self.ctx.settings, ServiceInputs(self.image, self.connector, urls, self.secret_versions)
         )
@@ -249,7 +269,7 @@ class CloudRunService(Resource):
         current = self.read()
         if current is None:
             return
-        # Now that the service has its URLs, give them to the server (a second revision).
+        # Normally nothing: the server was told its URLs before the service existed.
         fields = self.drift(current)
         if fields:
             self.ctx.log(f"updating {self.label}: {', '.join(fields)}")
@@ -337,6 +357,15 @@ def resources(ctx: StepContext) -> Iterator[Resource]:
     yield service
     if service.use_invoker_binding:
         yield public_invoker_binding(ctx, service)
+
+
+def live_service_urls(current) -> tuple[str, ...]:
+    """The URLs the live service's server was told (its MLFLOW_GCP_SERVICE_URLS), in order."""
+    for container in current.template.containers[:1]:
+        for env in container.env:
+            if env.name == SERVICE_URLS_VAR and env.value:
+                return tuple(url for url in env.value.split(",") if url)
+    return ()
 
 
 def service_urls_of(service: dict[str, Any]) -> list[str]:
