@@ -166,18 +166,25 @@ def test_delete_data_removes_everything_but_the_apis_and_the_default_network(fak
     assert "--db-instance" in result.stdout
     exists = existence()
     kept, _ = kept_and_removed(exists)
-    assert kept == {"Google APIs", "VPC network default"}
+    # The private services connection (and the range it reserves) is left in place: Google refuses to delete it
+    # while Cloud SQL stays registered as a producer, days after the instance (hashicorp/terraform-provider-google
+    # #16275). The note says how to remove them later.
+    assert kept == {
+        "Google APIs",
+        "VPC network default",
+        "private services connection on default",
+        "address range mlflow-private-services",
+    }
+    assert "gcloud services vpc-peerings delete" in " ".join(result.stdout.split())
     assert fake.state["secrets"] == {}
     assert MEMBER not in members(fake)
-    # Deletion protection was lifted (only now), then the instance deleted; the range and connection after it.
+    # Deletion protection was lifted (only now), then the instance deleted.
     sql = [(r.method, r.path) for r in fake.mutating_requests() if r.api == "sqladmin"]
     patches = [i for i, (m, _) in enumerate(sql) if m == "PATCH"]
     deletes = [i for i, (m, p) in enumerate(sql) if m == "DELETE" and p.endswith(f"/instances/{INSTANCE}")]
     assert patches and deletes and patches[-1] < deletes[0]
     log = fake.mutating_requests()
-    instance_gone = max(i for i, r in enumerate(log) if r.api == "sqladmin" and r.method == "DELETE")
-    network_changes = [i for i, r in enumerate(log) if r.api in ("servicenetworking", "compute")]
-    assert network_changes and min(network_changes) > instance_gone
+    assert not [r for r in log if r.api in ("servicenetworking", "compute")]
     assert not any(r.api == "compute" and "/networks/default" in r.path for r in log)
     assert not any(r.api == "serviceusage" for r in log)
 

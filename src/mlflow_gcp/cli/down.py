@@ -32,7 +32,14 @@ def down(
     from mlflow_gcp.cli.preflight import preflight_or_exit
     from mlflow_gcp.gcp.clients import Clients
     from mlflow_gcp.operate.inventory import read_inventory
-    from mlflow_gcp.operate.teardown import DELETE, holds_data, plan_teardown, reserved_names, run_teardown
+    from mlflow_gcp.operate.teardown import (
+        DELETE,
+        abandoned_notes,
+        holds_data,
+        plan_teardown,
+        reserved_names,
+        run_teardown,
+    )
 
     if not (dry_run or yes or console.interactive()):
         what = "the MLflow service and its data" if delete_data else "the MLflow service (the data is kept)"
@@ -74,7 +81,7 @@ def down(
         run_teardown(plan, log=lambda m: err.print(f"[dim]down:[/] {escape(m)}"))
     finally:
         _show_outcomes(plan)
-    for note in reserved_names(plan):
+    for note in reserved_names(plan) + abandoned_notes(plan):
         out.print(f"[yellow]Note:[/] {escape(note)}")
     unsupported = [r for r in plan if r.outcome == "not supported"]
     if unsupported:

@@ -30,6 +30,19 @@ def api_root(api: str) -> str:
     return f"{base}/{api}" if base else f"https://{api}.googleapis.com"
 
 
+def billed_to_target(credentials, project: str):
+    """User credentials (`gcloud auth application-default login`) carry a quota project, which some APIs bill
+    and check instead of the target project: it may be another project, or none
+    (https://github.com/hashicorp/terraform-provider-google/issues/10066). The deployment's project is billed
+    instead (the `x-goog-user-project` header), as with `gcloud auth application-default set-quota-project`.
+    Service-account credentials bill their own project already and are left alone."""
+    from google.oauth2 import credentials as user_credentials
+
+    if isinstance(credentials, user_credentials.Credentials) and credentials.quota_project_id != project:
+        return credentials.with_quota_project(project)
+    return credentials
+
+
 class Clients:
     """Builds and caches clients for one project. GAPIC REST clients are shared across threads; discovery
     clients (httplib2) are not thread-safe, so each thread gets its own."""
@@ -57,7 +70,7 @@ class Clients:
                 "Run `gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS to a "
                 "service-account key file.",
             ) from e
-        return credentials
+        return billed_to_target(credentials, self.project)
 
     def _gapic(self, key: str, api: str, build):
         with self._lock:

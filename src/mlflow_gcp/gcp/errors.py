@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from google.api_core import exceptions as gexc
@@ -104,8 +105,48 @@ def org_policy_constraint(exc: gexc.GoogleAPICallError) -> str | None:
     return None
 
 
-def translate(exc: gexc.GoogleAPICallError, what: str, project: str = "") -> MlflowGcpError:
-    """One clear error for a failed call. `what` says what was being done, e.g. 'creating bucket b'."""
+def other_consumer(
+    exc: gexc.GoogleAPICallError, project: str, project_number: Callable[[], str | None] | None = None
+) -> str | None:
+    """The project Google checked and billed the call to (`ErrorInfo.metadata.consumer`, e.g. `projects/123`)
+    when it is not the target project: the quota project of user credentials. None when it is the target, or
+    when that cannot be told (a number, and the target's number unknown)."""
+    consumer = str(dict(exc.metadata or {}).get("consumer", ""))
+    name = consumer.removeprefix("projects/")
+    if not consumer.startswith("projects/") or not name or name == project:
+        return None
+    if name.isdigit():
+        number = project_number() if project_number else None
+        if not number or number == name:
+            return None
+    return name
+
+
+def translate(
+    exc: gexc.GoogleAPICallError,
+    what: str,
+    project: str = "",
+    project_number: Callable[[], str | None] | None = None,
+) -> MlflowGcpError:
+    """One clear error for a failed call. `what` says what was being done, e.g. 'creating bucket b'. When Google
+    checked another project than the target (the quota project of the credentials), the error says so."""
+    error = _translate(exc, what, project)
+    consumer = other_consumer(exc, project, project_number)
+    if consumer:
+        error.message = (
+            f"{error.message} Google checked this call against project {consumer}, not {project}: the quota "
+            "project of your Application Default Credentials."
+        )
+        error.hint = (
+            f"Run `gcloud auth application-default set-quota-project {project}` (or log in again with "
+            "`gcloud auth application-default login`), then retry. "
+            + (error.hint or "")
+        ).strip()
+        error.args = (error.message,)
+    return error
+
+
+def _translate(exc: gexc.GoogleAPICallError, what: str, project: str = "") -> MlflowGcpError:
     reason, metadata = error_info(exc)
     reason = reason or legacy_reason(exc)
     code = exc.code or 0

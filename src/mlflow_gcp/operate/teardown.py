@@ -83,9 +83,64 @@ def plan_teardown(inventory: Inventory, *, delete_data: bool) -> list[Removal]:
                         "the kept database reaches the network through it (--delete-data removes it)",
                     )
                 )
+            elif entry.step == NETWORK_STEP and (reason := _abandoned(resource, entry.items)):
+                plan.append(Removal(entry.step, resource, item.current, KEEP, reason))
             else:
                 plan.append(Removal(entry.step, resource, item.current, DELETE))
     return _once_per_secret(plan)
+
+
+ABANDON_SOURCE = "hashicorp/terraform-provider-google#16275"
+
+
+def _abandoned(resource: Resource, items) -> str | None:
+    """Why a network resource is left in place even with --delete-data, or None.
+
+    Google refuses to delete a private services connection while Cloud SQL is registered as a producer on it,
+    which lasts days after the last instance is deleted (hashicorp/terraform-provider-google#16275). As
+    Terraform's `deletion_policy = "ABANDON"` does, the connection is left; so are the range it reserves and
+    the network it is on, which cannot go while it exists."""
+    from mlflow_gcp.steps.network import Network, PeeringRange, PrivateConnection
+
+    connection = next((i.current for i in items if isinstance(i.resource, PrivateConnection)), None)
+    if connection is None:
+        return None
+    if isinstance(resource, PrivateConnection):
+        return (
+            "Google refuses to delete it while Cloud SQL stays registered as a producer, days after the instance "
+            f"is gone ({ABANDON_SOURCE}): left in place"
+        )
+    if isinstance(resource, PeeringRange) and resource.name in connection.get("reservedPeeringRanges", []):
+        return "the private services connection left in place reserves it"
+    if isinstance(resource, Network):
+        return "the private services connection left in place is on it"
+    return None
+
+
+def abandoned_notes(plan: list[Removal]) -> list[str]:
+    """What `down --delete-data` left in place on purpose, and how to remove it later."""
+    from mlflow_gcp.steps.network import Network, PeeringRange, PrivateConnection
+
+    kept = [r for r in plan if r.step == NETWORK_STEP and r.action == KEEP and ABANDON_SOURCE in r.reason]
+    if not kept:
+        return []
+    connection = kept[0].resource
+    assert isinstance(connection, PrivateConnection)
+    network = connection.ctx.settings.network
+    commands = [
+        "`gcloud services vpc-peerings delete --service=servicenetworking.googleapis.com "
+        f"--network={network}` (if nothing else uses it)"
+    ]
+    for removal in plan:
+        if removal.action == KEEP and isinstance(removal.resource, PeeringRange) and "left in place" in removal.reason:
+            commands.append(f"`gcloud compute addresses delete {removal.resource.name} --global`")
+        if removal.action == KEEP and isinstance(removal.resource, Network) and "left in place" in removal.reason:
+            commands.append(f"`gcloud compute networks delete {removal.resource.name}`")
+    return [
+        f"The private services connection on {network} was left in place: Google refuses to delete it while "
+        f"Cloud SQL stays registered as a producer, for days after the instance is deleted ({ABANDON_SOURCE}). "
+        f"It costs nothing. To remove it later: {', then '.join(commands)}."
+    ]
 
 
 def _once_per_secret(plan: list[Removal]) -> list[Removal]:

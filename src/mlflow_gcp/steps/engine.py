@@ -19,7 +19,22 @@ def _guarded(ctx: StepContext, what: str, action):
     try:
         return action()
     except gexc.GoogleAPICallError as e:
-        raise translate(e, what, ctx.project) from e
+        raise translate(e, what, ctx.project, lambda: project_number(ctx)) from e
+
+
+def project_number(ctx: StepContext) -> str | None:
+    """The target project's number (Google names consumers by number), once per run; None when unknown."""
+    known = ctx.outputs.get("project.number")
+    if known:
+        return known
+    from mlflow_gcp.gcp.errors import execute
+
+    try:
+        number = str(execute(ctx.clients.resource_manager().projects().get(projectId=ctx.project))["projectNumber"])
+    except Exception:
+        return None
+    ctx.outputs.set("project.number", number)
+    return number
 
 
 def _read(resource: Resource, ctx: StepContext):

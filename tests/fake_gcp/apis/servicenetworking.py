@@ -21,6 +21,9 @@ EMPTY_TYPE = "type.googleapis.com/google.protobuf.Empty"
 
 def register(fake: FakeGoogle) -> None:
     connections: dict[str, dict] = fake.state.setdefault("sn_connections", {})
+    # Option: Cloud SQL stays registered as a producer on the connection for days after its last instance is
+    # deleted, and deleting the connection is refused meanwhile (hashicorp/terraform-provider-google#16275).
+    fake.sn_producer_lingers = False
     operations = LongRunningStore(fake, "servicenetworking", "operations")
 
     def network_of(value: str) -> str:
@@ -164,7 +167,7 @@ def register(fake: FakeGoogle) -> None:
         name = network_of(req.json.get("consumerNetwork", ""))
         if name not in connections or req.params["connection"] != PEERING:
             raise ApiError(404, "Connection not found.", status="NOT_FOUND")
-        if sql_users(name):
+        if sql_users(name) or fake.sn_producer_lingers:
             raise ApiError(
                 400,
                 "Failed to delete connection; Producer services (e.g. CloudSQL, Cloud Memstore, etc.) are still "
