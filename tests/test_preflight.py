@@ -255,3 +255,20 @@ def test_no_credentials(fake, tmp_path, monkeypatch):
     assert "No Google Cloud credentials" in result.output and "gcloud auth application-default login" in result.output
     assert "Summary" not in result.output
     assert fake.log == []
+
+
+def test_down_asks_for_the_permissions_it_deletes_with(ready):
+    ready.state["denied_permissions"] = {"run.services.delete", "cloudsql.instances.delete"}
+    result = cli("down", "--yes")
+    assert result.exit_code == 1
+    text = " ".join(result.output.split())
+    assert "roles/run.admin: run.services.delete" in text and "cloudsql.instances.delete" not in text
+    assert "cloudsql.instances.delete" not in asked_permissions(ready)  # the data is kept: not needed
+    assert only_preflight_was_asked(ready)
+
+    ready.clear_log()
+    result = cli("down", "--delete-data", "--yes")
+    assert result.exit_code == 1
+    assert "roles/cloudsql.admin: cloudsql.instances.delete" in " ".join(result.output.split())
+    assert {"storage.buckets.delete", "secretmanager.secrets.delete"} <= set(asked_permissions(ready))
+    assert only_preflight_was_asked(ready)

@@ -50,7 +50,16 @@ def down(
             "terminal.",
         )
     clients = Clients(settings.project)
-    preflight_or_exit(settings, clients, checks=("project",), skip=skip_preflight)
+    from mlflow_gcp.preflight.permissions import down_permissions
+
+    preflight_or_exit(
+        settings,
+        clients,
+        checks=("project", "permissions"),
+        permissions=down_permissions(settings, delete_data=delete_data),
+        skip=skip_preflight,
+        blocking=not dry_run,
+    )
     with err.status(f"Reading the deployment in {settings.project}...", spinner="dots"):
         inventory = read_inventory(settings, clients=clients)
     plan = plan_teardown(inventory, delete_data=delete_data)

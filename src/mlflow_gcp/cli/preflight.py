@@ -22,6 +22,7 @@ def preflight_or_exit(
     checks: Sequence[str] = ALL_CHECKS,
     skip: bool = False,
     blocking: bool = True,
+    permissions: Sequence[str] | None = None,
 ) -> None:
     """`blocking=False` (dry runs): problems are shown as warnings and the command goes on, unless nothing can
     be read at all (no credentials, no project)."""
@@ -31,7 +32,7 @@ def preflight_or_exit(
 
     from mlflow_gcp.preflight import ERROR, run_preflight
 
-    report = run_preflight(settings, clients, steps=steps, checks=checks)
+    report = run_preflight(settings, clients, steps=steps, checks=checks, permissions=permissions)
     fatal = [f for f in report.errors if blocking or f.check in ("credentials", "project")]
     for finding in report.findings:
         if finding not in fatal:

@@ -170,12 +170,12 @@ def check_billing(clients: Clients, settings: Settings) -> list[Finding]:
     return []
 
 
-def check_permissions(clients: Clients, settings: Settings, steps: Sequence[str]) -> list[Finding]:
+def check_permissions(clients: Clients, settings: Settings, wanted: Sequence[str]) -> list[Finding]:
     """`projects.testIamPermissions` answers which of the asked permissions the caller holds (at most 100 per
     call); the missing ones are listed under the predefined role that grants them."""
     from google.api_core import exceptions as gexc
 
-    wanted = permissions_for(steps, settings)
+    wanted = list(wanted)
     granted: set[str] = set()
     try:
         for start in range(0, len(wanted), 100):
@@ -248,15 +248,17 @@ def run_preflight(
     *,
     steps: Iterable[str],
     checks: Sequence[str] = ("project", "billing", "permissions", "org policy"),
+    permissions: Sequence[str] | None = None,
 ) -> PreflightReport:
+    """`permissions`: the list to test, instead of what `steps` need (`down` asks for its own)."""
     report = PreflightReport(check_credentials(clients))
     if report.errors:
         return report  # nothing else can be asked
-    steps = tuple(steps)
+    wanted = list(permissions) if permissions is not None else permissions_for(tuple(steps), settings)
     jobs: dict[str, Callable[[], list[Finding]]] = {
         "project": lambda: check_project(clients, settings),
         "billing": lambda: check_billing(clients, settings),
-        "permissions": lambda: check_permissions(clients, settings, steps),
+        "permissions": lambda: check_permissions(clients, settings, wanted),
         "org policy": lambda: check_org_policies(clients, settings),
     }
     with ThreadPoolExecutor(len(checks) or 1, thread_name_prefix="preflight") as pool:

@@ -67,14 +67,48 @@ STEP_ROLES: dict[str, tuple[str, ...]] = {
 }
 
 
+ROLE_STEPS = tuple(STEP_ROLES)
+UP_PERMISSIONS = frozenset(ROLE_OF)  # what `up` uses; `down`'s deletes are added to ROLE_OF below
+
+
 def permissions_for(steps: Iterable[str], settings: Settings) -> list[str]:
     """The permissions `steps` need, in a stable order. The default network exists: creating one is only needed
     for a custom network."""
     roles = {role for step in steps for role in STEP_ROLES.get(step, ())}
-    wanted = [p for p, role in ROLE_OF.items() if role in roles]
+    wanted = [p for p, role in ROLE_OF.items() if role in roles and p in UP_PERMISSIONS]
     if settings.network == "default":
         wanted = [p for p in wanted if p != "compute.networks.create"]
     return wanted
+
+
+# What `down` deletes, and with --delete-data the data too (teardown order: service, image repository, connector,
+# grants, service account; then the database, the bucket with its objects, the secrets).
+DOWN_DELETES = (
+    ("run.services.delete", RUN),
+    ("artifactregistry.repositories.delete", REGISTRY),
+    ("vpcaccess.connectors.delete", VPC_ACCESS),
+    ("iam.serviceAccounts.delete", SA_ADMIN),
+)
+DATA_DELETES = (
+    ("cloudsql.instances.delete", CLOUD_SQL),
+    ("storage.buckets.delete", STORAGE),
+    ("storage.objects.list", STORAGE),
+    ("storage.objects.delete", STORAGE),
+    ("secretmanager.secrets.delete", SECRETS),
+)
+for _permission, _role in DOWN_DELETES + DATA_DELETES:
+    ROLE_OF.setdefault(_permission, _role)
+READS = (".get", ".list", ".getIamPolicy")
+
+
+def down_permissions(settings: Settings, *, delete_data: bool) -> list[str]:
+    """`down` reads every step (as status does), removes the grants (setIamPolicy) and deletes."""
+    every = permissions_for(ROLE_STEPS, settings)
+    wanted = [p for p in every if p.endswith(READS) or p.endswith(".setIamPolicy")]
+    wanted += [p for p, _ in DOWN_DELETES + (DATA_DELETES if delete_data else ())]
+    if delete_data:
+        wanted.append("cloudsql.instances.update")  # deletion protection goes off first
+    return list(dict.fromkeys(wanted))
 
 
 def missing_by_role(wanted: Iterable[str], granted: set[str]) -> dict[str, list[str]]:
