@@ -72,3 +72,26 @@ def test_a_location_policy_refusing_global_names_the_setting_then_user_managed_r
     for secret in ALL_SECRETS:
         replication = fake.state["secrets"][f"projects/{PROJECT}/secrets/{secret}"]["replication"]
         assert replication == {"userManaged": {"replicas": [{"location": REGION}]}}, secret
+
+
+def test_up_with_every_first_run_behaviour_at_once_deploys_and_a_second_up_sends_nothing(fake, container_dir):
+    """A new project in a secure-by-default organisation, as Google answers it, all behaviours on at once."""
+    fake.activation_seconds = 1.2  # SERVICE_DISABLED for 2 minutes (scaled) after each enable
+    fake.compute_default_network_lag = 3  # `default` appears a while after Compute is enabled
+    fake.iam_policy_lag = 3  # the new service account's own policy answers 404 for a while
+    fake.iam_invisible_for = 3  # grants naming the new account elsewhere answer 400 "does not exist"
+    fake.grant_propagation = 3  # Cloud Run refuses the revision until the secret grants apply
+    fake.secret_latest_stale_reads = 2  # versions/latest lags behind addVersion
+    fake.secret_allowed_locations = {REGION}  # constraints/gcp.resourceLocations without `global`
+    fake.cloudbuild_refused_regions = {REGION}  # a new project's regional builds are refused
+    fake.sn_producer_lingers = True  # (for `down`; `up` never meets it)
+    result = cli("up", "--secret-replication", "user-managed")
+    assert result.exit_code == 0, result.output
+    assert "MLflow is ready at https://" in result.output
+    assert pinned_versions() == latest_numbers(fake)
+
+    fake.secret_latest_settle()  # minutes later: `latest` has caught up
+    fake.clear_log()
+    again = cli("up", "--secret-replication", "user-managed")
+    assert again.exit_code == 0, again.output
+    assert [(r.method, r.api, r.path) for r in fake.mutating_requests()] == []

@@ -29,6 +29,13 @@ def register(fake: FakeGoogle) -> None:
     stale: dict[str, int] = {}  # secret name -> reads of `latest` that still answer the version before
     fake.secret_allowed_locations = None
 
+    def settle() -> None:
+        """Test switch: time has passed, every `latest` answers the newest version."""
+        with fake.lock:
+            stale.clear()
+
+    fake.secret_latest_settle = settle
+
     def check_locations(replication: dict) -> None:
         allowed = fake.secret_allowed_locations
         if allowed is None:
