@@ -50,9 +50,17 @@ app.add_typer(users.app, name="users")
 
 
 def main() -> None:
-    env_file = Path.cwd() / ".env"
-    if env_file.is_file():
-        from dotenv import load_dotenv
+    import os
+    import sys
 
-        load_dotenv(env_file, override=False)
+    from mlflow_gcp import env_file
+    from mlflow_gcp.cli.console import err, show_error
+    from mlflow_gcp.errors import MlflowGcpError
+
+    try:
+        from_file = env_file.load(Path.cwd() / ".env")
+    except MlflowGcpError as error:
+        sys.exit(show_error(error))
+    for warning in env_file.warnings(from_file, os.environ):
+        err.print(f"[yellow]Warning:[/] {warning}", markup=True, highlight=False)
     app()

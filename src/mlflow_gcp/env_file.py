@@ -1,0 +1,102 @@
+"""The `.env` file of the working directory, and MLFLOW_GCP_* names that are no setting (typos).
+
+Windows editors often save text as UTF-16 with a byte order mark (PowerShell 5's `>` and `Out-File`, Notepad's
+"Unicode"), or UTF-8 with one. A BOM names its encoding without doubt, so such a file is read as what it says;
+anything else must be UTF-8, or the user gets one paragraph that says how to re-save it.
+"""
+
+from __future__ import annotations
+
+import codecs
+import difflib
+import io
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from mlflow_gcp.config import ENV_PREFIX, env_var, setting_fields
+from mlflow_gcp.errors import ConfigError
+
+# Longest first: the UTF-32 LE mark begins with the UTF-16 LE one.
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+# MLFLOW_GCP_* variables that are not settings: the emulator endpoint, --debug, and knobs of tests and CI.
+OTHER_VARIABLES = frozenset(
+    {
+        "MLFLOW_GCP_API_ENDPOINT",
+        "MLFLOW_GCP_DEBUG",
+        "MLFLOW_GCP_CONTAINER_DIR",
+        "MLFLOW_GCP_DATABASE_WAIT_SECONDS",
+        "MLFLOW_GCP_LOGIN_TIMEOUT",
+        "MLFLOW_GCP_POLL_MIN",
+        "MLFLOW_GCP_RETRY_DELAY",
+        "MLFLOW_GCP_SERVICE_URLS",
+        "MLFLOW_GCP_SIGNING_SERVICE_ACCOUNT",
+    }
+)
+
+
+def decode(path: Path, raw: bytes) -> str:
+    encoding = next((name for bom, name in _BOMS if raw.startswith(bom)), "utf-8")
+    try:
+        text = raw.decode(encoding)
+        problem = ""
+    except UnicodeDecodeError as e:
+        text, problem = "", f"byte {e.start + 1} cannot be read as {encoding}"
+    if "\x00" in text:  # UTF-16 without a byte order mark decodes as "UTF-8" with a NUL between letters
+        problem = "it holds NUL bytes, as UTF-16 text without a byte order mark does"
+    if problem:
+        raise ConfigError(
+            f"The settings file {path} is not UTF-8 text ({problem}), so its settings cannot be read.",
+            "Save it as UTF-8 (Notepad: File > Save as, Encoding: UTF-8; PowerShell: "
+            "`Get-Content .env | Set-Content -Encoding utf8 .env.new`, then rename it), or delete it and pass the "
+            "settings as flags.",
+        )
+    return text
+
+
+def load(path: Path) -> dict[str, str]:
+    """Put the file's variables in the environment, below those already set there (flags win over both).
+    Returns the file's variables; {} when there is no file."""
+    if not path.is_file():
+        return {}
+    from dotenv import dotenv_values
+
+    values = dotenv_values(stream=io.StringIO(decode(path, path.read_bytes())))
+    found = {key: value for key, value in values.items() if value is not None}
+    for key, value in found.items():
+        os.environ.setdefault(key, value)
+    return found
+
+
+def setting_variables() -> list[str]:
+    return [env_var(f.name) for f in setting_fields()]
+
+
+def unknown_variables(names: Iterable[str]) -> list[tuple[str, str | None]]:
+    """(name, closest setting variable or None) for each MLFLOW_GCP_* name that is neither a setting nor one of
+    OTHER_VARIABLES."""
+    settings = setting_variables()
+    known = set(settings) | OTHER_VARIABLES
+    suffixes = {name.removeprefix(ENV_PREFIX): name for name in settings}
+    unknown = []
+    for name in sorted(set(names)):
+        if name.startswith(ENV_PREFIX) and name not in known:
+            close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), list(suffixes), n=1, cutoff=0.5)
+            unknown.append((name, suffixes[close[0]] if close else None))
+    return unknown
+
+
+def warnings(from_file: Mapping[str, str], environment: Mapping[str, str]) -> list[str]:
+    messages = []
+    for name, close in unknown_variables([*from_file, *environment]):
+        where = "in .env" if name in from_file else "in the environment"
+        guess = f"did you mean {close}?" if close else "see `mlflow-gcp up --help` for the settings."
+        messages.append(f"{name} ({where}) is not a setting of mlflow-gcp and is ignored: {guess}")
+    return messages
