@@ -200,7 +200,7 @@ def test_secret_left_without_version_by_an_interrupted_run(sm):
     )
     result, _ = run()
     change = next(c for c in result.changes if c.resource == f"secret {SECRET_MLFLOW}")
-    assert change.action == "update" and change.fields == ("version",)
+    assert change.action == "update" and change.fields == ("version", "labels")  # made without our label here
     assert sm.secret_value(SECRET_MLFLOW).startswith("admin:")
 
 

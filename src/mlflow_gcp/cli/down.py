@@ -36,6 +36,7 @@ def down(
         DELETE,
         abandoned_notes,
         holds_data,
+        nothing_deployed,
         plan_teardown,
         reserved_names,
         run_teardown,
@@ -62,6 +63,12 @@ def down(
     )
     with err.status(f"Reading the deployment in {settings.project}...", spinner="dots"):
         inventory = read_inventory(settings, clients=clients)
+    if nothing_deployed(inventory):
+        out.print(
+            f"Nothing is deployed in {settings.project}: the Google APIs the deployment uses are not enabled there, "
+            "so nothing to delete."
+        )
+        return
     plan = plan_teardown(inventory, delete_data=delete_data)
     to_delete = [r for r in plan if r.action == DELETE]
     _show_plan(plan, dry_run=dry_run)

@@ -16,9 +16,11 @@ from mlflow_gcp.cli.console import bullets, debug, err, out
 from mlflow_gcp.cli.options import SKIP_PREFLIGHT, WIDE, with_settings
 from mlflow_gcp.config import Settings
 
-OK, MISSING, DRIFT, FAILED = "ok", "missing", "drift", "failed"
-MARK_STYLE = {OK: "green", MISSING: "red", DRIFT: "yellow", FAILED: "bold red"}
-SEVERITY = [OK, DRIFT, MISSING, FAILED]
+OK, MISSING, DRIFT, FAILED, UNKNOWN = "ok", "missing", "drift", "failed", "unknown"
+MARK_STYLE = {OK: "green", MISSING: "red", DRIFT: "yellow", FAILED: "bold red", UNKNOWN: "bold red"}
+SEVERITY = [OK, DRIFT, MISSING, UNKNOWN, FAILED]
+# ResourceState.condition → mark (a resource that could not be read is `unknown`: it may well exist)
+MARKS = {"ok": OK, "missing": MISSING, "drift": DRIFT, "failed": FAILED, "unreadable": UNKNOWN}
 MARK_WIDTH = 7
 NAME_WIDTH = 44  # leaves 27 columns of detail at 80
 
@@ -85,8 +87,12 @@ def resource_lines(inventory) -> list[Line]:
                 continue
             if getattr(resource, "shown_by_owner", False):  # a secret made early; its owner's line shows it
                 continue
-            if not state.exists:
+            if state.unreadable:
+                line = Line(UNKNOWN, entry.step, short_name(state.label), f"unreadable: {state.unreadable}")
+            elif not state.exists:
                 line = Line(MISSING, entry.step, short_name(state.label), "")
+            elif state.problem:
+                line = Line(FAILED, entry.step, short_name(state.label), key_detail(resource.kind, state.details))
             elif state.drift:
                 line = Line(DRIFT, entry.step, short_name(state.label), "drift: " + ", ".join(state.drift))
             else:
@@ -155,8 +161,10 @@ def _show_wide(report) -> None:
             table.add_row(mark, entry.step, "(unreadable)", escape(entry.error.message))
         for item in entry.items:
             state = item.state
-            mark = MISSING if not state.exists else DRIFT if state.drift else OK
+            mark = MARKS[state.condition]
             details = ", ".join(f"{key}: {value}" for key, value in state.details.items())
+            if state.unreadable:
+                details = f"unreadable: {state.unreadable}"
             if state.drift:
                 details = f"drift: {', '.join(state.drift)}" + (f"; {details}" if details else "")
             table.add_row(f"[{MARK_STYLE[mark]}]{mark}[/]", entry.step, escape(state.label), escape(details))
@@ -194,6 +202,8 @@ def _show_problems(report) -> None:
     advice: list[str] = []
     if report.kinds & {kinds.MISSING, kinds.DRIFT}:
         advice.append("Run `mlflow-gcp up` to create what is missing and reset what differs.")
+    if kinds.BROKEN in report.kinds:
+        advice += sorted({i.state.problem_hint for _, i in report.inventory.items() if i.state.problem_hint})
     if kinds.UNREADABLE in report.kinds:
         hints = {e.error.hint for e in report.inventory.steps if e.error is not None and e.error.hint}
         advice += sorted(hints) or ["Some parts could not be read: see the errors above."]

@@ -35,11 +35,21 @@ def read_service(settings: Settings, clients: Clients) -> Any | None:
     """The Cloud Run service (run_v2.Service), or None."""
     from google.api_core import exceptions as gexc
 
+    from mlflow_gcp.gcp.errors import translate
+
     client = clients.run_services()
     try:
         return retry.call(lambda: client.get_service(name=service_path(settings)))
     except gexc.NotFound:
         return None
+    except gexc.GoogleAPICallError as e:
+        if retry.is_service_activating(e):  # SERVICE_DISABLED: a project where `up` has not run
+            raise MlflowGcpError(
+                f"Nothing is deployed in {settings.project}: the Cloud Run API is not enabled there, so there is no "
+                "MLflow server yet.",
+                "Run `mlflow-gcp up` to deploy one, or check --project.",
+            ) from e
+        raise translate(e, f"reading the Cloud Run service {settings.service}", settings.project) from e
 
 
 def pinned_versions(service: Any) -> dict[str, str]:

@@ -21,6 +21,7 @@ DRIFT = "drift"  # a resource differs from the configuration: `up` resets it
 UNREADABLE = "unreadable"  # a step could not be read (API disabled, permission): its error says what to do
 UNHEALTHY = "unhealthy"  # the server answers, but not as it should: its logs say why
 UNREACHABLE = "unreachable"  # the server does not answer at all: the network between here and there
+BROKEN = "broken"  # a resource exists but its state makes it unusable (ERROR, STOPPED): its hint says what to do
 
 
 @dataclass
@@ -48,8 +49,11 @@ class StatusReport:
                     "resources": [
                         {
                             "resource": item.state.label,
-                            "exists": item.state.exists,
+                            "condition": item.state.condition,
+                            "exists": None if item.state.unreadable else item.state.exists,
                             "drift": list(item.state.drift),
+                            "problem": item.state.problem or None,
+                            "unreadable": item.state.unreadable or None,
                             "details": dict(item.state.details),
                         }
                         for item in entry.items
@@ -84,16 +88,28 @@ def collect_status(
     inventory = read_inventory(settings, clients=clients, on_event=on_event)
     problems: list[str] = []
     kinds: set[str] = set()
+    seen: set[tuple[str, str]] = set()  # a resource two steps read (mysql-credentials) is one problem
     for entry in inventory.steps:
         if entry.error is not None:
             problems.append(f"{entry.step}: {entry.error.message}")
             kinds.add(UNREADABLE)
         for item in entry.items:
-            if not item.state.exists:
-                problems.append(f"{item.state.label} is missing")
-                kinds.add(MISSING)
-            elif item.state.drift:
-                problems.append(f"{item.state.label} differs from the configuration: {', '.join(item.state.drift)}")
+            state = item.state
+            identity = (item.resource.kind, str(getattr(item.resource, "path", state.label)))
+            if state.condition == "ok" or identity in seen:
+                continue
+            seen.add(identity)
+            if state.unreadable:
+                problems.append(f"{state.label} could not be read: {state.unreadable}")
+                kinds.add(UNREADABLE)
+            elif not state.exists:
+                problems.append(f"{state.label} is missing" + (f": {state.problem}" if state.problem else ""))
+                kinds.add(BROKEN if state.problem else MISSING)
+            elif state.problem:
+                problems.append(state.problem)
+                kinds.add(BROKEN)
+            if state.exists and state.drift:
+                problems.append(f"{state.label} differs from the configuration: {', '.join(state.drift)}")
                 kinds.add(DRIFT)
     service = inventory.find(DEPLOY_STEP, CloudRunService)
     url = service.current.uri if service is not None and service.current is not None else None

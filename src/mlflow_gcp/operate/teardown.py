@@ -52,6 +52,21 @@ def _is_default_network(step: str, resource: Resource) -> bool:
     return step == NETWORK_STEP and isinstance(resource, Network) and resource.name == "default"
 
 
+def nothing_deployed(inventory: Inventory) -> bool:
+    """A project whose APIs are not enabled yet (a new one): what could not be read cannot exist, and nothing that
+    could be read exists either (the default network aside)."""
+    from mlflow_gcp.errors import ApiDisabledError
+
+    errors = [s.error for s in inventory.steps if s.error is not None and s.step not in NEVER_TOUCHED_STEPS]
+    if not errors or not all(isinstance(e, ApiDisabledError) for e in errors):
+        return False
+    return all(
+        item.current is None or _is_default_network(step, item.resource)
+        for step, item in inventory.items()
+        if step not in NEVER_TOUCHED_STEPS
+    )
+
+
 def plan_teardown(inventory: Inventory, *, delete_data: bool) -> list[Removal]:
     """What exists, in deletion order, each marked delete or keep with the reason."""
     failed = [s for s in inventory.steps if s.error is not None and s.step not in NEVER_TOUCHED_STEPS]

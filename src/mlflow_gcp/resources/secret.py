@@ -47,6 +47,7 @@ class SecretState:
     name: str
     value: str | None  # None: the secret exists but has no version
     version: str | None = None  # number of the latest version
+    labels: tuple[tuple[str, str], ...] = ()
 
 
 class Secret(Resource):
@@ -75,22 +76,29 @@ class Secret(Resource):
     def _version_key(self) -> str:
         return f"secret_version.{self.secret_id}"
 
+    def _labels(self) -> tuple[tuple[str, str], ...] | None:
+        """The secret's labels; None when the secret does not exist."""
+        try:
+            secret = self._call(lambda: self._client.get_secret(name=self.path))
+        except gexc.NotFound:
+            return None
+        return tuple(sorted(secret.labels.items()))
+
     def read(self) -> SecretState | None:
         # `versions/latest` is eventually consistent, a version read by its number is not
         # (https://cloud.google.com/secret-manager/docs/reference/consistency): a version this run added or
         # read is read by its number when `latest` answers an older one, or none.
+        labels = self._labels()
+        if labels is None:
+            return None
         known = self.ctx.outputs.get(self._version_key)
         try:
             value, version = self._access("latest")
             if known and int(version) < int(known):
                 value, version = self._access(known)
         except gexc.NotFound:
-            try:
-                self._call(lambda: self._client.get_secret(name=self.path))
-            except gexc.NotFound:
-                return None
             if not known:
-                return SecretState(self.path, None)
+                return SecretState(self.path, None, labels=labels)
             value, version = self._access(known)
         except gexc.FailedPrecondition as e:
             raise MlflowGcpError(
@@ -99,14 +107,16 @@ class Secret(Resource):
                 "new version yourself; the tool never replaces a password on its own.",
             ) from e
         self.ctx.secret_values[self.secret_id] = value
-        return SecretState(self.path, value, version)
+        return SecretState(self.path, value, version, labels)
 
     def drift(self, current: SecretState) -> list[str]:
+        labels = dict(current.labels)
+        fields = ["labels"] if any(labels.get(k) != v for k, v in MANAGED_LABEL.items()) else []
         if current.value is None:
-            return ["version"]
+            return ["version", *fields]
         if self.follow and current.value != self.make_value():
-            return ["value"]
-        return []
+            return ["value", *fields]
+        return fields
 
     def _create_secret(self) -> None:
         """The secret without a version; one that exists already (made meanwhile, or by an interrupted run) is
@@ -141,7 +151,15 @@ class Secret(Resource):
             self._add_version()
 
     def update(self, current: SecretState, fields: list[str]) -> None:
-        self._add_version()
+        if "labels" in fields:  # the live labels kept, ours put back; never a new version for this
+            labels = {**dict(current.labels), **MANAGED_LABEL}
+            self._call(
+                lambda: self._client.update_secret(
+                    secret={"name": self.path, "labels": labels}, update_mask={"paths": ["labels"]}
+                )
+            )
+        if any(f != "labels" for f in fields):
+            self._add_version()
 
     def _add_version(self) -> None:
         value = self.make_value()

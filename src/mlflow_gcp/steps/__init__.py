@@ -49,8 +49,9 @@ STEPS: tuple[StepDef, ...] = (
 
 BY_NAME = {step.name: step for step in STEPS}
 
-# `mlflow-gcp step deploy` builds the image too: for a user the image is part of deploying.
-COMMAND_STEPS: dict[str, tuple[str, ...]] = {step.name: (step.name,) for step in STEPS if step.name != "image"}
+# `mlflow-gcp step deploy` builds the image too: for a user the image is part of deploying. `step image` alone
+# builds it (up and status show it as a step of its own).
+COMMAND_STEPS: dict[str, tuple[str, ...]] = {step.name: (step.name,) for step in STEPS}
 COMMAND_STEPS["deploy"] = ("image", "deploy")
 # Likewise `step secrets` makes the secrets and their grants if the early step has not.
 COMMAND_STEPS["secrets"] = ("secret-access", "secrets")

@@ -94,6 +94,22 @@ class ResourceState:
     exists: bool
     drift: tuple[str, ...] = ()
     details: dict[str, str] = field(default_factory=dict)
+    # It exists but cannot serve (a connector in ERROR, a stopped instance): `up` refuses it, whatever its settings.
+    problem: str = ""
+    problem_hint: str = ""
+    # Whether it exists is unknown: what holds it could not be read or is not running (e.g. a stopped instance).
+    unreadable: str = ""
+
+    @property
+    def condition(self) -> str:
+        """What decides its mark: unreadable, missing, failed (a problem), drift or ok."""
+        if self.unreadable:
+            return "unreadable"
+        if not self.exists:
+            return "missing"
+        if self.problem:
+            return "failed"
+        return "drift" if self.drift else "ok"
 
 
 @dataclass
@@ -252,6 +268,17 @@ class Resource(ABC):
     def drift(self, current: Any) -> list[str]:
         """Names of the owned fields whose live value differs from the desired one."""
         return []
+
+    def problem(self, current: Any | None) -> MlflowGcpError | None:
+        """The error `up` stops with because of the live resource's state (a connector in ERROR, a stopped
+        instance), or, when it does not exist (`current` None), because it cannot be made as configured; None when
+        all is well. `--dry-run` predicts it; `status` shows it."""
+        return None
+
+    def unreadable(self) -> str:
+        """After read() answered None: why the resource could not be read (what holds it is stopped or could not
+        be read), or "" when it truly does not exist."""
+        return ""
 
     # What changing each owned field does on Google; fields not listed change nothing visible.
     effects: ClassVar[dict[str, Effect]] = {}

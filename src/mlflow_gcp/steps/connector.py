@@ -82,13 +82,19 @@ class Connector(Resource):
                 timeout=TIMEOUT,
                 first=current,
             )
-        if current is not None and current.state.name == "ERROR" and not self.ctx.dry_run:
-            raise MlflowGcpError(
-                f"The VPC connector {self.name} is in the ERROR state (its creation failed on Google's side).",
-                f"Delete it (`gcloud compute networks vpc-access connectors delete {self.name} --region "
-                f"{self.ctx.region}`) and run again, or pass --connector with another name.",
-            )
+        if current is not None and not self.ctx.dry_run and (error := self.problem(current)) is not None:
+            raise error
         return current
+
+    def problem(self, current: Any | None) -> MlflowGcpError | None:
+        if current is None or current.state.name != "ERROR":
+            return None
+        return MlflowGcpError(
+            f"The VPC connector {self.name} is in the ERROR state (its creation failed on Google's side): the "
+            "server cannot reach its database through it.",
+            f"Delete it (`gcloud compute networks vpc-access connectors delete {self.name} --region "
+            f"{self.ctx.region}`) and run again, or pass --connector with another name.",
+        )
 
     def _live(self, current: Any) -> dict[str, Any]:
         return {

@@ -5,7 +5,8 @@ Manager before it is given to Cloud SQL (an interrupted run can never leave a pa
 instance follows (10 to 20 minutes on Google), then the runs and auth databases, then the user of the secret,
 created only when missing: a plain `up` never resets a password.
 
-A no-op run reads the secret, the instance, the two databases and the user list: five requests.
+A no-op run reads the secret (its labels) and its version, the instance, the two databases and the user list: six
+requests.
 """
 
 from __future__ import annotations
@@ -158,40 +159,56 @@ class Instance(Resource):
         self.missing = current is None
         if current is not None:
             self.state = current.get("state")
-            if not self.ctx.dry_run:  # planning (status, down) shows the state instead
+            if not self.ctx.dry_run:  # planning: `status` marks the state, `--dry-run` predicts the refusal
                 self._check_state(current)
         return current
 
+    def problem(self, current: dict | None) -> MlflowGcpError | None:
+        return self._state_error(current) if current is not None else None
+
+    def _check_state(self, current: dict) -> None:
+        error = self._state_error(current)
+        if error is not None:
+            raise error
+
     def readable(self) -> bool:
         """Whether its databases and users can be read: not when it is missing, nor while planning on an
-        instance that is not running yet (Cloud SQL answers 400 then)."""
+        instance that is not running (Cloud SQL answers 400 then)."""
         if self.missing:
             return False
         return not (self.ctx.dry_run and self.state not in (None, "RUNNABLE"))
 
-    def _check_state(self, current: dict) -> None:
+    def unreadable_children(self) -> str:
+        """Why its databases and users could not be read ("" when they could, or when it does not exist)."""
+        if self.missing or self.readable():
+            return ""
+        return f"the Cloud SQL instance {self.name} is {self.state}"
+
+    def _state_error(self, current: dict) -> MlflowGcpError | None:
         state = current.get("state", "")
         if state == "FAILED":
-            raise MlflowGcpError(
+            return MlflowGcpError(
                 f"The Cloud SQL instance {self.name} is in the FAILED state.",
                 f"See its operations (`gcloud sql operations list --instance {self.name}`); delete it and run "
                 "again, or pass --db-instance with another name.",
             )
         if state == "SUSPENDED":
-            raise MlflowGcpError(
+            return MlflowGcpError(
                 f"The Cloud SQL instance {self.name} is suspended (billing problem or policy violation).",
                 "Check the project's billing account, then retry.",
             )
         if state == "STOPPED":
-            raise MlflowGcpError(
-                f"The Cloud SQL instance {self.name} is stopped, so its databases and users cannot be read.",
+            return MlflowGcpError(
+                f"The Cloud SQL instance {self.name} is stopped: the MLflow server cannot reach its database, and its "
+                "databases and users cannot be read.",
                 f"Start it (`gcloud sql instances patch {self.name} --activation-policy=ALWAYS`) and run again.",
             )
         if state == "PENDING_DELETE":
-            raise NameTakenError(
+            return NameTakenError(
                 f"The Cloud SQL instance {self.name} is being deleted; its name stays reserved for about a week.",
                 "Pass --db-instance with another name.",
             )
+        return None
 
     def drift(self, current: dict) -> list[str]:
         s = self.ctx.settings
@@ -211,6 +228,9 @@ class Instance(Resource):
             fields.append("backupConfiguration")
         if ip.get("ipv4Enabled", True) is not False:
             fields.append("ipv4Enabled")
+        labels = live.get("userLabels", {}) or {}
+        if any(labels.get(k) != v for k, v in MANAGED_LABEL.items()):
+            fields.append("labels")
         if self.network != PENDING and not same_network(ip.get("privateNetwork", ""), self.network):
             fields.append("privateNetwork")
         return fields
@@ -293,6 +313,8 @@ class Instance(Resource):
             elif field in ("ipv4Enabled", "privateNetwork"):
                 # both together: private IP only is one setting, whatever Cloud SQL merges or replaces
                 patch["ipConfiguration"] = desired["ipConfiguration"]
+            elif field == "labels":  # the live labels kept, ours put back
+                patch["userLabels"] = {**current.get("settings", {}).get("userLabels", {}), **MANAGED_LABEL}
         self.sql.write(
             lambda api: api.instances().patch(project=self.ctx.project, instance=self.name, body={"settings": patch}),
             f"Updating the Cloud SQL instance {self.name} ({', '.join(fields)})",
@@ -357,6 +379,9 @@ class Database(Resource):
             )
         except gexc.NotFound:
             return None
+
+    def unreadable(self) -> str:
+        return self.instance.unreadable_children()
 
     def drift(self, current: dict) -> list[str]:
         return [f for f, v in (("charset", CHARSET), ("collation", COLLATION)) if current.get(f) != v]
@@ -436,6 +461,21 @@ class User(Resource):
             (u for u in response.get("items", []) if u.get("name") == self.name and u.get("host", "") in ("%", "")),
             None,
         )
+
+    def unreadable(self) -> str:
+        return self.instance.unreadable_children()
+
+    def problem(self, current: dict | None) -> MlflowGcpError | None:
+        """The server logs in as the user of `mysql-credentials`: a secret for another user than the settings'
+        is refused, whether the settings' user exists or not."""
+        value = self.ctx.secret_values.get(SECRET_MYSQL)
+        if value is None:
+            return None  # unreadable: reported on the secret's line
+        try:
+            self._credentials()
+        except MlflowGcpError as error:
+            return error
+        return None
 
     def create(self) -> None:
         login, password = self._credentials()

@@ -197,9 +197,15 @@ class CloudRunService(Resource):
 
     def desired(self, current: Any | None) -> dict[str, Any]:
         urls = self.service_urls(current)
-        service = build_service(
-            self.ctx.settings, ServiceInputs(self.image, self.connector, urls, self.secret_versions)
-        )
+        versions = dict(self.secret_versions)
+        if self.ctx.dry_run and current is not None:
+            # A secret that could not be read (missing, disabled) is reported on its own line; its version here is
+            # unknown, not a difference of the service.
+            from mlflow_gcp.operate.login import pinned_versions
+
+            for secret, version in pinned_versions(current).items():
+                versions.setdefault(secret, version)
+        service = build_service(self.ctx.settings, ServiceInputs(self.image, self.connector, urls, versions))
         if self.use_invoker_binding:
             service.pop(INVOKER_IAM_FIELD, None)
         return service

@@ -63,6 +63,14 @@ def run_step(step: StepDef, ctx: StepContext) -> StepResult:
 def _run_resource(resource: Resource, ctx: StepContext, result: StepResult) -> None:
     label = resource.label
     current = _guarded(ctx, f"reading {label}", lambda: _read(resource, ctx))
+    if current is None and resource.unreadable():
+        # What holds it refused the run already (applying) or will (planning): nothing to plan for it.
+        if not ctx.dry_run:
+            raise PrerequisiteMissingError(f"{label[0].upper()}{label[1:]} cannot be read: {resource.unreadable()}.")
+        result.resources.append(ResourceState(label, exists=False, unreadable=resource.unreadable()))
+        return
+    if (problem := resource.problem(current)) is not None:
+        raise problem  # what `up` refuses, `--dry-run` predicts
     if current is None:
         if ctx.mode is Mode.CHECK:
             raise PrerequisiteMissingError(
@@ -127,11 +135,26 @@ def inspect_step(step: StepDef, ctx: StepContext) -> list[Inspected]:
         label = resource.label
         current = _guarded(ctx, f"reading {label}", resource.read)
         if current is None:
-            state = ResourceState(label, exists=False)
+            problem = None if resource.unreadable() else resource.problem(None)
+            state = ResourceState(
+                label,
+                exists=False,
+                unreadable=resource.unreadable(),
+                problem=problem.message if problem else "",
+                problem_hint=(problem.hint or "") if problem else "",
+            )
         else:
             fields = _guarded(ctx, f"comparing {label}", lambda r=resource, c=current: r.drift(c))
             details = _guarded(ctx, f"describing {label}", lambda r=resource, c=current: r.details(c))
-            state = ResourceState(label, exists=True, drift=tuple(fields), details=details)
+            problem = resource.problem(current)
+            state = ResourceState(
+                label,
+                exists=True,
+                drift=tuple(fields),
+                details=details,
+                problem=problem.message if problem else "",
+                problem_hint=(problem.hint or "") if problem else "",
+            )
             ctx.outputs.update(resource.outputs(current))
         found.append(Inspected(resource, current, state))
     return found

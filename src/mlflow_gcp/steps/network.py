@@ -180,6 +180,13 @@ class PeeringRange(Resource):
             fields.append("prefixLength")
         if self.network != PENDING and short_link(current.get("network", "")) != self.network:
             fields.append("network")
+        # Its label is how `down` knows this tool made it: put back when removed from a range we made (its
+        # description says so), never added to a range made by someone else.
+        labels = current.get("labels", {}) or {}
+        if MANAGED_DESCRIPTION in current.get("description", "") and any(
+            labels.get(k) != v for k, v in MANAGED_LABELS.items()
+        ):
+            fields.append("labels")
         return fields
 
     def create(self) -> None:
@@ -202,6 +209,19 @@ class PeeringRange(Resource):
         wait_compute(self.ctx, operation, f"Reserving the address range {self.name}")
 
     def update(self, current: dict, fields: list[str]) -> None:
+        if "labels" in fields:
+            body = {
+                "labels": {**current.get("labels", {}), **MANAGED_LABELS},
+                "labelFingerprint": current.get("labelFingerprint", ""),
+            }
+            operation = retry.call(
+                lambda: execute(self._client.setLabels(project=self.ctx.project, resource=self.name, body=body)),
+                predicate=self._retry,
+            )
+            wait_compute(self.ctx, operation, f"Labelling the address range {self.name}")
+            fields = [f for f in fields if f != "labels"]
+            if not fields:
+                return
         wanted = {
             "purpose": "VPC_PEERING",
             "addressType": "INTERNAL",

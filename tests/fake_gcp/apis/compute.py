@@ -8,6 +8,7 @@ message)` (the next operation of that kind ends in error).
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import re
 
@@ -245,6 +246,27 @@ def register(fake: FakeGoogle) -> None:
         op = operation(project, "compute.addresses", "insert", address_link(project, name), finish)
         fake.after("compute.addresses", failed_cleanup)
         return op
+
+    @fake.route("compute", "POST", ADDRESSES + "/{resource}/setLabels")
+    def set_address_labels(req: Request):
+        # globalAddresses.setLabels replaces the labels; a stale labelFingerprint is refused with 412
+        # (https://cloud.google.com/compute/docs/reference/rest/v1/globalAddresses/setLabels).
+        address = addresses.get(req.params["resource"])
+        if address is None:
+            raise ApiError(404, f"The resource '{req.params['resource']}' was not found", legacy_reason="notFound")
+        body = req.json
+        if body.get("labelFingerprint") != address["labelFingerprint"]:
+            raise ApiError(
+                412,
+                "Labels fingerprint either invalid or resource labels have changed",
+                legacy_reason="conditionNotMet",
+            )
+
+        def finish():
+            address["labels"] = dict(body.get("labels", {}))
+            address["labelFingerprint"] = base64.b64encode(fake.next_id().encode()).decode()
+
+        return operation(req.params["project"], "compute.addresses", "setLabels", address["selfLink"], finish)
 
     @fake.route("compute", "DELETE", ADDRESSES + "/{address}")
     def delete_address(req: Request):

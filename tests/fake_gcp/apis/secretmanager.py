@@ -116,6 +116,21 @@ def register(fake: FakeGoogle) -> None:
     def get(req: Request):
         return secrets[existing(req)]
 
+    @fake.route("secretmanager", "PATCH", SECRET)
+    def patch(req: Request):
+        # projects.secrets.patch: only the fields named in updateMask change; labels are replaced as a whole
+        # (https://cloud.google.com/secret-manager/docs/reference/rest/v1/projects.secrets/patch).
+        secret = secrets[existing(req)]
+        paths = [p for p in req.query.get("updateMask", "").split(",") if p]
+        if not paths:
+            raise ApiError(400, "update_mask is required.")
+        for path in paths:
+            if path not in ("labels", "annotations", "topics", "expire_time", "ttl", "rotation", "version_aliases"):
+                raise ApiError(400, f"The update_mask path {path} is not supported.")
+            if path == "labels":
+                secret["labels"] = dict(req.json.get("labels", {}))
+        return secret
+
     @fake.route("secretmanager", "DELETE", SECRET)
     def delete(req: Request):
         name = existing(req)
