@@ -104,6 +104,17 @@ def test_bucket_of_another_project_answering_403(gcs):
     assert storage_writes(gcs) == []
 
 
+def test_a_readable_bucket_of_another_project_is_never_used(gcs):
+    """Another project made the name first and lets anyone read it: readable is not ours. Its projectNumber says
+    whose it is; nothing is patched or granted on it."""
+    gcs.bucket_of_another_project(BUCKET)
+    with pytest.raises(NameTakenError, match="another project") as info:
+        run()
+    assert "--bucket" in info.value.hint
+    assert storage_writes(gcs) == []
+    assert gcs.policies.get(f"projects/_/buckets/{BUCKET}") is None
+
+
 def test_bucket_name_taken_between_read_and_insert(gcs):
     gcs.fail(
         409,

@@ -95,7 +95,10 @@ def test_down_removes_the_service_and_grants_but_keeps_the_data(fake, double):
     mutated = {(r.api, r.method) for r in fake.mutating_requests()}
     assert not any(api in ("serviceusage", "compute", "servicenetworking") for api, _ in mutated)
     assert not any(r.api == "sqladmin" for r in fake.mutating_requests())  # deletion protection untouched
-    assert ("secretmanager", "DELETE") not in mutated and ("storage", "DELETE") not in mutated
+    assert ("secretmanager", "DELETE") not in mutated
+    # Only the build sources in the staging bucket go; nothing in the artifact bucket.
+    assert not [r for r in fake.mutating_requests() if r.method == "DELETE" and f"/b/{BUCKET}" in r.path]
+    assert f"service account mlflow-build@{PROJECT}.iam.gserviceaccount.com" in removed
 
 
 def test_down_twice_is_harmless(fake, double):

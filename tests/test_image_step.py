@@ -7,6 +7,7 @@ import io
 import tarfile
 
 import pytest
+from google.api_core import exceptions as gexc
 
 from mlflow_gcp import build_context
 from mlflow_gcp.errors import MlflowGcpError, NameTakenError, OperationFailedError
@@ -14,7 +15,8 @@ from mlflow_gcp.gcp.clients import Clients
 from mlflow_gcp.steps import BY_NAME
 from mlflow_gcp.steps.base import Mode, Status, StepContext
 from mlflow_gcp.steps.engine import run_step
-from mlflow_gcp.steps.image import DockerRepository, ServerImage
+from mlflow_gcp.steps.image import DockerRepository
+from mlflow_gcp.steps.image import resources as image_resources
 from tests.fake_gcp.server import PROJECT
 from tests.helpers import ALL_APIS_ENABLED, run_steps, settings
 
@@ -94,11 +96,22 @@ def test_outputs_the_image_uri(ready, context_dir):
     )
 
 
-def test_dry_run_lists_both_and_sends_nothing(ready):
+IMAGE_STEP_RESOURCES = [
+    f"service account mlflow-build@{PROJECT}.iam.gserviceaccount.com",
+    "Artifact Registry repository mlflow",
+    f"staging bucket {STAGING}",
+    f"grant storage.objectViewer to mlflow-build on bucket {STAGING}",
+    "grant artifactregistry.writer to mlflow-build on repository mlflow",
+    f"grant logging.logWriter to mlflow-build on project {PROJECT}",
+]
+
+
+def test_dry_run_lists_every_resource_and_sends_nothing(ready):
     fake = ready
     [result] = run_steps("image", mode=Mode.PLAN)
-    assert [c.action for c in result.changes] == ["create", "create"]
-    assert result.changes[0].resource == "Artifact Registry repository mlflow"
+    assert [c.action for c in result.changes] == ["create"] * 7
+    assert [c.resource for c in result.changes][:-1] == IMAGE_STEP_RESOURCES
+    assert result.changes[-1].resource.startswith("image ")
     assert fake.mutating_requests() == []
     assert fake.builds() == []
 
@@ -237,8 +250,7 @@ def test_delete_removes_the_image_then_the_repository(ready):
     fake = ready
     run_steps("image")
     ctx = StepContext(settings=settings(), clients=Clients(PROJECT))
-    repository = DockerRepository(ctx)
-    image = ServerImage(ctx, repository)
+    repository, image = _repository_and_image(ctx)
     image.delete(image.read())
     assert image.read() is None
     assert fake.registry_tags("mlflow") == {}
@@ -252,10 +264,15 @@ def test_repository_deletion_deletes_its_images(ready):
     fake = ready
     run_steps("image")
     ctx = StepContext(settings=settings(), clients=Clients(PROJECT))
-    repository = DockerRepository(ctx)
+    repository, image = _repository_and_image(ctx)
     repository.delete(repository.read())
     assert fake.state["ar_packages"].get(REPOSITORY) is None
-    assert ServerImage(ctx, repository).read() is None
+    assert image.read() is None
+
+
+def _repository_and_image(ctx):
+    found = list(image_resources(ctx))
+    return next(r for r in found if isinstance(r, DockerRepository)), found[-1]
 
 
 def test_image_then_deploy_uses_the_built_image(ready, context_dir):
@@ -282,7 +299,7 @@ def test_image_then_deploy_uses_the_built_image(ready, context_dir):
 
 def test_plan_on_a_project_whose_apis_are_not_enabled_yet(fake, context_dir):
     [result] = run_steps("image", mode=Mode.PLAN, prerequisites=False)
-    assert [c.action for c in result.changes] == ["create", "create"]
+    assert [c.action for c in result.changes] == ["create"] * 7
     assert fake.mutating_requests() == []
 
 
@@ -373,3 +390,138 @@ def test_a_global_build_in_progress_is_waited_for(ready, context_dir):
     [result] = run_steps("image")
     assert result.status is Status.CREATED
     assert [b["status"] for b in fake.builds()] == ["SUCCESS"]
+
+
+# -- the build's own service account (secure-by-default organisations) ------------------------------------------
+BUILD_ACCOUNT = f"mlflow-build@{PROJECT}.iam.gserviceaccount.com"
+BUILD_MEMBER = f"serviceAccount:{BUILD_ACCOUNT}"
+
+
+def _roles_of(fake, key: str, member: str) -> set[str]:
+    return {b["role"] for b in fake.policies.get(key, {}).get("bindings", []) if member in b["members"]}
+
+
+def test_in_a_secure_by_default_org_the_build_runs_as_its_own_least_privileged_account(ready, context_dir):
+    fake = ready
+    fake.secure_by_default_org = True
+    [result] = run_steps("image")
+    assert result.status is Status.CREATED
+    [build] = fake.builds()
+    assert build["status"] == "SUCCESS", build.get("statusDetail")
+    assert build["serviceAccount"] == f"projects/{PROJECT}/serviceAccounts/{BUILD_ACCOUNT}"
+    assert build["options"]["logging"] == "CLOUD_LOGGING_ONLY"
+    assert fake.service_account(BUILD_ACCOUNT)["displayName"] == "MLflow image builder (mlflow-gcp)"
+    # Read on the staging bucket, write on the repository, logs on the project: nothing else.
+    assert _roles_of(fake, f"projects/_/buckets/{STAGING}", BUILD_MEMBER) == {"roles/storage.objectViewer"}
+    assert _roles_of(fake, REPOSITORY, BUILD_MEMBER) == {"roles/artifactregistry.writer"}
+    assert _roles_of(fake, f"projects/{PROJECT}", BUILD_MEMBER) == {"roles/logging.logWriter"}
+    assert [b for b in fake.policies[f"projects/{PROJECT}"]["bindings"] if b["role"] == "roles/owner"]
+    assert f"mlflow-server:{image_tag(context_dir)}" in fake.registry_tags("mlflow")
+    fake.clear_log()
+    [again] = run_steps("image")
+    assert again.status is Status.UNCHANGED
+    assert fake.mutating_requests() == []
+
+
+def test_a_grant_removed_by_hand_is_restored_before_the_next_build(ready, context_dir):
+    fake = ready
+    fake.secure_by_default_org = True
+    run_steps("image")
+    policy = fake.policies[f"projects/{PROJECT}"]
+    policy["bindings"] = [b for b in policy["bindings"] if b["role"] != "roles/logging.logWriter"]
+    (context_dir / "app" / "entrypoint.py").write_text("print('changed')\n")
+    [result] = run_steps("image")
+    assert (f"grant logging.logWriter to mlflow-build on project {PROJECT}", "create") in [
+        (c.resource, c.action) for c in result.changes
+    ]
+    assert [b["status"] for b in fake.builds()] == ["SUCCESS", "SUCCESS"]
+
+
+def test_fake_secure_by_default_org_fails_a_build_as_the_default_account(ready, context_dir):
+    """The fake as Google: in such an organisation the default account holds no role, so a build that names no
+    account cannot even fetch its source; a build that names one must choose its logging."""
+    fake = ready
+    fake.secure_by_default_org = True
+    run_steps("image")
+    client = Clients(PROJECT).cloud_build()
+    [done] = fake.builds()
+    source = {"storage_source": {"bucket": STAGING, "object_": done["source"]["storageSource"]["object"]}}
+    build = {"source": source, "steps": [{"name": "gcr.io/cloud-builders/docker", "args": ["build", "."]}]}
+    operation = client.create_build(request={"parent": f"projects/{PROJECT}/locations/europe-west1", "build": build})
+    with pytest.raises(gexc.GoogleAPICallError):
+        operation.result(timeout=10)
+    failed = next(b for b in fake.builds() if b["id"] != done["id"])
+    assert failed["status"] == "FAILURE"
+    assert "does not have storage.objects.get access" in failed["statusDetail"]
+    assert failed["serviceAccount"].endswith("-compute@developer.gserviceaccount.com")
+    with pytest.raises(gexc.BadRequest, match="CLOUD_LOGGING_ONLY"):
+        client.create_build(
+            request={
+                "parent": f"projects/{PROJECT}/locations/europe-west1",
+                "build": {**build, "service_account": f"projects/{PROJECT}/serviceAccounts/{BUILD_ACCOUNT}"},
+            }
+        )
+
+
+def test_the_build_account_setting_names_the_account(ready):
+    fake = ready
+    fake.secure_by_default_org = True
+    run_steps("image", build_service_account="team-image-builder")
+    [build] = fake.builds()
+    assert build["serviceAccount"].endswith(f"/team-image-builder@{PROJECT}.iam.gserviceaccount.com")
+    assert build["status"] == "SUCCESS"
+
+
+# -- whose staging bucket? ---------------------------------------------------------------------------------------
+def test_a_readable_staging_bucket_of_another_project_is_never_used(ready):
+    """Anyone can create PROJECT_cloudbuild first and let us write to it: the sources would go to a stranger's bucket
+    and the build would run what they put there."""
+    fake = ready
+    fake.bucket_of_another_project(STAGING)
+    with pytest.raises(NameTakenError, match="another project") as info:
+        run_steps("image")
+    assert "--staging-bucket" in info.value.hint
+    assert fake.objects(STAGING) == {}
+    assert fake.builds() == []
+    assert not [r for r in fake.mutating_requests() if STAGING in r.path]
+
+
+def test_another_staging_bucket_can_be_named(ready, context_dir):
+    fake = ready
+    fake.bucket_of_another_project(STAGING)
+    [result] = run_steps("image", staging_bucket="demo-project-builds")
+    assert result.status is Status.CREATED
+    assert f"mlflow-gcp/source-{image_tag(context_dir)}.tgz" in fake.objects("demo-project-builds")
+    assert fake.objects(STAGING) == {}
+
+
+def test_a_source_object_whose_content_differs_is_replaced_not_built(ready, context_dir):
+    """A source object is reused by its content hash, never by its name alone."""
+    fake = ready
+    run_steps("image", mode=Mode.PLAN)
+    ctx = StepContext(settings=settings(), clients=Clients(PROJECT))
+    bucket = ctx.clients.storage().bucket(STAGING)
+    bucket.iam_configuration.uniform_bucket_level_access_enabled = True
+    ctx.clients.storage().create_bucket(bucket, location="europe-west1")
+    name = f"mlflow-gcp/source-{image_tag(context_dir)}.tgz"
+    bucket.blob(name).upload_from_string(b"not this context")
+    [result] = run_steps("image")
+    assert result.status is Status.CREATED
+    assert fake.objects(STAGING)[name] == build_context.pack(context_dir)
+    [build] = fake.builds()
+    assert build["status"] == "SUCCESS", build.get("statusDetail")
+    assert build["source"]["storageSource"]["generation"] == fake.state["objects"][STAGING][name]["generation"]
+
+
+def test_down_removes_our_sources_and_a_staging_bucket_it_made(ready):
+    fake = ready
+    run_steps("image")
+    ctx = StepContext(settings=settings(), clients=Clients(PROJECT))
+    staging = next(r for r in image_resources(ctx) if r.kind == "staging bucket")
+    other = ctx.clients.storage().bucket(STAGING).blob("someone-else/source.tgz")
+    other.upload_from_string(b"theirs")
+    staging.delete(staging.read())
+    assert list(fake.objects(STAGING)) == ["someone-else/source.tgz"]  # not ours: kept, and so is the bucket
+    other.delete()
+    staging.delete(staging.read())
+    assert fake.bucket(STAGING) is None

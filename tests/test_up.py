@@ -52,8 +52,13 @@ def test_up_creates_every_resource_as_specified(fake, deployed):
     policy = bucket.get_iam_policy(requested_policy_version=3)
     assert set(policy["roles/storage.objectAdmin"]) == {f"serviceAccount:{SA}"}
 
-    # Grants are on the resources only: the project's own policy is never written.
-    assert f"projects/{PROJECT}" not in fake.policies
+    # Grants are on the resources only; on the project, only the build account may write logs.
+    project_bindings = fake.policies[f"projects/{PROJECT}"]["bindings"]
+    assert {b["role"] for b in project_bindings} == {"roles/owner", "roles/logging.logWriter"}
+    assert fake.members(f"projects/{PROJECT}", "roles/logging.logWriter") == [
+        f"serviceAccount:mlflow-build@{PROJECT}.iam.gserviceaccount.com"
+    ]
+    assert not any(f"serviceAccount:{SA}" in b["members"] for b in project_bindings)
     for secret in ("mlflow-env", SECRET_MYSQL, SECRET_MLFLOW, SECRET_FLASK_KEY):
         members = fake.members(f"projects/{PROJECT}/secrets/{secret}", "roles/secretmanager.secretAccessor")
         assert members == [f"serviceAccount:{SA}"], secret

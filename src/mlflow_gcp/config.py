@@ -44,7 +44,13 @@ class Settings:
     db_tier: str = setting("db-f1-micro", "Cloud SQL machine tier.", group="Database")
     db_user: str = setting("root", "MySQL user MLflow connects as.", group="Database")
     bucket: str = setting("", "Artifact bucket [default: PROJECT-mlflow-artifacts].", group="Storage")
+    staging_bucket: str = setting(
+        "", "Bucket Cloud Build reads the server's source from [default: PROJECT_cloudbuild].", group="Storage"
+    )
     service_account: str = setting("run-mlflow", "Service account id the server runs as.", group="Deployment")
+    build_service_account: str = setting(
+        "mlflow-build", "Service account id Cloud Build builds the server image as.", group="Deployment"
+    )
     repository: str = setting("mlflow", "Artifact Registry Docker repository.", group="Deployment")
     service: str = setting("mlflow", "Cloud Run service name.", group="Deployment")
     min_instances: int = setting(0, "Cloud Run minimum instances (0 scales to zero).", group="Deployment")
@@ -67,6 +73,14 @@ class Settings:
     @property
     def bucket_name(self) -> str:
         return self.bucket or f"{self.project}-mlflow-artifacts"
+
+    @property
+    def staging_bucket_name(self) -> str:
+        return self.staging_bucket or f"{self.project}_cloudbuild"
+
+    @property
+    def build_service_account_email(self) -> str:
+        return f"{self.build_service_account}@{self.project}.iam.gserviceaccount.com"
 
     @property
     def service_account_email(self) -> str:
@@ -160,6 +174,16 @@ def validate(settings: Settings) -> Settings:
         "6 to 30 lowercase letters, digits or hyphens, starting with a letter",
         30,
     )
+    _check_name(
+        problems,
+        "Build service account",
+        s.build_service_account,
+        _SERVICE_ACCOUNT,
+        "6 to 30 lowercase letters, digits or hyphens, starting with a letter",
+        30,
+    )
+    if s.build_service_account == s.service_account:
+        problems.append("The build service account must differ from the server's: each holds only its own grants.")
     _check_name(problems, "Artifact Registry repository", s.repository, _RESOURCE, lowercase_rule, 63)
     _check_name(problems, "Cloud Run service", s.service, _RESOURCE, lowercase_rule + ", at most 49", 49)
     problems.extend(_host_problems(s.extra_hosts))
@@ -188,6 +212,8 @@ def validate(settings: Settings) -> Settings:
         if problem:
             hint = "" if s.bucket else " (the default name is derived from the project id; pass --bucket)"
             problems.append(f"Bucket name '{s.bucket_name}' breaks Cloud Storage rules: {problem}{hint}.")
+        if s.staging_bucket and (problem := bucket_problem(s.staging_bucket)):
+            problems.append(f"Staging bucket name '{s.staging_bucket}' breaks Cloud Storage rules: {problem}.")
     problems.extend(_range_problems(s))
     problems.extend(_count_problems(s))
     if not _MEMORY.match(s.memory):

@@ -15,6 +15,7 @@ from google.api_core import exceptions as gexc
 from mlflow_gcp.errors import MlflowGcpError, NameTakenError
 from mlflow_gcp.gcp import retry
 from mlflow_gcp.resources.iam import IamBinding, Policy
+from mlflow_gcp.resources.project import check_owned_bucket
 from mlflow_gcp.steps.base import PENDING, Resource, StepContext
 
 MANAGED_LABELS = {"managed-by": "mlflow-gcp"}
@@ -45,13 +46,17 @@ class Bucket(Resource):
 
     def read(self):
         try:
-            return self._call(lambda: self._client.lookup_bucket(self.name, retry=None))
+            current = self._call(lambda: self._client.lookup_bucket(self.name, retry=None))
         except gexc.GoogleAPICallError as e:
             if isinstance(e, gexc.Forbidden) and not retry.is_service_activating(e):
                 # Google answers 403 for a bucket of another project, as it does to a caller without the
                 # storage.buckets.get permission; both need another name or another account.
                 raise _taken(self.name) from e
             raise
+        if current is not None:
+            # Readable is not ours: another project may have made the name first and let us read it.
+            check_owned_bucket(self.ctx, current, "The artifact bucket", _taken(self.name).hint)
+        return current
 
     def drift(self, current) -> list[str]:
         fields = []

@@ -1,24 +1,38 @@
-"""Step `image`: the Artifact Registry Docker repository, then the server image built by Cloud Build.
+"""Step `image`: the build's service account, the Artifact Registry Docker repository, the staging bucket, the
+build account's three grants, then the server image built by Cloud Build.
 
 The image tag is a hash of the build context, so an image whose tag is already in the repository is neither
 uploaded nor built again. Otherwise the context is packed as a .tar.gz, uploaded to the staging bucket
-`PROJECT_cloudbuild` (made in the region if missing, as `gcloud builds submit` does) and built by Cloud Build
-with `docker build`, which pushes the image to the repository.
+`PROJECT_cloudbuild` (made in the region if missing, as `gcloud builds submit` does; a bucket of that name owned by
+another project is refused) and built by Cloud Build with `docker build`, which pushes the image to the repository.
+
+The build runs as `mlflow-build`, not as Google's default build account: projects that started using Cloud Build
+since mid-2024 build as the Compute Engine default account, which in organisations created since May 2024 holds no
+role (https://cloud.google.com/build/docs/cloud-build-service-account-updates,
+https://cloud.google.com/resource-manager/docs/secure-by-default-organizations). `mlflow-build` reads the staging
+bucket, writes to the repository and writes logs, nothing else.
 """
 
 from __future__ import annotations
 
+import base64
 import functools
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
 from google.api_core import exceptions as gexc
 
 from mlflow_gcp import build_context
-from mlflow_gcp.errors import MlflowGcpError, NameTakenError, OperationFailedError
+from mlflow_gcp.errors import MlflowGcpError, NameTakenError, OperationFailedError, PrerequisiteMissingError
+from mlflow_gcp.gcp import retry
 from mlflow_gcp.gcp.operations import wait, wait_gapic
+from mlflow_gcp.resources.iam import IamBinding, Policy, proto_policy_io
+from mlflow_gcp.resources.project import check_owned_bucket, project_policy_io
 from mlflow_gcp.service_spec import MANAGED_LABELS
 from mlflow_gcp.steps.base import Resource, StepContext
+from mlflow_gcp.steps.bucket import bucket_policy_io
+from mlflow_gcp.steps.service_account import ServiceAccount
 
 IMAGE_NAME = "mlflow-server"
 BUILDER = "gcr.io/cloud-builders/docker"
@@ -30,16 +44,25 @@ LOCATIONS_DOC = "https://cloud.google.com/build/docs/locations"
 # Cloud Build's answer (400 FAILED_PRECONDITION, no ErrorInfo to match on) when a new or low-usage project may not
 # build in a region (google-github-actions/deploy-cloudrun#480).
 REGION_REFUSED = "cannot run builds in this region"
+SOURCE_PREFIX = "mlflow-gcp/"
+UPLOAD_ATTEMPTS = 3
+STAGING_HINT = (
+    "Pass another staging bucket with --staging-bucket NAME (or MLFLOW_GCP_STAGING_BUCKET), one of this project."
+)
+BUILD_DISPLAY_NAME = "MLflow image builder (mlflow-gcp)"
+BUILD_DESCRIPTION = (
+    "Builds the MLflow server image with Cloud Build: reads the staging bucket, pushes to the repository, writes "
+    "logs. Managed by mlflow-gcp."
+)
+OBJECT_VIEWER = "roles/storage.objectViewer"
+REPOSITORY_WRITER = "roles/artifactregistry.writer"
+LOG_WRITER = "roles/logging.logWriter"
 BUILD_DONE = {"SUCCESS", "FAILURE", "INTERNAL_ERROR", "TIMEOUT", "CANCELLED", "EXPIRED"}
 
 
 def image_uri(ctx: StepContext, tag: str) -> str:
     s = ctx.settings
     return f"{s.region}-docker.pkg.dev/{s.project}/{s.repository}/{IMAGE_NAME}:{tag}"
-
-
-def staging_bucket_name(project: str) -> str:
-    return f"{project}_cloudbuild"
 
 
 class DockerRepository(Resource):
@@ -116,10 +139,73 @@ class DockerRepository(Resource):
         wait_gapic(operation, what=f"Deleting {self.label}", timeout=REPOSITORY_TIMEOUT)
 
 
+class StagingBucket(Resource):
+    """The bucket Cloud Build reads the packed context from: `PROJECT_cloudbuild` unless --staging-bucket, made in
+    the region if missing (as `gcloud builds submit` does). Anyone can create that name first, so a bucket of
+    another project is a clear error, never used."""
+
+    kind = "staging bucket"
+
+    def __init__(self, ctx: StepContext) -> None:
+        super().__init__(ctx, ctx.settings.staging_bucket_name)
+        self._client = ctx.clients.storage()
+        self._call = functools.partial(ctx.call, "storage")
+
+    def read(self):
+        try:
+            bucket = self._call(lambda: self._client.get_bucket(self.name))
+        except gexc.NotFound:
+            return None
+        except gexc.Forbidden as e:
+            if retry.is_service_activating(e):
+                raise
+            raise NameTakenError(
+                f"The Cloud Build staging bucket gs://{self.name} exists but this project cannot read it: it "
+                "belongs to another project, or the caller lacks storage.buckets.get on it.",
+                STAGING_HINT,
+            ) from e
+        check_owned_bucket(self.ctx, bucket, "The Cloud Build staging bucket", STAGING_HINT)
+        return bucket
+
+    def create(self) -> None:
+        bucket = self._client.bucket(self.name)
+        bucket.iam_configuration.uniform_bucket_level_access_enabled = True
+        bucket.iam_configuration.public_access_prevention = "enforced"
+        bucket.labels = dict(MANAGED_LABELS)
+        try:
+            self._call(lambda: self._client.create_bucket(bucket, project=self.ctx.project, location=self.ctx.region))
+        except gexc.Conflict:
+            self.read()  # ours (an earlier or concurrent run) or another project's: read tells, raising for the latter
+
+    def details(self, current) -> dict[str, str]:
+        return {"location": current.location or ""}
+
+    def delete(self, current) -> None:
+        """Deletes the sources mlflow-gcp uploaded; the bucket itself only when mlflow-gcp made it and nothing else
+        is left in it (gcloud and others share `PROJECT_cloudbuild`)."""
+        for blob in self._call(lambda: list(self._client.list_blobs(self.name, prefix=SOURCE_PREFIX))):
+            try:
+                self._call(lambda blob=blob: blob.delete())
+            except gexc.NotFound:
+                pass
+        ours = all((current.labels or {}).get(k) == v for k, v in MANAGED_LABELS.items())
+        if ours and not self._call(lambda: list(self._client.list_blobs(self.name, max_results=1))):
+            try:
+                self._call(lambda: current.delete())
+            except gexc.NotFound:
+                pass
+        else:
+            self.ctx.log(f"keeping gs://{self.name}: not made by mlflow-gcp, or it holds other files")
+
+
 class ServerImage(Resource):
     kind = "image"
 
-    def __init__(self, ctx: StepContext, repository: DockerRepository) -> None:
+    def __init__(
+        self, ctx: StepContext, repository: DockerRepository, staging: StagingBucket, build_account: str
+    ) -> None:
+        self.staging = staging
+        self.build_account = build_account
         self.context_dir: Path = build_context.container_dir()
         self.tag = build_context.context_hash(self.context_dir)
         self.uri = image_uri(ctx, self.tag)
@@ -139,56 +225,47 @@ class ServerImage(Resource):
         self._build(bucket, obj, generation)
 
     # -- staging --------------------------------------------------------------------------------------------
-    def _staging_bucket(self):
-        client = self.ctx.clients.storage()
-        call = functools.partial(self.ctx.call, "storage")
-        name = staging_bucket_name(self.ctx.project)
-        try:
-            return call(lambda: client.get_bucket(name))
-        except gexc.NotFound:
-            pass
-        except gexc.Forbidden as e:
-            raise NameTakenError(
-                f"The Cloud Build staging bucket {name} exists but this project cannot use it ({e.message}).",
-                f"Grant the caller roles/storage.admin on gs://{name}, or delete it if it is yours.",
-            ) from e
-        self.ctx.log(f"creating the staging bucket gs://{name}")
-        bucket = client.bucket(name)
-        bucket.iam_configuration.uniform_bucket_level_access_enabled = True
-        bucket.iam_configuration.public_access_prevention = "enforced"
-        bucket.labels = dict(MANAGED_LABELS)
-        try:
-            return call(lambda: client.create_bucket(bucket, location=self.ctx.region))
-        except gexc.Conflict:
-            try:
-                return call(lambda: client.get_bucket(name))
-            except gexc.Forbidden as e:
-                raise NameTakenError(
-                    f"The Cloud Build staging bucket name {name} belongs to another project.",
-                    "Ask the owner of that bucket to delete it, or build from another project.",
-                ) from e
-
     def _upload_source(self) -> tuple[str, str, int]:
-        bucket = self._staging_bucket()
+        """The packed context in the staging bucket, as (bucket, object, generation). An object already there is
+        reused only when its content hash is the context's: a name proves nothing."""
+        bucket = self.staging.read()
+        if bucket is None:
+            raise PrerequisiteMissingError(f"The staging bucket gs://{self.staging.name} does not exist.")
         call = functools.partial(self.ctx.call, "storage")
-        blob = bucket.blob(f"mlflow-gcp/source-{self.tag}.tgz")
-        try:
-            existing = call(lambda: bucket.get_blob(blob.name))
-        except gexc.NotFound:
-            existing = None
-        if existing is not None:  # the same context (same tag) was uploaded by an earlier run
-            return bucket.name, blob.name, int(existing.generation)
+        name = f"{SOURCE_PREFIX}source-{self.tag}.tgz"
         data = build_context.pack(self.context_dir)
-        self.ctx.log(f"uploading the build context ({len(data) // 1024 + 1} KiB) to gs://{bucket.name}/{blob.name}")
-        try:
-            call(lambda: blob.upload_from_string(data, content_type="application/gzip", if_generation_match=0))
-        except gexc.PreconditionFailed:
-            pass  # uploaded meanwhile: same name, same content
-        uploaded = call(lambda: bucket.get_blob(blob.name))
-        return bucket.name, blob.name, int(uploaded.generation)
+        md5 = base64.b64encode(hashlib.md5(data).digest()).decode()
+        for _ in range(UPLOAD_ATTEMPTS):
+            existing = call(lambda: bucket.get_blob(name))
+            if existing is not None and existing.md5_hash == md5:
+                return bucket.name, name, int(existing.generation)
+            if existing is not None:
+                self.ctx.log(
+                    f"gs://{bucket.name}/{name} does not hold this build context (its hash differs): replacing it"
+                )
+            blob = bucket.blob(name)
+            self.ctx.log(f"uploading the build context ({len(data) // 1024 + 1} KiB) to gs://{bucket.name}/{name}")
+            try:
+                call(
+                    lambda blob=blob, existing=existing: blob.upload_from_string(
+                        data,
+                        content_type="application/gzip",
+                        if_generation_match=int(existing.generation) if existing is not None else 0,
+                    )
+                )
+            except gexc.PreconditionFailed:
+                continue  # written meanwhile by someone else: check what it holds now
+            # The build names this generation: what it reads is what was uploaded, whatever happens to the name.
+            return bucket.name, name, int(blob.generation)
+        raise MlflowGcpError(
+            f"gs://{bucket.name}/{name} keeps changing while mlflow-gcp uploads the build context to it.",
+            "Find out who writes to that bucket; pass another one with --staging-bucket NAME.",
+        )
 
     # -- build ----------------------------------------------------------------------------------------------
     def _build(self, bucket: str, obj: str, generation: int) -> None:
+        from google.cloud.devtools import cloudbuild_v1
+
         client = self.ctx.clients.cloud_build()
         call = functools.partial(self.ctx.call, "cloudbuild")
         region = self.ctx.region
@@ -198,6 +275,10 @@ class ServerImage(Resource):
             "images": [self.uri],
             "timeout": {"seconds": BUILD_TIMEOUT},
             "tags": ["mlflow-gcp"],
+            # Its own account with only the grants of this step: in organisations made since May 2024 the default
+            # account has no role at all. A build naming its account must choose where its logs go.
+            "service_account": f"projects/{self.ctx.project}/serviceAccounts/{self.build_account}",
+            "options": {"logging": cloudbuild_v1.BuildOptions.LoggingMode.CLOUD_LOGGING_ONLY},
         }
         in_progress = self._build_in_progress(client, call)
         if in_progress is not None:  # started by an interrupted run: wait for it instead of building twice
@@ -289,7 +370,40 @@ def build_error(build) -> str | None:
     return f"{status}: {detail}. Build log: {build.log_url}"
 
 
+def repository_policy_io(ctx: StepContext, repository: DockerRepository):
+    """The repository's IAM policy; while it does not exist (planning), an empty one."""
+    get, set_ = proto_policy_io(ctx.clients.artifact_registry(), repository.path)
+
+    def planned_get() -> Policy:
+        try:
+            return ctx.call("artifactregistry", get)
+        except gexc.GoogleAPICallError as e:
+            if (ctx.dry_run and isinstance(e, gexc.NotFound)) or ctx.absent_in_plan(e):
+                return {}
+            raise
+
+    return planned_get, lambda policy: ctx.call("artifactregistry", lambda: set_(policy))
+
+
 def resources(ctx: StepContext) -> Iterator[Resource]:
+    account = ServiceAccount(
+        ctx,
+        ctx.settings.build_service_account,
+        display_name=BUILD_DISPLAY_NAME,
+        description=BUILD_DESCRIPTION,
+        output_prefix="build_service_account",
+    )
+    yield account
+    member = f"serviceAccount:{account.email}"
     repository = DockerRepository(ctx)
     yield repository
-    yield ServerImage(ctx, repository)
+    staging = StagingBucket(ctx)
+    yield staging
+    # Least privilege: read on the staging bucket only, write on the repository only, logs on the project.
+    get, set_ = bucket_policy_io(ctx, staging.name)
+    yield IamBinding(ctx, f"bucket {staging.name}", OBJECT_VIEWER, member, get, set_)
+    get, set_ = repository_policy_io(ctx, repository)
+    yield IamBinding(ctx, f"repository {repository.name}", REPOSITORY_WRITER, member, get, set_)
+    get, set_ = project_policy_io(ctx)
+    yield IamBinding(ctx, f"project {ctx.project}", LOG_WRITER, member, get, set_)
+    yield ServerImage(ctx, repository, staging, account.email)

@@ -41,11 +41,24 @@ def not_yet_usable(email: str) -> retry.Propagation:
 
 
 class ServiceAccount(Resource):
+    """A service account of the project: by default the one the server runs as (outputs `service_account.*`);
+    the image step makes the build's own account with another id, names and output prefix."""
+
     kind = "service account"
 
-    def __init__(self, ctx: StepContext) -> None:
-        super().__init__(ctx, ctx.settings.service_account_email)
-        self.email = ctx.settings.service_account_email
+    def __init__(
+        self,
+        ctx: StepContext,
+        account_id: str | None = None,
+        *,
+        display_name: str = DISPLAY_NAME,
+        description: str = DESCRIPTION,
+        output_prefix: str = "service_account",
+    ) -> None:
+        self.account_id = account_id or ctx.settings.service_account
+        self.email = f"{self.account_id}@{ctx.project}.iam.gserviceaccount.com"
+        super().__init__(ctx, self.email)
+        self.display_name, self.description, self.output_prefix = display_name, description, output_prefix
         self.path = f"projects/{ctx.project}/serviceAccounts/{self.email}"
 
     def _accounts(self):
@@ -63,7 +76,7 @@ class ServiceAccount(Resource):
 
     def drift(self, current: dict[str, Any]) -> list[str]:
         fields = []
-        if current.get("displayName") != DISPLAY_NAME:
+        if current.get("displayName") != self.display_name:
             fields.append("displayName")
         if current.get("disabled"):
             fields.append("disabled")
@@ -71,8 +84,8 @@ class ServiceAccount(Resource):
 
     def create(self) -> None:
         body = {
-            "accountId": self.ctx.settings.service_account,
-            "serviceAccount": {"displayName": DISPLAY_NAME, "description": DESCRIPTION},
+            "accountId": self.account_id,
+            "serviceAccount": {"displayName": self.display_name, "description": self.description},
         }
         existed = False
         try:
@@ -93,13 +106,13 @@ class ServiceAccount(Resource):
         if "disabled" in fields:
             self._call(lambda: execute(self._accounts().enable(name=self.path, body={})))
         if "displayName" in fields:
-            body = {"serviceAccount": {"displayName": DISPLAY_NAME}, "updateMask": "displayName"}
+            body = {"serviceAccount": {"displayName": self.display_name}, "updateMask": "displayName"}
             self._call(lambda: execute(self._accounts().patch(name=self.path, body=body)))
 
     def outputs(self, current: dict[str, Any]) -> dict[str, str]:
         return {
-            "service_account.email": current["email"],
-            "service_account.member": f"serviceAccount:{current['email']}",
+            f"{self.output_prefix}.email": current["email"],
+            f"{self.output_prefix}.member": f"serviceAccount:{current['email']}",
         }
 
     def details(self, current: dict[str, Any]) -> dict[str, str]:

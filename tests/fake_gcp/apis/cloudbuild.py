@@ -11,6 +11,21 @@ Option `fake.cloudbuild_refused_regions` (a set of regions): builds.create there
 "due to quota restrictions, cannot run builds in this region", as Google does on new or low-usage projects outside
 a few regions (https://cloud.google.com/build/docs/locations; google-github-actions/deploy-cloudrun#480). `global`
 is never refused.
+
+The account a build runs as (https://cloud.google.com/build/docs/cloud-build-service-account-updates):
+- A build naming `serviceAccount` must say where its logs go (`options.logging` CLOUD_LOGGING_ONLY or NONE, a
+  `logsBucket`, or REGIONAL_USER_OWNED_BUCKET); otherwise builds.create answers 400, as Google does
+  (https://cloud.google.com/build/docs/securing-builds/configure-user-specified-service-accounts). The account must
+  exist (400 otherwise).
+- Such a build needs its account to hold, in the fake's IAM policies: read on the source bucket
+  (roles/storage.objectViewer or more, on the bucket or the project), push to each image's repository
+  (roles/artifactregistry.writer or more, on the repository or the project) and, unless logging is NONE,
+  roles/logging.logWriter on the project. Without one of them the build ends in FAILURE with Google's reason.
+- A build naming no account runs as the Compute Engine default account. Option `fake.secure_by_default_org`
+  (False by default): the project is in an organisation created since May 2024, where
+  `iam.automaticIamGrantsForDefaultServiceAccounts` leaves that account without any role
+  (https://cloud.google.com/resource-manager/docs/secure-by-default-organizations), so its builds fail the same
+  checks. Otherwise it holds roles/editor on the project, as it did before, and its builds pass.
 """
 
 from __future__ import annotations
@@ -22,6 +37,7 @@ import re
 import tarfile
 import uuid
 
+from tests.fake_gcp.apis.artifactregistry import _IMAGE as IMAGE
 from tests.fake_gcp.server import PROJECT_NUMBER, ApiError, FakeGoogle, Request, not_found, parse_message
 
 BUILD_TYPE = "type.googleapis.com/google.devtools.cloudbuild.v1.Build"
@@ -50,6 +66,7 @@ def register(fake: FakeGoogle) -> None:
 
     fake.cloudbuild_fail_next = fail_next
     fake.cloudbuild_refused_regions = set()
+    fake.secure_by_default_org = False
     fake.builds = lambda: [copy.deepcopy(b) for b in builds.values()]
 
     def source_problem(build: dict) -> str | None:
@@ -72,6 +89,81 @@ def register(fake: FakeGoogle) -> None:
             )
         return None
 
+    def roles_of(member: str, policy_key: str) -> set[str]:
+        policy = fake.policies.get(policy_key, {})
+        return {
+            b["role"] for b in policy.get("bindings", []) if member in b.get("members", []) and not b.get("condition")
+        }
+
+    def permission_problem(build: dict) -> str | None:
+        """Why the build's account cannot run it (as the build's failure says), or None."""
+        account = build["serviceAccount"].rsplit("/", 1)[-1]
+        member = f"serviceAccount:{account}"
+        project_roles = roles_of(member, f"projects/{build['projectId']}")
+        if account.endswith(DEFAULT_BUILD_ACCOUNT) and not fake.secure_by_default_org:
+            project_roles |= {"roles/editor"}
+        broad = {"roles/owner", "roles/editor"}
+        storage = build.get("source", {}).get("storageSource", {})
+        if storage:
+            readers = broad | {
+                "roles/storage.objectViewer",
+                "roles/storage.objectUser",
+                "roles/storage.objectAdmin",
+                "roles/storage.admin",
+            }
+            held = project_roles | roles_of(member, f"projects/_/buckets/{storage.get('bucket')}")
+            if not held & readers:
+                return (
+                    f"failed to fetch the source: {account} does not have storage.objects.get access to the Google "
+                    f"Cloud Storage object gs://{storage.get('bucket')}/{storage.get('object')}. Permission "
+                    "'storage.objects.get' denied on resource (or it may not exist)."
+                )
+        writers = broad | {
+            "roles/artifactregistry.writer",
+            "roles/artifactregistry.repoAdmin",
+            "roles/artifactregistry.admin",
+        }
+        for image in build.get("images", []):
+            match = IMAGE.match(image)
+            if match is None:
+                continue
+            repository = f"projects/{match['project']}/locations/{match['location']}/repositories/{match['repository']}"
+            if not (project_roles | roles_of(member, repository)) & writers:
+                return (
+                    f'failed to push {image}: denied: Permission "artifactregistry.repositories.uploadArtifacts" '
+                    f'denied on resource "{repository}" (or it may not exist)'
+                )
+        if build.get("options", {}).get("logging") != "NONE" and not project_roles & (
+            broad | {"roles/logging.logWriter"}
+        ):
+            return (
+                f"The service account running this build ({account}) does not have permission to write logs to "
+                "Cloud Logging. To fix this, grant the Logs Writer (roles/logging.logWriter) role to the service "
+                "account."
+            )
+        return None
+
+    def check_account(body: dict) -> None:
+        if not body.get("serviceAccount"):
+            return
+        options = body.get("options", {})
+        if not (
+            options.get("logging") in ("CLOUD_LOGGING_ONLY", "NONE")
+            or body.get("logsBucket")
+            or options.get("defaultLogsBucketBehavior") == "REGIONAL_USER_OWNED_BUCKET"
+        ):
+            raise ApiError(
+                400,
+                "invalid build: if 'build.service_account' is specified, the build must either (a) specify "
+                "'build.logs_bucket', (b) use the REGIONAL_USER_OWNED_BUCKET "
+                "build.options.default_logs_bucket_behavior option, or (c) use either CLOUD_LOGGING_ONLY / NONE "
+                "logging options",
+                status="INVALID_ARGUMENT",
+            )
+        account = body["serviceAccount"].rsplit("/", 1)[-1]
+        if fake.service_account(account) is None:
+            raise ApiError(400, f"invalid build: service account {account} does not exist", status="INVALID_ARGUMENT")
+
     def create(req: Request, location: str):
         project = req.params["project"]
         if location in fake.cloudbuild_refused_regions:
@@ -85,6 +177,7 @@ def register(fake: FakeGoogle) -> None:
         storage = body.get("source", {}).get("storageSource")
         if not body.get("steps"):
             raise ApiError(400, "invalid build: build must have at least one step")
+        check_account(body)
         if storage:
             bucket = fake.state.get("buckets", {}).get(storage.get("bucket", ""))
             objects = fake.state.get("objects", {}).get(storage.get("bucket", ""), {})
@@ -111,7 +204,8 @@ def register(fake: FakeGoogle) -> None:
             "logsBucket": f"gs://{PROJECT_NUMBER}.cloudbuild-logs.googleusercontent.com",
             "logUrl": f"https://console.cloud.google.com/cloud-build/builds;region={location}/{build_id}"
             f"?project={PROJECT_NUMBER}",
-            "serviceAccount": f"projects/{project}/serviceAccounts/{PROJECT_NUMBER}-{DEFAULT_BUILD_ACCOUNT}",
+            "serviceAccount": body.get("serviceAccount")
+            or f"projects/{project}/serviceAccounts/{PROJECT_NUMBER}-{DEFAULT_BUILD_ACCOUNT}",
             "options": {"logging": "LEGACY", **body.get("options", {})},
         }
         for step in build["steps"]:
@@ -137,7 +231,7 @@ def register(fake: FakeGoogle) -> None:
             if build["status"] in TERMINAL:
                 return
             build["startTime"] = build.get("startTime", TIME)
-            problem = source_problem(build)
+            problem = permission_problem(build) or source_problem(build)
             status, detail = outcome or (("FAILURE", problem) if problem else ("SUCCESS", ""))
             if status == "SUCCESS":
                 images = []

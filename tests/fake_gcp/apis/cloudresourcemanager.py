@@ -1,5 +1,7 @@
 """Cloud Resource Manager: `projects.get` (v1 and v3), enough to turn the project id into its number, which
-Service Networking wants in network names, and `projects.testIamPermissions` (v1 and v3) for preflight.
+Service Networking wants in network names and a bucket's `projectNumber` is compared with;
+`projects.testIamPermissions` (v1 and v3) for preflight; the project's IAM policy (v1 getIamPolicy / setIamPolicy,
+with etags; it starts with the caller as owner, `OWNER`, so a test sees that other bindings are kept).
 Another project (or a missing one) is 403, as Google answers: it does not tell "missing" from "not yours".
 
 Options (for preflight):
@@ -13,6 +15,8 @@ Options (for preflight):
 from __future__ import annotations
 
 from tests.fake_gcp.server import PROJECT, PROJECT_NUMBER, ApiError, FakeGoogle, Request
+
+OWNER = "user:owner@example.com"
 
 
 def register(fake: FakeGoogle) -> None:
@@ -61,3 +65,27 @@ def register(fake: FakeGoogle) -> None:
     fake.route("cloudresourcemanager", "POST", "/v3/projects/{project}:testIamPermissions", mutating=False)(
         test_permissions
     )
+
+    policy_key = f"projects/{PROJECT}"
+
+    def project_policy() -> dict:
+        with fake.lock:
+            if policy_key not in fake.policies:  # a project starts with its creator as owner
+                fake.set_policy(policy_key, {"bindings": [{"role": "roles/owner", "members": [OWNER]}]})
+        return fake.get_policy(policy_key)
+
+    @fake.route("cloudresourcemanager", "POST", "/v1/projects/{project}:getIamPolicy", mutating=False)
+    def get_iam_policy(req: Request):
+        check(req.params["project"])
+        policy = project_policy()
+        requested = int(((req.json.get("options") or {}).get("requestedPolicyVersion")) or 1)
+        conditional = any(b.get("condition") for b in policy.get("bindings", []))
+        return {**policy, "version": 3 if requested >= 3 and conditional else 1}
+
+    @fake.route("cloudresourcemanager", "POST", "/v1/projects/{project}:setIamPolicy")
+    def set_iam_policy(req: Request):
+        check(req.params["project"])
+        project_policy()
+        policy = req.json.get("policy", {})
+        fake.iam_check_visible(m for b in policy.get("bindings", []) for m in b.get("members", []))
+        return fake.set_policy(policy_key, policy)

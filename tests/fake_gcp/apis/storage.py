@@ -7,6 +7,9 @@ Paths as `google-cloud-storage` sends them under the endpoint rule: `/storage/st
 Test helpers on the fake:
 - `fake.foreign_buckets`: names owned by another project (insert answers 409 "not available", get 403).
 - `fake.bucket(name)`: the stored bucket resource, or None; `fake.objects(bucket)`: {name: bytes}.
+- `fake.bucket_of_another_project(name)`: a bucket another project made first (bucket names are global) and lets
+  anyone read and write, as a squatter of `PROJECT_cloudbuild` would; its `projectNumber` is not this project's
+  (https://cloud.google.com/storage/docs/json_api/v1/buckets#resource).
 Bucket and object calls answer synchronously, as Google does; `fake.latency["storage.bucket_insert"]` and
 `fake.latency["storage.upload"]` make those requests take that long.
 """
@@ -26,6 +29,7 @@ import google_crc32c
 from tests.fake_gcp.server import PROJECT_NUMBER, ApiError, FakeGoogle, Request
 
 TIME = "2026-11-26T00:00:00.000Z"
+OTHER_PROJECT_NUMBER = "999999999999"
 BUCKET = "/storage/v1/b/{bucket}"
 OBJECT = "/storage/v1/b/{bucket}/o/{object=**}"
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$")
@@ -448,5 +452,30 @@ def register(fake: FakeGoogle) -> None:
     def bucket_objects(name: str) -> dict[str, bytes]:
         return {n: o["data"] for n, o in objects.get(name, {}).items()}
 
+    def bucket_of_another_project(name: str, location: str = "EUROPE-WEST1") -> dict:
+        bucket = {
+            "kind": "storage#bucket",
+            "id": name,
+            "name": name,
+            "projectNumber": OTHER_PROJECT_NUMBER,
+            "metageneration": "1",
+            "location": location,
+            "storageClass": "STANDARD",
+            "etag": "CAE=",
+            "timeCreated": TIME,
+            "updated": TIME,
+            "iamConfiguration": {
+                "bucketPolicyOnly": {"enabled": True},
+                "uniformBucketLevelAccess": {"enabled": True},
+                "publicAccessPrevention": "inherited",
+            },
+            "labels": {"managed-by": "mlflow-gcp"},  # labels prove nothing: anyone can set them
+            "locationType": "region",
+        }
+        buckets[name] = bucket
+        objects[name] = {}
+        return bucket
+
     fake.bucket = bucket
+    fake.bucket_of_another_project = bucket_of_another_project
     fake.objects = bucket_objects
