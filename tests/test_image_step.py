@@ -100,8 +100,8 @@ IMAGE_STEP_RESOURCES = [
     f"service account mlflow-build@{PROJECT}.iam.gserviceaccount.com",
     "Artifact Registry repository mlflow",
     f"staging bucket {STAGING}",
-    f"grant storage.objectViewer to mlflow-build on bucket {STAGING}",
-    "grant artifactregistry.writer to mlflow-build on repository mlflow",
+    f"grant storage.objectViewer to mlflow-build on staging bucket {STAGING}",
+    "grant artifactregistry.writer to mlflow-build on Artifact Registry repository mlflow",
     f"grant logging.logWriter to mlflow-build on project {PROJECT}",
 ]
 

@@ -401,9 +401,11 @@ def resources(ctx: StepContext) -> Iterator[Resource]:
     yield staging
     # Least privilege: read on the staging bucket only, write on the repository only, logs on the project.
     get, set_ = bucket_policy_io(ctx, staging.name)
-    yield IamBinding(ctx, f"bucket {staging.name}", OBJECT_VIEWER, member, get, set_)
+    yield IamBinding(ctx, staging.label, OBJECT_VIEWER, member, get, set_)
     get, set_ = repository_policy_io(ctx, repository)
-    yield IamBinding(ctx, f"repository {repository.name}", REPOSITORY_WRITER, member, get, set_)
+    yield IamBinding(ctx, repository.label, REPOSITORY_WRITER, member, get, set_)
     get, set_ = project_policy_io(ctx)
-    yield IamBinding(ctx, f"project {ctx.project}", LOG_WRITER, member, get, set_)
+    log_writer = IamBinding(ctx, f"project {ctx.project}", LOG_WRITER, member, get, set_)
+    log_writer.target = account.label  # status folds it into the account's line: the project has none
+    yield log_writer
     yield ServerImage(ctx, repository, staging, account.email)
