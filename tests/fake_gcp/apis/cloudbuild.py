@@ -45,7 +45,8 @@ METADATA_TYPE = "type.googleapis.com/google.devtools.cloudbuild.v1.BuildOperatio
 DEFAULT_BUILD_ACCOUNT = "compute@developer.gserviceaccount.com"
 TIME = "2026-11-26T00:00:00.000000Z"
 TERMINAL = {"SUCCESS", "FAILURE", "INTERNAL_ERROR", "TIMEOUT", "CANCELLED", "EXPIRED"}
-FAILURE_TYPES = {"FAILURE": "USER_BUILD_STEP", "TIMEOUT": "USER_BUILD_STEP", "INTERNAL_ERROR": "INTERNAL_ERROR"}
+# Build.FailureInfo.FailureType has no value for an internal error: Google leaves it unspecified.
+FAILURE_TYPES = {"FAILURE": "USER_BUILD_STEP", "TIMEOUT": "USER_BUILD_STEP"}
 
 
 def normalized(raw: bytes) -> dict:

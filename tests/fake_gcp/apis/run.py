@@ -225,7 +225,7 @@ def register(fake: FakeGoogle) -> None:
             service["reconciling"] = False
             service["observedGeneration"] = str(generation)
             if failure:
-                service["terminalCondition"] = condition("CONDITION_FAILED", failure, "CONTAINER_HEALTHCHECK_FAILED")
+                service["terminalCondition"] = condition("CONDITION_FAILED", failure, "REVISION_FAILED")
                 return failure
             service["terminalCondition"] = condition("CONDITION_SUCCEEDED")
             service["latestReadyRevision"] = service["latestCreatedRevision"]
