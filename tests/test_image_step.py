@@ -317,8 +317,8 @@ def test_an_api_enabled_by_this_run_may_answer_service_disabled_for_a_while(read
 
 def test_a_build_in_progress_is_waited_for_not_started_twice(ready, context_dir):
     fake = ready
-    # Long enough that the rerun finds it still running on a loaded machine; the rerun polls, so it costs little.
-    fake.latency["cloudbuild.build"] = 3.0
+    # Counted, not timed: the build is still running when the rerun looks, however slow the machine.
+    fake.cloudbuild_reads_to_finish = 2
     # An interrupted run: the source was uploaded and the build started; nobody waited for it.
     with pytest.raises(KeyboardInterrupt):
         config = settings()
@@ -382,7 +382,7 @@ def test_a_region_refused_by_cloud_build_builds_in_global(ready, context_dir):
 def test_a_global_build_in_progress_is_waited_for(ready, context_dir):
     fake = ready
     fake.cloudbuild_refused_regions.add("europe-west1")
-    fake.latency["cloudbuild.build"] = 3.0
+    fake.cloudbuild_reads_to_finish = 2  # still running when the rerun looks, however slow the machine
     with pytest.raises(KeyboardInterrupt):
         config = settings()
         ctx = StepContext(settings=config, clients=Clients(config.project))

@@ -26,6 +26,10 @@ The account a build runs as (https://cloud.google.com/build/docs/cloud-build-ser
   `iam.automaticIamGrantsForDefaultServiceAccounts` leaves that account without any role
   (https://cloud.google.com/resource-manager/docs/secure-by-default-organizations), so its builds fail the same
   checks. Otherwise it holds roles/editor on the project, as it did before, and its builds pass.
+
+Option `fake.cloudbuild_reads_to_finish` (an int; None by default): a build ends at its N-th read (get of the build)
+instead of after the `cloudbuild.build` latency, so a test can hold a build in progress across an interrupted run
+whatever the machine's speed.
 """
 
 from __future__ import annotations
@@ -68,6 +72,9 @@ def register(fake: FakeGoogle) -> None:
     fake.cloudbuild_fail_next = fail_next
     fake.cloudbuild_refused_regions = set()
     fake.secure_by_default_org = False
+    fake.cloudbuild_reads_to_finish = None
+    reads_left: dict[str, int] = {}  # by build key, while counted
+    finishers: dict[str, object] = {}
     fake.builds = lambda: [copy.deepcopy(b) for b in builds.values()]
 
     def source_problem(build: dict) -> str | None:
@@ -267,7 +274,12 @@ def register(fake: FakeGoogle) -> None:
             op["done"] = True
 
         fake.after("cloudbuild.start", started)
-        fake.after("cloudbuild.build", finished)
+        if fake.cloudbuild_reads_to_finish is None:
+            fake.after("cloudbuild.build", finished)
+        else:
+            key = f"{project}/{build_id}"
+            reads_left[key] = fake.cloudbuild_reads_to_finish
+            finishers[key] = finished
         fake.tick()
         return {**op, "metadata": {"@type": METADATA_TYPE, "build": copy.deepcopy(build)}}
 
@@ -291,7 +303,14 @@ def register(fake: FakeGoogle) -> None:
     @fake.route("cloudbuild", "GET", "/v1/projects/{project}/locations/{location}/builds/{build}")
     @fake.route("cloudbuild", "GET", "/v1/projects/{project}/builds/{build}")
     def get(req: Request):
-        return found(req)
+        build = found(req)
+        key = f"{req.params['project']}/{req.params['build']}"
+        if key in reads_left:
+            reads_left[key] -= 1
+            if reads_left[key] <= 0:
+                del reads_left[key]
+                finishers.pop(key)()
+        return build
 
     @fake.route("cloudbuild", "GET", "/v1/projects/{project}/locations/{location}/builds")
     @fake.route("cloudbuild", "GET", "/v1/projects/{project}/builds")
