@@ -76,7 +76,7 @@ def test_a_location_policy_refusing_global_names_the_setting_then_user_managed_r
 
 def test_up_with_every_first_run_behaviour_at_once_deploys_and_a_second_up_sends_nothing(fake, container_dir):
     """A new project in a secure-by-default organisation, as Google answers it, all behaviours on at once."""
-    fake.activation_seconds = 1.2  # SERVICE_DISABLED for 2 minutes (scaled) after each enable
+    fake.activation_seconds = 1.2  # SERVICE_DISABLED for 1.2 s after each enable (bound: 30 s in tests)
     fake.compute_default_network_lag = 3  # `default` appears a while after Compute is enabled
     fake.iam_policy_lag = 3  # the new service account's own policy answers 404 for a while
     fake.iam_invisible_for = 3  # grants naming the new account elsewhere answer 400 "does not exist"

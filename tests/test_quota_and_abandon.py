@@ -23,7 +23,8 @@ def test_user_credentials_bill_the_target_project_not_their_own_quota_project(mo
     assert headers["x-goog-user-project"] == PROJECT
 
 
-def test_an_error_checked_against_another_consumer_project_says_so(fake, container_dir):
+def test_an_error_checked_against_another_consumer_project_says_so(short_waits, container_dir):
+    fake = short_waits  # SERVICE_DISABLED for good: its bound is waited out
     fake.enabled |= ALL_APIS_ENABLED
     fake.fail(
         403,
@@ -40,7 +41,8 @@ def test_an_error_checked_against_another_consumer_project_says_so(fake, contain
     assert "gcloud auth application-default set-quota-project demo-project" in text
 
 
-def test_an_error_of_the_target_project_itself_does_not_blame_the_quota_project(fake, container_dir):
+def test_an_error_of_the_target_project_itself_does_not_blame_the_quota_project(short_waits, container_dir):
+    fake = short_waits  # SERVICE_DISABLED for good: its bound is waited out
     fake.enabled |= ALL_APIS_ENABLED
     fake.fail(
         403,
