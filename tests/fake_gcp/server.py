@@ -16,6 +16,7 @@ import itertools
 import json
 import re
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -136,6 +137,7 @@ class LoggedRequest:
     mutating: bool
     status: int = 0
     body: bytes = b""
+    lost: str | None = None  # applied, but its answer was lost ("503" or "reset")
 
 
 @dataclass
@@ -155,6 +157,32 @@ class Fault:
             and (self.method is None or self.method == method)
             and (self.path_contains is None or self.path_contains in path)
         )
+
+
+@dataclass
+class LostAnswer:
+    """A mutating request Google applies whose answer never reaches the caller: a 503 from the front end, or a
+    connection reset, after the commit. The caller's retry then meets 409 or, for a method that is not idempotent,
+    does the work twice. Seen at scale on every Google API; Google's own guidance for this is to retry with
+    idempotent requests or read the state back (https://cloud.google.com/apis/design/design_patterns#request_duplication,
+    https://cloud.google.com/storage/docs/retry-strategy#idempotency)."""
+
+    how: str  # "503" or "reset"
+    times: int
+    api: str | None = None
+    method: str | None = None
+    path_contains: str | None = None
+
+    def matches(self, api: str, method: str, path: str) -> bool:
+        return (
+            (self.api is None or self.api == api)
+            and (self.method is None or self.method == method)
+            and (self.path_contains is None or self.path_contains in path)
+        )
+
+
+# The status `handle` gives to a request whose answer is lost by a reset connection: nothing is written back.
+RESET = 0
 
 
 @dataclass
@@ -183,6 +211,9 @@ class FakeGoogle:
         self.routes: list[Route] = []
         self.log: list[LoggedRequest] = []
         self.faults: list[Fault] = []
+        self.lost_answers: list[LostAnswer] = []
+        # Optional chaos (see tests/fake_gcp/chaos.py): called before and after each request is applied.
+        self.chaos: Any = None
         # Requests dropped because their body arrived incomplete: (method, path, Content-Length, bytes received).
         self.truncated: list[tuple[str, str, int, int]] = []
         # Service names enabled on the project; Service Usage itself always answers.
@@ -306,6 +337,31 @@ class FakeGoogle:
             self.faults.append(fault)
         return fault
 
+    def lose_answer(
+        self,
+        how: str = "503",
+        *,
+        times: int = 1,
+        api: str | None = None,
+        method: str | None = None,
+        path_contains: str | None = None,
+    ) -> LostAnswer:
+        """Apply the next matching mutating request(s), then lose the answer: `how` is "503" or "reset"."""
+        if how not in ("503", "reset"):
+            raise ValueError(how)
+        lost = LostAnswer(how, times, api, method, path_contains)
+        with self.lock:
+            self.lost_answers.append(lost)
+        return lost
+
+    def _take_lost_answer(self, api: str, method: str, path: str) -> str | None:
+        with self.lock:
+            lost = next((x for x in self.lost_answers if x.times > 0 and x.matches(api, method, path)), None)
+            if lost is None:
+                return self.chaos.lose_answer(api, method, path) if self.chaos else None
+            lost.times -= 1
+            return lost.how
+
     def requests(self, *, api: str | None = None, mutating: bool | None = None) -> list[LoggedRequest]:
         with self.lock:
             return [
@@ -343,8 +399,17 @@ class FakeGoogle:
             if route is None:
                 raise ApiError(404, f"The fake has no route for {method} /{api}{path}.")
             self._check_enabled(api)
+            if self.chaos:
+                self.chaos.before(api, method, path)
             result = route.handler(Request(api, method, path, query, headers, raw, params, query_all))
             status, extra, body = self._encode(result)
+            lost = self._take_lost_answer(api, method, path) if route.mutating and status < 400 else None
+            if lost:
+                entry.lost = lost
+                if lost == "reset":
+                    entry.status = RESET
+                    return RESET, {}, b""
+                raise ApiError(503, "The service is currently unavailable.")
         except ApiError as e:
             status, extra, body = e.code, {"Content-Type": "application/json"}, json.dumps({"error": e.body}).encode()
         entry.status = status
@@ -415,6 +480,13 @@ class FakeGoogle:
                     self.close_connection = True
                     return
                 status, extra, body = fake.handle(self.command, self.path, dict(self.headers), raw)
+                if status == RESET:
+                    # Close with a TCP reset (linger 0): the client reads ECONNRESET, as from a dropped connection.
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.close_connection = True
+                    self.rfile.close()
+                    self.connection.close()
+                    return
                 self.send_response(
                     status, HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else None
                 )
