@@ -133,8 +133,11 @@ def test_insert_conflict_on_our_own_bucket_adopts_it(gcs):
     # A retried insert whose first attempt had succeeded, or a concurrent run: the bucket is ours.
     run()
     gcs.bucket(BUCKET)["iamConfiguration"]["publicAccessPrevention"] = "inherited"
-    ctx = StepContext(settings=settings(), clients=Clients("demo-project"))
-    Bucket(ctx).create()
+    # The engine's first read misses it (made meanwhile by the other run): its create meets 409.
+    gcs.fail(404, api="storage", method="GET", path_contains=f"/b/{BUCKET}", times=1)
+    gcs.clear_log()
+    run()
+    assert gcs.requests(api="storage", mutating=True)[0].status == 409
     assert gcs.bucket(BUCKET)["iamConfiguration"]["publicAccessPrevention"] == "enforced"
 
 

@@ -138,6 +138,7 @@ class LoggedRequest:
     status: int = 0
     body: bytes = b""
     lost: str | None = None  # applied, but its answer was lost ("503" or "reset")
+    route: str = ""  # the route's template, e.g. "/v1/projects/{project}/secrets/{secret}:addVersion"
 
 
 @dataclass
@@ -172,12 +173,14 @@ class LostAnswer:
     api: str | None = None
     method: str | None = None
     path_contains: str | None = None
+    route: str | None = None  # a route template, e.g. "/v1/projects/{project}/secrets/{secret}:addVersion"
 
-    def matches(self, api: str, method: str, path: str) -> bool:
+    def matches(self, api: str, method: str, path: str, route: str) -> bool:
         return (
             (self.api is None or self.api == api)
             and (self.method is None or self.method == method)
             and (self.path_contains is None or self.path_contains in path)
+            and (self.route is None or self.route == route)
         )
 
 
@@ -192,6 +195,7 @@ class Route:
     pattern: re.Pattern
     handler: Callable[[Request], Any]
     mutating: bool
+    template: str = ""
 
 
 def compile_template(template: str) -> re.Pattern:
@@ -244,7 +248,12 @@ class FakeGoogle:
         def decorate(handler: Callable[[Request], Any]):
             self.routes.append(
                 Route(
-                    api, method, compile_template(template), handler, method != "GET" if mutating is None else mutating
+                    api,
+                    method,
+                    compile_template(template),
+                    handler,
+                    method != "GET" if mutating is None else mutating,
+                    template,
                 )
             )
             return handler
@@ -345,18 +354,19 @@ class FakeGoogle:
         api: str | None = None,
         method: str | None = None,
         path_contains: str | None = None,
+        route: str | None = None,
     ) -> LostAnswer:
         """Apply the next matching mutating request(s), then lose the answer: `how` is "503" or "reset"."""
         if how not in ("503", "reset"):
             raise ValueError(how)
-        lost = LostAnswer(how, times, api, method, path_contains)
+        lost = LostAnswer(how, times, api, method, path_contains, route)
         with self.lock:
             self.lost_answers.append(lost)
         return lost
 
-    def _take_lost_answer(self, api: str, method: str, path: str) -> str | None:
+    def _take_lost_answer(self, api: str, method: str, path: str, route: str) -> str | None:
         with self.lock:
-            lost = next((x for x in self.lost_answers if x.times > 0 and x.matches(api, method, path)), None)
+            lost = next((x for x in self.lost_answers if x.times > 0 and x.matches(api, method, path, route)), None)
             if lost is None:
                 return self.chaos.lose_answer(api, method, path) if self.chaos else None
             lost.times -= 1
@@ -391,7 +401,10 @@ class FakeGoogle:
         query_all = parse_qs(split.query, keep_blank_values=True)
         query = {k: v[-1] for k, v in query_all.items()}
         route, params = self._match(api, method, path)
-        entry = LoggedRequest(api, method, path, query, route.mutating if route else method != "GET", body=raw)
+        entry = LoggedRequest(
+            api, method, path, query, route.mutating if route else method != "GET", body=raw,
+            route=route.template if route else "",
+        )
         with self.lock:
             self.log.append(entry)
         try:
@@ -403,7 +416,8 @@ class FakeGoogle:
                 self.chaos.before(api, method, path)
             result = route.handler(Request(api, method, path, query, headers, raw, params, query_all))
             status, extra, body = self._encode(result)
-            lost = self._take_lost_answer(api, method, path) if route.mutating and status < 400 else None
+            applied = route.mutating and status < 400
+            lost = self._take_lost_answer(api, method, path, route.template) if applied else None
             if lost:
                 entry.lost = lost
                 if lost == "reset":

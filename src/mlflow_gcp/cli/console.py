@@ -28,16 +28,17 @@ def interactive() -> bool:
     return sys.stdin.isatty()
 
 
-def show_error(error: BaseException) -> int:
-    """Print one paragraph for the error and return the exit code."""
+def show_error(error: BaseException, step: str | None = None) -> int:
+    """Print one paragraph for the error (naming the step it stopped, when given) and return the exit code."""
     if debug.enabled:
         err.print("".join(traceback.format_exception(error)), markup=False, end="")
+    where = f" in step {step}" if step else ""
     if isinstance(error, MlflowGcpError):
-        err.print(f"[bold red]Error:[/] {error.message}", soft_wrap=False)
+        err.print(f"[bold red]Error{where}:[/] {error.message}", soft_wrap=False)
         if error.hint:
             err.print(f"[bold]What to do:[/] {error.hint}")
         return error.exit_code
-    err.print(f"[bold red]Unexpected error:[/] {type(error).__name__}: {error}", markup=True)
+    err.print(f"[bold red]Unexpected error{where}:[/] {type(error).__name__}: {error}", markup=True)
     if not debug.enabled:
         err.print("Run again with --debug to see the traceback, and report it if it persists.")
     return 1

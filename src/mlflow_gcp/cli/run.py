@@ -62,10 +62,13 @@ def run_with_view(
     if dry_run and report.ok:
         show.print("Dry run: nothing was changed.")
     if not report.ok:
-        error = report.first_error()
-        code = show_error(error) if error else 1
-        if len(report.errors) > 1:
-            err.print(f"{len(report.errors) - 1} other step(s) failed too: {', '.join(list(report.errors)[1:])}.")
+        code = 1
+        several = len(report.errors) > 1
+        for index, (step, error) in enumerate(report.errors.items()):
+            if index:
+                err.print()
+            step_code = show_error(error, step if several else None)
+            code = step_code if index == 0 else code
         err.print("Fix the cause and run the same command again: finished work is kept and not redone.")
         raise typer.Exit(code)
     return report

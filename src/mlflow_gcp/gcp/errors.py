@@ -42,6 +42,7 @@ def from_discovery_error(error) -> gexc.GoogleAPICallError:
         )
     message = body.get("message") or str(error)
     exc = gexc.from_http_status(status, message, errors=body.get("errors", []), details=details, error_info=info)
+    exc.google_status = str(body.get("status") or "")
     return exc
 
 
@@ -81,6 +82,19 @@ def error_info(exc: gexc.GoogleAPICallError) -> tuple[str, dict[str, str]]:
         elif type(detail).__name__ == "ErrorInfo":
             return str(detail.reason), dict(detail.metadata)
     return "", {}
+
+
+def google_status(exc: gexc.GoogleAPICallError) -> str:
+    """The canonical status name of the error body (`ALREADY_EXISTS`, `ABORTED`...), or "" when absent."""
+    if getattr(exc, "google_status", None) is not None:  # set by from_discovery_error
+        return exc.google_status
+    response = getattr(exc, "response", None)
+    if response is not None and hasattr(response, "json"):
+        try:
+            return str(response.json().get("error", {}).get("status") or "")
+        except (ValueError, AttributeError):
+            return ""
+    return ""
 
 
 def legacy_reason(exc: gexc.GoogleAPICallError) -> str:

@@ -17,7 +17,7 @@ from typing import TypeVar
 
 from google.api_core import exceptions as gexc
 
-from mlflow_gcp.gcp.errors import error_info, legacy_reason
+from mlflow_gcp.gcp.errors import error_info, google_status, legacy_reason
 
 T = TypeVar("T")
 
@@ -38,6 +38,24 @@ def is_transient(exc: BaseException) -> bool:
         return True
     module = type(exc).__module__
     return module.startswith(("requests.", "urllib3.", "httplib2")) and "Connection" in type(exc).__name__
+
+
+def is_ambiguous(exc: BaseException) -> bool:
+    """A failure after which Google may or may not have applied the request: a 5xx, a timeout, a connection that
+    broke. (A 429 or any other 4xx is a refusal: nothing was applied.)"""
+    return is_transient(exc) and not isinstance(exc, gexc.TooManyRequests)
+
+
+def is_already_exists(exc: BaseException) -> bool:
+    """A create refused because the name is in use: 409 ALREADY_EXISTS, or the v1 reasons of Compute and Cloud
+    SQL (`alreadyExists`, `instanceAlreadyExists`) and Storage (`conflict`: "you already own it"). Not the other
+    409s: an etag conflict (ABORTED) or Cloud SQL's operationInProgress."""
+    if not isinstance(exc, (gexc.Conflict, gexc.AlreadyExists)):
+        return False
+    status, reason = google_status(exc), legacy_reason(exc)
+    if status == "ALREADY_EXISTS" or reason.lower().endswith("alreadyexists") or reason == "conflict":
+        return True
+    return not status and not reason
 
 
 def is_sql_operation_in_progress(exc: BaseException) -> bool:
@@ -134,6 +152,10 @@ def wait_message(waiting_for: str, seconds: float) -> str:
     return f"waiting for {waiting_for} (at most {minutes(seconds)})"
 
 
+# Tries made before a deadline is allowed to end a retry loop.
+MIN_ATTEMPTS = 3
+
+
 def call(
     fn: Callable[[], T],
     *,
@@ -141,15 +163,22 @@ def call(
     deadline: float = 120.0,
     maximum_delay: float = 30.0,
     also: tuple[Propagation, ...] = (),
+    applied: Callable[[], T | None] | None = None,
 ) -> T:
     """Call fn, retrying errors the predicate accepts with capped exponential backoff and full jitter, until
     `deadline` seconds have passed; the last attempt is made at the deadline. An accepted error of a known
     propagation (PROPAGATION, or `also`, accepted whatever the predicate) sets the deadline to that
-    propagation's bound and says in the live view what it waits for."""
+    propagation's bound and says in the live view what it waits for.
+
+    `applied` makes a request that is not idempotent (a secret version, a build, a user) take effect once: after
+    an ambiguous failure, where Google may have applied it and lost the answer, it reads the state back and returns
+    what it finds instead of sending again; it returns None when the request left no trace."""
     start = time.monotonic()
     delay = initial_delay()
     announced: set[str] = set()
+    attempts = 0
     while True:
+        attempts += 1
         try:
             return fn()
         except Exception as exc:
@@ -162,7 +191,12 @@ def call(
                         announced.add(propagation.waiting_for)
                         say_waiting(wait_message(propagation.waiting_for, propagation.seconds))
             remaining = deadline - (time.monotonic() - start)
-            if remaining <= 0:
+            # A bound in time alone would let a slow machine or network give up after a single try.
+            if remaining <= 0 and attempts >= MIN_ATTEMPTS:
                 raise
-        time.sleep(min(delay * (0.5 + random.random() / 2), remaining))
+            if applied is not None and is_ambiguous(exc):
+                found = call(applied, predicate=predicate, deadline=deadline, maximum_delay=maximum_delay)
+                if found is not None:
+                    return found
+        time.sleep(max(0.0, min(delay * (0.5 + random.random() / 2), remaining)))
         delay = min(delay * 2, scaled(maximum_delay))

@@ -65,8 +65,8 @@ class Secret(Resource):
         self.path = f"projects/{ctx.project}/secrets/{secret_id}"
         self._client = ctx.clients.secrets()
 
-    def _call(self, fn):
-        return self.ctx.call("secretmanager", fn)
+    def _call(self, fn, **kwargs):
+        return self.ctx.call("secretmanager", fn, **kwargs)
 
     def _access(self, version: str) -> tuple[str, str]:
         response = self._call(lambda: self._client.access_secret_version(name=f"{self.path}/versions/{version}"))
@@ -119,8 +119,9 @@ class Secret(Resource):
         return fields
 
     def _create_secret(self) -> None:
-        """The secret without a version; one that exists already (made meanwhile, or by an interrupted run) is
-        fine. Replication follows the setting `secret_replication`."""
+        """The secret without a version. Replication follows the setting `secret_replication`. "Already exists"
+        (a lost answer, an interrupted run, another step) is the engine's: it reads the secret, and a secret with
+        no version gets one through update()."""
         regional = self.ctx.settings.secret_replication == USER_MANAGED
         replication = {"user_managed": {"replicas": [{"location": self.ctx.region}]}} if regional else {"automatic": {}}
         try:
@@ -131,8 +132,6 @@ class Secret(Resource):
                     secret={"replication": replication, "labels": MANAGED_LABEL},
                 )
             )
-        except gexc.Conflict:
-            pass
         except gexc.GoogleAPICallError as e:
             if not regional and org_policy_constraint(e) == RESOURCE_LOCATIONS:
                 raise OrgPolicyError(
@@ -146,9 +145,7 @@ class Secret(Resource):
 
     def create(self) -> None:
         self._create_secret()
-        state = self.read()
-        if state is None or state.value is None:
-            self._add_version()
+        self._add_version()
 
     def update(self, current: SecretState, fields: list[str]) -> None:
         if "labels" in fields:  # the live labels kept, ours put back; never a new version for this
@@ -163,10 +160,23 @@ class Secret(Resource):
 
     def _add_version(self) -> None:
         value = self.make_value()
-        added = self._call(lambda: self._client.add_secret_version(parent=self.path, payload=version_payload(value)))
+        payload = version_payload(value)
+        # addVersion is not idempotent: after a lost answer, the newest version is ours when its checksum is.
+        name = self._call(
+            lambda: self._client.add_secret_version(parent=self.path, payload=payload).name,
+            applied=lambda: self._newest_version_with(payload["data_crc32c"]),
+        )
         # The number Google gave this version: what the outputs and the service's pins use, not `latest`.
-        self.ctx.outputs.set(self._version_key, added.name.rsplit("/", 1)[-1])
+        self.ctx.outputs.set(self._version_key, name.rsplit("/", 1)[-1])
         self.ctx.secret_values[self.secret_id] = value
+
+    def _newest_version_with(self, crc32c: int) -> str | None:
+        """The name of the newest version when its data has this CRC32C, else None."""
+        newest = next(iter(self._client.list_secret_versions(request={"parent": self.path, "page_size": 1})), None)
+        if newest is None or newest.state.name != "ENABLED":
+            return None
+        response = self._client.access_secret_version(name=newest.name)
+        return newest.name if response.payload.data_crc32c == crc32c else None
 
     def outputs(self, current: SecretState) -> dict[str, str]:
         """The version number, so the service pins it: a new version then rolls out a new revision, and a

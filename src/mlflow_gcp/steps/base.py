@@ -16,7 +16,7 @@ from enum import Enum
 from typing import Any, ClassVar, TypeVar
 
 from mlflow_gcp.config import Settings
-from mlflow_gcp.errors import MlflowGcpError, PrerequisiteMissingError
+from mlflow_gcp.errors import MlflowGcpError, NameTakenError, PrerequisiteMissingError
 from mlflow_gcp.gcp.clients import Clients
 
 T = TypeVar("T")
@@ -252,6 +252,9 @@ class Resource(ABC):
     kind: str = "resource"
     # `down` keeps resources that hold data unless --delete-data.
     holds_data: bool = False
+    # After a create answered "already exists": how long (seconds) the resource may take to become readable, when
+    # Google makes it readable only once a create already under way finishes, or shows new ones late (IAM).
+    appear_timeout: float = 0.0
 
     def __init__(self, ctx: StepContext, name: str) -> None:
         self.ctx = ctx
@@ -304,6 +307,13 @@ class Resource(ABC):
 
     def update(self, current: Any, fields: list[str]) -> None:
         raise NotImplementedError(f"{self.label} cannot be updated in place")
+
+    def name_taken(self) -> MlflowGcpError:
+        """The error when a create answered "already exists" but this project cannot read what holds the name."""
+        return NameTakenError(
+            f"The name of {self.label} is taken: Google says it exists, but this project cannot read it.",
+            "Choose another name in the settings (see `mlflow-gcp up --help`).",
+        )
 
     def outputs(self, current: Any) -> dict[str, str]:
         return {}

@@ -76,21 +76,14 @@ class Bucket(Resource):
         bucket.iam_configuration.uniform_bucket_level_access_enabled = True
         bucket.iam_configuration.public_access_prevention = ENFORCED
         bucket.labels = dict(MANAGED_LABELS)
-        try:
-            self._call(
-                lambda: self._client.create_bucket(
-                    bucket, project=self.ctx.project, location=self.ctx.region, retry=None
-                )
-            )
-        except gexc.Conflict as e:
-            # Ours (created meanwhile, or a retried insert that had succeeded) or someone else's: the
-            # read tells them apart, no message parsing needed.
-            current = self.read()
-            if current is None:
-                raise _taken(self.name) from e
-            fields = self.drift(current)
-            if fields:
-                self.update(current, fields)
+        # "Already exists": ours (created meanwhile, or a retried insert that had succeeded) or someone else's;
+        # the engine's read tells them apart (name_taken below), no message parsing needed.
+        self._call(
+            lambda: self._client.create_bucket(bucket, project=self.ctx.project, location=self.ctx.region, retry=None)
+        )
+
+    def name_taken(self) -> NameTakenError:
+        return _taken(self.name)
 
     def update(self, current, fields: list[str]) -> None:
         if "location" in fields:

@@ -126,8 +126,6 @@ class Connector(Resource):
                 lambda: self._client.create_connector(parent=self.parent, connector_id=self.name, connector=connector),
                 predicate=self._retry,
             )
-        except gexc.Conflict:
-            return  # made meanwhile: read() waits for it
         except gexc.BadRequest as e:
             # e.g. the range overlaps another connector, a subnet or a reserved range: Google says which
             raise MlflowGcpError(

@@ -73,6 +73,10 @@ def same_network(live: str, wanted: str) -> bool:
     return live_name == name and projects_match
 
 
+# What SqlCalls.write waits on when a read-back found its write already applied.
+APPLIED = {"status": "DONE", "name": ""}
+
+
 class SqlCalls:
     """Cloud SQL Admin calls shared by the step's resources: retries and operation waiting."""
 
@@ -90,11 +94,16 @@ class SqlCalls:
     def read(self, build: Callable[[Any], Any]) -> Any:
         return retry.call(lambda: execute(build(self.api)), predicate=self.read_predicate)
 
-    def write(self, build: Callable[[Any], Any], what: str, timeout: float) -> dict:
+    def write(
+        self, build: Callable[[Any], Any], what: str, timeout: float, *, applied: Callable[[], bool] | None = None
+    ) -> dict:
+        """Send a write and wait for its operation. `applied` (for inserts, which are not idempotent) tells after
+        an ambiguous failure whether Google had applied it, so it is not sent twice."""
         operation = retry.call(
             lambda: execute(build(self.api)),
             predicate=self.write_predicate,
             deadline=IN_PROGRESS_DEADLINE,
+            applied=(lambda: APPLIED if applied() else None) if applied else None,
         )
         return self.wait(operation, what, timeout)
 
@@ -246,21 +255,20 @@ class Instance(Resource):
             "rootPassword": password,
             "settings": self.desired_settings(),
         }
-        try:
-            operation = retry.call(
-                lambda: execute(self.sql.api.instances().insert(project=self.ctx.project, body=body)),
-                predicate=self.sql.read_predicate,
-            )
-        except gexc.Conflict as e:
-            if self._get() is not None:
-                return  # made meanwhile (e.g. by an interrupted run): read() waits for it
-            raise NameTakenError(
-                f"The Cloud SQL instance name {self.name} is not available: it is used or was deleted less than a "
-                "week ago (Cloud SQL keeps deleted names reserved).",
-                "Pass --db-instance with another name.",
-            ) from e
+        # "Already exists" (an interrupted run, a lost answer) is the engine's: read() waits for the instance.
+        operation = retry.call(
+            lambda: execute(self.sql.api.instances().insert(project=self.ctx.project, body=body)),
+            predicate=self.sql.read_predicate,
+        )
         self.ctx.log(f"creating the Cloud SQL instance {self.name} (10 to 20 minutes)")
         self.sql.wait(operation, f"Creating the Cloud SQL instance {self.name}", CREATE_TIMEOUT)
+
+    def name_taken(self) -> MlflowGcpError:
+        return NameTakenError(
+            f"The Cloud SQL instance name {self.name} is not available: it is used or was deleted less than a "
+            "week ago (Cloud SQL keeps deleted names reserved).",
+            "Pass --db-instance with another name.",
+        )
 
     def effect(self, field: str, current: dict) -> Effect:
         if field == "databaseVersion":
@@ -399,6 +407,7 @@ class Database(Resource):
                 lambda api: api.databases().insert(project=self.ctx.project, instance=self.instance.name, body=body),
                 f"Creating the database {self.name}",
                 SMALL_TIMEOUT,
+                applied=lambda: self.read() is not None,
             )
         except OperationFailedError:
             if self.read() is None:
@@ -485,6 +494,7 @@ class User(Resource):
                 lambda api: api.users().insert(project=self.ctx.project, instance=self.instance.name, body=body),
                 f"Creating the MySQL user {login}",
                 SMALL_TIMEOUT,
+                applied=lambda: self.read() is not None,
             )
         except OperationFailedError:
             if self.read() is None:

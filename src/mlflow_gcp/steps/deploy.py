@@ -262,16 +262,13 @@ class CloudRunService(Resource):
         return self.use_invoker_binding
 
     def create(self) -> None:
-        try:
-            self._deploy(
-                "Creating",
-                lambda body: self._client.create_service(
-                    request={"parent": self.parent, "service_id": self.name, "service": body}
-                ),
-                self.desired(None),
-            )
-        except gexc.Conflict:
-            pass  # created meanwhile (or by an interrupted run): compare below
+        self._deploy(
+            "Creating",
+            lambda body: self._client.create_service(
+                request={"parent": self.parent, "service_id": self.name, "service": body}
+            ),
+            self.desired(None),
+        )
         current = self.read()
         if current is None:
             return
@@ -290,8 +287,10 @@ class CloudRunService(Resource):
 
     def _deploy(self, verb: str, send: Callable[[Any], Any], body: dict[str, Any]) -> None:
         what = f"{verb} {self.label}"
+        # An update carries the etag it read: resent after a lost answer it would meet 409, so read back first.
+        applied = self._already_rolled_out if verb == "Updating" else None
         try:
-            operation = self._send(lambda: send(from_json_dict(body)))
+            operation = self._send(lambda: send(from_json_dict(body)), applied=applied)
         except gexc.GoogleAPICallError as e:
             if not is_invoker_iam_disabled_refused(e) or INVOKER_IAM_FIELD not in body:
                 raise
@@ -302,8 +301,15 @@ class CloudRunService(Resource):
             self.use_invoker_binding = True
             body = {k: v for k, v in body.items() if k != INVOKER_IAM_FIELD}
             operation = self._send(lambda: send(from_json_dict(body)))
-        service = wait_gapic(operation, what=what, timeout=DEPLOY_TIMEOUT)
+        # An operation, or the service itself when the read-back found the update already applied.
+        is_operation = hasattr(operation, "result")
+        service = wait_gapic(operation, what=what, timeout=DEPLOY_TIMEOUT) if is_operation else operation
         check_ready(service, what)
+
+    def _already_rolled_out(self):
+        """The service when it already is as the settings ask (the update was applied), else None."""
+        current = self.read()
+        return current if current is not None and not self.drift(current) else None
 
     def outputs(self, current) -> dict[str, str]:
         return {"service.url": current.uri, "service.urls": ",".join(current.urls)}

@@ -82,8 +82,11 @@ def _run_resource(resource: Resource, ctx: StepContext, result: StepResult) -> N
         if ctx.dry_run:
             return
         ctx.log(f"creating {label}")
-        _guarded(ctx, f"creating {label}", resource.create)
-        current = _guarded(ctx, f"reading {label}", resource.read)
+        current, existed = _create(resource, ctx)
+        if existed:
+            # Already there: compared and brought in line exactly as on a rerun.
+            fields = _guarded(ctx, f"comparing {label}", lambda: resource.drift(current))
+            current = _update(resource, ctx, result, current, fields) if fields else current
         if current is None:
             raise PrerequisiteMissingError(f"{label} was created but cannot be read back.")
     else:
@@ -92,18 +95,63 @@ def _run_resource(resource: Resource, ctx: StepContext, result: StepResult) -> N
             ResourceState(label, exists=True, drift=tuple(fields), details=resource.details(current))
         )
         if fields and ctx.mode is not Mode.CHECK:
-            change = Change(label, "update", tuple(fields), tuple(resource.effect(f, current) for f in fields))
-            result.changes.append(change)
-            if change.impossible:
-                raise resource.cannot_change(current, [f for f, _ in change.impossible])
-            if not ctx.dry_run:
-                if change.disruptive:
-                    ctx.approve(change)
-                ctx.log(f"updating {label}: {change.describe()}")
-                _guarded(ctx, f"updating {label}", lambda: resource.update(current, fields))
-                current = _guarded(ctx, f"reading {label}", resource.read)
+            current = _update(resource, ctx, result, current, fields)
     if current is not None:
         ctx.outputs.update(resource.outputs(current))
+
+
+def _update(resource: Resource, ctx: StepContext, result: StepResult, current: Any, fields: list[str]) -> Any:
+    """Record the change of `fields`, refuse what Google cannot change, ask before what disrupts, apply it and
+    return the state read back (unchanged in a dry run)."""
+    label = resource.label
+    change = Change(label, "update", tuple(fields), tuple(resource.effect(f, current) for f in fields))
+    result.changes.append(change)
+    if change.impossible:
+        raise resource.cannot_change(current, [f for f, _ in change.impossible])
+    if ctx.dry_run:
+        return current
+    if change.disruptive:
+        ctx.approve(change)
+    ctx.log(f"updating {label}: {change.describe()}")
+    _guarded(ctx, f"updating {label}", lambda: resource.update(current, fields))
+    return _guarded(ctx, f"reading {label}", resource.read)
+
+
+def _create(resource: Resource, ctx: StepContext) -> tuple[Any, bool]:
+    """Create, then read back; returns the live state and whether it already existed.
+
+    The one place that handles "already exists": a retry whose first attempt Google had applied (its answer
+    lost), an interrupted run, or another run at the same time. What holds the name is read back; the caller
+    compares it with the settings and brings it in line as on a rerun (fields Google cannot change are the
+    resource's clear error). A name held by something this project cannot read is the error of a name taken."""
+    from mlflow_gcp.gcp import retry
+
+    label = resource.label
+    try:
+        resource.create()
+    except gexc.GoogleAPICallError as e:
+        if not retry.is_already_exists(e):
+            raise translate(e, f"creating {label}", ctx.project) from e
+        current = _guarded(ctx, f"reading {label}", lambda: _appeared(resource))
+        if current is None:
+            raise resource.name_taken() from e
+        ctx.log(f"{label} already exists: comparing it with the settings")
+        return current, True
+    return _guarded(ctx, f"reading {label}", resource.read), False
+
+
+def _appeared(resource: Resource) -> Any:
+    """The resource's live state, waiting up to its appear_timeout for it to become readable."""
+    from mlflow_gcp.gcp.operations import poll_delay
+    from mlflow_gcp.gcp.retry import scaled
+
+    started, timeout = time.monotonic(), scaled(resource.appear_timeout)
+    while True:
+        current = resource.read()
+        elapsed = time.monotonic() - started
+        if current is not None or elapsed >= timeout:
+            return current
+        time.sleep(min(poll_delay(elapsed), max(0.0, timeout - elapsed)))
 
 
 def load_prerequisites(names: tuple[str, ...], ctx: StepContext) -> None:

@@ -67,6 +67,8 @@ def image_uri(ctx: StepContext, tag: str) -> str:
 
 class DockerRepository(Resource):
     kind = "Artifact Registry repository"
+    # "Already exists" while the create of an interrupted run still runs: readable once it is done.
+    appear_timeout = 120.0
 
     def __init__(self, ctx: StepContext) -> None:
         super().__init__(ctx, ctx.settings.repository)
@@ -90,24 +92,19 @@ class DockerRepository(Resource):
         return fields
 
     def create(self) -> None:
-        try:
-            operation = self._call(
-                lambda: self._client.create_repository(
-                    request={
-                        "parent": self.parent,
-                        "repository_id": self.name,
-                        "repository": {
-                            "format_": "DOCKER",
-                            "description": "MLflow server images (mlflow-gcp)",
-                            "labels": dict(MANAGED_LABELS),
-                        },
-                    }
-                )
+        operation = self._call(
+            lambda: self._client.create_repository(
+                request={
+                    "parent": self.parent,
+                    "repository_id": self.name,
+                    "repository": {
+                        "format_": "DOCKER",
+                        "description": "MLflow server images (mlflow-gcp)",
+                        "labels": dict(MANAGED_LABELS),
+                    },
+                }
             )
-        except gexc.Conflict:
-            # Created meanwhile, or by an interrupted run whose operation is still running: wait until readable.
-            wait(self.read, is_done=bool, error_of=lambda _: None, what=f"Creating {self.label}", timeout=120)
-            return
+        )
         wait_gapic(operation, what=f"Creating {self.label}", timeout=REPOSITORY_TIMEOUT)
 
     def update(self, current, fields: list[str]) -> None:
@@ -289,25 +286,31 @@ class ServerImage(Resource):
                 return
             except OperationFailedError as e:
                 self.ctx.log(f"that build failed ({e.message}); building again")
-        operation, location = self._create_build(client, call, build)
-        build_id = operation.metadata.build.id
+        started, location = self._create_build(client, call, build)
         where = "" if location == region else f" in {location}"
-        self.ctx.log(f"building {self.uri}{where} (Cloud Build {build_id}): {operation.metadata.build.log_url}")
-        self._wait_for_build(client, build_id, location)
+        self.ctx.log(f"building {self.uri}{where} (Cloud Build {started.id}): {started.log_url}")
+        self._wait_for_build(client, started.id, location)
 
     def _create_build(self, client, call, build: dict):
         """Starts the build in the region, or in `global` where Cloud Build refuses the region for this project.
-        Returns the operation and the location the build runs in."""
+        Returns the build started and the location it runs in.
+
+        builds.create is not idempotent: after a lost answer, a build of this image that was not there before is
+        ours (or that of another run building the same tag), so a second one is never started."""
         project, region = self.ctx.project, self.ctx.region
         for location in (region, GLOBAL):
             try:
+                known = {b.id for b in self._builds_of_image(client, call, location)}
                 # `parent` only: with project_id the library would send the global (non-regional) request.
-                operation = call(
+                started = call(
                     lambda location=location: client.create_build(
                         request={"parent": f"projects/{project}/locations/{location}", "build": build}
-                    )
+                    ).metadata.build,
+                    applied=lambda location=location, known=known: next(
+                        (b for b in self._builds_of_image(client, call, location) if b.id not in known), None
+                    ),
                 )
-                return operation, location
+                return started, location
             except (gexc.BadRequest, gexc.FailedPrecondition) as e:
                 if location == GLOBAL or not is_region_refused(e):
                     raise
@@ -317,6 +320,12 @@ class ServerImage(Resource):
                     f"goes to the repository in {region}"
                 )
         raise AssertionError("unreachable")
+
+    def _builds_of_image(self, client, call, location: str) -> list:
+        parent = f"projects/{self.ctx.project}/locations/{location}"
+        wanted = f'images="{self.uri}"'
+        builds = call(lambda: list(client.list_builds(request={"parent": parent, "filter": wanted})))
+        return [b for b in builds if self.uri in b.images]
 
     def _build_in_progress(self, client, call) -> tuple[object, str] | None:
         """A queued or running build of this very image, in the region or in `global` (where a refused region

@@ -110,13 +110,10 @@ class Network(Resource):
             "description": MANAGED_DESCRIPTION,
             "routingConfig": {"routingMode": "REGIONAL"},
         }
-        try:
-            operation = retry.call(
-                lambda: execute(self._client.insert(project=self.ctx.project, body=network)),
-                predicate=self._retry,
-            )
-        except gexc.Conflict:
-            return  # created meanwhile
+        operation = retry.call(
+            lambda: execute(self._client.insert(project=self.ctx.project, body=network)),
+            predicate=self._retry,
+        )
         wait_compute(self.ctx, operation, f"Creating the VPC network {self.name}")
 
     def outputs(self, current: Any) -> dict[str, str]:
@@ -199,13 +196,10 @@ class PeeringRange(Resource):
             "description": f"Private services access range for Cloud SQL. {MANAGED_DESCRIPTION}.",
             "labels": MANAGED_LABELS,
         }
-        try:
-            operation = retry.call(
-                lambda: execute(self._client.insert(project=self.ctx.project, body=address)),
-                predicate=self._retry,
-            )
-        except gexc.Conflict:
-            return
+        operation = retry.call(
+            lambda: execute(self._client.insert(project=self.ctx.project, body=address)),
+            predicate=self._retry,
+        )
         wait_compute(self.ctx, operation, f"Reserving the address range {self.name}")
 
     def update(self, current: dict, fields: list[str]) -> None:
@@ -322,10 +316,7 @@ class PrivateConnection(Resource):
 
     def create(self) -> None:
         body = {"network": self.consumer_network, "reservedPeeringRanges": [self.range]}
-        try:
-            operation = self._call(lambda api: api.services().connections().create(parent=SERVICE, body=body))
-        except gexc.Conflict:
-            return
+        operation = self._call(lambda api: api.services().connections().create(parent=SERVICE, body=body))
         self._wait(operation, f"Connecting {self.ctx.settings.network} to Google's service producer network")
 
     def _patch(self, ranges: list[str], what: str) -> None:

@@ -45,6 +45,8 @@ class ServiceAccount(Resource):
     the image step makes the build's own account with another id, names and output prefix."""
 
     kind = "service account"
+    # A new account is not readable everywhere at once.
+    appear_timeout = VISIBLE_SECONDS
 
     def __init__(
         self,
@@ -87,20 +89,15 @@ class ServiceAccount(Resource):
             "accountId": self.account_id,
             "serviceAccount": {"displayName": self.display_name, "description": self.description},
         }
-        existed = False
-        try:
-            self._call(lambda: execute(self._accounts().create(name=f"projects/{self.ctx.project}", body=body)))
-        except gexc.Conflict:
-            existed = True  # created meanwhile, or by an interrupted run, or a retried create that had succeeded
-        if not existed:
-            self.ctx.created_now.add(self.email)
+        # Marked as new before the create is sent: after a lost answer the engine meets "already exists" for an
+        # account just as new. (An account that was there before never answers 404, so this costs it nothing.)
+        self.ctx.created_now.add(self.email)
+        # "Already exists" (an interrupted run, a retried create that had succeeded) is the engine's.
+        self._call(lambda: execute(self._accounts().create(name=f"projects/{self.ctx.project}", body=body)))
         # IAM is eventually consistent: wait until the account can be read back.
-        current = self._call(
+        self._call(
             lambda: execute(self._accounts().get(name=self.path)), also=(not_yet_usable(self.email),)
         )
-        fields = self.drift(current) if existed else []
-        if fields:
-            self.update(current, fields)
 
     def update(self, current: dict[str, Any], fields: list[str]) -> None:
         if "disabled" in fields:

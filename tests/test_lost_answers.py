@@ -1,0 +1,76 @@
+"""Exactly once: Google applies a mutating request but its answer is lost (a 503 or a reset connection after the
+commit). `up` still converges, with no duplicate work: one Cloud SQL instance, one version per secret, one build;
+a second `up` sends no mutating request."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import cli
+
+# Every mutating method `up` sends on a new project (api, HTTP method, route); the first test keeps this complete.
+MUTATING_METHODS = [
+    ("serviceusage", "POST", "/v1/projects/{project}/services:batchEnable"),
+    ("compute", "POST", "/compute/v1/projects/{project}/global/addresses"),
+    ("servicenetworking", "POST", "/v1/services/{service}/connections"),
+    ("sqladmin", "POST", "/v1/projects/{project}/instances"),
+    ("sqladmin", "POST", "/v1/projects/{project}/instances/{instance}/databases"),
+    ("vpcaccess", "POST", "/v1/projects/{project}/locations/{location}/connectors"),
+    ("iam", "POST", "/v1/projects/{project}/serviceAccounts"),
+    ("iam", "POST", "/v1/projects/{project}/serviceAccounts/{account}:setIamPolicy"),
+    ("storage", "POST", "/storage/v1/b"),
+    ("storage", "PUT", "/storage/v1/b/{bucket}/iam"),
+    ("secretmanager", "POST", "/v1/projects/{project}/secrets"),
+    ("secretmanager", "POST", "/v1/projects/{project}/secrets/{secret}:addVersion"),
+    ("secretmanager", "POST", "/v1/projects/{project}/secrets/{secret}:setIamPolicy"),
+    ("artifactregistry", "POST", "/v1/projects/{project}/locations/{location}/repositories"),
+    ("storage", "POST", "/upload/storage/v1/b/{bucket}/o"),
+    ("cloudbuild", "POST", "/v1/projects/{project}/locations/{location}/builds"),
+    ("run", "POST", "/v2/projects/{project}/locations/{location}/services"),
+    ("run", "PATCH", "/v2/projects/{project}/locations/{location}/services/{service}"),
+]
+
+
+def sent(fake) -> set[tuple[str, str, str]]:
+    return {(r.api, r.method, r.route) for r in fake.mutating_requests()}
+
+
+def assert_one_of_each(fake) -> None:
+    assert len(fake.state["sql_instances"]) == 1
+    for secret, versions in fake.state["secret_versions"].items():
+        assert len(versions) == 1, (secret, [v["name"] for v in versions])
+    builds = [r for r in fake.mutating_requests() if r.api == "cloudbuild" and r.route.endswith("/builds")]
+    assert len(builds) == 1
+
+
+def test_the_list_covers_every_mutating_method_up_sends(fake, container_dir):
+    result = cli("up")
+    assert result.exit_code == 0, result.output
+    assert sent(fake) == set(MUTATING_METHODS)
+
+
+@pytest.mark.parametrize("how", ["503", "reset"])
+@pytest.mark.parametrize("api,method,route", MUTATING_METHODS, ids=lambda v: v)
+def test_up_converges_when_an_answer_is_lost(fake, container_dir, api, method, route, how):
+    lost = fake.lose_answer(how, api=api, method=method, route=route)
+    result = cli("up")
+    assert result.exit_code == 0, result.output
+    assert lost.times == 0, "the answer was never lost: the method is not sent"
+    assert_one_of_each(fake)
+    fake.clear_log()
+    again = cli("up")
+    assert again.exit_code == 0, again.output
+    assert fake.mutating_requests() == []
+
+
+@pytest.mark.parametrize("how", ["503", "reset"])
+def test_a_mysql_user_is_inserted_once(fake, container_dir, how):
+    # users.insert is not idempotent (a second insert fails in MySQL): after a lost answer, the user list is read.
+    route = "/v1/projects/{project}/instances/{instance}/users"
+    lost = fake.lose_answer(how, api="sqladmin", method="POST", route=route)
+    result = cli("up", "--db-user", "mlflow")
+    assert result.exit_code == 0, result.output
+    assert lost.times == 0
+    inserts = [r for r in fake.mutating_requests() if r.route == route]
+    assert len(inserts) == 1
+    assert [u["name"] for u in fake.sql_users["mlflow-tracking-database"]].count("mlflow") == 1
