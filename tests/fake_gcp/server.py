@@ -168,7 +168,7 @@ class LostAnswer:
     idempotent requests or read the state back (https://cloud.google.com/apis/design/design_patterns#request_duplication,
     https://cloud.google.com/storage/docs/retry-strategy#idempotency)."""
 
-    how: str  # "503" or "reset"
+    how: str  # "503", "reset" (TCP reset) or "close" (the connection closed cleanly, no answer)
     times: int
     api: str | None = None
     method: str | None = None
@@ -356,8 +356,8 @@ class FakeGoogle:
         path_contains: str | None = None,
         route: str | None = None,
     ) -> LostAnswer:
-        """Apply the next matching mutating request(s), then lose the answer: `how` is "503" or "reset"."""
-        if how not in ("503", "reset"):
+        """Apply the next matching mutating request(s), then lose the answer: `how` is "503", "reset" or "close"."""
+        if how not in ("503", "reset", "close"):
             raise ValueError(how)
         lost = LostAnswer(how, times, api, method, path_contains, route)
         with self.lock:
@@ -420,9 +420,9 @@ class FakeGoogle:
             lost = self._take_lost_answer(api, method, path, route.template) if applied else None
             if lost:
                 entry.lost = lost
-                if lost == "reset":
+                if lost in ("reset", "close"):
                     entry.status = RESET
-                    return RESET, {}, b""
+                    return RESET, {"how": lost}, b""
                 raise ApiError(503, "The service is currently unavailable.")
         except ApiError as e:
             status, extra, body = e.code, {"Content-Type": "application/json"}, json.dumps({"error": e.body}).encode()
@@ -495,8 +495,9 @@ class FakeGoogle:
                     return
                 status, extra, body = fake.handle(self.command, self.path, dict(self.headers), raw)
                 if status == RESET:
-                    # Close with a TCP reset (linger 0): the client reads ECONNRESET, as from a dropped connection.
-                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    if extra.get("how") == "reset":
+                        # A TCP reset (linger 0): the client reads ECONNRESET, as from a dropped connection.
+                        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     self.close_connection = True
                     self.rfile.close()
                     self.connection.close()

@@ -43,6 +43,43 @@ def billed_to_target(credentials, project: str):
     return credentials
 
 
+def send_once_http():
+    """An httplib2 connection for discovery clients that never resends a mutating request by itself.
+
+    httplib2 takes a connection closed before the answer for a stale keep-alive connection and sends the request
+    again, whatever its method: a Cloud SQL users.insert or an IAM create that Google had applied (its answer
+    lost) would then be applied twice, unseen. Here a POST, PUT, PATCH or DELETE is sent once per call; the error
+    goes up to retry.call, which reads the state back before sending again."""
+    import httplib2
+    from googleapiclient.http import DEFAULT_HTTP_TIMEOUT_SEC
+
+    class SendOnceHttp(httplib2.Http):
+        def _conn_request(self, conn, request_uri, method, body, headers):
+            if method in ("GET", "HEAD"):
+                return super()._conn_request(conn, request_uri, method, body, headers)
+            sent: list[bool] = []
+            send = conn.request
+
+            def send_once(*args, **kwargs):
+                if sent:
+                    raise ConnectionResetError(
+                        f"The connection closed before Google answered {method} {request_uri}; not sent again here "
+                        "(Google may have applied it)."
+                    )
+                sent.append(True)
+                return send(*args, **kwargs)
+
+            conn.request = send_once
+            try:
+                return super()._conn_request(conn, request_uri, method, body, headers)
+            finally:
+                del conn.request
+
+    http = SendOnceHttp(timeout=DEFAULT_HTTP_TIMEOUT_SEC)
+    http.redirect_codes = http.redirect_codes - {308}  # as googleapiclient's build_http: 308 is not a redirect
+    return http
+
+
 class Clients:
     """Builds and caches clients for one project. GAPIC REST clients are shared across threads; discovery
     clients (httplib2) are not thread-safe, so each thread gets its own."""
@@ -165,13 +202,14 @@ class Clients:
         cache = self._local.__dict__.setdefault("discovery", {})
         key = (api, version)
         if key not in cache:
+            import google_auth_httplib2
             from googleapiclient.discovery import build
 
             options = {"api_endpoint": f"{api_root(api)}/{service_path}"} if endpoint_base() else None
             cache[key] = build(
                 api,
                 version,
-                credentials=self.credentials,
+                http=google_auth_httplib2.AuthorizedHttp(self.credentials, http=send_once_http()),
                 static_discovery=True,
                 cache_discovery=False,
                 client_options=options,
