@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.helpers import cli
+from tests.test_credentials import double, floating  # noqa: F401 (fixtures of a deployment, for rotate)
 
 # Every mutating method `up` sends on a new project (api, HTTP method, route); the first test keeps this complete.
 MUTATING_METHODS = [
@@ -75,3 +76,14 @@ def test_a_mysql_user_is_inserted_once(fake, container_dir, how):
     inserts = [r for r in fake.mutating_requests() if r.route == route]
     assert len(inserts) == 1
     assert [u["name"] for u in fake.sql_users["mlflow-tracking-database"]].count("mlflow") == 1
+
+
+@pytest.mark.parametrize("how", ["503", "reset"])
+def test_rotate_adds_each_version_once(fake, double, how):  # noqa: F811
+    from tests.test_credentials import ROTATE_SECRETS, versions
+
+    fake.lose_answer(how, api="secretmanager", route="/v1/projects/{project}/secrets/{secret}:addVersion", times=2)
+    result = cli("credentials", "rotate")
+    assert result.exit_code == 0, result.output
+    for secret_id in ROTATE_SECRETS:
+        assert versions(fake, secret_id) == [("1", "DISABLED"), ("2", "ENABLED")], secret_id

@@ -23,7 +23,7 @@ from mlflow_gcp.gcp import retry
 from mlflow_gcp.gcp.clients import Clients
 from mlflow_gcp.operate import login as login_mod
 from mlflow_gcp.operate.server_check import Check, check_health, wait_for_login
-from mlflow_gcp.resources.secret import new_password, split_credentials
+from mlflow_gcp.resources.secret import add_version_once, new_password, split_credentials
 
 Log = Callable[[str], None]
 
@@ -157,18 +157,14 @@ class Rotation:
                 continue
             value = f"{item.login}:{new_password()}"
             try:
-                response = retry.call(
-                    lambda value=value, item=item: client.add_secret_version(
-                        parent=self._secret_path(item.secret_id), payload={"data": value.encode("utf-8")}
-                    )
-                )
+                version = add_version_once(client, self._secret_path(item.secret_id), value)
             except Exception as error:
                 raise RotationError(
                     f"Adding a new version to the secret {item.secret_id} failed ({_reason(error)}). No password "
                     f"was changed: the old login keeps working.{self._unused_note()}",
                     f"Fix the cause and run `{self.command}` again.",
                 ) from error
-            item.new_value, item.new_version = value, response.name.rsplit("/", 1)[-1]
+            item.new_value, item.new_version = value, version.rsplit("/", 1)[-1]
             self.log(f"{item.secret_id}: added version {item.new_version}")
 
     def _set_db_password(self, password: str, what: str) -> None:

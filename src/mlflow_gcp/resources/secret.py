@@ -6,6 +6,7 @@ from __future__ import annotations
 import secrets as token_source
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from google.api_core import exceptions as gexc
 
@@ -29,6 +30,28 @@ def version_payload(value: str) -> dict:
 
     data = value.encode("utf-8")
     return {"data": data, "data_crc32c": google_crc32c.value(data)}
+
+
+def add_version_once(client, path: str, value: str, call: Callable[..., Any] | None = None) -> str:
+    """Add a version holding `value` to the secret `path` and return the version's name, exactly once.
+
+    addVersion is not idempotent: resent after a lost answer it would add the same value again. So the version is
+    sent with its CRC32C, and after an ambiguous failure the newest version is read back: when its checksum is
+    ours, it is the one we added. `call` is the retrying caller (retry.call by default)."""
+    from mlflow_gcp.gcp import retry
+
+    payload = version_payload(value)
+
+    def newest_if_ours() -> str | None:
+        newest = next(iter(client.list_secret_versions(request={"parent": path, "page_size": 1})), None)
+        if newest is None or newest.state.name != "ENABLED":
+            return None
+        response = client.access_secret_version(name=newest.name)
+        return newest.name if response.payload.data_crc32c == payload["data_crc32c"] else None
+
+    return (call or retry.call)(
+        lambda: client.add_secret_version(parent=path, payload=payload).name, applied=newest_if_ours
+    )
 
 
 def split_credentials(secret_id: str, value: str) -> tuple[str, str]:
@@ -160,23 +183,10 @@ class Secret(Resource):
 
     def _add_version(self) -> None:
         value = self.make_value()
-        payload = version_payload(value)
-        # addVersion is not idempotent: after a lost answer, the newest version is ours when its checksum is.
-        name = self._call(
-            lambda: self._client.add_secret_version(parent=self.path, payload=payload).name,
-            applied=lambda: self._newest_version_with(payload["data_crc32c"]),
-        )
+        name = add_version_once(self._client, self.path, value, self._call)
         # The number Google gave this version: what the outputs and the service's pins use, not `latest`.
         self.ctx.outputs.set(self._version_key, name.rsplit("/", 1)[-1])
         self.ctx.secret_values[self.secret_id] = value
-
-    def _newest_version_with(self, crc32c: int) -> str | None:
-        """The name of the newest version when its data has this CRC32C, else None."""
-        newest = next(iter(self._client.list_secret_versions(request={"parent": self.path, "page_size": 1})), None)
-        if newest is None or newest.state.name != "ENABLED":
-            return None
-        response = self._client.access_secret_version(name=newest.name)
-        return newest.name if response.payload.data_crc32c == crc32c else None
 
     def outputs(self, current: SecretState) -> dict[str, str]:
         """The version number, so the service pins it: a new version then rolls out a new revision, and a
