@@ -32,6 +32,14 @@ MUTATING_METHODS = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def no_propagation_delays(fake):
+    """Lost answers only: IAM's late visibility of a new account (tests/test_google_catching_up.py) is waited out
+    with a wall-clock bound, scaled down to under 2 s in tests, which dozens of `up` runs on a loaded machine could
+    overrun."""
+    fake.iam_invisible_for = 0
+
+
 def sent(fake) -> set[tuple[str, str, str]]:
     return {(r.api, r.method, r.route) for r in fake.mutating_requests()}
 
