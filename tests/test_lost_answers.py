@@ -28,7 +28,6 @@ MUTATING_METHODS = [
     ("storage", "POST", "/upload/storage/v1/b/{bucket}/o"),
     ("cloudbuild", "POST", "/v1/projects/{project}/locations/{location}/builds"),
     ("run", "POST", "/v2/projects/{project}/locations/{location}/services"),
-    ("run", "PATCH", "/v2/projects/{project}/locations/{location}/services/{service}"),
 ]
 
 
