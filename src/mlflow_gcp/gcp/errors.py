@@ -125,7 +125,7 @@ def other_consumer(
     """The project Google checked and billed the call to (`ErrorInfo.metadata.consumer`, e.g. `projects/123`)
     when it is not the target project: the quota project of user credentials. None when it is the target, or
     when that cannot be told (a number, and the target's number unknown)."""
-    consumer = str(dict(exc.metadata or {}).get("consumer", ""))
+    consumer = str(error_info(exc)[1].get("consumer", ""))
     name = consumer.removeprefix("projects/")
     if not consumer.startswith("projects/") or not name or name == project:
         return None
