@@ -25,6 +25,8 @@ MUTATING_METHODS = [
     ("secretmanager", "POST", "/v1/projects/{project}/secrets/{secret}:addVersion"),
     ("secretmanager", "POST", "/v1/projects/{project}/secrets/{secret}:setIamPolicy"),
     ("artifactregistry", "POST", "/v1/projects/{project}/locations/{location}/repositories"),
+    ("artifactregistry", "POST", "/v1/projects/{project}/locations/{location}/repositories/{repository}:setIamPolicy"),
+    ("cloudresourcemanager", "POST", "/v1/projects/{project}:setIamPolicy"),
     ("storage", "POST", "/upload/storage/v1/b/{bucket}/o"),
     ("cloudbuild", "POST", "/v1/projects/{project}/locations/{location}/builds"),
     ("run", "POST", "/v2/projects/{project}/locations/{location}/services"),
