@@ -171,10 +171,13 @@ def main() -> None:
     for name in RAW_SECRET_VARS:
         os.environ.pop(name, None)
 
-    from mlflow_gcp_server.database import mysql_uri
+    from mlflow_gcp_server.database import mysql_uri, write_ca_file
 
-    auth_db_uri = mysql_uri(config.mysql, config.db_host, config.db_port, config.auth_db_name)
-    backend_uri = mysql_uri(config.mysql, config.db_host, config.db_port, config.db_name)
+    ca_file = write_ca_file(config.db_ca_pem) if config.db_ca_pem else ""
+    if not ca_file:
+        _logger.warning("No database CA in MLFLOW_ENV: connecting to MySQL without TLS.")
+    auth_db_uri = mysql_uri(config.mysql, config.db_host, config.db_port, config.auth_db_name, ca_file)
+    backend_uri = mysql_uri(config.mysql, config.db_host, config.db_port, config.db_name, ca_file)
     # Set before MLflow is imported: its auth module reads the configuration at import time.
     os.environ.update(server_environment(config, backend_uri, write_auth_config(config, auth_db_uri)))
     if not config.service_urls:

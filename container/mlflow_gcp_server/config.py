@@ -7,6 +7,7 @@ Every error message names the variable and the rule, never the value.
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ REQUIRED_SETTINGS = (
     "SERVICE_ACCOUNT_EMAIL",
 )
 SERVICE_URLS_VAR = "MLFLOW_GCP_SERVICE_URLS"
+DB_CA_SETTING = "DB_CA_CERT_B64"
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1")
 
 _MYSQL_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
@@ -53,6 +55,8 @@ class ServerConfig:
     service_name: str = "mlflow"
     # MLFLOW_* lines of the `mlflow-env` file, passed to the server as they are (operator tuning).
     mlflow_overrides: dict[str, str] = field(default_factory=dict)
+    # The database's server CA certificates (PEM): when given, the server connects with TLS and checks them.
+    db_ca_pem: str = ""
 
 
 def parse_env_file(text: str) -> dict[str, str]:
@@ -125,6 +129,19 @@ def parse_service_urls(text: str) -> tuple[str, ...]:
     return tuple(urls)
 
 
+def parse_ca(settings: dict[str, str]) -> str:
+    encoded = settings.get(DB_CA_SETTING, "")
+    if not encoded:
+        return ""
+    try:
+        pem = base64.b64decode(encoded, validate=True).decode("ascii")
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{DB_CA_SETTING} in MLFLOW_ENV must be base64 of PEM certificates.") from error
+    if "-----BEGIN CERTIFICATE-----" not in pem:
+        raise ConfigError(f"{DB_CA_SETTING} in MLFLOW_ENV must be base64 of PEM certificates.")
+    return pem
+
+
 def mlflow_overrides(settings: dict[str, str]) -> dict[str, str]:
     return {key: value for key, value in settings.items() if key.startswith("MLFLOW_")}
 
@@ -154,4 +171,5 @@ def read_config(environ: Mapping[str, str]) -> ServerConfig:
         service_urls=parse_service_urls(environ.get(SERVICE_URLS_VAR, "")),
         service_name=environ.get("K_SERVICE", "mlflow"),
         mlflow_overrides=mlflow_overrides(settings),
+        db_ca_pem=parse_ca(settings),
     )

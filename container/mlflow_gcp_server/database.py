@@ -27,10 +27,28 @@ MIGRATION_LOCK_TIMEOUT_SECONDS = 600
 MYSQL_IDENTIFIER_MAX_LENGTH = 64
 
 
-def mysql_uri(credentials: Credentials, host: str, port: int, database: str = "") -> str:
+def mysql_uri(credentials: Credentials, host: str, port: int, database: str = "", ca_file: str = "") -> str:
+    """With `ca_file`, PyMySQL connects with TLS and checks the server's certificate against those CAs. Not its
+    host name: Cloud SQL's per-instance server certificates name the instance, not its private IP (like the
+    mysql client's --ssl-mode=VERIFY_CA)."""
     user = quote(credentials.user, safe="")
     password = quote(credentials.password, safe="")
-    return f"mysql+pymysql://{user}:{password}@{host}:{port}/{database}?charset=utf8mb4"
+    uri = f"mysql+pymysql://{user}:{password}@{host}:{port}/{database}?charset=utf8mb4"
+    if ca_file:
+        uri += f"&ssl_ca={quote(ca_file, safe='/')}&ssl_check_hostname=false"
+    return uri
+
+
+def write_ca_file(pem: str) -> str:
+    """The CA certificates in a file of a private directory (PyMySQL reads them by path)."""
+    import tempfile
+    from pathlib import Path
+
+    directory = Path(tempfile.mkdtemp(prefix="mlflow-db-ca-"))
+    path = directory / "server-ca.pem"
+    path.write_text(pem, encoding="ascii")
+    path.chmod(0o600)
+    return str(path)
 
 
 def wait_for_server(engine: sa.Engine, timeout: float) -> None:

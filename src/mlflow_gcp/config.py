@@ -43,6 +43,12 @@ class Settings:
     db_edition: str = setting("ENTERPRISE", "Cloud SQL edition (ENTERPRISE or ENTERPRISE_PLUS).", group="Database")
     db_tier: str = setting("db-f1-micro", "Cloud SQL machine tier.", group="Database")
     db_user: str = setting("root", "MySQL user MLflow connects as.", group="Database")
+    db_ssl_mode: str = setting(
+        "ENCRYPTED_ONLY",
+        "Cloud SQL connections: ENCRYPTED_ONLY (the server uses TLS and checks the instance's CA) or "
+        "ALLOW_UNENCRYPTED_AND_ENCRYPTED.",
+        group="Database",
+    )
     bucket: str = setting("", "Artifact bucket [default: PROJECT-mlflow-artifacts].", group="Storage")
     staging_bucket: str = setting(
         "", "Bucket Cloud Build reads the server's source from [default: PROJECT_cloudbuild].", group="Storage"
@@ -86,6 +92,9 @@ class Settings:
     def service_account_email(self) -> str:
         return f"{self.service_account}@{self.project}.iam.gserviceaccount.com"
 
+
+ENCRYPTED_ONLY = "ENCRYPTED_ONLY"
+DB_SSL_MODES = (ENCRYPTED_ONLY, "ALLOW_UNENCRYPTED_AND_ENCRYPTED")
 
 SECRET_ENV = "mlflow-env"
 SECRET_MYSQL = "mysql-credentials"
@@ -205,6 +214,8 @@ def validate(settings: Settings) -> Settings:
         problems.append(f"Secret replication '{s.secret_replication}' must be automatic or user-managed.")
     if s.db_edition not in ("ENTERPRISE", "ENTERPRISE_PLUS"):
         problems.append(f"Cloud SQL edition '{s.db_edition}' must be ENTERPRISE or ENTERPRISE_PLUS.")
+    if s.db_ssl_mode not in DB_SSL_MODES:
+        problems.append(f"Database SSL mode '{s.db_ssl_mode}' must be one of {', '.join(DB_SSL_MODES)}.")
     if not re.match(r"^MYSQL_[0-9]+(_[0-9]+)*$", s.db_version):
         problems.append(f"Database version '{s.db_version}' is not a MySQL version such as MYSQL_8_4.")
     if s.project and _PROJECT.match(s.project):

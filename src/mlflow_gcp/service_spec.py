@@ -35,9 +35,14 @@ CLIENT_SETTINGS = {
 }
 
 
-def server_settings(settings: Settings, db_host: str) -> dict[str, str]:
-    """The content of the `mlflow-env` secret: everything the container needs that is not a password."""
-    return {
+DB_CA_SETTING = "DB_CA_CERT_B64"
+
+
+def server_settings(settings: Settings, db_host: str, db_ca_cert_b64: str = "") -> dict[str, str]:
+    """The content of the `mlflow-env` secret: everything the container needs that is not a password.
+    `db_ca_cert_b64` (the instance's server CA certificates, PEM, base64 so it fits one line) makes the server
+    connect with TLS and check the database's certificate against it."""
+    values = {
         "DB_HOST": db_host,
         "DB_PORT": "3306",
         "DB_NAME": settings.db_name,
@@ -46,6 +51,9 @@ def server_settings(settings: Settings, db_host: str) -> dict[str, str]:
         "GCP_PROJECT": settings.project,
         "SERVICE_ACCOUNT_EMAIL": settings.service_account_email,
     }
+    if db_ca_cert_b64:
+        values[DB_CA_SETTING] = db_ca_cert_b64
+    return values
 
 
 def deterministic_url(settings: Settings, project_number: str) -> str:

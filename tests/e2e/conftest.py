@@ -54,7 +54,8 @@ class Rehearsal:
         return self.front.url
 
     def server_env(self, secret_values: Secrets) -> dict[str, str]:
-        env = container_env(self.settings, secret_values, self.mariadb.port, SERVICE_URLS)
+        ca = self.mariadb.ca_file if self.mariadb.tls else None
+        env = container_env(self.settings, secret_values, self.mariadb.port, SERVICE_URLS, db_ca_file=ca)
         env.update(google_endpoints(self.google.url, self.work_dir))
         env["PORT"] = str(free_port())  # Cloud Run's 8080 may be taken on a CI machine
         return env
@@ -80,7 +81,8 @@ def mariadb() -> Iterator[MariaDB]:
     if missing := missing_binaries():
         pytest.skip(f"MariaDB binaries not installed ({', '.join(missing)}): apt-get install mariadb-server")
     with tempfile.TemporaryDirectory(prefix="mlflow-e2e-mariadb-") as tmp:
-        server = MariaDB(Path(tmp), free_port(), new_password())
+        # Encrypted connections only, like the Cloud SQL instance `up` makes (sslMode ENCRYPTED_ONLY).
+        server = MariaDB(Path(tmp), free_port(), new_password(), tls=True)
         server.start()
         try:
             yield server

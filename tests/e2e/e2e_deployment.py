@@ -3,6 +3,7 @@ the environment that `mlflow_gcp.service_spec` gives it, secrets resolved from t
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import signal
@@ -52,8 +53,10 @@ def rehearsal_settings() -> Settings:
     return Settings(project=PROJECT, bucket=f"{PROJECT}-artifacts")
 
 
-def container_env(settings: Settings, secret_values: Secrets, db_port: int, service_urls=SERVICE_URLS):
-    env_file = server_settings(settings, "127.0.0.1")
+def container_env(settings: Settings, secret_values: Secrets, db_port: int, service_urls=SERVICE_URLS,
+                  db_ca_file: Path | None = None):
+    ca = base64.b64encode(db_ca_file.read_bytes()).decode("ascii") if db_ca_file else ""
+    env_file = server_settings(settings, "127.0.0.1", ca)
     env_file["DB_PORT"] = str(db_port)  # the test database listens on a free port, not 3306
     resolved = {
         SECRET_ENV: render_env_file(env_file),

@@ -28,12 +28,51 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def write_tls_files(directory: Path) -> None:
+    """A CA and a server certificate it signed, like Cloud SQL's per-instance CA: the server certificate names
+    the instance, not the address clients connect to (so clients check the CA, not the host name)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    def name(common_name: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Google, Inc"),
+                          x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ca = (x509.CertificateBuilder().subject_name(name("Google Cloud SQL Server CA")).issuer_name(
+        name("Google Cloud SQL Server CA")).public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256()))
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    cert = (x509.CertificateBuilder().subject_name(name("demo-project:mlflow-tracking-database")).issuer_name(
+        ca.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30))
+        .sign(ca_key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    (directory / "ca.pem").write_bytes(ca.public_bytes(pem))
+    (directory / "server-cert.pem").write_bytes(cert.public_bytes(pem))
+    (directory / "server-key.pem").write_bytes(key.private_bytes(
+        pem, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()))
+
+
 @dataclass
 class MariaDB:
     base_dir: Path
     port: int
     root_password: str
     process: subprocess.Popen | None = None
+    # With TLS, the server accepts only encrypted connections (Cloud SQL's sslMode ENCRYPTED_ONLY).
+    tls: bool = False
+
+    @property
+    def ca_file(self) -> Path:
+        return self.base_dir / "ca.pem"
 
     @property
     def log_file(self) -> Path:
@@ -46,8 +85,13 @@ class MariaDB:
              "--auth-root-authentication-method=normal", "--skip-test-db"],
             check=True, capture_output=True, timeout=120,
         )
+        tls_flags = []
+        if self.tls:
+            write_tls_files(self.base_dir)
+            tls_flags = [f"--ssl-ca={self.ca_file}", f"--ssl-cert={self.base_dir / 'server-cert.pem'}",
+                         f"--ssl-key={self.base_dir / 'server-key.pem'}", "--require-secure-transport=ON"]
         self.process = subprocess.Popen(
-            [binary("mariadbd"), "--no-defaults", "--user=root", f"--datadir={data_dir}",
+            [binary("mariadbd"), "--no-defaults", "--user=root", f"--datadir={data_dir}", *tls_flags,
              "--bind-address=127.0.0.1", f"--port={self.port}", f"--socket={self.base_dir / 'mysqld.sock'}",
              f"--pid-file={self.base_dir / 'mysqld.pid'}", "--skip-name-resolve",
              "--innodb-buffer-pool-size=128M", "--innodb-flush-log-at-trx-commit=2",
@@ -79,8 +123,9 @@ class MariaDB:
         connection.close()
 
     def connect(self, database: str | None = None) -> pymysql.Connection:
+        ssl = {"ca": str(self.ca_file), "check_hostname": False} if self.tls else None
         return pymysql.connect(host="127.0.0.1", port=self.port, user="root",
-                               password=self.root_password, database=database, autocommit=True)
+                               password=self.root_password, database=database, autocommit=True, ssl=ssl)
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

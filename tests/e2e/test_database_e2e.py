@@ -23,9 +23,10 @@ REVISIONS_BEHIND = 8
 def fresh_database(mariadb: MariaDB) -> sa.Engine:
     name = f"db_{secrets.token_hex(4)}"
     credentials = Credentials("root", mariadb.root_password)
-    server = sa.create_engine(database.mysql_uri(credentials, "127.0.0.1", mariadb.port), poolclass=sa.NullPool)
+    ca = str(mariadb.ca_file) if mariadb.tls else ""
+    server = sa.create_engine(database.mysql_uri(credentials, "127.0.0.1", mariadb.port, "", ca), poolclass=sa.NullPool)
     database.create_databases(server, (name,))
-    return sa.create_engine(database.mysql_uri(credentials, "127.0.0.1", mariadb.port, name), poolclass=sa.NullPool)
+    return sa.create_engine(database.mysql_uri(credentials, "127.0.0.1", mariadb.port, name, ca), poolclass=sa.NullPool)
 
 
 def older_revision() -> str:
@@ -69,3 +70,30 @@ def test_auth_schema_is_created_on_mysql_with_unique_foreign_key_names(mariadb: 
              for fk in sa.inspect(engine).get_foreign_keys(table)]
     assert len(names) == len(set(names)) and "fk_user_id" in names
     assert database.upgrade_auth_schema(engine) == "unchanged"
+
+
+def test_the_server_reaches_an_encrypted_only_database_with_tls_and_checks_its_ca(mariadb: MariaDB, tmp_path):
+    """The session's MariaDB accepts only TLS (require_secure_transport), like Cloud SQL with sslMode
+    ENCRYPTED_ONLY; its certificate names the instance, not 127.0.0.1."""
+    assert mariadb.tls
+    credentials = Credentials("root", mariadb.root_password)
+    with_ca = sa.create_engine(
+        database.mysql_uri(credentials, "127.0.0.1", mariadb.port, "", str(mariadb.ca_file)), poolclass=sa.NullPool
+    )
+    with with_ca.connect() as connection:
+        cipher = connection.execute(sa.text("SHOW SESSION STATUS LIKE 'Ssl_cipher'")).one()[1]
+    assert cipher  # the session is encrypted
+    import pymysql
+
+    with pytest.raises(pymysql.err.OperationalError):  # refused without TLS
+        pymysql.connect(host="127.0.0.1", port=mariadb.port, user="root", password=mariadb.root_password,
+                        ssl_disabled=True).close()
+    from e2e_mariadb import write_tls_files
+
+    write_tls_files(tmp_path)  # another CA: the server's certificate is not trusted
+    wrong_ca = sa.create_engine(
+        database.mysql_uri(credentials, "127.0.0.1", mariadb.port, "", str(tmp_path / "ca.pem")),
+        poolclass=sa.NullPool,
+    )
+    with pytest.raises(sa.exc.OperationalError):
+        wrong_ca.connect().close()

@@ -17,7 +17,7 @@ from mlflow_gcp.errors import MlflowGcpError
 from mlflow_gcp.operate.inventory import Inventory
 from mlflow_gcp.steps.base import Mode, Resource
 
-NEVER_TOUCHED_STEPS = ("apis",)
+NEVER_TOUCHED_STEPS = ("apis", "encryption")  # encryption: a setting of the instance, nothing to delete
 NETWORK_STEP = "network"
 
 DELETE, KEEP = "delete", "keep"

@@ -45,14 +45,16 @@ STEPS: tuple[StepDef, ...] = (
     ),
     StepDef("image", "Server image built by Cloud Build into Artifact Registry", ("apis",), "image"),
     StepDef("deploy", "Cloud Run service", ("secrets", "connector", "service-account", "image"), "deploy"),
+    StepDef("encryption", "Cloud SQL accepts only encrypted connections, once the server uses TLS", ("deploy",),
+            "encryption"),
 )
 
 BY_NAME = {step.name: step for step in STEPS}
 
 # `mlflow-gcp step deploy` builds the image too: for a user the image is part of deploying. `step image` alone
-# builds it (up and status show it as a step of its own).
-COMMAND_STEPS: dict[str, tuple[str, ...]] = {step.name: (step.name,) for step in STEPS}
-COMMAND_STEPS["deploy"] = ("image", "deploy")
+# builds it (up and status show it as a step of its own). Encryption follows deploy (the server uses TLS first).
+COMMAND_STEPS: dict[str, tuple[str, ...]] = {step.name: (step.name,) for step in STEPS if step.name != "encryption"}
+COMMAND_STEPS["deploy"] = ("image", "deploy", "encryption")
 # Likewise `step secrets` makes the secrets and their grants if the early step has not.
 COMMAND_STEPS["secrets"] = ("secret-access", "secrets")
 

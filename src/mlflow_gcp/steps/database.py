@@ -11,12 +11,13 @@ requests.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from google.api_core import exceptions as gexc
 
-from mlflow_gcp.config import SECRET_MYSQL
+from mlflow_gcp.config import ENCRYPTED_ONLY, SECRET_MYSQL
 from mlflow_gcp.errors import MlflowGcpError, NameTakenError, OperationFailedError
 from mlflow_gcp.gcp import retry
 from mlflow_gcp.gcp.errors import execute
@@ -140,7 +141,7 @@ class Instance(Resource):
         return {
             "tier": s.db_tier,
             "edition": s.db_edition,
-            "ipConfiguration": {"ipv4Enabled": False, "privateNetwork": self.network},
+            "ipConfiguration": {"ipv4Enabled": False, "privateNetwork": self.network, "sslMode": s.db_ssl_mode},
             "backupConfiguration": {"enabled": True, "binaryLogEnabled": True},
             "deletionProtectionEnabled": True,
             "storageAutoResize": True,
@@ -242,6 +243,10 @@ class Instance(Resource):
             fields.append("labels")
         if self.network != PENDING and not same_network(ip.get("privateNetwork", ""), self.network):
             fields.append("privateNetwork")
+        # Relaxing is done here, before a server without TLS is deployed; requiring encryption is done by the
+        # encryption step, once a server that uses TLS runs.
+        if s.db_ssl_mode != ENCRYPTED_ONLY and ip.get("sslMode") == ENCRYPTED_ONLY:
+            fields.append("sslMode")
         return fields
 
     # -- apply --------------------------------------------------------------------------------------------
@@ -298,6 +303,7 @@ class Instance(Resource):
         live = current.get("settings", {})
         values = {"db_version": current.get("databaseVersion"), "db_tier": live.get("tier")}
         values["db_edition"] = live.get("edition", "ENTERPRISE")
+        values["db_ssl_mode"] = live.get("ipConfiguration", {}).get("sslMode")
         return {k: v for k, v in values.items() if v}
 
     def update(self, current: dict, fields: list[str]) -> None:
@@ -318,9 +324,14 @@ class Instance(Resource):
         for field in fields:
             if field in ("tier", "edition", "deletionProtectionEnabled", "backupConfiguration"):
                 patch[field] = desired[field]
-            elif field in ("ipv4Enabled", "privateNetwork"):
-                # both together: private IP only is one setting, whatever Cloud SQL merges or replaces
-                patch["ipConfiguration"] = desired["ipConfiguration"]
+            elif field in ("ipv4Enabled", "privateNetwork", "sslMode"):
+                # together: private IP only is one setting, whatever Cloud SQL merges or replaces. The SSL mode
+                # stays the live one unless it is the field being relaxed (see drift()).
+                live_ssl = current.get("settings", {}).get("ipConfiguration", {}).get("sslMode")
+                ip = dict(desired["ipConfiguration"])
+                if "sslMode" not in fields and live_ssl:
+                    ip["sslMode"] = live_ssl
+                patch["ipConfiguration"] = ip
             elif field == "labels":  # the live labels kept, ours put back
                 patch["userLabels"] = {**current.get("settings", {}).get("userLabels", {}), **MANAGED_LABEL}
         self.sql.write(
@@ -334,6 +345,9 @@ class Instance(Resource):
         private = next((a["ipAddress"] for a in current.get("ipAddresses", []) if a.get("type") == "PRIVATE"), None)
         if private:
             values["database.private_ip"] = private
+        ca = current.get("serverCaCert", {}).get("cert", "")
+        if ca:
+            values["database.ca_cert_b64"] = base64.b64encode(ca.encode("ascii")).decode("ascii")
         return values
 
     def details(self, current: dict) -> dict[str, str]:

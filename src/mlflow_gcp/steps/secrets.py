@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from google.api_core import exceptions as gexc
 
 from mlflow_gcp import service_spec
-from mlflow_gcp.config import SECRET_ENV, SECRET_FLASK_KEY, SECRET_MLFLOW, SECRET_MYSQL
+from mlflow_gcp.config import ENCRYPTED_ONLY, SECRET_ENV, SECRET_FLASK_KEY, SECRET_MLFLOW, SECRET_MYSQL
 from mlflow_gcp.errors import MlflowGcpError, PrerequisiteMissingError
 from mlflow_gcp.resources.iam import Policy, proto_policy_io
 from mlflow_gcp.resources.secret import Secret, SecretState, new_password, split_credentials
@@ -127,7 +127,10 @@ def resources(ctx: StepContext) -> Iterator[Resource]:
 
     def env_file() -> str:
         db_host = ctx.output("database.private_ip", "database")
-        return service_spec.render_env_file(service_spec.server_settings(settings, db_host))
+        # The server uses TLS when the instance will accept nothing else (the encryption step switches the
+        # instance only once a server with the CA runs).
+        ca = (ctx.outputs.get("database.ca_cert_b64") or "") if settings.db_ssl_mode == ENCRYPTED_ONLY else ""
+        return service_spec.render_env_file(service_spec.server_settings(settings, db_host, ca))
 
     secrets: list[Secret] = [
         EnvSecret(ctx, SECRET_ENV, env_file, follow=True),

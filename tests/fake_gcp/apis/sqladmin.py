@@ -34,6 +34,9 @@ COLLATIONS = {
 _NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 
+FAKE_CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIFAKECAFORTESTSONLY\n-----END CERTIFICATE-----\n"
+
+
 def _version_key(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in version.split("_")[1:] if part.isdigit())
 
@@ -222,6 +225,14 @@ def register(fake: FakeGoogle) -> None:
                 "backupRetentionSettings": {"retentionUnit": "COUNT", "retainedBackups": 7},
                 **instance["settings"]["backupConfiguration"],
             }
+        # The instance's own server CA (Cloud SQL's per-instance CA mode), as instances.get answers it.
+        instance["serverCaCert"] = {
+            "kind": "sql#sslCert",
+            "certSerialNumber": "0",
+            "cert": FAKE_CA_PEM,
+            "commonName": "C=US,O=Google\\, Inc,CN=Google Cloud SQL Server CA,dnQualifier=fake",
+            "instance": name,
+        }
         instance["settings"].pop("ipConfiguration", None)
         instance["settings"]["ipConfiguration"] = {
             "ipv4Enabled": True,
