@@ -223,6 +223,7 @@ def test_the_adopting_module_declares_what_up_created_and_imports_it(fake, deplo
     ip = settings["ip_configuration"][0]
     assert ip["ipv4_enabled"] is instance["settings"]["ipConfiguration"]["ipv4Enabled"] is False
     assert instance["settings"]["ipConfiguration"]["privateNetwork"].endswith(ip["private_network"])
+    assert ip["ssl_mode"] == instance["settings"]["ipConfiguration"]["sslMode"] == "ENCRYPTED_ONLY"
     backups = settings["backup_configuration"][0]
     assert backups["enabled"] is backups["binary_log_enabled"] is True
     live_dbs = {

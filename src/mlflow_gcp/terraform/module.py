@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from mlflow_gcp.config import (
+    ENCRYPTED_ONLY,
     SECRET_ENV,
     SECRET_FLASK_KEY,
     SECRET_MLFLOW,
@@ -69,7 +70,11 @@ CHECKOV_SKIPS: dict[str, list[tuple[str, str]]] = {
         ("CKV_GCP_78", "Runs write their artifacts once; MLflow keeps no history in object versions."),
     ],
     "google_sql_database_instance": [
-        ("CKV_GCP_6", "Private IP only: traffic stays in the VPC; sslMode is left as `mlflow-gcp up` leaves it."),
+        (
+            "CKV_GCP_6",
+            "sslMode ENCRYPTED_ONLY requires TLS; client certificates are not asked (the server checks "
+            "the instance's CA).",
+        ),
         ("CKV_GCP_50", "MySQL flags are left at Cloud SQL's defaults, as `mlflow-gcp up` does."),
         ("CKV_GCP_79", "MySQL 8.4 is the newest major version Cloud SQL offers; the check knows other engines."),
         ("CKV2_GCP_20", "MySQL flags are left at Cloud SQL's defaults, as `mlflow-gcp up` does."),
@@ -257,8 +262,16 @@ def _service(adopt: LiveDeployment | None) -> Block:
 def _main_blocks(settings: Settings, adopt: LiveDeployment | None, image_default: str) -> list[Block]:
     network_blocks, network_id = _network(settings)
     variables = _variable_settings()
+    # The server checks the instance's CA when the instance accepts only encrypted connections.
+    ca = (
+        "${base64encode(google_sql_database_instance.mlflow.server_ca_cert[0].cert)}"
+        if settings.db_ssl_mode == ENCRYPTED_ONLY
+        else ""
+    )
     env_file = render_env_file(
-        server_settings(variables, db_host="${google_sql_database_instance.mlflow.private_ip_address}")
+        server_settings(
+            variables, db_host="${google_sql_database_instance.mlflow.private_ip_address}", db_ca_cert_b64=ca
+        )
     )
     locals_ = Block(
         "locals",
@@ -277,7 +290,10 @@ def _main_blocks(settings: Settings, adopt: LiveDeployment | None, image_default
         "deletion_protection_enabled": True,
         "disk_autoresize": True,
         "user_labels": Expr("local.labels"),
-        "ip_configuration": Block("", body={"ipv4_enabled": False, "private_network": Expr(network_id)}),
+        "ip_configuration": Block(
+            "",
+            body={"ipv4_enabled": False, "private_network": Expr(network_id), "ssl_mode": Expr("var.db_ssl_mode")},
+        ),
         "backup_configuration": Block("", body={"enabled": True, "binary_log_enabled": True}),
     }
     blocks = [
