@@ -13,6 +13,7 @@ from tests.helpers import cli
 
 REGION = "europe-west1"
 SA = f"run-mlflow@{PROJECT}.iam.gserviceaccount.com"
+SETTINGS = "mlflow-gcp-settings"
 
 
 @pytest.fixture
@@ -132,8 +133,12 @@ def test_a_setting_change_updates_only_its_resource(fake, deployed, flags, api):
     fake.clear_log()
     result = cli("up", *flags)
     assert result.exit_code == 0, result.output
-    changed = {r.api for r in fake.mutating_requests() if "operations" not in r.path}
+    changed = {r.api for r in fake.mutating_requests() if "operations" not in r.path and SETTINGS not in r.path}
     assert changed == {api}, [(r.method, r.path) for r in fake.mutating_requests()]
+    # and the change is recorded with the deployment
+    assert [r.path.rsplit("/", 1)[-1] for r in fake.mutating_requests() if SETTINGS in r.path] == [
+        f"{SETTINGS}:addVersion"
+    ]
     fake.clear_log()
     assert cli("up", *flags).exit_code == 0
     assert fake.mutating_requests() == []

@@ -150,8 +150,10 @@ def _check_name(problems: list[str], label: str, value: str, pattern: re.Pattern
         problems.append(f"{label} '{value}' is not valid: {rule}.")
 
 
-def validate(settings: Settings) -> Settings:
-    """Raise ConfigError listing every bad value; return the settings unchanged when all are good."""
+def validate(settings: Settings, *, combinations: bool = True) -> Settings:
+    """Raise ConfigError listing every bad value; return the settings unchanged when all are good. Without
+    `combinations`, only each value on its own is checked (min < max and other rules between two settings are
+    left for when every value is known, e.g. after the recorded settings are read)."""
     s = settings
     problems: list[str] = []
     if not s.project:
@@ -198,7 +200,7 @@ def validate(settings: Settings) -> Settings:
     problems.extend(_host_problems(s.extra_hosts))
     for label, value in (("Database", s.db_name), ("Auth database", s.auth_db_name)):
         _check_name(problems, label, value, _MYSQL_NAME, "letters, digits and underscores, at most 64", 64)
-    if s.db_name == s.auth_db_name:
+    if combinations and s.db_name == s.auth_db_name:
         problems.append("The runs database and the auth database must have different names.")
     _check_name(problems, "MySQL user", s.db_user, _MYSQL_USER, "letters, digits, '_', '.', '-', at most 32", 32)
     _check_name(
@@ -226,7 +228,7 @@ def validate(settings: Settings) -> Settings:
         if s.staging_bucket and (problem := bucket_problem(s.staging_bucket)):
             problems.append(f"Staging bucket name '{s.staging_bucket}' breaks Cloud Storage rules: {problem}.")
     problems.extend(_range_problems(s))
-    problems.extend(_count_problems(s))
+    problems.extend(_count_problems(s) if combinations else _bound_problems(s))
     if not _MEMORY.match(s.memory):
         problems.append(f"Memory '{s.memory}' must look like 512Mi or 2Gi.")
     if not _CPU.match(s.cpu):
@@ -263,6 +265,16 @@ def _range_problems(s: Settings) -> list[str]:
     if not net.is_private:
         return [f"Connector range '{s.connector_range}' must be a private (RFC 1918) range."]
     return []
+
+
+def _bound_problems(s: Settings) -> list[str]:
+    """The rules of _count_problems that hold for each count on its own."""
+    problems = []
+    if s.connector_min_instances < 2 or s.connector_max_instances > 10:
+        problems.append("Connector instances must satisfy 2 <= min < max <= 10.")
+    if s.min_instances < 0 or s.max_instances < 1:
+        problems.append("Cloud Run instances must satisfy 0 <= min <= max and max >= 1.")
+    return problems
 
 
 def _count_problems(s: Settings) -> list[str]:

@@ -9,9 +9,10 @@ from collections.abc import Callable
 import typer
 
 from mlflow_gcp.cli.console import handled_errors
-from mlflow_gcp.config import Settings, env_var, flag, setting_fields, validate
+from mlflow_gcp.config import env_var, flag, setting_fields
 
 _TYPES = {"str": str, "int": int}
+CONTEXT = "settings_click_context"  # Typer gives the command's context to a parameter of this type
 
 WIDE = typer.Option(False, "--wide", "-w", help="Full names and every detail, even if lines wrap.")
 JSON_RESULT = typer.Option(
@@ -39,18 +40,32 @@ def _setting_parameters() -> list[inspect.Parameter]:
     return params
 
 
-def with_settings(command: Callable) -> Callable:
-    """Give `command(settings: Settings, ...)` one option per setting; validate them before it runs, and show
-    its errors as a message with an exit code."""
+def with_settings(command: Callable | None = None, *, adopt: bool = False) -> Callable:
+    """Give `command(settings: Settings, ...)` one option per setting; resolve them against the settings recorded
+    with the deployment (a flag or environment variable changes only what it names; a `reset` parameter of the
+    command names settings to send back to their default; with `adopt`, values neither given nor recorded are
+    read from the live resources), validate them before it runs, and show its errors as a message with an exit
+    code. A command with a `resolution` parameter also gets where each value came from."""
+    if command is None:
+        return functools.partial(with_settings, adopt=adopt)
     names = [f.name for f in setting_fields()]
     signature = inspect.signature(command)
+    wants_resolution = "resolution" in signature.parameters
 
     @functools.wraps(command)
     def wrapper(**kwargs):
+        click_context = kwargs.pop(CONTEXT)
         values = {name: kwargs.pop(name) for name in names}
         with handled_errors():
-            return command(settings=validate(Settings(**values)), **kwargs)
+            from mlflow_gcp.remembered import explicit_sources, resolve
 
-    own = [p for p in signature.parameters.values() if p.name != "settings"]
-    wrapper.__signature__ = signature.replace(parameters=own + _setting_parameters())
+            explicit = explicit_sources(click_context, names)
+            resolution = resolve(values, explicit, kwargs.get("reset") or (), adopt=adopt)
+            if wants_resolution:
+                kwargs["resolution"] = resolution
+            return command(settings=resolution.settings, **kwargs)
+
+    own = [p for p in signature.parameters.values() if p.name not in ("settings", "resolution")]
+    context = inspect.Parameter(CONTEXT, inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
+    wrapper.__signature__ = signature.replace(parameters=[*own, context, *_setting_parameters()])
     return wrapper

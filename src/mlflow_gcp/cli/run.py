@@ -107,3 +107,17 @@ def _announce_interruptions(report: RunReport, *, planned: bool, console=out) ->
                 console.print(
                     f"[bold red]![/] {escape(change.resource)}: {field} {escape(effect.note)}.{then}", soft_wrap=True
                 )
+
+
+def show_resolution(resolution) -> None:
+    """Say which recorded settings this run changes and which live values it adopts (on stderr)."""
+    from rich.markup import escape
+
+    from mlflow_gcp.remembered import describe_source
+
+    for name, (old, new) in resolution.changed_from_record().items():
+        source = describe_source(name, resolution.sources[name])
+        err.print(f"[dim]settings:[/] {name.replace('_', '-')} {escape(str(old))} -> {escape(str(new))} ({source})")
+    if resolution.adopted:
+        adopted = ", ".join(f"{n.replace('_', '-')}={v}" for n, v in resolution.adopted.items())
+        err.print(f"[dim]settings:[/] adopted from the live deployment: {escape(adopted)}")

@@ -25,9 +25,10 @@ MARK_WIDTH = 7
 NAME_WIDTH = 44  # leaves 27 columns of detail at 80
 
 
-@with_settings
+@with_settings(adopt=True)
 def status(
     settings: Settings,
+    resolution,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout, nothing else."),
     wide: bool = WIDE,
     skip_preflight: bool = SKIP_PREFLIGHT,
@@ -42,15 +43,16 @@ def status(
     clients = Clients(settings.project)
     preflight_or_exit(settings, clients, checks=("project",), skip=skip_preflight)
     if as_json:
-        report = collect_status(settings, clients=clients)
+        report = collect_status(settings, clients=clients, resolution=resolution)
         sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")
     else:
         with err.status(f"Reading the deployment in {settings.project}...", spinner="dots"):
-            report = collect_status(settings, clients=clients)
+            report = collect_status(settings, clients=clients, resolution=resolution)
         if wide:
             _show_wide(report)
         else:
             _show(report)
+        _show_settings(report, wide=wide)
         _show_server(report, wide=wide)
         _show_problems(report)
     raise typer.Exit(0 if report.ok else 1)
@@ -228,3 +230,33 @@ def _show_problems(report) -> None:
     bullets(out, advice)
     for url in urls:  # whole, on its own line, so that it stays clickable
         out.print(f"    {url}", soft_wrap=True, markup=False)
+
+
+def _show_settings(report, *, wide: bool) -> None:
+    """The deployment's settings: value and where it comes from (recorded, a flag, adopted...), the live value
+    where it differs. Compact: only those not at their default or drifting; --wide: all."""
+    from mlflow_gcp.config import setting_fields
+
+    settings = report.settings
+    if settings is None:
+        return
+    width = max(out.width, 40)
+    defaults = {f.name: f.default for f in setting_fields()}
+    version = settings["record_version"]
+    title = f"Settings recorded with the deployment (version {version})" if version else "Settings (not recorded yet)"
+    out.print(f"\n{title}", soft_wrap=True)
+    shown = 0
+    for name, entry in settings["values"].items():
+        drifting = name in settings["drift"]
+        if not (wide or drifting or entry["value"] != defaults.get(name)):
+            continue
+        shown += 1
+        detail = f"{entry['value']} ({entry['source']})"
+        if drifting:
+            detail = f"live: {entry['live']}; {detail}"
+        out.print(_row(DRIFT if drifting else OK, [(name.replace("_", "-"), 23)], detail, width), soft_wrap=True)
+    if not wide:
+        rest = len(settings["values"]) - shown
+        out.print(f"[dim]{rest} other setting(s) at their default; --wide lists them all.[/]", soft_wrap=True)
+    if not version:
+        out.print("The next `mlflow-gcp up` records these settings; flags then change only what they name.")

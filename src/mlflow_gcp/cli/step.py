@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from mlflow_gcp.cli.options import JSON_RESULT, SKIP_PREFLIGHT, WIDE, with_settings
+from mlflow_gcp.cli.up import RESET_HELP
 from mlflow_gcp.config import Settings
 from mlflow_gcp.steps import BY_NAME, COMMAND_STEPS
 
@@ -12,9 +13,10 @@ app = typer.Typer(help="Run one setup step. Steps it needs must have run before.
 
 
 def _command(name: str):
-    @with_settings
+    @with_settings(adopt=True)
     def command(
         settings: Settings,
+        resolution,
         dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change; change nothing."),
         yes: bool = typer.Option(
             False, "--yes", "-y", help="Accept changes that restart the database or replace a resource (for scripts)."
@@ -22,9 +24,11 @@ def _command(name: str):
         wide: bool = WIDE,
         skip_preflight: bool = SKIP_PREFLIGHT,
         as_json: bool = JSON_RESULT,
+        reset: list[str] = typer.Option([], "--reset", metavar="SETTING", help=RESET_HELP),
     ) -> None:
-        from mlflow_gcp.cli.run import run_with_view
+        from mlflow_gcp.cli.run import run_with_view, show_resolution
 
+        show_resolution(resolution)
         run_with_view(
             settings,
             [BY_NAME[n] for n in COMMAND_STEPS[name]],

@@ -7,10 +7,16 @@ import typer
 from mlflow_gcp.cli.options import JSON_RESULT, SKIP_PREFLIGHT, WIDE, with_settings
 from mlflow_gcp.config import Settings
 
+RESET_HELP = (
+    "Send a setting back to its default (e.g. --reset db-tier; repeat it, or --reset all). Settings are "
+    "remembered with the deployment: a flag changes only what it names, for good."
+)
 
-@with_settings
+
+@with_settings(adopt=True)
 def up(
     settings: Settings,
+    resolution,
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change; change nothing."),
     yes: bool = typer.Option(
         False, "--yes", "-y", help="Accept changes that restart the database or replace a resource (for scripts)."
@@ -18,11 +24,13 @@ def up(
     wide: bool = WIDE,
     skip_preflight: bool = SKIP_PREFLIGHT,
     as_json: bool = JSON_RESULT,
+    reset: list[str] = typer.Option([], "--reset", metavar="SETTING", help=RESET_HELP),
 ) -> None:
     """Create or update the whole deployment. Safe to rerun: what exists and matches is left alone."""
-    from mlflow_gcp.cli.run import run_with_view
+    from mlflow_gcp.cli.run import run_with_view, show_resolution
     from mlflow_gcp.steps import STEPS
 
+    show_resolution(resolution)
     run_with_view(
         settings, list(STEPS), dry_run=dry_run, yes=yes, wide=wide, skip_preflight=skip_preflight, as_json=as_json
     )

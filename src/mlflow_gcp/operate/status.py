@@ -11,6 +11,7 @@ from mlflow_gcp.errors import MlflowGcpError
 from mlflow_gcp.gcp.clients import Clients
 from mlflow_gcp.operate.inventory import Inventory, read_inventory
 from mlflow_gcp.operate.server_check import Check, ServerReport, check_server
+from mlflow_gcp.remembered import Resolution
 from mlflow_gcp.steps.base import Event
 
 DEPLOY_STEP = "deploy"
@@ -31,6 +32,8 @@ class StatusReport:
     server: ServerReport | None
     problems: list[str] = field(default_factory=list)
     kinds: set[str] = field(default_factory=set)  # MISSING, DRIFT, ... for the advice
+    # The settings of the deployment (recorded, given, adopted or default), with the live values that differ.
+    settings: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -61,6 +64,7 @@ class StatusReport:
                 }
                 for entry in self.inventory.steps
             ],
+            "settings": self.settings,
             "service": {
                 "url": self.url,
                 "checks": [
@@ -78,8 +82,21 @@ class StatusReport:
         }
 
 
+def live_settings(inventory: Inventory) -> dict[str, Any]:
+    """The settings the live resources embody (a Cloud SQL tier, a Cloud Run max instances...)."""
+    values: dict[str, Any] = {}
+    for _, item in inventory.items():
+        if item.current is not None:
+            values.update(item.resource.observed(item.current))
+    return values
+
+
 def collect_status(
-    settings: Settings, *, clients: Clients | None = None, on_event: Callable[[Event], None] | None = None
+    settings: Settings,
+    *,
+    clients: Clients | None = None,
+    on_event: Callable[[Event], None] | None = None,
+    resolution: Resolution | None = None,
 ) -> StatusReport:
     from mlflow_gcp.operate.login import login_of
     from mlflow_gcp.steps.deploy import CloudRunService
@@ -132,4 +149,7 @@ def collect_status(
     else:
         problems.append("the service has no URL: no live check was made")
         kinds.add(MISSING)
-    return StatusReport(inventory, url, server, problems, kinds)
+    report = StatusReport(inventory, url, server, problems, kinds)
+    if resolution is not None:
+        report.settings = resolution.as_dict(live_settings(inventory))
+    return report

@@ -47,14 +47,18 @@ STEPS: tuple[StepDef, ...] = (
     StepDef("deploy", "Cloud Run service", ("secrets", "connector", "service-account", "image"), "deploy"),
     StepDef("encryption", "Cloud SQL accepts only encrypted connections, once the server uses TLS", ("deploy",),
             "encryption"),
+    # Last: the settings are recorded once everything they describe is applied.
+    StepDef("settings", "Record the applied settings with the deployment", ("encryption",), "settings"),
 )
 
 BY_NAME = {step.name: step for step in STEPS}
 
-# `mlflow-gcp step deploy` builds the image too: for a user the image is part of deploying. `step image` alone
-# builds it (up and status show it as a step of its own). Encryption follows deploy (the server uses TLS first).
-COMMAND_STEPS: dict[str, tuple[str, ...]] = {step.name: (step.name,) for step in STEPS if step.name != "encryption"}
-COMMAND_STEPS["deploy"] = ("image", "deploy", "encryption")
+# `mlflow-gcp step deploy` builds the image too (for a user the image is part of deploying), then requires
+# encryption (the server uses TLS first) and records the settings, as `up` does. `step image` alone builds it.
+COMMAND_STEPS: dict[str, tuple[str, ...]] = {
+    step.name: (step.name,) for step in STEPS if step.name not in ("encryption", "settings")
+}
+COMMAND_STEPS["deploy"] = ("image", "deploy", "encryption", "settings")
 # Likewise `step secrets` makes the secrets and their grants if the early step has not.
 COMMAND_STEPS["secrets"] = ("secret-access", "secrets")
 
