@@ -185,10 +185,12 @@ def resolve(
     *,
     clients=None,
     adopt: bool = True,
+    read: bool = True,
 ) -> Resolution:
     """The settings of a run. `given` holds every field (defaults where nothing was given), `explicit` the
     names given as a flag or environment variable with that source, `resets` the names `--reset` sends back to
-    their default. `adopt` reads the live resources for values neither given nor recorded."""
+    their default. `adopt` reads the live resources for values neither given nor recorded; without `read`, nothing
+    is read (offline): given values and defaults only."""
     from mlflow_gcp.gcp.clients import Clients
 
     reset = reset_names(resets)
@@ -198,7 +200,8 @@ def resolve(
     # Every value given is checked on its own before any request; rules between two settings once all are known.
     validate(Settings(**given), combinations=False)
     clients = clients or Clients(given["project"])
-    record = read_record(clients, given["project"])
+    record = read_record(clients, given["project"]) if read else None
+    adopt = adopt and read
     defaults = {f.name: f.default for f in setting_fields()}
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}

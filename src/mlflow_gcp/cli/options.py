@@ -60,7 +60,9 @@ def with_settings(command: Callable | None = None, *, adopt: bool = False) -> Ca
             from mlflow_gcp.remembered import explicit_sources, resolve
 
             explicit = explicit_sources(click_context, names)
-            resolution = resolve(values, explicit, kwargs.get("reset") or (), adopt=adopt)
+            # A command run `--offline` sends no request: the recorded settings are not read then.
+            online = not kwargs.get("offline", False)
+            resolution = resolve(values, explicit, kwargs.get("reset") or (), adopt=adopt, read=online)
             if wants_resolution:
                 kwargs["resolution"] = resolution
             return command(settings=resolution.settings, **kwargs)
