@@ -11,7 +11,19 @@ from mlflow_gcp.config import Settings
 from mlflow_gcp.errors import ConfigError
 
 
-@with_settings
+def _confirmable(settings: Settings, *, delete_data: bool, yes: bool, dry_run: bool, **_) -> None:
+    """Without a terminal, refuse before any request (even reading the recorded settings) unless --yes."""
+    if not (dry_run or yes or console.interactive()):
+        what = "the MLflow service and its data" if delete_data else "the MLflow service (the data is kept)"
+        raise ConfigError(
+            f"`mlflow-gcp down` deletes {what} in {settings.project} and asks for confirmation first, but there "
+            "is no terminal to ask on. Nothing was read or deleted.",
+            "Pass --yes to confirm in a script or CI (--dry-run lists what would be deleted), or run it in a "
+            "terminal.",
+        )
+
+
+@with_settings(precheck=_confirmable)
 def down(
     settings: Settings,
     delete_data: bool = typer.Option(
@@ -42,14 +54,6 @@ def down(
         run_teardown,
     )
 
-    if not (dry_run or yes or console.interactive()):
-        what = "the MLflow service and its data" if delete_data else "the MLflow service (the data is kept)"
-        raise ConfigError(
-            f"`mlflow-gcp down` deletes {what} in {settings.project} and asks for confirmation first, but there "
-            "is no terminal to ask on. Nothing was read or deleted.",
-            "Pass --yes to confirm in a script or CI (--dry-run lists what would be deleted), or run it in a "
-            "terminal.",
-        )
     clients = Clients(settings.project)
     from mlflow_gcp.preflight.permissions import down_permissions
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import typer
 
 from mlflow_gcp.cli.console import handled_errors
-from mlflow_gcp.config import env_var, flag, setting_fields
+from mlflow_gcp.config import Settings, env_var, flag, setting_fields, validate
 
 _TYPES = {"str": str, "int": int}
 CONTEXT = "settings_click_context"  # Typer gives the command's context to a parameter of this type
@@ -40,14 +40,18 @@ def _setting_parameters() -> list[inspect.Parameter]:
     return params
 
 
-def with_settings(command: Callable | None = None, *, adopt: bool = False) -> Callable:
+def with_settings(
+    command: Callable | None = None, *, adopt: bool = False, precheck: Callable[..., None] | None = None
+) -> Callable:
     """Give `command(settings: Settings, ...)` one option per setting; resolve them against the settings recorded
     with the deployment (a flag or environment variable changes only what it names; a `reset` parameter of the
     command names settings to send back to their default; with `adopt`, values neither given nor recorded are
     read from the live resources), validate them before it runs, and show its errors as a message with an exit
-    code. A command with a `resolution` parameter also gets where each value came from."""
+    code. A command with a `resolution` parameter also gets where each value came from. `precheck(settings,
+    **options)` runs before anything is read (e.g. a refusal that must come before any request), with the
+    settings as given."""
     if command is None:
-        return functools.partial(with_settings, adopt=adopt)
+        return functools.partial(with_settings, adopt=adopt, precheck=precheck)
     names = [f.name for f in setting_fields()]
     signature = inspect.signature(command)
     wants_resolution = "resolution" in signature.parameters
@@ -59,6 +63,8 @@ def with_settings(command: Callable | None = None, *, adopt: bool = False) -> Ca
         with handled_errors():
             from mlflow_gcp.remembered import explicit_sources, resolve
 
+            if precheck is not None:
+                precheck(validate(Settings(**values), combinations=False), **kwargs)
             explicit = explicit_sources(click_context, names)
             # A command run `--offline` sends no request: the recorded settings are not read then.
             online = not kwargs.get("offline", False)
