@@ -23,7 +23,7 @@ def _confirmable(settings: Settings, *, delete_data: bool, yes: bool, dry_run: b
         )
 
 
-@with_settings(precheck=_confirmable)
+@with_settings(precheck=_confirmable, preflight={"checks": ("project",)})
 def down(
     settings: Settings,
     delete_data: bool = typer.Option(

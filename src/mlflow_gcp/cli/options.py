@@ -41,7 +41,11 @@ def _setting_parameters() -> list[inspect.Parameter]:
 
 
 def with_settings(
-    command: Callable | None = None, *, adopt: bool = False, precheck: Callable[..., None] | None = None
+    command: Callable | None = None,
+    *,
+    adopt: bool = False,
+    precheck: Callable[..., None] | None = None,
+    preflight: dict | None = None,
 ) -> Callable:
     """Give `command(settings: Settings, ...)` one option per setting; resolve them against the settings recorded
     with the deployment (a flag or environment variable changes only what it names; a `reset` parameter of the
@@ -49,9 +53,10 @@ def with_settings(
     read from the live resources), validate them before it runs, and show its errors as a message with an exit
     code. A command with a `resolution` parameter also gets where each value came from. `precheck(settings,
     **options)` runs before anything is read (e.g. a refusal that must come before any request), with the
-    settings as given."""
+    settings as given. `preflight` (arguments of preflight_or_exit) runs the command's preflight before the
+    recorded settings are read, and tells the command to skip its own."""
     if command is None:
-        return functools.partial(with_settings, adopt=adopt, precheck=precheck)
+        return functools.partial(with_settings, adopt=adopt, precheck=precheck, preflight=preflight)
     names = [f.name for f in setting_fields()]
     signature = inspect.signature(command)
     wants_resolution = "resolution" in signature.parameters
@@ -63,11 +68,16 @@ def with_settings(
         with handled_errors():
             from mlflow_gcp.remembered import explicit_sources, resolve
 
-            if precheck is not None:
-                precheck(validate(Settings(**values), combinations=False), **kwargs)
-            explicit = explicit_sources(click_context, names)
             # A command run `--offline` sends no request: the recorded settings are not read then.
             online = not kwargs.get("offline", False)
+            given = validate(Settings(**values), combinations=False)
+            if precheck is not None:
+                precheck(given, **kwargs)
+            if preflight is not None and online:
+                # The recorded settings live in the project: the preflight (credentials, project, billing...) runs
+                # first, with the settings as given, and once.
+                _preflight(given, preflight, kwargs)
+            explicit = explicit_sources(click_context, names)
             resolution = resolve(values, explicit, kwargs.get("reset") or (), adopt=adopt, read=online)
             if wants_resolution:
                 kwargs["resolution"] = resolution
@@ -77,3 +87,14 @@ def with_settings(
     context = inspect.Parameter(CONTEXT, inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
     wrapper.__signature__ = signature.replace(parameters=[*own, context, *_setting_parameters()])
     return wrapper
+
+
+def _preflight(given: Settings, arguments: dict, kwargs: dict) -> None:
+    from mlflow_gcp.cli.preflight import preflight_or_exit
+    from mlflow_gcp.gcp.clients import Clients
+
+    arguments = dict(arguments)
+    if "steps" in arguments:
+        arguments["blocking"] = not kwargs.get("dry_run", False)
+    preflight_or_exit(given, Clients(given.project), skip=kwargs.get("skip_preflight", False), **arguments)
+    kwargs["skip_preflight"] = True

@@ -25,7 +25,7 @@ MARK_WIDTH = 7
 NAME_WIDTH = 44  # leaves 27 columns of detail at 80
 
 
-@with_settings(adopt=True)
+@with_settings(adopt=True, preflight={"checks": ("project",)})
 def status(
     settings: Settings,
     resolution,

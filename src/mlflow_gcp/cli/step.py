@@ -13,7 +13,7 @@ app = typer.Typer(help="Run one setup step. Steps it needs must have run before.
 
 
 def _command(name: str):
-    @with_settings(adopt=True)
+    @with_settings(adopt=True, preflight={"steps": list(COMMAND_STEPS[name])})
     def command(
         settings: Settings,
         resolution,

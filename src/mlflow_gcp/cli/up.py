@@ -6,6 +6,7 @@ import typer
 
 from mlflow_gcp.cli.options import JSON_RESULT, SKIP_PREFLIGHT, WIDE, with_settings
 from mlflow_gcp.config import Settings
+from mlflow_gcp.steps import STEPS
 
 RESET_HELP = (
     "Send a setting back to its default (e.g. --reset db-tier; repeat it, or --reset all). Settings are "
@@ -13,7 +14,7 @@ RESET_HELP = (
 )
 
 
-@with_settings(adopt=True)
+@with_settings(adopt=True, preflight={"steps": [step.name for step in STEPS]})
 def up(
     settings: Settings,
     resolution,
@@ -28,7 +29,6 @@ def up(
 ) -> None:
     """Create or update the whole deployment. Safe to rerun: what exists and matches is left alone."""
     from mlflow_gcp.cli.run import run_with_view, show_resolution
-    from mlflow_gcp.steps import STEPS
 
     show_resolution(resolution)
     run_with_view(
