@@ -23,7 +23,19 @@ def _confirmable(settings: Settings, *, delete_data: bool, yes: bool, dry_run: b
         )
 
 
-@with_settings(precheck=_confirmable, preflight={"checks": ("project",)})
+def _preflight(settings: Settings, options: dict) -> dict:
+    """down's preflight, run before the recorded settings are read: the project and the permissions it deletes
+    with."""
+    from mlflow_gcp.preflight.permissions import down_permissions
+
+    return {
+        "checks": ("project", "permissions"),
+        "permissions": down_permissions(settings, delete_data=options["delete_data"]),
+        "blocking": not options["dry_run"],
+    }
+
+
+@with_settings(precheck=_confirmable, preflight=_preflight)
 def down(
     settings: Settings,
     delete_data: bool = typer.Option(

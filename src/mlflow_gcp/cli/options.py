@@ -45,7 +45,7 @@ def with_settings(
     *,
     adopt: bool = False,
     precheck: Callable[..., None] | None = None,
-    preflight: dict | None = None,
+    preflight: dict | Callable[[Settings, dict], dict] | None = None,
 ) -> Callable:
     """Give `command(settings: Settings, ...)` one option per setting; resolve them against the settings recorded
     with the deployment (a flag or environment variable changes only what it names; a `reset` parameter of the
@@ -89,12 +89,15 @@ def with_settings(
     return wrapper
 
 
-def _preflight(given: Settings, arguments: dict, kwargs: dict) -> None:
+def _preflight(given: Settings, arguments, kwargs: dict) -> None:
     from mlflow_gcp.cli.preflight import preflight_or_exit
     from mlflow_gcp.gcp.clients import Clients
 
-    arguments = dict(arguments)
+    # A callable builds the arguments from the settings as given and the command's options.
+    arguments = dict(arguments(given, kwargs) if callable(arguments) else arguments)
+    own = arguments.pop("own", False)  # the command still runs its own preflight too
     if "steps" in arguments:
         arguments["blocking"] = not kwargs.get("dry_run", False)
     preflight_or_exit(given, Clients(given.project), skip=kwargs.get("skip_preflight", False), **arguments)
-    kwargs["skip_preflight"] = True
+    if not own:
+        kwargs["skip_preflight"] = True
