@@ -31,6 +31,20 @@ class Settings:
     peering_prefix_length: int = setting(
         20, "Prefix length of the range reserved for Cloud SQL private IPs.", group="Network"
     )
+    vpc_egress: str = setting(
+        "connector",
+        "How the server reaches the database: 'connector' (Serverless VPC Access, as the manual process) or "
+        "'direct' (Direct VPC egress: no connector instances to pay for).",
+        group="Network",
+    )
+    egress_subnet: str = setting(
+        "mlflow-direct-egress",
+        "Subnet for Direct VPC egress on a custom-mode network (the auto-mode subnet is used otherwise).",
+        group="Network",
+    )
+    egress_subnet_range: str = setting(
+        "10.8.64.0/26", "Free private range (/26 or larger) of the Direct VPC egress subnet.", group="Network"
+    )
     connector: str = setting("vpc-connector-mlflow", "Serverless VPC Access connector name.", group="Network")
     connector_range: str = setting("10.8.0.0/28", "Free /28 range of the connector.", group="Network")
     connector_machine_type: str = setting("e2-micro", "Connector machine type.", group="Network")
@@ -228,6 +242,7 @@ def validate(settings: Settings, *, combinations: bool = True) -> Settings:
         if s.staging_bucket and (problem := bucket_problem(s.staging_bucket)):
             problems.append(f"Staging bucket name '{s.staging_bucket}' breaks Cloud Storage rules: {problem}.")
     problems.extend(_range_problems(s))
+    problems.extend(_egress_problems(s))
     problems.extend(_count_problems(s) if combinations else _bound_problems(s))
     if not _MEMORY.match(s.memory):
         problems.append(f"Memory '{s.memory}' must look like 512Mi or 2Gi.")
@@ -265,6 +280,45 @@ def _range_problems(s: Settings) -> list[str]:
     if not net.is_private:
         return [f"Connector range '{s.connector_range}' must be a private (RFC 1918) range."]
     return []
+
+
+VPC_EGRESS_MODES = ("connector", "direct")
+
+
+def egress_range_problem(value: str) -> str | None:
+    """Why `value` cannot be the Direct VPC egress subnet's range, or None."""
+    try:
+        net = ipaddress.ip_network(value, strict=True)
+    except ValueError:
+        return f"Egress subnet range '{value}' is not a network in CIDR notation such as 10.8.64.0/26."
+    if net.version != 4 or not 8 <= net.prefixlen <= 26:
+        # Cloud Run takes IPs from the subnet as instances start; Google advises /26 or larger
+        # (https://cloud.google.com/run/docs/configuring/vpc-direct-vpc#ip-address-allocation).
+        return f"Egress subnet range '{value}' must be an IPv4 range of /26 or larger (e.g. 10.8.64.0/26)."
+    if not net.is_private:
+        return f"Egress subnet range '{value}' must be a private (RFC 1918) range."
+    return None
+
+
+def _egress_problems(s: Settings) -> list[str]:
+    problems = []
+    if s.vpc_egress not in VPC_EGRESS_MODES:
+        problems.append(f"VPC egress '{s.vpc_egress}' must be 'connector' or 'direct'.")
+        return problems
+    if s.vpc_egress != "direct":
+        return problems
+    _check_name(problems, "Egress subnet", s.egress_subnet, _RESOURCE, "lowercase letters, digits and hyphens", 63)
+    problem = egress_range_problem(s.egress_subnet_range)
+    if problem:
+        problems.append(problem)
+        return problems
+    connector = ipaddress.ip_network(s.connector_range, strict=False) if not _range_problems(s) else None
+    if connector is not None and connector.overlaps(ipaddress.ip_network(s.egress_subnet_range)):
+        problems.append(
+            f"Egress subnet range {s.egress_subnet_range} overlaps the connector range {s.connector_range}: "
+            "pick another with --egress-subnet-range."
+        )
+    return problems
 
 
 def _bound_problems(s: Settings) -> list[str]:

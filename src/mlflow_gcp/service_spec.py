@@ -77,10 +77,12 @@ def render_env_file(values: dict[str, str]) -> str:
 @dataclass(frozen=True)
 class ServiceInputs:
     image: str
-    connector: str  # projects/P/locations/R/connectors/NAME
+    connector: str  # projects/P/locations/R/connectors/NAME; "" with Direct VPC egress
     service_urls: tuple[str, ...] = ()  # known once the service exists
     # Secret id -> version number to pin; "latest" where unknown.
     secret_versions: Mapping[str, str] = field(default_factory=dict)
+    # Direct VPC egress: (network, subnetwork) names, instead of a connector.
+    network_interface: tuple[str, str] | None = None
 
 
 def build_service(settings: Settings, inputs: ServiceInputs) -> dict[str, Any]:
@@ -104,7 +106,7 @@ def build_service(settings: Settings, inputs: ServiceInputs) -> dict[str, Any]:
         "template": {
             "serviceAccount": settings.service_account_email,
             "scaling": {"minInstanceCount": settings.min_instances, "maxInstanceCount": settings.max_instances},
-            "vpcAccess": {"connector": inputs.connector, "egress": "PRIVATE_RANGES_ONLY"},
+            "vpcAccess": vpc_access(inputs),
             "maxInstanceRequestConcurrency": 80,
             "timeout": "300s",
             "containers": [
@@ -127,6 +129,18 @@ def build_service(settings: Settings, inputs: ServiceInputs) -> dict[str, Any]:
             ],
         },
     }
+
+
+def vpc_access(inputs: ServiceInputs) -> dict[str, Any]:
+    """Traffic to private ranges (the database's IP) goes into the VPC: through the connector, or with Direct
+    VPC egress through a network interface on a subnet (https://cloud.google.com/run/docs/configuring/vpc-direct-vpc)."""
+    if inputs.network_interface is not None:
+        network, subnetwork = inputs.network_interface
+        return {
+            "networkInterfaces": [{"network": network, "subnetwork": subnetwork}],
+            "egress": "PRIVATE_RANGES_ONLY",
+        }
+    return {"connector": inputs.connector, "egress": "PRIVATE_RANGES_ONLY"}
 
 
 def container_environment(service: dict[str, Any], resolve_secret: Callable[[str, str], str]) -> dict[str, str]:

@@ -28,7 +28,9 @@ STEPS: tuple[StepDef, ...] = (
     StepDef(
         "database", "Cloud SQL for MySQL instance (private IP), databases and root password", ("network",), "database"
     ),
-    StepDef("connector", "Serverless VPC Access connector", ("network",), "connector"),
+    StepDef(
+        "connector", "Serverless VPC Access connector, or the subnet of Direct VPC egress", ("network",), "connector"
+    ),
     StepDef("service-account", "Service account the server runs as", ("apis",), "service_account"),
     StepDef("bucket", "GCS artifact bucket, writable by the service account only", ("service-account",), "bucket"),
     StepDef(

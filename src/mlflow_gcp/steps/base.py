@@ -255,6 +255,9 @@ class Resource(ABC):
     # After a create answered "already exists": how long (seconds) the resource may take to become readable, when
     # Google makes it readable only once a create already under way finishes, or shows new ones late (IAM).
     appear_timeout: float = 0.0
+    # A resource that should not exist (a connector left by a switch to Direct VPC egress): absent, nothing is
+    # made and status does not list it; present, `drift` says whether `update` deletes it.
+    absent_is_desired: ClassVar[bool] = False
 
     def __init__(self, ctx: StepContext, name: str) -> None:
         self.ctx = ctx

@@ -187,4 +187,9 @@ class Connector(Resource):
 
 
 def resources(ctx: StepContext) -> Iterator[Resource]:
-    yield Connector(ctx)
+    from mlflow_gcp.steps import egress
+
+    if egress.is_direct(ctx):
+        yield from egress.resources(ctx)  # no connector: the service's own subnet
+    else:
+        yield Connector(ctx)

@@ -26,6 +26,7 @@ from mlflow_gcp.gcp import retry
 from mlflow_gcp.gcp.operations import wait, wait_gapic
 from mlflow_gcp.resources.iam import IamBinding, Policy, has_member, proto_policy_io
 from mlflow_gcp.service_spec import SECRET_ENV_VARS, SERVICE_URLS_VAR, ServiceInputs, build_service, own_urls
+from mlflow_gcp.steps import egress
 from mlflow_gcp.steps.base import Effect, Impact, Resource, StepContext
 
 DEPLOY_TIMEOUT = 900.0
@@ -155,7 +156,16 @@ class CloudRunService(Resource):
         self.parent = f"projects/{ctx.project}/locations/{ctx.region}"
         self.path = f"{self.parent}/services/{self.name}"
         self.image = ctx.output("image.uri", "image")
-        self.connector = ctx.output("connector.id", "connector")
+        self.direct = egress.is_direct(ctx)
+        if self.direct:
+            network = ctx.output("egress.network", "connector")
+            self.network_interface: tuple[str, str] | None = (network, ctx.output("egress.subnetwork", "connector"))
+            self.connector = ""
+        else:
+            self.network_interface = None
+            self.connector = ctx.output("connector.id", "connector")
+        # The connector the live service used when this run first read it (a switch to direct retires it).
+        self.connector_seen: str | None = None
         # Pinned versions: a new secret version (a rotation) rolls out a new revision; an old revision keeps the
         # versions it started with if a rollout fails.
         self.secret_versions = {
@@ -205,7 +215,14 @@ class CloudRunService(Resource):
 
             for secret, version in pinned_versions(current).items():
                 versions.setdefault(secret, version)
-        service = build_service(self.ctx.settings, ServiceInputs(self.image, self.connector, urls, versions))
+        service = build_service(
+            self.ctx.settings, ServiceInputs(self.image, self.connector, urls, versions, self.network_interface)
+        )
+        # One way into the VPC at a time: the other is cleared in the merged body.
+        if self.direct:
+            service["template"]["vpcAccess"]["connector"] = ""
+        else:
+            service["template"]["vpcAccess"]["networkInterfaces"] = []
         if self.use_invoker_binding:
             service.pop(INVOKER_IAM_FIELD, None)
         return service
@@ -226,6 +243,8 @@ class CloudRunService(Resource):
                 timeout=DEPLOY_TIMEOUT,
                 first=service,
             )
+        if self.connector_seen is None:
+            self.connector_seen = service.template.vpc_access.connector
         return service
 
     def drift(self, current) -> list[str]:
@@ -369,6 +388,11 @@ def resources(ctx: StepContext) -> Iterator[Resource]:
     yield service
     if service.use_invoker_binding:
         yield public_invoker_binding(ctx, service)
+    if service.direct:
+        # After the service: its new revision is ready (or the step failed) before the connector goes.
+        retired = egress.RetiredConnector(ctx, used_by_service=False)
+        retired.used_by_service = (service.connector_seen or "").rsplit("/", 1)[-1] == retired.name
+        yield retired
 
 
 def live_service_urls(current) -> tuple[str, ...]:

@@ -63,6 +63,8 @@ def run_step(step: StepDef, ctx: StepContext) -> StepResult:
 def _run_resource(resource: Resource, ctx: StepContext, result: StepResult) -> None:
     label = resource.label
     current = _guarded(ctx, f"reading {label}", lambda: _read(resource, ctx))
+    if current is None and resource.absent_is_desired:
+        return
     if current is None and resource.unreadable():
         # What holds it refused the run already (applying) or will (planning): nothing to plan for it.
         if not ctx.dry_run:
@@ -182,6 +184,8 @@ def inspect_step(step: StepDef, ctx: StepContext) -> list[Inspected]:
     for resource in step.resources(ctx):
         label = resource.label
         current = _guarded(ctx, f"reading {label}", resource.read)
+        if current is None and resource.absent_is_desired:
+            continue
         if current is None:
             problem = None if resource.unreadable() else resource.problem(None)
             state = ResourceState(

@@ -138,6 +138,7 @@ def register(fake: FakeGoogle) -> None:
         connector = (template.get("vpcAccess") or {}).get("connector")
         if connector and not connector.startswith(f"projects/{req.params['project']}/locations/"):
             raise ApiError(400, f"template.vpc_access.connector: '{connector}' is not a full connector name.")
+        validate_network_interfaces(template.get("vpcAccess") or {}, req)
         if body.get("invokerIamDisabled") and fake.run_refuse_invoker_iam_disabled:
             raise ApiError(
                 400,
@@ -179,6 +180,33 @@ def register(fake: FakeGoogle) -> None:
                 "used must be granted the 'Secret Manager Secret Accessor' role "
                 "(roles/secretmanager.secretAccessor) at the secret, project or higher level.",
             )
+
+    def validate_network_interfaces(vpc: dict, req: Request) -> None:
+        """Direct VPC egress (https://cloud.google.com/run/docs/configuring/vpc-direct-vpc): not together with a
+        connector; each interface names a network or a subnetwork (a missing subnetwork is the one named like
+        the network), and the subnetwork must exist in the service's region, in that network."""
+        interfaces = vpc.get("networkInterfaces") or []
+        if interfaces and vpc.get("connector"):
+            raise ApiError(400, "template.vpc_access: connector and network_interfaces cannot both be set.")
+        region = req.params["location"]
+        for i, interface in enumerate(interfaces):
+            network = (interface.get("network") or "").rsplit("/", 1)[-1]
+            subnetwork = (interface.get("subnetwork") or "").rsplit("/", 1)[-1] or network
+            if not subnetwork:
+                raise ApiError(400, f"template.vpc_access.network_interfaces[{i}]: set a network or a subnetwork.")
+            subnet = fake.state.get("compute_subnetworks", {}).get(f"{region}/{subnetwork}")
+            if subnet is None:
+                raise ApiError(
+                    400,
+                    f"template.vpc_access.network_interfaces[{i}].subnetwork: subnetwork '{subnetwork}' was not "
+                    f"found in region {region}.",
+                )
+            if network and subnet["network"].rsplit("/", 1)[-1] != network:
+                raise ApiError(
+                    400,
+                    f"template.vpc_access.network_interfaces[{i}]: subnetwork '{subnetwork}' does not belong to "
+                    f"network '{network}'.",
+                )
 
     def revision_name(service: dict) -> str:
         short = service["name"].rsplit("/", 1)[-1]

@@ -1,0 +1,277 @@
+"""Direct VPC egress (`--vpc-egress direct`): the subnet Cloud Run instances take their IPs from, and the
+connector a switch from `connector` leaves behind.
+
+The subnet: on an auto-mode network (the `default` one) the region's subnet, named like the network, which
+Google made with the network; on a custom-mode network `--egress-subnet`, made by the tool with
+`--egress-subnet-range` once that range is checked against the live subnets of the network, the private
+services range and the connector range. The Cloud Run service agent holds roles/run.serviceAgent by default,
+which has what Direct VPC egress needs on a subnet of the same project (compute.subnetworks.use, ...), and the
+server's own service account needs nothing more (https://cloud.google.com/run/docs/configuring/vpc-direct-vpc).
+
+The old connector: once the service runs on Direct VPC egress (its new revision is ready), the connector it
+used is deleted. The Serverless VPC Access API has no labels on connectors
+(https://cloud.google.com/vpc/docs/reference/vpcaccess/rest/v1/projects.locations.connectors), so "ours" is what
+this tool's service (labelled managed-by: mlflow-gcp) was using when the run started and no other Cloud Run
+service of the region uses; any other connector is kept and reported.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+from typing import Any
+
+from google.api_core import exceptions as gexc
+
+from mlflow_gcp.errors import MlflowGcpError
+from mlflow_gcp.gcp.errors import execute
+from mlflow_gcp.gcp.operations import wait
+from mlflow_gcp.steps.base import PENDING, Effect, Impact, Resource, StepContext
+from mlflow_gcp.steps.network import COMPUTE_TIMEOUT, MANAGED_DESCRIPTION, network_path, short_link
+
+DIRECT = "direct"
+SUBNET_EFFECTS = {
+    "ipCidrRange": Effect(Impact.IMPOSSIBLE, "a subnet's range cannot be changed"),
+    "network": Effect(Impact.IMPOSSIBLE, "a subnet cannot move to another network"),
+}
+RETIRE = Effect(Impact.NONE, "deleted once the service's new revision, on Direct VPC egress, is ready")
+
+
+def is_direct(ctx: StepContext) -> bool:
+    return getattr(ctx.settings, "vpc_egress", "connector") == DIRECT
+
+
+def wait_region(ctx: StepContext, operation: dict, what: str) -> None:
+    """Poll a regional compute#operation until DONE; raise Google's message if it ended in error."""
+    operations = ctx.clients.compute().regionOperations()
+
+    def error_of(op: dict) -> str | None:
+        errors = [e.get("message") or e.get("code", "") for e in op.get("error", {}).get("errors", [])]
+        return "; ".join(errors) or None
+
+    wait(
+        lambda: ctx.call(
+            "compute",
+            lambda: execute(operations.get(project=ctx.project, region=ctx.region, operation=operation["name"])),
+        ),
+        is_done=lambda op: op.get("status") == "DONE",
+        error_of=error_of,
+        what=what,
+        timeout=COMPUTE_TIMEOUT,
+        first=operation,
+    )
+
+
+class EgressSubnet(Resource):
+    kind = "egress subnet"
+    effects = SUBNET_EFFECTS
+
+    def __init__(self, ctx: StepContext) -> None:
+        self.network = ctx.outputs.get("network.name") or ctx.settings.network
+        self._compute = ctx.clients.compute()
+        super().__init__(ctx, ctx.settings.egress_subnet)
+        self.auto_mode: bool | None = None  # known once the network is read
+
+    @property
+    def label(self) -> str:
+        # The subnet's name is known once the network is read (an auto-mode network's is the network's).
+        return f"egress subnet on {self.network}"
+
+    def _network(self) -> dict | None:
+        try:
+            return self.ctx.call(
+                "compute", lambda: execute(self._compute.networks().get(project=self.ctx.project, network=self.network))
+            )
+        except gexc.NotFound:
+            return None
+
+    def _get(self, name: str) -> dict | None:
+        subnets = self._compute.subnetworks()
+        try:
+            return self.ctx.call(
+                "compute",
+                lambda: execute(subnets.get(project=self.ctx.project, region=self.ctx.region, subnetwork=name)),
+            )
+        except gexc.NotFound:
+            return None
+
+    def read(self) -> dict | None:
+        network = self._network()
+        if network is None:
+            return None  # the network step makes it (custom-mode): no subnet yet
+        self.auto_mode = bool(network.get("autoCreateSubnetworks"))
+        if self.auto_mode:
+            self.name = self.network  # Google's regional subnet of an auto-mode network
+        return self._get(self.name)
+
+    def drift(self, current: dict) -> list[str]:
+        fields = []
+        if short_link(current.get("network", "")).rsplit("/", 1)[-1] != self.network:
+            fields.append("network")
+        if not self.auto_mode and current.get("ipCidrRange") != self.ctx.settings.egress_subnet_range:
+            fields.append("ipCidrRange")
+        return fields
+
+    def cannot_change(self, current: dict, fields: list[str]) -> MlflowGcpError:
+        return MlflowGcpError(
+            f"The subnet {self.name} exists in {self.ctx.region} with range {current.get('ipCidrRange')} on network "
+            f"{short_link(current.get('network', '')).rsplit('/', 1)[-1]}, not {self.ctx.settings.egress_subnet_range}"
+            f" on {self.network}; a subnet cannot change either in place.",
+            f"Pass --egress-subnet-range {current.get('ipCidrRange')} to use it as it is, or --egress-subnet NAME "
+            "for another subnet.",
+        )
+
+    def _taken_ranges(self) -> list[tuple[str, ipaddress.IPv4Network]]:
+        """Ranges of the network a new subnet must not overlap: its subnets (every region), the private services
+        range, the connector's range."""
+        taken = []
+        subnets = self._compute.subnetworks()
+        for region in {self.ctx.region}:
+            listed = self.ctx.call(
+                "compute",
+                lambda r=region: execute(
+                    subnets.list(project=self.ctx.project, region=r, filter=f'network="{self._network_link()}"')
+                ),
+            )
+            for sub in listed.get("items", []):
+                if short_link(sub.get("network", "")).rsplit("/", 1)[-1] == self.network:
+                    taken.append((f"the subnet {sub['name']}", ipaddress.ip_network(sub["ipCidrRange"])))
+        peering = self.ctx.outputs.get("network.peering_range")
+        if peering and peering != PENDING and "None" not in peering:
+            taken.append(("the private services range", ipaddress.ip_network(peering, strict=False)))
+        taken.append(("the connector range", ipaddress.ip_network(self.ctx.settings.connector_range)))
+        return taken
+
+    def _network_link(self) -> str:
+        return f"https://www.googleapis.com/compute/v1/{network_path(self.ctx.project, self.network)}"
+
+    def create(self) -> None:
+        if self.auto_mode:
+            raise MlflowGcpError(
+                f"The auto-mode network {self.network} has no subnet in {self.ctx.region}.",
+                "Recreate the network's subnets, or use --network NAME with a custom-mode network the tool makes "
+                "a subnet in.",
+            )
+        wanted = ipaddress.ip_network(self.ctx.settings.egress_subnet_range)
+        for what, block in self._taken_ranges():
+            if wanted.overlaps(block):
+                raise MlflowGcpError(
+                    f"The egress subnet range {wanted} overlaps {what} ({block}) on the network {self.network}.",
+                    "Pick a free private range of /26 or larger with --egress-subnet-range.",
+                )
+        body = {
+            "name": self.name,
+            "network": network_path(self.ctx.project, self.network),
+            "ipCidrRange": str(wanted),
+            "description": f"Direct VPC egress of Cloud Run. {MANAGED_DESCRIPTION}",
+            "privateIpGoogleAccess": True,
+        }
+        subnets = self._compute.subnetworks()
+        try:
+            operation = self.ctx.call(
+                "compute", lambda: execute(subnets.insert(project=self.ctx.project, region=self.ctx.region, body=body))
+            )
+        except gexc.Conflict:
+            return
+        except gexc.BadRequest as e:
+            raise MlflowGcpError(
+                f"Google refused the subnet {self.name}: {e.message}",
+                "Pick a free private range of /26 or larger with --egress-subnet-range.",
+            ) from e
+        wait_region(self.ctx, operation, f"Creating the subnet {self.name}")
+
+    def outputs(self, current: dict) -> dict[str, str]:
+        return {"egress.network": self.network, "egress.subnetwork": current["name"]}
+
+    def details(self, current: dict) -> dict[str, str]:
+        return {
+            "subnet": current.get("name", ""),
+            "range": current.get("ipCidrRange", ""),
+            "network": self.network,
+            "made by": "Google (auto-mode network)"
+            if self.auto_mode
+            else ("this tool" if MANAGED_DESCRIPTION in current.get("description", "") else "someone else"),
+        }
+
+    def delete(self, current: dict) -> None:
+        if self.auto_mode or MANAGED_DESCRIPTION not in current.get("description", ""):
+            self.ctx.log(f"keeping the subnet {current['name']}: this tool did not create it")
+            return
+        subnets = self._compute.subnetworks()
+        operation = self.ctx.call(
+            "compute",
+            lambda: execute(
+                subnets.delete(project=self.ctx.project, region=self.ctx.region, subnetwork=current["name"])
+            ),
+        )
+        wait_region(self.ctx, operation, f"Deleting the subnet {current['name']}")
+
+
+class RetiredConnector(Resource):
+    """The connector a deployment used before `--vpc-egress direct`: absent is the desired state."""
+
+    kind = "unused VPC connector"
+    absent_is_desired = True
+
+    def __init__(self, ctx: StepContext, used_by_service: bool) -> None:
+        super().__init__(ctx, ctx.settings.connector)
+        self.path = f"projects/{ctx.project}/locations/{ctx.region}/connectors/{self.name}"
+        self.used_by_service = used_by_service
+        self.other_users: list[str] = []
+
+    def read(self) -> Any | None:
+        from mlflow_gcp.steps.connector import Connector
+
+        current = Connector(self.ctx)._get()
+        if current is not None:
+            self.other_users = self._other_users()
+        return current
+
+    def _other_users(self) -> list[str]:
+        client = self.ctx.clients.run_services()
+        parent = f"projects/{self.ctx.project}/locations/{self.ctx.region}"
+        services = self.ctx.call("run", lambda: list(client.list_services(parent=parent)))
+        return [
+            s.name.rsplit("/", 1)[-1]
+            for s in services
+            if s.name.rsplit("/", 1)[-1] != self.ctx.settings.service
+            and s.template.vpc_access.connector.rsplit("/", 1)[-1] == self.name
+        ]
+
+    @property
+    def ours(self) -> bool:
+        return self.used_by_service and not self.other_users
+
+    def drift(self, current: Any) -> list[str]:
+        return ["unused"] if self.ours else []
+
+    def effect(self, field: str, current: Any) -> Effect:
+        return RETIRE
+
+    def create(self) -> None:  # pragma: no cover - absent is what is wanted
+        pass
+
+    def update(self, current: Any, fields: list[str]) -> None:
+        self.ctx.log(f"deleting the VPC connector {self.name}: the service runs on Direct VPC egress now")
+        self.delete(current)
+
+    def details(self, current: Any) -> dict[str, str]:
+        if self.ours:
+            why = "deleted once the service's Direct VPC egress revision is ready"
+        elif self.other_users:
+            why = f"kept: used by {', '.join(self.other_users)}"
+        else:
+            why = "kept: this tool's service was not using it; delete it yourself if nothing needs it"
+        return {"state": "unused by this service", "range": current.ip_cidr_range, "action": why}
+
+    def delete(self, current: Any) -> None:
+        from mlflow_gcp.steps.connector import Connector
+
+        if not self.ours:
+            self.ctx.log(f"keeping the VPC connector {self.name}: {self.details(current)['action']}")
+            return
+        Connector(self.ctx).delete(current)
+
+
+def resources(ctx: StepContext) -> Iterator[Resource]:
+    yield EgressSubnet(ctx)

@@ -1,0 +1,207 @@
+"""Compute Engine v1: regional subnetworks and regional operations (latency kind `compute.subnetworks`).
+
+As Google does (https://cloud.google.com/vpc/docs/subnets): an auto-mode network has one subnet per region,
+named like the network, with the region's fixed range (https://cloud.google.com/vpc/docs/subnets#ip-ranges);
+a custom-mode network has only the subnets made in it. A new subnet's range must not overlap another subnet of
+the network, a reserved (VPC_PEERING) range or a connector's range (400 otherwise). A subnet with Cloud Run
+instances on it cannot be deleted. Test helpers: `fake.compute_subnetworks` (by `region/name`),
+`fake.compute_add_subnetwork(...)`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from tests.fake_gcp.apis.compute import BASE, TIME, network_link, short_network
+from tests.fake_gcp.server import PROJECT, ApiError, FakeGoogle, Request, not_found
+
+SUBNETS = "/compute/v1/projects/{project}/regions/{region}/subnetworks"
+REGION_OPERATIONS = "/compute/v1/projects/{project}/regions/{region}/operations"
+# Auto-mode ranges of a few regions (https://cloud.google.com/vpc/docs/subnets#ip-ranges).
+AUTO_RANGES = {
+    "us-central1": "10.128.0.0/20",
+    "europe-west1": "10.132.0.0/20",
+    "us-east1": "10.142.0.0/20",
+    "europe-west4": "10.164.0.0/20",
+    "europe-west9": "10.200.0.0/20",
+}
+_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def register(fake: FakeGoogle) -> None:
+    subnets: dict[str, dict] = fake.state.setdefault("compute_subnetworks", {})
+    networks: dict[str, dict] = fake.state.setdefault("compute_networks", {})
+    operations: dict[str, dict] = {}
+
+    def make(project: str, region: str, name: str, network: str, cidr: str, description: str = "") -> dict:
+        subnet = {
+            "kind": "compute#subnetwork",
+            "id": str(6000000000 + int(fake.next_id())),
+            "creationTimestamp": TIME,
+            "name": name,
+            "network": network_link(project, network),
+            "ipCidrRange": cidr,
+            "gatewayAddress": str(next(ipaddress.ip_network(cidr).hosts())),
+            "region": f"{BASE}/projects/{project}/regions/{region}",
+            "selfLink": f"{BASE}/projects/{project}/regions/{region}/subnetworks/{name}",
+            "privateIpGoogleAccess": False,
+            "purpose": "PRIVATE",
+            "stackType": "IPV4_ONLY",
+            "fingerprint": "abc=",
+        }
+        if description:
+            subnet["description"] = description
+        return subnet
+
+    def auto_subnets(project: str, region: str) -> None:
+        """Auto-mode networks have their regional subnet: made on first look, as if always there."""
+        for name, network in list(networks.items()):
+            key = f"{region}/{name}"
+            if network.get("autoCreateSubnetworks") and key not in subnets and region in AUTO_RANGES:
+                subnets[key] = make(project, region, name, name, AUTO_RANGES[region])
+
+    def add(name: str, cidr: str, *, network: str = "default", region: str = "europe-west1", project: str = PROJECT):
+        subnets[f"{region}/{name}"] = make(project, region, name, network, cidr)
+        return subnets[f"{region}/{name}"]
+
+    def conflict(network: str, cidr: ipaddress.IPv4Network, region: str) -> str | None:
+        for sub in subnets.values():
+            if short_network(sub["network"]) == network and cidr.overlaps(ipaddress.ip_network(sub["ipCidrRange"])):
+                where = sub["region"].rsplit("/", 1)[-1]
+                return f"conflicts with existing subnetwork '{sub['name']}' in region '{where}'"
+        for address in fake.state.get("compute_addresses", {}).values():
+            if short_network(address.get("network", "")) == network and address.get("prefixLength"):
+                block = ipaddress.ip_network(f"{address['address']}/{address['prefixLength']}", strict=False)
+                if cidr.overlaps(block):
+                    return f"conflicts with the reserved range '{address['name']}' ({block})"
+        for connector in fake.state.get("vpc_connectors", {}).values():
+            same = short_network(connector.get("network", "")) == network and connector.get("ipCidrRange")
+            if same and cidr.overlaps(ipaddress.ip_network(connector["ipCidrRange"])):
+                return f"conflicts with the range of the VPC connector {connector['name']}"
+        return None
+
+    def operation(project: str, region: str, op_type: str, target: str, finish) -> dict:
+        name = f"operation-{fake.next_id()}-{op_type}"
+        op = {
+            "kind": "compute#operation",
+            "id": str(7100000000 + int(fake.next_id())),
+            "name": name,
+            "operationType": op_type,
+            "targetLink": target,
+            "status": "RUNNING",
+            "progress": 0,
+            "insertTime": TIME,
+            "region": f"{BASE}/projects/{project}/regions/{region}",
+            "selfLink": f"{BASE}/projects/{project}/regions/{region}/operations/{name}",
+        }
+        operations[name] = op
+
+        def complete() -> None:
+            try:
+                finish()
+            except ApiError as e:
+                op["error"] = {"errors": [{"code": e.body["errors"][0]["reason"], "message": e.body["message"]}]}
+                op["httpErrorStatusCode"] = e.code
+            op["status"] = "DONE"
+            op["progress"] = 100
+            op["endTime"] = TIME
+
+        fake.after("compute.subnetworks", complete)
+        fake.tick()
+        return dict(op)
+
+    def missing(req: Request) -> ApiError:
+        p = req.params
+        return not_found(f"The resource 'projects/{p['project']}/regions/{p['region']}/subnetworks/{p['subnetwork']}'")
+
+    @fake.route("compute", "GET", SUBNETS + "/{subnetwork}")
+    def get(req: Request):
+        auto_subnets(req.params["project"], req.params["region"])
+        subnet = subnets.get(f"{req.params['region']}/{req.params['subnetwork']}")
+        if subnet is None:
+            raise missing(req)
+        return subnet
+
+    @fake.route("compute", "GET", SUBNETS)
+    def list_(req: Request):
+        region = req.params["region"]
+        auto_subnets(req.params["project"], region)
+        items = [s for k, s in subnets.items() if k.startswith(region + "/")]
+        wanted = req.query.get("filter", "")
+        match = re.match(r'^network\s*=\s*"?([^"]+)"?$', wanted.strip())
+        if match:
+            items = [s for s in items if short_network(s["network"]) == short_network(match.group(1))]
+        return {"kind": "compute#subnetworkList", "items": items} if items else {"kind": "compute#subnetworkList"}
+
+    @fake.route("compute", "POST", SUBNETS)
+    def insert(req: Request):
+        body, project, region = req.json, req.params["project"], req.params["region"]
+        name = body.get("name", "")
+        if not _NAME.match(name):
+            raise ApiError(400, f"Invalid value for field 'resource.name': '{name}'.", legacy_reason="invalid")
+        network = short_network(body.get("network", ""))
+        if network not in networks:
+            raise ApiError(
+                400,
+                f"Invalid value for field 'resource.network': '{body.get('network', '')}'. The referenced network "
+                "resource cannot be found.",
+                legacy_reason="invalid",
+            )
+        try:
+            cidr = ipaddress.ip_network(body.get("ipCidrRange", ""), strict=True)
+        except ValueError:
+            raise ApiError(
+                400,
+                f"Invalid value for field 'resource.ipCidrRange': '{body.get('ipCidrRange')}'.",
+                legacy_reason="invalid",
+            ) from None
+        auto_subnets(project, region)
+        if f"{region}/{name}" in subnets:
+            raise ApiError(
+                409,
+                f"The resource 'projects/{project}/regions/{region}/subnetworks/{name}' already exists",
+                legacy_reason="alreadyExists",
+            )
+        why = conflict(network, cidr, region)
+        if why:
+            raise ApiError(400, f"Invalid IPCidrRange: {cidr} {why}.", legacy_reason="invalid")
+        target = f"{BASE}/projects/{project}/regions/{region}/subnetworks/{name}"
+
+        def finish():
+            subnets[f"{region}/{name}"] = make(project, region, name, network, str(cidr), body.get("description", ""))
+
+        return operation(project, region, "insert", target, finish)
+
+    @fake.route("compute", "DELETE", SUBNETS + "/{subnetwork}")
+    def delete(req: Request):
+        subnet = get(req)
+        project, region = req.params["project"], req.params["region"]
+        users = [
+            s["name"]
+            for s in fake.state.get("run_services", {}).values()
+            if any(
+                i.get("subnetwork", "").rsplit("/", 1)[-1] == subnet["name"]
+                for i in (s.get("template", {}).get("vpcAccess") or {}).get("networkInterfaces", [])
+            )
+        ]
+        if users:
+            raise ApiError(
+                400,
+                f"The subnetwork resource '{subnet['selfLink'].split('/v1/')[-1]}' is already being used by "
+                f"'{users[0]}'",
+                legacy_reason="resourceInUseByAnotherResource",
+            )
+        key = f"{region}/{subnet['name']}"
+        return operation(project, region, "delete", subnet["selfLink"], lambda: subnets.pop(key))
+
+    @fake.route("compute", "GET", REGION_OPERATIONS + "/{operation}")
+    def get_operation(req: Request):
+        op = operations.get(req.params["operation"])
+        if op is None:
+            p = req.params
+            raise not_found(f"The resource 'projects/{p['project']}/regions/{p['region']}/operations/{p['operation']}'")
+        return dict(op)
+
+    fake.compute_subnetworks = subnets
+    fake.compute_add_subnetwork = add
