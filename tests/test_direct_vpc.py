@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 
-from mlflow_gcp.gcp.clients import Clients
 from tests.fake_gcp.server import PROJECT
 from tests.helpers import cli
 
