@@ -126,3 +126,80 @@ def test_a_connector_another_service_uses_is_kept_and_reported(fake, on_connecto
     assert CONNECTOR in fake.state["vpc_connectors"]
     status = cli("status", *DIRECT, "--json")
     assert "kept: used by other-app" in text(status)
+
+
+def test_status_and_down_on_direct_with_a_custom_network(fake, container_dir):
+    assert cli("up", *DIRECT, "--network", "team-net").exit_code == 0
+    status = cli("status", *DIRECT, "--network", "team-net", "--json")
+    assert '"egress subnet on team-net"' in status.output
+    assert "mlflow-direct-egress" in status.output
+    assert "connector" not in status.output.replace("connector step", "").lower().replace('"step": "connector"', "")
+
+    result = cli("down", *DIRECT, "--network", "team-net", "--yes")
+    assert result.exit_code == 0, result.output
+    assert SERVICE not in fake.state["run_services"]
+    assert f"{REGION}/mlflow-direct-egress" not in fake.compute_subnetworks  # made by the tool: deleted
+    assert "team-net" in fake.compute_networks  # holds the database's peering: kept without --delete-data
+
+
+def test_down_on_direct_keeps_the_default_networks_own_subnet(fake, container_dir):
+    assert cli("up", *DIRECT).exit_code == 0
+    result = cli("down", *DIRECT, "--yes")
+    assert result.exit_code == 0, result.output
+    assert SERVICE not in fake.state["run_services"]
+    assert f"{REGION}/default" in fake.compute_subnetworks
+
+
+def test_down_in_direct_mode_before_the_switch_removes_the_connector_the_service_used(fake, on_connector):
+    result = cli("down", *DIRECT, "--yes")
+    assert result.exit_code == 0, result.output
+    assert fake.state["vpc_connectors"] == {}
+    assert SERVICE not in fake.state["run_services"]
+
+
+@pytest.mark.parametrize("network", ["default", "team-net"])
+def test_the_terraform_module_follows_direct_egress(fake, container_dir, tmp_path, network):
+    from tests.terraform.module_reader import Module, schema_problems
+
+    result = cli("export", "terraform", str(tmp_path / "tf"), *DIRECT, "--network", network)
+    assert result.exit_code == 0, result.output
+    module = Module.load(tmp_path / "tf")
+    resources = module.resources()
+    assert "google_vpc_access_connector.mlflow" not in resources
+    vpc = resources["google_cloud_run_v2_service.mlflow"]["template"][0]["vpc_access"][0]
+    interface = vpc["network_interfaces"][0]
+    assert "connector" not in vpc or vpc["connector"] in ("", '""')
+    assert "var.network" in str(interface["network"])
+    if network == "default":
+        assert "var.network" in str(interface["subnetwork"])
+        assert "google_compute_subnetwork.egress" not in resources
+    else:
+        assert "google_compute_subnetwork.egress" in str(interface["subnetwork"])
+        assert "var.egress_subnet_range" in str(resources["google_compute_subnetwork.egress"]["ip_cidr_range"])
+    assert schema_problems(module) == []
+
+
+def test_the_adopting_terraform_module_imports_the_egress_subnet_and_no_connector(fake, container_dir, tmp_path):
+    from tests.terraform.module_reader import Module
+
+    flags = (*DIRECT, "--network", "team-net")
+    assert cli("up", *flags).exit_code == 0
+    result = cli("export", "terraform", str(tmp_path / "tf"), "--import", *flags)
+    assert result.exit_code == 0, result.output
+    imports = Module.load(tmp_path / "tf").imports()
+    assert imports["google_compute_subnetwork.egress"] == (
+        f"projects/{PROJECT}/regions/{REGION}/subnetworks/mlflow-direct-egress"
+    )
+    assert "google_vpc_access_connector.mlflow" not in imports
+
+
+def test_checkov_finds_nothing_on_the_egress_subnet(fake, container_dir, tmp_path):
+    from tests.test_export_terraform import _checkov_report
+
+    assert cli("export", "terraform", str(tmp_path / "tf"), *DIRECT, "--network", "team-net").exit_code == 0
+    results = _checkov_report(tmp_path / "tf")["results"]
+    subnet = "google_compute_subnetwork.egress"
+    assert [c["check_id"] for c in results["failed_checks"] if c["resource"] == subnet] == []
+    assert any(c["resource"] == subnet for c in results["passed_checks"])
+    for skipped in results["skipped_checks"]:
+        assert len(skipped["check_result"].get("suppress_comment") or "") > 20, skipped["check_id"]

@@ -48,6 +48,10 @@ def import_ids(settings: Settings, secrets: dict[str, str]) -> dict[str, str]:
         path = f"projects/{p}/secrets/{secret_id}"
         ids[f"google_secret_manager_secret.{name}"] = path
         ids[f"google_secret_manager_secret_iam_member.run_reads_{name}"] = f"{path} {ACCESSOR} {member}"
+    if s.vpc_egress == "direct":
+        del ids["google_vpc_access_connector.mlflow"]
+        if s.network != "default":
+            ids["google_compute_subnetwork.egress"] = f"projects/{p}/regions/{s.region}/subnetworks/{s.egress_subnet}"
     return ids
 
 

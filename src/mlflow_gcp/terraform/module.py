@@ -69,6 +69,10 @@ CHECKOV_SKIPS: dict[str, list[tuple[str, str]]] = {
         ("CKV_GCP_62", "Access logs of artifact reads are left to the team: Cloud Audit Logs covers data access."),
         ("CKV_GCP_78", "Runs write their artifacts once; MLflow keeps no history in object versions."),
     ],
+    "google_compute_subnetwork": [
+        ("CKV_GCP_26", "Flow logs of the server's egress subnet cost money; the team turns them on if it wants."),
+        ("CKV_GCP_76", "The subnet is IPv4 only: no IPv6 Private Google Access to configure."),
+    ],
     "google_sql_database_instance": [
         (
             "CKV_GCP_6",
@@ -240,7 +244,23 @@ def _secrets(adopt: LiveDeployment | None, env_file: str) -> list[Block]:
     return blocks
 
 
-def _service(adopt: LiveDeployment | None) -> Block:
+def _egress(settings: Settings, network_id: str) -> tuple[list[Block], str]:
+    """Direct VPC egress: the subnet blocks (none on the `default` network, whose regional subnet Google made
+    and which is named like it) and the expression of the subnet's name."""
+    if settings.network == "default":
+        return [], "${var.network}"
+    body = {
+        "name": Expr("var.egress_subnet"),
+        "region": Expr("var.region"),
+        "network": Expr(network_id),
+        "ip_cidr_range": Expr("var.egress_subnet_range"),
+        "private_ip_google_access": True,
+        "description": f"Direct VPC egress of Cloud Run. {MANAGED_DESCRIPTION}",
+    }
+    return [_resource("google_compute_subnetwork", "egress", body)], "${google_compute_subnetwork.egress.name}"
+
+
+def _service(adopt: LiveDeployment | None, egress_subnet: str | None = None) -> Block:
     variables = _variable_settings()
     if adopt is None:
         versions = {sid: "${google_secret_manager_secret_version." + n + ".version}" for n, sid in SECRETS.items()}
@@ -248,9 +268,10 @@ def _service(adopt: LiveDeployment | None) -> Block:
         versions = {sid: '${var.secret_versions["' + sid + '"]}' for sid in SECRETS.values()}
     inputs = ServiceInputs(
         image="${local.image}",
-        connector="${google_vpc_access_connector.mlflow.id}",
+        connector="" if egress_subnet else "${google_vpc_access_connector.mlflow.id}",
         service_urls=("${local.service_url}",),
         secret_versions=versions,
+        network_interface=("${var.network}", egress_subnet) if egress_subnet else None,
     )
     service = build_service(variables, inputs)
     service["template"]["serviceAccount"] = "${google_service_account.run.email}"
@@ -261,6 +282,8 @@ def _service(adopt: LiveDeployment | None) -> Block:
 
 def _main_blocks(settings: Settings, adopt: LiveDeployment | None, image_default: str) -> list[Block]:
     network_blocks, network_id = _network(settings)
+    direct = settings.vpc_egress == "direct"
+    egress_blocks, egress_subnet = _egress(settings, network_id) if direct else ([], None)
     variables = _variable_settings()
     # The server checks the instance's CA when the instance accepts only encrypted connections.
     ca = (
@@ -427,8 +450,11 @@ def _main_blocks(settings: Settings, adopt: LiveDeployment | None, image_default
             },
             depends_on=["google_project_service.apis"],
         ),
-        _service(adopt),
+        _service(adopt, egress_subnet),
     ]
+    if direct:
+        # Direct VPC egress: the service's network interface on a subnet, no connector.
+        blocks = [b for b in blocks if b.labels[:1] != ("google_vpc_access_connector",)] + egress_blocks
     return blocks
 
 
