@@ -18,6 +18,7 @@ from mlflow_gcp.config import SECRET_ENV, SECRET_FLASK_KEY, SECRET_MLFLOW, SECRE
 from mlflow_gcp.gcp.clients import Clients
 from mlflow_gcp.service_spec import SERVICE_URLS_VAR
 from mlflow_gcp.steps.deploy import to_json_dict
+from mlflow_gcp.steps.image import LOG_WRITER
 from tests.fake_gcp.server import PROJECT
 from tests.helpers import cli
 from tests.terraform.module_reader import Evaluator, Module, read_tfvars, schema_problems
@@ -198,6 +199,9 @@ def test_the_adopting_module_declares_what_up_created_and_imports_it(fake, deplo
         "google_compute_global_address.peering.name": "mlflow-private-services",
         "google_sql_database_instance.mlflow.name": "mlflow-tracking-database",
         "google_service_account.run.email": SA,
+        "google_service_account.build.email": f"mlflow-build@{PROJECT}.iam.gserviceaccount.com",
+        "google_artifact_registry_repository.mlflow.location": REGION,
+        "google_artifact_registry_repository.mlflow.name": "mlflow",
         "google_service_account.run.name": f"projects/{PROJECT}/serviceAccounts/{SA}",
         "google_storage_bucket.artifacts.name": f"{PROJECT}-mlflow-artifacts",
         "google_vpc_access_connector.mlflow.id": f"{LOCATION}/connectors/vpc-connector-mlflow",
@@ -275,15 +279,32 @@ def test_the_adopting_module_declares_what_up_created_and_imports_it(fake, deplo
             for n, s in SECRETS.items()
         },
     }
+    build_account = f"mlflow-build@{PROJECT}.iam.gserviceaccount.com"
+    built = (
+        clients.iam()
+        .projects()
+        .serviceAccounts()
+        .get(name=f"projects/{PROJECT}/serviceAccounts/{build_account}")
+        .execute()
+    )
+    assert body("google_service_account.build")["display_name"] == built["displayName"]
+    grants["google_artifact_registry_repository_iam_member.build_pushes_images"] = f"{LOCATION}/repositories/mlflow"
     for address_, key in grants.items():
         grant = body(address_)
         assert grant["member"] in fake.members(_policy_key(fake, key), grant["role"]), address_
-    iam_types = {a.split(".")[0] for a in resources if "_iam_" in a}
-    assert iam_types <= {
+    logs = body("google_project_iam_member.build_writes_logs")
+    assert logs["member"] in fake.members(f"projects/{PROJECT}", logs["role"]) and logs["role"] == LOG_WRITER
+    iam_types = {a for a in resources if "_iam_" in a}
+    # Grants on resources only; on the project, only the build account's log writing (as `up` does).
+    assert {a.split(".")[0] for a in iam_types} - {"google_project_iam_member"} <= {
         "google_service_account_iam_member",
         "google_storage_bucket_iam_member",
         "google_secret_manager_secret_iam_member",
-    }  # grants on resources only, never the project
+        "google_artifact_registry_repository_iam_member",
+    }
+    assert [a for a in iam_types if a.startswith("google_project_iam_member")] == [
+        "google_project_iam_member.build_writes_logs"
+    ]
 
     # Bucket.
     bucket = clients.storage().get_bucket(f"{PROJECT}-mlflow-artifacts")
@@ -345,6 +366,8 @@ def test_the_adopting_module_declares_what_up_created_and_imports_it(fake, deplo
     for address_, key in grants.items():
         grant = body(address_)
         assert imports[address_] == f"{key} {grant['role']} {grant['member']}"
+    assert imports["google_project_iam_member.build_writes_logs"] == f"{PROJECT} {LOG_WRITER} {logs['member']}"
+    assert imports["google_service_account.build"] == built["name"]
     enabled = {a.split('"')[1] for a in imports if a.startswith("google_project_service.")}
     assert enabled == {api.strip('"') for api in module.locals()["apis"]}
     assert enabled <= fake.enabled

@@ -6,6 +6,7 @@ from __future__ import annotations
 from mlflow_gcp.config import Settings
 from mlflow_gcp.steps.apis import REQUIRED_APIS
 from mlflow_gcp.steps.bucket import OBJECT_ADMIN
+from mlflow_gcp.steps.image import LOG_WRITER, REPOSITORY_WRITER
 from mlflow_gcp.steps.secrets import ACCESSOR
 from mlflow_gcp.steps.service_account import TOKEN_CREATOR
 from mlflow_gcp.terraform.hcl import Block, Expr
@@ -35,6 +36,14 @@ def import_ids(settings: Settings, secrets: dict[str, str]) -> dict[str, str]:
             "google_sql_user.mlflow": f"{p}/{s.db_instance}/{SQL_USER_HOST}/{s.db_user}",
             "google_vpc_access_connector.mlflow": f"projects/{p}/locations/{s.region}/connectors/{s.connector}",
             "google_service_account.run": account,
+            "google_service_account.build": f"projects/{p}/serviceAccounts/{s.build_service_account_email}",
+            "google_artifact_registry_repository_iam_member.build_pushes_images": (
+                f"projects/{p}/locations/{s.region}/repositories/{s.repository} {REPOSITORY_WRITER} "
+                f"serviceAccount:{s.build_service_account_email}"
+            ),
+            "google_project_iam_member.build_writes_logs": (
+                f"{p} {LOG_WRITER} serviceAccount:{s.build_service_account_email}"
+            ),
             "google_service_account_iam_member.run_signs_blobs": f"{account} {TOKEN_CREATOR} {member}",
             "google_storage_bucket.artifacts": f"{p}/{s.bucket_name}",
             "google_storage_bucket_iam_member.run_writes_artifacts": f"b/{s.bucket_name} {OBJECT_ADMIN} {member}",

@@ -35,7 +35,7 @@ from mlflow_gcp.service_spec import (
 from mlflow_gcp.steps.apis import REQUIRED_APIS
 from mlflow_gcp.steps.bucket import OBJECT_ADMIN
 from mlflow_gcp.steps.database import CHARSET, COLLATION
-from mlflow_gcp.steps.image import IMAGE_NAME
+from mlflow_gcp.steps.image import BUILD_DESCRIPTION, BUILD_DISPLAY_NAME, IMAGE_NAME, LOG_WRITER, REPOSITORY_WRITER
 from mlflow_gcp.steps.network import MANAGED_DESCRIPTION
 from mlflow_gcp.steps.secrets import ACCESSOR
 from mlflow_gcp.steps.service_account import DESCRIPTION, DISPLAY_NAME, TOKEN_CREATOR
@@ -260,6 +260,40 @@ def _egress(settings: Settings, network_id: str) -> tuple[list[Block], str]:
     return [_resource("google_compute_subnetwork", "egress", body)], "${google_compute_subnetwork.egress.name}"
 
 
+def _build_account() -> list[Block]:
+    """The account the server image is built as (`gcloud builds submit --service-account`, see README.md), with
+    what `up` gives it: write on the repository only and log writing on the project. Reading the build's source
+    bucket is granted where gcloud makes it (README.md)."""
+    member = Expr('"serviceAccount:${google_service_account.build.email}"')
+    return [
+        _resource(
+            "google_service_account",
+            "build",
+            {
+                "account_id": Expr("var.build_service_account"),
+                "display_name": BUILD_DISPLAY_NAME,
+                "description": BUILD_DESCRIPTION,
+            },
+            depends_on=["google_project_service.apis"],
+        ),
+        _resource(
+            "google_artifact_registry_repository_iam_member",
+            "build_pushes_images",
+            {
+                "location": Expr("google_artifact_registry_repository.mlflow.location"),
+                "repository": Expr("google_artifact_registry_repository.mlflow.name"),
+                "role": REPOSITORY_WRITER,
+                "member": member,
+            },
+        ),
+        _resource(
+            "google_project_iam_member",
+            "build_writes_logs",
+            {"project": Expr("var.project"), "role": LOG_WRITER, "member": member},
+        ),
+    ]
+
+
 def _service(adopt: LiveDeployment | None, egress_subnet: str | None = None) -> Block:
     variables = _variable_settings()
     if adopt is None:
@@ -450,6 +484,7 @@ def _main_blocks(settings: Settings, adopt: LiveDeployment | None, image_default
             },
             depends_on=["google_project_service.apis"],
         ),
+        *_build_account(),
         _service(adopt, egress_subnet),
     ]
     if direct:

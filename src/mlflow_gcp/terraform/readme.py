@@ -65,7 +65,12 @@ gcloud builds submit {BUILD_CONTEXT_DIR} --project {settings.project} --region {
   --tag {image}
 ```
 
-or set `image` to an image of your own.
+In organisations where Cloud Build's default account holds no role (secure by default, since 2024), build as
+the module's `mlflow-build` account instead: add `--service-account=projects/{settings.project}/serviceAccounts/`
+`{settings.build_service_account_email}` to the command and give that account
+`roles/storage.objectViewer` on the bucket gcloud uploads the source to (as `mlflow-gcp up` does).
+
+Or set `image` to an image of your own.
 
 {adoption}
 ## After apply
