@@ -32,6 +32,10 @@ def users(rehearsal: Rehearsal, monkeypatch):
 
     monkeypatch.setattr(login_module, "current_login", current_login)
     monkeypatch.setenv("MLFLOW_GCP_PROJECT", rehearsal.settings.project)
+    # No Secret Manager here: the deployment has no recorded settings (tests/test_remembered.py covers them).
+    import mlflow_gcp.remembered as remembered
+
+    monkeypatch.setattr(remembered, "read_record", lambda clients, project: None)
 
     def run(*args: str, stdin: str | None = None):
         return CliRunner().invoke(app, ["users", *args], input=stdin, catch_exceptions=False)
