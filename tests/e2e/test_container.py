@@ -59,16 +59,23 @@ def test_entrypoint_is_standalone():
                    for path in sources)
 
 
+# Hang guards only: the compat check imports MLflow and lists its routes in fresh processes, which took over 120 s
+# on this 2-core machine under a load of 20 (a run failed there once); the assertions are what the tests prove.
+SUBPROCESS_HANG_GUARD = 600
+
+
 def test_compat_check_passes_for_the_pinned_mlflow():
     result = subprocess.run([sys.executable, str(CONTAINER_DIR / "check_mlflow_compat.py")],
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=SUBPROCESS_HANG_GUARD)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "ok: auth migrations on MySQL" in result.stdout
 
 
 def run_entrypoint(env: dict[str, str]) -> subprocess.CompletedProcess:
     env = {**env, "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-    return subprocess.run([sys.executable, str(ENTRYPOINT)], env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, str(ENTRYPOINT)], env=env, capture_output=True, text=True, timeout=SUBPROCESS_HANG_GUARD
+    )
 
 
 @pytest.mark.parametrize("variable, bad_value", [
