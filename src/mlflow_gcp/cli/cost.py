@@ -40,11 +40,12 @@ def cost(
 
 
 def _catalog(settings: Settings, *, quiet: bool):
+    from contextlib import nullcontext
+
     from mlflow_gcp.cost.prices import catalog_prices
 
-    if quiet:
-        return catalog_prices(settings.project, settings.region)
-    with err.status("Reading prices from the Cloud Billing Catalog...", spinner="dots"):
+    spinner = err.status("Reading prices from the Cloud Billing Catalog...", spinner="dots")
+    with nullcontext() if quiet else spinner:
         return catalog_prices(settings.project, settings.region)
 
 

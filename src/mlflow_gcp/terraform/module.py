@@ -133,7 +133,7 @@ def _resource(type_: str, name: str, body: dict, *, depends_on: list[str] | None
     return Block("resource", (type_, name), body, comments)
 
 
-def _variables(settings: Settings, adopt: LiveDeployment | None) -> list[Block]:
+def _variables(adopt: LiveDeployment | None) -> list[Block]:
     blocks = []
     for f in setting_fields():
         is_int = isinstance(f.default, int)
@@ -541,7 +541,7 @@ def build_module(
     header = "# Written by `mlflow-gcp export terraform`. The same deployment as `mlflow-gcp up`."
     files = {
         "versions.tf": render_file(_versions(), header),
-        "variables.tf": render_file(_variables(settings, adopt), header),
+        "variables.tf": render_file(_variables(adopt), header),
         "main.tf": render_file(_main_blocks(settings, adopt, image_default), header),
         "outputs.tf": render_file(_outputs(), header),
         "terraform.tfvars": _tfvars(settings, image),
