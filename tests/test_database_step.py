@@ -92,7 +92,7 @@ def test_second_run_is_unchanged_and_cheap(networked):
     [again] = run_steps("database", prerequisites=False)
     assert again.status is Status.UNCHANGED
     assert networked.mutating_requests() == []
-    assert len(networked.requests()) <= 6  # the secret (labels) and its version, instance, 2 databases, users
+    assert len(networked.requests()) <= 7  # the secret (record, versions, value), instance, 2 databases, users
 
 
 def test_dry_run_lists_changes_and_sends_nothing(networked):

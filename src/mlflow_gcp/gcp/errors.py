@@ -97,6 +97,12 @@ def google_status(exc: gexc.GoogleAPICallError) -> str:
     return ""
 
 
+def is_failed_precondition(exc: BaseException) -> bool:
+    if isinstance(exc, gexc.FailedPrecondition):
+        return True
+    return isinstance(exc, gexc.BadRequest) and google_status(exc) == "FAILED_PRECONDITION"
+
+
 def legacy_reason(exc: gexc.GoogleAPICallError) -> str:
     """The v1-style `errors[0].reason` (Cloud SQL, Storage and Compute still answer with it)."""
     for err in exc.errors or ():

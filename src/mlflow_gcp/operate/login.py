@@ -72,6 +72,8 @@ def access(clients: Clients, project: str, secret_id: str, version: str = LATEST
     """(value, version number) of a secret version; a missing or disabled version is a clear error."""
     from google.api_core import exceptions as gexc
 
+    from mlflow_gcp.gcp.errors import is_failed_precondition
+
     client = clients.secrets()
     name = f"projects/{project}/secrets/{secret_id}/versions/{version}"
     try:
@@ -79,13 +81,17 @@ def access(clients: Clients, project: str, secret_id: str, version: str = LATEST
     except gexc.NotFound as e:
         raise MlflowGcpError(
             f"The secret {secret_id} (version {version}) does not exist.",
-            "Run `mlflow-gcp up` to make the deployment's secrets.",
+            "Run `mlflow-gcp up`: it makes a new password, applies it and rolls out the server that uses it.",
         ) from e
-    except gexc.FailedPrecondition as e:
+    except gexc.GoogleAPICallError as e:
+        if not is_failed_precondition(e):
+            raise
         raise MlflowGcpError(
-            f"Version {version} of the secret {secret_id} is disabled or destroyed.",
-            f"Enable it (`gcloud secrets versions enable {version} --secret {secret_id}`), or run "
-            "`mlflow-gcp credentials rotate --mlflow` to give the service a new login.",
+            f"Version {version} of the secret {secret_id}, the one the service runs with, is disabled or "
+            "destroyed, so its login cannot be read.",
+            f"If it is only disabled, enable it again (`gcloud secrets versions enable {version} --secret "
+            f"{secret_id}`). If it was destroyed (or must stay unused), run `mlflow-gcp up`: it makes a new "
+            "password, applies it and rolls out the server that uses it.",
         ) from e
     return response.payload.data.decode("utf-8"), response.name.rsplit("/", 1)[-1]
 

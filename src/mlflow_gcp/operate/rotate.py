@@ -1,15 +1,18 @@
 """`credentials rotate`: new passwords, applied, rolled out, verified, and only then the old versions disabled.
 
-Stages, each safe to fail:
-1. add a new version to each rotated secret (or reuse one an interrupted rotation added and the service does
-   not use yet: a rerun converges instead of piling up versions);
-2. `--database`: set the Cloud SQL user's password (sqladmin users.update);
-3. roll out a revision: the deploy step, run with fresh outputs, pins the new versions (for MLflow the container
-   brings the admin password in line with the secret at startup);
-4. check the new login against the live service;
-5. disable the versions the service no longer uses.
-A failure in 2 to 4 puts the old database password back and the service back on the old versions, so the old
-login keeps working, and says how to finish. An added version nothing uses is harmless.
+The version a service uses is the one its user has, recorded on the secret (resources/credential_record):
+`up` deploys that one, never `latest`. Stages, each safe to interrupt:
+1. add a new version to each rotated secret (or take up the one an interrupted rotation added): until it
+   is recorded as applied, `up` ignores it and says how to finish or undo the rotation;
+2. mark it "rotating" on the secret, then `--database`: set the Cloud SQL user's password (sqladmin
+   users.update). From the mark on, the MySQL user may have either password: `up` puts the recorded one back
+   for sure, a new `rotate` finishes;
+3. roll out a revision: the deploy step, run with fresh outputs, pins the new versions (for MLflow the
+   container brings the admin password in line with the secret at startup);
+4. check the new login against the live service (an unreachable server fails at once, with the reason);
+5. record the new versions as applied, then disable the versions the service no longer uses.
+A failure in 1 to 4 puts the old database password back and the service back on the old versions, checks the
+old login, and destroys the new versions (never used), so `latest` is the applied one again.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from mlflow_gcp.gcp import retry
 from mlflow_gcp.gcp.clients import Clients
 from mlflow_gcp.operate import login as login_mod
 from mlflow_gcp.operate.server_check import Check, check_health, wait_for_login
+from mlflow_gcp.resources import credential_record as record
 from mlflow_gcp.resources.secret import add_version_once, new_password, split_credentials
 
 Log = Callable[[str], None]
@@ -72,6 +76,7 @@ class Rotation:
         self.secret_ids = [s for s, wanted in ((SECRET_MLFLOW, mlflow), (SECRET_MYSQL, database)) if wanted]
         self.command = _command(mlflow, database)
         self.items: list[SecretRotation] = []
+        self.marked: set[str] = set()  # secrets whose record says "rotating" because of this run
         self.db_changed = False
         self.rollout_started = False
         self.url = ""
@@ -86,18 +91,15 @@ class Rotation:
     def _item(self, secret_id: str) -> SecretRotation | None:
         return next((i for i in self.items if i.secret_id == secret_id), None)
 
-    def _unused_note(self) -> str:
-        added = [f"version {i.new_version} of {i.secret_id}" for i in self.items if i.new_version]
-        if not added:
-            return ""
-        return (
-            f" The new {' and '.join(added)} {'is' if len(added) == 1 else 'are'} not used by anything: harmless, "
-            "and a rerun uses it instead of adding another."
-        )
+    def _call(self, fn):
+        return retry.call(fn)
+
+    def _record(self, secret_id: str, **values) -> None:
+        record.write_record(self.clients.secrets(), self.settings.project, secret_id, self._call, **values)
 
     # -- stages --------------------------------------------------------------------------------------------
     def prepare(self) -> None:
-        """Read the service and the versions it runs with; find versions an earlier rotation left unused."""
+        """Read the service, the recorded versions and a version an earlier rotation left unfinished."""
         service = login_mod.read_service(self.settings, self.clients)
         if service is None:
             raise MlflowGcpError(
@@ -105,23 +107,47 @@ class Rotation:
                 "Run `mlflow-gcp up` first.",
             )
         self.url = service.uri
-        pins = login_mod.pinned_versions(service)
         project = self.settings.project
         for secret_id in self.secret_ids:
-            pinned = pins.get(secret_id, login_mod.LATEST)
-            old_value, old_version = login_mod.access(self.clients, project, secret_id, pinned)
+            versions = record.read_versions(self.clients.secrets(), project, secret_id, self._call)
+            if versions is None:
+                raise MlflowGcpError(
+                    f"The secret {secret_id} does not exist, so nothing was rotated.",
+                    "Run `mlflow-gcp up`: it makes a new password, applies it and rolls out the server that uses it.",
+                )
+            old_version = versions.target
+            if old_version is None:
+                if versions.restorable():
+                    user = "the MLflow admin user" if secret_id == SECRET_MLFLOW else "the MySQL user"
+                    raise record.lost_error(versions, user)
+                raise MlflowGcpError(
+                    f"The password in use of the secret {secret_id} cannot be read ({versions.describe_loss()}), "
+                    "so nothing was rotated.",
+                    "Run `mlflow-gcp up`: it makes a new password, applies it and rolls out the server that uses "
+                    "it; then rotate if you still want to.",
+                )
+            old_value, _ = login_mod.access(self.clients, project, secret_id, old_version)
             item = SecretRotation(secret_id, split_credentials(secret_id, old_value)[0], old_version, old_value)
-            latest_value, latest_version = login_mod.access(self.clients, project, secret_id)
-            if int(latest_version) > int(old_version) and latest_value != old_value:
-                login, _ = split_credentials(secret_id, latest_value)
-                if login == item.login:
-                    item.new_value, item.new_version, item.resumed = latest_value, latest_version, True
+            for candidate in self._resumable(versions):
+                value, _ = login_mod.access(self.clients, project, secret_id, candidate)
+                if split_credentials(secret_id, value)[0] == item.login and value != old_value:
+                    item.new_value, item.new_version, item.resumed = value, candidate, True
                     self.log(
-                        f"{secret_id}: version {latest_version} was added by an earlier rotation and is not in use "
-                        "yet: rolling it out"
+                        f"{secret_id}: version {candidate} was added by an earlier rotation that did not finish: "
+                        "finishing it"
                     )
+                    break
             self.items.append(item)
-        self._service, self._pins = service, pins
+        self._service, self._pins = service, login_mod.pinned_versions(service)
+
+    @staticmethod
+    def _resumable(versions: record.PasswordVersions) -> list[str]:
+        """Versions an interrupted rotation left: the one it was applying, else the newest unapplied one."""
+        out = []
+        if versions.rotating and versions.rotating != versions.target and versions.usable(versions.rotating):
+            out.append(versions.rotating)
+        out += [n for n in reversed(versions.unapplied) if n not in out]
+        return out
 
     def check_prerequisites(self) -> None:
         try:
@@ -167,6 +193,12 @@ class Rotation:
             item.new_value, item.new_version = value, version.rsplit("/", 1)[-1]
             self.log(f"{item.secret_id}: added version {item.new_version}")
 
+    def mark_rotating(self) -> None:
+        """Before any password changes: the record says which version is being applied."""
+        for item in self.items:
+            self._record(item.secret_id, rotating=item.new_version)
+            self.marked.add(item.secret_id)
+
     def _set_db_password(self, password: str, what: str) -> None:
         from mlflow_gcp.steps.base import StepContext
         from mlflow_gcp.steps.database import SMALL_TIMEOUT, SqlCalls
@@ -199,10 +231,12 @@ class Rotation:
         deployment that is not complete stops the rotation before it starts."""
         if self._ctx is None:
             from mlflow_gcp.steps.base import Mode, StepContext
+            from mlflow_gcp.steps.deploy import ROTATION_ACTIVE
             from mlflow_gcp.steps.engine import load_prerequisites
 
             ctx = StepContext(settings=self.settings, clients=self.clients, mode=Mode.APPLY)
             load_prerequisites(("deploy",), ctx)
+            ctx.outputs.set(ROTATION_ACTIVE, "1")
             self._ctx = ctx
         return self._ctx
 
@@ -247,24 +281,36 @@ class Rotation:
         operation = retry.call(lambda: client.update_service(request={"service": from_json_dict(body)}))
         check_ready(wait_gapic(operation, what=what, timeout=DEPLOY_TIMEOUT), what)
 
-    def verify(self) -> Check:
-        """The new login (or, for a database-only rotation, the unchanged one) works against the live service."""
-        health = check_health(self.url)
+    def _login(self, new: bool) -> tuple[str, str]:
         mlflow = self._item(SECRET_MLFLOW)
         if mlflow is not None:
-            username, password = mlflow.login, mlflow.new_password
-        else:
-            current = login_mod.current_login(self.settings, self.clients)
-            username, password = current.username, current.password
-        check = wait_for_login(self.url, username, password)
+            return mlflow.login, mlflow.new_password if new else split_credentials(SECRET_MLFLOW, mlflow.old_value)[1]
+        current = login_mod.current_login(self.settings, self.clients)
+        return current.username, current.password
+
+    def verify(self) -> Check:
+        """The new login (or, for a database-only rotation, the unchanged one) works against the live service."""
+        username, password = self._login(new=True)
+        check = wait_for_login(self.url, username, password, log=self.log)
+        if check.unreachable:
+            raise RotationError(
+                f"{self.url} cannot be reached from here ({check.detail}: a VPN, proxy or firewall?), so the new "
+                "login could not be checked"
+            )
         if not check.ok:
             raise RotationError(f"The new login was not accepted by {self.url}: {check.detail or check.status}.")
+        health = check_health(self.url)
         if not health.ok:
             health = check_health(self.url)
             if not health.ok:
                 raise RotationError(f"{self.url}/health {health.detail}.")
         self.log(f"the login works against {self.url}")
         return check
+
+    def record_applied(self) -> None:
+        for item in self.items:
+            self._record(item.secret_id, applied=item.new_version, rotating=None)
+            self.marked.discard(item.secret_id)
 
     def disable_old(self) -> list[str]:
         """Disable every enabled version of the rotated secrets except the one the service now uses."""
@@ -287,8 +333,9 @@ class Rotation:
 
     # -- recovery ------------------------------------------------------------------------------------------
     def roll_back(self, error: BaseException) -> RotationError:
-        """Put the old database password and the old versions back; say what is in place and how to finish."""
-        restored, problems = [], []
+        """Put the old database password and the old versions back, check the old login, and destroy the new
+        versions (never used) so that `latest` is the applied one again; say what is in place."""
+        restored, problems, notes = [], [], []
         mysql = self._item(SECRET_MYSQL)
         if self.db_changed and mysql is not None:
             try:
@@ -299,10 +346,9 @@ class Rotation:
                 restored.append(f"the MySQL user {mysql.login} has its old password again")
             except Exception as e:  # reported below with what to do by hand
                 problems.append(
-                    f"putting back the old password of the MySQL user {mysql.login} failed ({_reason(e)}): set it "
-                    f"by hand to the one of version {mysql.old_version} of {SECRET_MYSQL} (`gcloud sql users "
-                    f"set-password {mysql.login} --host=% --instance={self.settings.db_instance} --password="
-                    f'"$(gcloud secrets versions access {mysql.old_version} --secret {SECRET_MYSQL} | cut -d: -f2-)"`)'
+                    f"putting back the old password of the MySQL user {mysql.login} failed ({_reason(e)}): run "
+                    "`mlflow-gcp up`, which sets it to the recorded version, or "
+                    f"`{self.command}` to finish the rotation"
                 )
         if self.rollout_started:
             old = {i.secret_id: i.old_version for i in self.items}
@@ -313,42 +359,64 @@ class Rotation:
                 )
             except Exception as e:
                 problems.append(f"putting the service back on the old versions failed ({_reason(e)})")
-        if not problems and self.url:
-            mlflow = self._item(SECRET_MLFLOW)
+        if not problems and self.url and self.rollout_started:
             try:
-                username, password = (
-                    (mlflow.login, split_credentials(SECRET_MLFLOW, mlflow.old_value)[1])
-                    if mlflow is not None
-                    else (lambda c: (c.username, c.password))(login_mod.current_login(self.settings, self.clients))
-                )
-                check = wait_for_login(self.url, username, password)
-                if not check.ok:
+                username, password = self._login(new=False)
+                check = wait_for_login(self.url, username, password, log=self.log)
+                if check.unreachable:
+                    notes.append(f"the old login could not be checked: {self.url} cannot be reached ({check.detail})")
+                elif not check.ok:
                     problems.append(f"the old login is not accepted by {self.url} ({check.detail or check.status})")
             except MlflowGcpError as e:
                 problems.append(f"the old login could not be checked ({_reason(e)})")
+        if not problems:
+            restored += self._undo_versions(problems)
         message = f"The rotation stopped: {_reason(error)}."
         if restored:
             message += " Rolled back: " + "; ".join(restored) + "."
         if problems:
             message += " Not rolled back: " + "; ".join(problems) + "."
+        elif notes:
+            message += " The old passwords are in place again (" + "; ".join(notes) + ")."
         else:
-            message += " The old login keeps working (checked against the service)."
-        message += self._unused_note()
-        hint = f"Fix the cause and run `{self.command}` again: it picks up where this run stopped."
-        if mysql is not None and mysql.new_version:
+            checked = " (checked against the service)" if self.rollout_started else ""
+            message += f" The old login keeps working{checked}."
+        hint = f"Fix the cause and run `{self.command}` again."
+        if problems:
             hint += (
-                f" Until it has finished, do not run `mlflow-gcp up`: it would roll out version {mysql.new_version} "
-                f"of {SECRET_MYSQL}, whose password Cloud SQL does not have."
+                " Until then, `mlflow-gcp up` deploys only the recorded versions (the ones the users have) and puts "
+                "the recorded MySQL password back if needed."
             )
         return RotationError(message, hint)
+
+    def _undo_versions(self, problems: list[str]) -> list[str]:
+        """Destroy the versions this rotation added or took up (never applied) and clear its marks."""
+        client = self.clients.secrets()
+        done = []
+        for item in self.items:
+            try:
+                if item.new_version:
+                    name = f"{self._secret_path(item.secret_id)}/versions/{item.new_version}"
+                    retry.call(lambda name=name: client.destroy_secret_version(name=name))
+                    done.append(f"version {item.new_version} of {item.secret_id} destroyed (never used)")
+                if item.secret_id in self.marked:
+                    self._record(item.secret_id, rotating=None)
+                    self.marked.discard(item.secret_id)
+            except Exception as e:
+                problems.append(
+                    f"destroying the unused version {item.new_version} of {item.secret_id} failed ({_reason(e)}); "
+                    "`mlflow-gcp up` ignores it, and a new rotation takes it up"
+                )
+        return done
 
     # -- the whole thing -----------------------------------------------------------------------------------
     def run(self) -> RotationResult:
         self.prepare()
         self.check_prerequisites()
         self.pin_in_use()
-        self.add_versions()
         try:
+            self.add_versions()
+            self.mark_rotating()
             self.apply_database()
             self.roll_out({i.secret_id: i.new_version for i in self.items})
             self.log(
@@ -358,13 +426,14 @@ class Rotation:
         except Exception as error:
             raise self.roll_back(error) from error
         try:
+            self.record_applied()
             disabled = self.disable_old()
         except Exception as error:
             raise RotationError(
-                f"The new login works, but disabling the old versions failed ({_reason(error)}). The old versions "
-                "no longer let anyone in (the service and the database use the new passwords).",
-                f"Run `{self.command}` again, or disable them with `gcloud secrets versions disable VERSION "
-                "--secret SECRET`.",
+                f"The new login works, but recording it or disabling the old versions failed ({_reason(error)}). "
+                "The service and the database use the new passwords.",
+                f"Run `{self.command}` again to finish, or disable the old versions with `gcloud secrets versions "
+                "disable VERSION --secret SECRET`.",
             ) from error
         return RotationResult(self.items, disabled, check, self.url)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 SEARCH_PATH = "/api/2.0/mlflow/experiments/search"
@@ -19,6 +20,7 @@ class Check:
     status: int | None  # None: no HTTP answer
     detail: str = ""  # short: "answered 503, expected 200", "cannot resolve host", "timed out after 15 s"
     error: str = ""  # the full error when there was no answer (shown with --debug)
+    unreachable: bool = False  # no connection at all (name, refused, TLS): waiting would not help
 
     @property
     def answered(self) -> bool:
@@ -82,14 +84,34 @@ def short_cause(error: BaseException) -> str:
     return f"request failed ({type(error).__name__})"
 
 
-def _get(url: str, path: str, *, auth: tuple[str, str] | None = None, params: dict | None = None):
+def is_unreachable(error: BaseException) -> bool:
+    """No connection could be made at all (the name does not resolve, the connection is refused or times out,
+    TLS fails): unlike a slow or broken-off answer, waiting for it would not help."""
+    import socket
+    import ssl
+
+    import requests
+
+    for cause in _causes(error):
+        if isinstance(cause, (requests.exceptions.SSLError, ssl.SSLError, requests.exceptions.ConnectTimeout)):
+            return True
+        if isinstance(cause, (socket.gaierror, ConnectionRefusedError)):
+            return True
+        if type(cause).__name__ == "NameResolutionError":
+            return True
+    return False
+
+
+def _get(
+    url: str, path: str, *, auth: tuple[str, str] | None = None, params: dict | None = None, timeout: float = TIMEOUT
+):
     """(status, error); a connection failure is (None, the error). Redirects are not followed: an answer is
     judged as it comes."""
     import requests
 
     try:
         response = requests.get(
-            url.rstrip("/") + path, params=params, auth=auth, timeout=TIMEOUT, allow_redirects=False
+            url.rstrip("/") + path, params=params, auth=auth, timeout=timeout, allow_redirects=False
         )
     except requests.RequestException as e:
         return None, e
@@ -99,7 +121,9 @@ def _get(url: str, path: str, *, auth: tuple[str, str] | None = None, params: di
 def _check(name: str, expected: int, url: str, path: str, **kwargs) -> Check:
     status, error = _get(url, path, **kwargs)
     if error is not None:
-        return Check(name, False, expected, None, short_cause(error), f"{type(error).__name__}: {error}")
+        return Check(
+            name, False, expected, None, short_cause(error), f"{type(error).__name__}: {error}", is_unreachable(error)
+        )
     detail = f"answered {status}, expected {expected}" if status != expected else ""
     return Check(name, status == expected, expected, status, detail)
 
@@ -108,8 +132,8 @@ def check_health(url: str) -> Check:
     return _check("health", 200, url, "/health")
 
 
-def check_login(url: str, username: str, password: str) -> Check:
-    return _check("login", 200, url, SEARCH_PATH, auth=(username, password), params=SEARCH_QUERY)
+def check_login(url: str, username: str, password: str, *, timeout: float = TIMEOUT) -> Check:
+    return _check("login", 200, url, SEARCH_PATH, auth=(username, password), params=SEARCH_QUERY, timeout=timeout)
 
 
 def check_refuses_anonymous(url: str) -> Check:
@@ -135,13 +159,20 @@ def login_timeout() -> float:
     return float(os.environ.get("MLFLOW_GCP_LOGIN_TIMEOUT", "120"))
 
 
-def wait_for_login(url: str, username: str, password: str, *, timeout: float | None = None) -> Check:
-    """Poll until the login is accepted (a new revision may take a moment to serve), or give the last answer."""
-    deadline = time.monotonic() + (login_timeout() if timeout is None else timeout)
+def wait_for_login(
+    url: str, username: str, password: str, *, timeout: float | None = None, log: Callable[[str], None] | None = None
+) -> Check:
+    """Poll until the login is accepted (a new revision may take a moment to serve), or give the last answer.
+    Bounded by `timeout` (each request too); a server that cannot be reached at all ends the wait at once."""
+    limit = login_timeout() if timeout is None else timeout
+    deadline = time.monotonic() + limit
     delay = 0.2
+    if log is not None:
+        log(f"checking the login against {url} (waiting up to {limit:.0f} s for it to be accepted)")
     while True:
-        check = check_login(url, username, password)
-        if check.ok or time.monotonic() + delay > deadline:
+        remaining = max(deadline - time.monotonic(), 1.0)
+        check = check_login(url, username, password, timeout=min(TIMEOUT, remaining))
+        if check.ok or check.unreachable or time.monotonic() + delay > deadline:
             return check
         time.sleep(delay)
         delay = min(delay * 2, 5.0)

@@ -123,7 +123,11 @@ class Secret(Resource):
             if not known:
                 return SecretState(self.path, None, labels=labels)
             value, version = self._access(known)
-        except gexc.FailedPrecondition as e:
+        except gexc.GoogleAPICallError as e:
+            from mlflow_gcp.gcp.errors import is_failed_precondition
+
+            if not is_failed_precondition(e):
+                raise
             raise MlflowGcpError(
                 f"The latest version of the secret {self.secret_id} is disabled or destroyed.",
                 f"Enable it again (`gcloud secrets versions enable VERSION --secret {self.secret_id}`) or add a "

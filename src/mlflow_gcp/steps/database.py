@@ -5,8 +5,8 @@ Manager before it is given to Cloud SQL (an interrupted run can never leave a pa
 instance follows (10 to 20 minutes on Google), then the runs and auth databases, then the user of the secret,
 created only when missing: a plain `up` never resets a password.
 
-A no-op run reads the secret (its labels) and its version, the instance, the two databases and the user list: six
-requests.
+A no-op run reads the secret (its record, its versions, the value in use), the instance, the two databases
+and the user list: seven requests.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from mlflow_gcp.errors import MlflowGcpError, NameTakenError, OperationFailedErr
 from mlflow_gcp.gcp import retry
 from mlflow_gcp.gcp.errors import execute
 from mlflow_gcp.gcp.operations import wait
-from mlflow_gcp.resources.secret import MANAGED_LABEL, Secret, new_password, split_credentials
+from mlflow_gcp.resources.password_secret import PasswordSecret, require_target
+from mlflow_gcp.resources.secret import MANAGED_LABEL, new_password, split_credentials
 from mlflow_gcp.steps.base import PENDING, Effect, Impact, Resource, StepContext
 from mlflow_gcp.steps.network import network_link
 
@@ -128,9 +129,10 @@ class Instance(Resource):
     holds_data = True
     effects = INSTANCE_EFFECTS
 
-    def __init__(self, ctx: StepContext, sql: SqlCalls) -> None:
+    def __init__(self, ctx: StepContext, sql: SqlCalls, secret: PasswordSecret | None = None) -> None:
         super().__init__(ctx, ctx.settings.db_instance)
         self.sql = sql
+        self.secret = secret
         self.network = network_link(ctx)
         self.missing: bool | None = None  # known after read(): children of a missing instance are not read
         self.state: str | None = None
@@ -267,6 +269,8 @@ class Instance(Resource):
         )
         self.ctx.log(f"creating the Cloud SQL instance {self.name} (10 to 20 minutes)")
         self.sql.wait(operation, f"Creating the Cloud SQL instance {self.name}", CREATE_TIMEOUT)
+        if self.secret is not None and s.db_user == "root":
+            self.secret.mark_applied(require_target(self.secret)[0])
 
     def name_taken(self) -> MlflowGcpError:
         return NameTakenError(
@@ -458,9 +462,9 @@ class User(Resource):
     holds_data = True
     HOST = "%"
 
-    def __init__(self, ctx: StepContext, sql: SqlCalls, instance: Instance) -> None:
+    def __init__(self, ctx: StepContext, sql: SqlCalls, instance: Instance, secret: PasswordSecret | None = None):
         super().__init__(ctx, ctx.settings.db_user)
-        self.sql, self.instance = sql, instance
+        self.sql, self.instance, self.secret = sql, instance, secret
 
     def _credentials(self) -> tuple[str, str]:
         login, password = split_credentials(SECRET_MYSQL, self.ctx.secret_value(SECRET_MYSQL, "database"))
@@ -513,6 +517,43 @@ class User(Resource):
         except OperationFailedError:
             if self.read() is None:
                 raise
+        if self.secret is not None and self.secret.versions is not None:
+            self.secret.mark_applied(require_target(self.secret)[0])
+
+    def drift(self, current: dict) -> list[str]:
+        """`password`: a run was changing it (a rotation or a lost password): the user may have either
+        version's, so it is set to the one the service will use. `record`: no record yet (a deployment made
+        by hand or by an older version of the tool): the version in use is recorded as the applied one."""
+        versions = self.secret.versions if self.secret is not None else None
+        if versions is None or versions.target is None or not versions.pending:
+            return []
+        return ["password"] if versions.rotating is not None else ["record"]
+
+    def update(self, current: dict, fields: list[str]) -> None:
+        assert self.secret is not None and self.secret.versions is not None
+        versions = self.secret.versions
+        number, _ = require_target(self.secret)
+        if "password" in fields:
+            login, password = self._credentials()
+            body = {"name": login, "host": current.get("host") or self.HOST, "password": password}
+            self.sql.write(
+                lambda api: api.users().update(
+                    project=self.ctx.project, instance=self.instance.name, name=login, host=body["host"], body=body
+                ),
+                f"Setting the password of the MySQL user {login}",
+                SMALL_TIMEOUT,
+            )
+            if versions.rotating != number:
+                self.ctx.log(
+                    f"a rotation of {SECRET_MYSQL} to version {versions.rotating} did not finish: the MySQL user "
+                    f"{login} has the password of version {number} again (`mlflow-gcp credentials rotate` "
+                    "finishes the rotation)"
+                )
+            else:
+                self.ctx.log(
+                    f"Cloud SQL: the MySQL user {login} now has the password of version {number} of {SECRET_MYSQL}"
+                )
+        self.secret.mark_applied(number)
 
     def details(self, current: dict) -> dict[str, str]:
         return {"host": current.get("host") or "%"}
@@ -531,10 +572,13 @@ class User(Resource):
 
 def resources(ctx: StepContext) -> Iterator[Resource]:
     s = ctx.settings
-    yield Secret(ctx, SECRET_MYSQL, lambda: f"{s.db_user}:{new_password()}")
+    secret = PasswordSecret(
+        ctx, SECRET_MYSQL, lambda: f"{s.db_user}:{new_password()}", user=f"the MySQL user {s.db_user}"
+    )
+    yield secret
     sql = SqlCalls(ctx)
-    instance = Instance(ctx, sql)
+    instance = Instance(ctx, sql, secret)
     yield instance
     yield Database(ctx, sql, instance, s.db_name)
     yield Database(ctx, sql, instance, s.auth_db_name)
-    yield User(ctx, sql, instance)
+    yield User(ctx, sql, instance, secret)

@@ -21,9 +21,11 @@ from typing import Any
 
 from google.api_core import exceptions as gexc
 
+from mlflow_gcp.config import SECRET_MLFLOW
 from mlflow_gcp.errors import OperationFailedError, OrgPolicyError
 from mlflow_gcp.gcp import retry
 from mlflow_gcp.gcp.operations import wait, wait_gapic
+from mlflow_gcp.resources import credential_record
 from mlflow_gcp.resources.iam import IamBinding, Policy, has_member, proto_policy_io
 from mlflow_gcp.service_spec import SECRET_ENV_VARS, SERVICE_URLS_VAR, ServiceInputs, build_service, own_urls
 from mlflow_gcp.steps import egress
@@ -38,8 +40,11 @@ DOMAIN_RESTRICTED_SHARING = "constraints/iam.allowedPolicyMemberDomains"
 # Fields of the service itself; every other owned field is in the revision template, and Cloud Run rolls out a
 # new revision for it, the current one serving until the new one is ready
 # (https://cloud.google.com/run/docs/managing/revisions).
-SERVICE_LEVEL_FIELDS = ("labels", "ingress", INVOKER_IAM_FIELD, "ready")
+SERVICE_LEVEL_FIELDS = ("labels", "ingress", INVOKER_IAM_FIELD, "ready", "record")
 NEW_REVISION = Effect(Impact.REVISION, "new revision: the current one serves until it is ready")
+ROLLOUT_LABEL = "mlflow-gcp-new-password"
+# Set by `credentials rotate` around its rollouts: it keeps the record of the admin password itself.
+ROTATION_ACTIVE = "rotation.active"
 
 
 def to_json_dict(service: Any, *, defaults: bool = False) -> dict[str, Any]:
@@ -173,6 +178,14 @@ class CloudRunService(Resource):
             for secret in SECRET_ENV_VARS.values()
             if (version := ctx.outputs.get(f"secret_version.{secret}")) is not None
         }
+        # A new password its user does not have yet (secret_rollout.*): a new revision brings it in even when
+        # the pinned number is unchanged (a secret deleted and made again starts at version 1 again).
+        self.rollouts = {
+            secret: mark
+            for secret in SECRET_ENV_VARS.values()
+            if (mark := ctx.outputs.get(f"secret_rollout.{secret}")) is not None
+        }
+        self._admin = (None, "")  # (versions of mlflow-credentials, version the ready service runs with)
         # The service account step made it; the service spec names it from the settings.
         ctx.output("service_account.email", "service-account")
         self._client = ctx.clients.run_services()
@@ -225,6 +238,9 @@ class CloudRunService(Resource):
             service["template"]["vpcAccess"]["networkInterfaces"] = []
         if self.use_invoker_binding:
             service.pop(INVOKER_IAM_FIELD, None)
+        if self.rollouts:
+            labels = service["template"].setdefault("labels", {})
+            labels.update({ROLLOUT_LABEL: "-".join(mark for _, mark in sorted(self.rollouts.items()))})
         return service
 
     # -- Resource --------------------------------------------------------------------------------------------
@@ -256,6 +272,8 @@ class CloudRunService(Resource):
             fields.remove(INVOKER_IAM_FIELD)
         if current.terminal_condition.state.name != "CONDITION_SUCCEEDED":
             fields.append("ready")
+        if not fields and self._admin_record_stale(current):
+            fields.append("record")
         return fields
 
     def effect(self, field: str, current) -> Effect:
@@ -272,6 +290,45 @@ class CloudRunService(Resource):
             limits = current.template.containers[0].resources.limits
             values.update({k: limits[k] for k in ("cpu", "memory") if limits.get(k)})
         return values
+
+    # -- the record of the admin password ----------------------------------------------------------------------
+    def _admin_record_stale(self, service) -> bool:
+        """The server aligns its admin user with the `mlflow-credentials` version it runs with, so once the
+        service is ready on a version, that version is the applied one (credential_record). `up` only: a
+        rotation keeps the record itself, and planning reads nothing more."""
+        from mlflow_gcp.operate.login import pinned_versions, service_ready
+
+        if self.ctx.dry_run or self.ctx.outputs.get(ROTATION_ACTIVE) or not service_ready(service):
+            return False
+        pinned = pinned_versions(service).get(SECRET_MLFLOW, "")
+        if not pinned.isdigit():
+            return False
+        versions = credential_record.read_versions(
+            self.ctx.clients.secrets(), self.ctx.project, SECRET_MLFLOW, self._secret_call
+        )
+        self._admin = (versions, pinned)
+        return versions is not None and (versions.applied != pinned or versions.rotating is not None)
+
+    def _secret_call(self, fn):
+        return self.ctx.call("secretmanager", fn)
+
+    def _record_admin(self, service) -> None:
+        if not self._admin_record_stale(service):
+            return
+        versions, pinned = self._admin
+        credential_record.write_record(
+            self.ctx.clients.secrets(),
+            self.ctx.project,
+            SECRET_MLFLOW,
+            self._secret_call,
+            applied=pinned,
+            rotating=None,
+        )
+        if versions.rotating == pinned and versions.applied not in (None, pinned):
+            self.ctx.log(
+                f"the MLflow admin user now has a NEW password (version {pinned} of {SECRET_MLFLOW}): members get "
+                'the new login with `eval "$(mlflow-gcp credentials)"`'
+            )
 
     def _public_through_binding(self) -> bool:
         """An earlier run fell back to an allUsers invoker binding: public access is in place."""
@@ -298,6 +355,9 @@ class CloudRunService(Resource):
             self.update(current, fields)
 
     def update(self, current, fields: list[str]) -> None:
+        if fields == ["record"]:
+            self._record_admin(current)
+            return
         self._deploy(
             "Updating",
             lambda body: self._client.update_service(request={"service": body}),
@@ -324,6 +384,7 @@ class CloudRunService(Resource):
         is_operation = hasattr(operation, "result")
         service = wait_gapic(operation, what=what, timeout=DEPLOY_TIMEOUT) if is_operation else operation
         check_ready(service, what)
+        self._record_admin(service)
 
     def _already_rolled_out(self):
         """The service when it already is as the settings ask (the update was applied), else None."""

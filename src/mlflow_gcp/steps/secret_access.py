@@ -30,6 +30,17 @@ class SecretShell(Secret):
     def __init__(self, ctx: StepContext, secret_id: str) -> None:
         super().__init__(ctx, secret_id, self._not_here)
 
+    def read(self) -> SecretState | None:
+        """Whether the secret exists; its versions are the owner's to read (a disabled password version is
+        reported there, with what to do, not as an unreadable secret here)."""
+        from google.api_core import exceptions as gexc
+
+        try:
+            self._call(lambda: self._client.get_secret(name=self.path))
+        except gexc.NotFound:
+            return None
+        return SecretState(self.path, None)
+
     @staticmethod
     def _not_here() -> str:
         raise AssertionError("a secret shell never writes a version")

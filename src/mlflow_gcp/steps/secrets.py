@@ -21,19 +21,20 @@ from mlflow_gcp import service_spec
 from mlflow_gcp.config import ENCRYPTED_ONLY, SECRET_ENV, SECRET_FLASK_KEY, SECRET_MLFLOW, SECRET_MYSQL
 from mlflow_gcp.errors import MlflowGcpError, PrerequisiteMissingError
 from mlflow_gcp.resources.iam import Policy, proto_policy_io
+from mlflow_gcp.resources.password_secret import PasswordSecret
 from mlflow_gcp.resources.secret import Secret, SecretState, new_password, split_credentials
 from mlflow_gcp.steps.base import PENDING, Resource, StepContext
 
 ACCESSOR = "roles/secretmanager.secretAccessor"
 
 
-class CredentialsSecret(Secret):
+class CredentialsSecret(PasswordSecret):
     """`login:password` for the MLflow admin. A malformed value is a clear error that names the secret and
     never shows the value; a login other than the settings' is a clear error too (the password is never
     replaced behind the user's back)."""
 
     def __init__(self, ctx: StepContext, secret_id: str, login: str) -> None:
-        super().__init__(ctx, secret_id, lambda: f"{login}:{new_password()}")
+        super().__init__(ctx, secret_id, lambda: f"{login}:{new_password()}", user=f"the MLflow admin user {login}")
         self.login = login
 
     def drift(self, current: SecretState) -> list[str]:
@@ -71,11 +72,13 @@ class EnvSecret(Secret):
         super()._add_version()
 
 
-class DatabaseCredentials(Secret):
-    """`mysql-credentials`, made by the database step: only checked here."""
+class DatabaseCredentials(PasswordSecret):
+    """`mysql-credentials`, made by the database step (which also reports an unfinished rotation): only
+    checked here, with the same choice of version."""
 
     def __init__(self, ctx: StepContext) -> None:
-        super().__init__(ctx, SECRET_MYSQL, self._refuse)
+        super().__init__(ctx, SECRET_MYSQL, self._refuse, user=f"the MySQL user {ctx.settings.db_user}")
+        self._warned = True
 
     @property
     def label(self) -> str:

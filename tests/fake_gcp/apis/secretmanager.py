@@ -8,6 +8,9 @@ Options:
   allowing only these locations; automatic replication is `global` and refused unless allowed
   (https://cloud.google.com/secret-manager/docs/choosing-replication; the error as in
   firebase/firebase-tools#6454).
+- `PATCH` of a secret updates the fields named in `updateMask` (labels, annotations) and refuses a stale etag,
+  as projects.secrets.patch does (https://cloud.google.com/secret-manager/docs/reference/rest/v1/projects.secrets/patch;
+  annotations: https://cloud.google.com/secret-manager/docs/creating-and-managing-annotations).
 """
 
 from __future__ import annotations
@@ -109,6 +112,8 @@ def register(fake: FakeGoogle) -> None:
             "labels": body.get("labels", {}),
             "etag": '"1"',
         }
+        if body.get("annotations"):
+            secrets[name]["annotations"] = body["annotations"]
         versions[name] = []
         return secrets[name]
 
@@ -124,11 +129,19 @@ def register(fake: FakeGoogle) -> None:
         paths = [p for p in req.query.get("updateMask", "").split(",") if p]
         if not paths:
             raise ApiError(400, "update_mask is required.")
+        if req.json.get("etag") and req.json["etag"] != secret["etag"]:
+            raise ApiError(409, "The etag does not match the current etag of the secret.", status="ABORTED")
         for path in paths:
             if path not in ("labels", "annotations", "topics", "expire_time", "ttl", "rotation", "version_aliases"):
                 raise ApiError(400, f"The update_mask path {path} is not supported.")
             if path == "labels":
                 secret["labels"] = dict(req.json.get("labels", {}))
+            if path == "annotations":
+                if req.json.get("annotations"):
+                    secret["annotations"] = dict(req.json["annotations"])
+                else:
+                    secret.pop("annotations", None)
+        secret["etag"] = f'"{int(secret["etag"].strip(chr(34))) + 1}"'
         return secret
 
     @fake.route("secretmanager", "DELETE", SECRET)

@@ -1,0 +1,150 @@
+"""A rotation that fails or is interrupted leaves nothing that the next `up` deploys by mistake (issue 12).
+
+The version a service uses is the one its user has (recorded on the secret): after `rotate` is stopped at any
+stage (SIGINT, SIGKILL) or cannot reach the server, `up` runs the service with the database's password, and
+`rotate` again finishes the job.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from mlflow_gcp.config import SECRET_MLFLOW, SECRET_MYSQL
+from tests.helpers import cli
+from tests.server_double import deploy
+from tests.test_credentials import (
+    ROTATE_SECRETS,
+    _pinned_value,
+    assert_converged,
+    credentials,
+    db_password,
+    pinned,
+    team_login_works,
+    versions,
+)
+from tests.test_resume import kill_when
+
+
+@pytest.fixture
+def double(fake, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_GCP_LOGIN_TIMEOUT", "5")
+    server = deploy(fake, tmp_path, monkeypatch)
+    yield server
+    server.stop()
+
+
+def flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def assert_service_runs_with_the_database_password(fake, double) -> None:
+    """The service's MySQL version is the user's password, its admin login is the one `credentials` prints."""
+    assert _pinned_value(fake, SECRET_MYSQL) == f"root:{db_password(fake)}"
+    assert double.database_ok()
+    assert team_login_works()
+
+
+def assert_nothing_half_made(fake) -> None:
+    """No rotation mark is left, and only versions nobody uses stay besides the applied ones (reported by up)."""
+    for secret_id in ROTATE_SECRETS:
+        secret = fake.state["secrets"][f"projects/demo-project/secrets/{secret_id}"]
+        annotations = secret.get("annotations", {})
+        assert "mlflow-gcp-rotating-to" not in annotations, (secret_id, annotations)
+        assert annotations.get("mlflow-gcp-applied-version") == pinned(fake, secret_id)
+
+
+def closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+# -- the scenario of the issue: the server cannot be reached -------------------------------------------------
+def test_rotate_with_an_unreachable_server_fails_fast_undoes_its_versions_and_up_keeps_the_database_password(
+    fake, double, monkeypatch
+):
+    monkeypatch.setenv("MLFLOW_GCP_LOGIN_TIMEOUT", "600")  # the wait must end because nothing answers, not by time
+    old = credentials()
+    service = fake.state["run_services"]["projects/demo-project/locations/europe-west1/services/mlflow"]
+    reachable = service["uri"]
+    service["uri"] = closed_port_url()  # a laptop on a VPN that blocks the URL
+    result = cli("credentials", "rotate")
+    assert result.exit_code == 1
+    text = flat(result.stderr)
+    assert "cannot be reached from here (connection refused" in text
+    assert "waiting up to 600 s" in text  # the wait is bounded and shown
+    assert "destroyed (never used)" in text
+    for secret_id in ROTATE_SECRETS:  # `latest` is the applied version again
+        assert [n for n, s in versions(fake, secret_id) if s == "ENABLED"] == ["1"]
+
+    fake.clear_log()
+    up = cli("up")
+    assert up.exit_code == 0, up.output
+    assert pinned(fake, SECRET_MYSQL) == "1" and pinned(fake, SECRET_MLFLOW) == "1"
+    service["uri"] = reachable
+    assert credentials() == old
+    assert_service_runs_with_the_database_password(fake, double)
+    assert_nothing_half_made(fake)
+
+    assert cli("credentials", "rotate").exit_code == 0
+    assert_converged(fake, double)
+
+
+def test_status_shows_a_rotation_left_unfinished(fake, double):
+    from mlflow_gcp.gcp.clients import Clients
+
+    Clients("demo-project").secrets().add_secret_version(
+        parent=f"projects/demo-project/secrets/{SECRET_MYSQL}", payload={"data": b"root:added-by-a-rotation"}
+    )
+    result = cli("status")
+    assert result.exit_code == 1
+    assert "version 2 added but not applied (rotation unfinished)" in flat(result.stdout)
+
+
+# -- rotate killed at each stage ----------------------------------------------------------------------------
+# A line rotate prints right after each stage (on stderr, merged): killed there, the next stage never starts.
+STAGES = {
+    "secret version added": r"mlflow-credentials: added version",
+    "database password set": r"Cloud SQL: the password of the MySQL user",
+    "rollout": r"rolled out a revision",
+    "login verified": r"the login works against",
+    "old versions disabled": r"disabled version",
+}
+
+
+def start_rotate() -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "250"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "mlflow_gcp", "credentials", "rotate"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_rotate_killed_at_any_stage_then_up_then_rotate_again(fake, double, stage, sig):
+    process = start_rotate()
+    printed = kill_when(process, STAGES[stage], sig)
+    assert re.search(STAGES[stage], printed), printed  # it got there
+    assert process.returncode != 0 or "The login works" in printed, printed
+    # Whatever state it was left in, the service the team uses keeps a login that works ...
+    up = cli("up")
+    assert up.exit_code == 0, up.output
+    assert_service_runs_with_the_database_password(fake, double)
+    assert_nothing_half_made(fake)
+    # ... and `rotate` again finishes the job.
+    again = cli("credentials", "rotate")
+    assert again.exit_code == 0, again.output
+    assert_converged(fake, double)
+    assert_nothing_half_made(fake)
