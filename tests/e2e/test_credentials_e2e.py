@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import socket
+import uuid
 
-import mlflow
 import pytest
 from e2e_deployment import ServerProcess, google_endpoints
 from e2e_mariadb import free_port
+from mlflow.tracking import MlflowClient
 from tests.fake_gcp.server import PROJECT, FakeGoogle
 from tests.helpers import cli, settings
 from tests.server_double import deploy
@@ -101,12 +102,14 @@ def client_logs_a_run(url: str) -> None:
     with pytest.MonkeyPatch.context() as patch:
         for key, value in env.items():
             patch.setenv(key, value)
-        mlflow.set_tracking_uri(url)
-        experiment = mlflow.set_experiment("after-credential-trouble")
-        with mlflow.start_run(experiment_id=experiment.experiment_id) as run:
-            mlflow.log_param("p", 1)
-            mlflow.log_metric("m", 0.5)
-        assert mlflow.get_run(run.info.run_id).data.params == {"p": "1"}
+        # A client of its own: the global tracking URI of this process belongs to the other e2e tests.
+        client = MlflowClient(tracking_uri=url)
+        experiment_id = client.create_experiment(f"after-credential-trouble-{uuid.uuid4().hex[:8]}")
+        run = client.create_run(experiment_id)
+        client.log_param(run.info.run_id, "p", 1)
+        client.log_metric(run.info.run_id, "m", 0.5)
+        client.set_terminated(run.info.run_id)
+        assert client.get_run(run.info.run_id).data.params == {"p": "1"}
 
 
 def closed_port_url() -> str:
