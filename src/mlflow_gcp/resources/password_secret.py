@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from mlflow_gcp.errors import MlflowGcpError
 from mlflow_gcp.resources import credential_record as record
 from mlflow_gcp.resources.credential_record import PasswordVersions
-from mlflow_gcp.resources.secret import MANAGED_LABEL, Secret, SecretState
+from mlflow_gcp.resources.secret import MANAGED_LABEL, Secret, SecretState, add_version_once
 from mlflow_gcp.steps.base import StepContext
 
 
@@ -106,10 +106,7 @@ class PasswordSecret(Secret):
         expected = versions.next_number if versions is not None else "1"
         record.write_record(self._client, self.ctx.project, self.secret_id, self._call, rotating=expected)
         value = self.make_value()
-        response = self._call(
-            lambda: self._client.add_secret_version(parent=self.path, payload={"data": value.encode("utf-8")})
-        )
-        number = response.name.rsplit("/", 1)[-1]
+        number = add_version_once(self._client, self.path, value, call=self._call).rsplit("/", 1)[-1]
         if number != expected:
             record.write_record(self._client, self.ctx.project, self.secret_id, self._call, rotating=number)
         self.ctx.secret_values[self.secret_id] = value
