@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from mlflow_gcp.errors import MlflowGcpError
 from mlflow_gcp.resources import credential_record as record
 from mlflow_gcp.resources.credential_record import PasswordVersions
-from mlflow_gcp.resources.secret import MANAGED_LABEL, Secret, SecretState, add_version_once
+from mlflow_gcp.resources.secret import Secret, SecretState, add_version_once
 from mlflow_gcp.steps.base import StepContext
 
 
