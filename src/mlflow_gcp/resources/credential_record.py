@@ -120,7 +120,10 @@ def read_versions(client: Any, project: str, secret_id: str, call: Call) -> Pass
     annotations = dict(secret.annotations)
     versions = call(lambda: list(client.list_secret_versions(parent=path)))
     states = {v.name.rsplit("/", 1)[-1]: v.state.name for v in versions}
-    created = {v.name.rsplit("/", 1)[-1]: int(v.create_time.timestamp()) if v.create_time else 0 for v in versions}
+    # To the microsecond: a secret deleted and made again starts at version 1 again, at another time.
+    created = {
+        v.name.rsplit("/", 1)[-1]: int(v.create_time.timestamp() * 1_000_000) if v.create_time else 0 for v in versions
+    }
     return PasswordVersions(secret_id, annotations.get(APPLIED), annotations.get(ROTATING), states, created)
 
 

@@ -23,6 +23,18 @@ from tests.fake_gcp.server import PROJECT_NUMBER, ApiError, FakeGoogle, Request,
 
 SECRET = "/v1/projects/{project}/secrets/{secret}"
 TIME = "2026-11-26T00:00:00Z"
+_last_time = [0.0]
+
+
+def now() -> str:
+    """The current time as Google writes it, strictly increasing (two versions never share a time)."""
+    import datetime
+    import time
+
+    stamp = max(time.time(), _last_time[0] + 1e-6)
+    _last_time[0] = stamp
+    moment = datetime.datetime.fromtimestamp(stamp, tz=datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def register(fake: FakeGoogle) -> None:
@@ -167,7 +179,8 @@ def register(fake: FakeGoogle) -> None:
             raise ApiError(400, "Checksum mismatch: the payload was corrupted in transit.", status="INVALID_ARGUMENT")
         version = {
             "name": f"{name}/versions/{len(versions[name]) + 1}",
-            "createTime": TIME,
+            # Google's creation time, to the microsecond: a secret made again has a version 1 of another time.
+            "createTime": now(),
             "state": "ENABLED",
             "data": data,
             "clientSpecifiedPayloadChecksum": sent_crc is not None,
