@@ -24,6 +24,7 @@ MUTATING_METHODS = [
     ("secretmanager", "POST", "/v1/projects/{project}/secrets"),
     ("secretmanager", "POST", "/v1/projects/{project}/secrets/{secret}:addVersion"),
     ("secretmanager", "POST", "/v1/projects/{project}/secrets/{secret}:setIamPolicy"),
+    ("secretmanager", "PATCH", "/v1/projects/{project}/secrets/{secret}"),
     ("artifactregistry", "POST", "/v1/projects/{project}/locations/{location}/repositories"),
     ("artifactregistry", "POST", "/v1/projects/{project}/locations/{location}/repositories/{repository}:setIamPolicy"),
     ("cloudresourcemanager", "POST", "/v1/projects/{project}:setIamPolicy"),

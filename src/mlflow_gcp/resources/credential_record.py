@@ -39,7 +39,8 @@ class PasswordVersions:
     applied: str | None
     rotating: str | None
     states: dict[str, str] = field(default_factory=dict)
-    created: dict[str, int] = field(default_factory=dict)  # number -> creation time (seconds)
+    created: dict[str, int] = field(default_factory=dict)  # number -> creation time (microseconds)
+    labels: tuple[tuple[str, str], ...] = ()  # the secret's labels, read with the record
 
     def state(self, number: str | None) -> str | None:
         return self.states.get(number) if number else None
@@ -124,7 +125,8 @@ def read_versions(client: Any, project: str, secret_id: str, call: Call) -> Pass
     created = {
         v.name.rsplit("/", 1)[-1]: int(v.create_time.timestamp() * 1_000_000) if v.create_time else 0 for v in versions
     }
-    return PasswordVersions(secret_id, annotations.get(APPLIED), annotations.get(ROTATING), states, created)
+    labels = tuple(sorted(secret.labels.items()))
+    return PasswordVersions(secret_id, annotations.get(APPLIED), annotations.get(ROTATING), states, created, labels)
 
 
 def write_record(

@@ -45,13 +45,13 @@ class PasswordSecret(Secret):
         if target is None:
             if versions.restorable() and not self.ctx.dry_run:
                 raise record.lost_error(versions, self.user)
-            return PasswordState(self.path, None, None, versions)
+            return PasswordState(self.path, None, None, versions.labels, versions=versions)
         value = record.access(self._client, self.ctx.project, self.secret_id, target, self._call)
         self.ctx.secret_values[self.secret_id] = value
         if not self.ctx.dry_run and versions.unapplied and not self._warned:
             self._warned = True
             self.ctx.log(self.unfinished_warning(versions))
-        return PasswordState(self.path, value, target, versions)
+        return PasswordState(self.path, value, target, versions.labels, versions=versions)
 
     def unfinished_warning(self, versions: PasswordVersions) -> str:
         newer = ", ".join(versions.unapplied)
@@ -64,13 +64,14 @@ class PasswordSecret(Secret):
 
     def drift(self, current: PasswordState) -> list[str]:
         versions = current.versions
+        labels = [f for f in super().drift(current) if f == "labels"]
         if current.value is None:
             if self.ctx.dry_run and versions is not None:
-                return [versions.describe_loss()]
-            return ["version"]
+                return [versions.describe_loss(), *labels]
+            return ["version", *labels]
         if self.ctx.dry_run and versions is not None and versions.rotation_note():
-            return [versions.rotation_note()]
-        return []
+            return [versions.rotation_note(), *labels]
+        return labels
 
     def outputs(self, current: PasswordState) -> dict[str, str]:
         """The version to pin; and, when it is a new password its user does not have yet, a rollout mark
@@ -98,7 +99,9 @@ class PasswordSecret(Secret):
             self._add_version()
 
     def update(self, current: SecretState, fields: list[str]) -> None:
-        self._add_version()
+        super().update(current, [f for f in fields if f == "labels"])
+        if any(f != "labels" for f in fields):
+            self._add_version()
 
     def _add_version(self) -> None:
         versions = self.versions or self._reload()
