@@ -183,6 +183,7 @@ def test_failed_build_is_a_clear_error_with_its_log(ready, status, detail):
     assert detail in str(info.value)
     assert "https://console.cloud.google.com/cloud-build/builds;region=europe-west1/" in str(info.value)
     assert fake.registry_tags("mlflow") == {}
+    assert len(fake.builds()) == 1  # not a permission a fresh grant lacks: not built again
     # The source is already uploaded: a rerun only builds.
     fake.clear_log()
     [result] = run_steps("image")

@@ -55,6 +55,11 @@ class OperationFailedError(MlflowGcpError):
     """A long-running operation ended in error; the message is Google's."""
 
 
+class BuildPermissionError(OperationFailedError):
+    """A build ended in FAILURE because its own service account was denied a permission: a grant made minutes
+    before that has not applied yet, or one that is missing."""
+
+
 class OperationTimeoutError(MlflowGcpError):
     """A long-running operation did not finish within its deadline."""
 

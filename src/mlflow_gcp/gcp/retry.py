@@ -17,6 +17,7 @@ from typing import TypeVar
 
 from google.api_core import exceptions as gexc
 
+from mlflow_gcp.errors import BuildPermissionError
 from mlflow_gcp.gcp.errors import error_info, google_status, legacy_reason
 
 T = TypeVar("T")
@@ -76,6 +77,13 @@ def is_secret_grant_not_yet_applied(exc: BaseException) -> bool:
     return isinstance(exc, gexc.BadRequest) and "Permission denied on secret" in (exc.message or "")
 
 
+def is_build_grant_not_yet_applied(exc: BaseException) -> bool:
+    """A build ended in FAILURE because its account was denied reading its source, pushing the image or writing
+    its logs: the grants made minutes before may not apply yet. Raised only once the build is known to have failed
+    (a build is not idempotent), so retrying starts the next build after the last one ended."""
+    return isinstance(exc, BuildPermissionError)
+
+
 def is_service_activating(exc: BaseException) -> bool:
     """Right after enabling an API, calls can still answer SERVICE_DISABLED for a few minutes (or, from the
     Storage JSON API, the legacy reason accessNotConfigured)."""
@@ -126,6 +134,12 @@ PROPAGATION = (
         is_secret_grant_not_yet_applied,
         420.0,
         "the secret accessor grants to apply (IAM changes take up to 7 minutes)",
+        "https://cloud.google.com/iam/docs/access-change-propagation",
+    ),
+    Propagation(
+        is_build_grant_not_yet_applied,
+        420.0,
+        "the build account's grants to apply before building again (IAM changes take up to 7 minutes)",
         "https://cloud.google.com/iam/docs/access-change-propagation",
     ),
 )

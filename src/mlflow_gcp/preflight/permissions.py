@@ -23,6 +23,7 @@ SECRETS = "roles/secretmanager.admin"
 REGISTRY = "roles/artifactregistry.admin"
 BUILDS = "roles/cloudbuild.builds.editor"
 RUN = "roles/run.admin"
+PROJECT_IAM = "roles/resourcemanager.projectIamAdmin"
 
 # The permission → the role that grants it, in the order the roles are listed.
 ROLE_OF: dict[str, str] = {}
@@ -45,10 +46,12 @@ for _role, _permissions in (
                "secretmanager.secrets.setIamPolicy", "secretmanager.versions.add", "secretmanager.versions.get",
                "secretmanager.versions.access")),
     (REGISTRY, ("artifactregistry.repositories.create", "artifactregistry.repositories.get",
-                "artifactregistry.repositories.update", "artifactregistry.tags.get")),
+                "artifactregistry.repositories.update", "artifactregistry.repositories.getIamPolicy",
+                "artifactregistry.repositories.setIamPolicy", "artifactregistry.tags.get")),
     (BUILDS, ("cloudbuild.builds.create", "cloudbuild.builds.get", "cloudbuild.builds.list")),
     (RUN, ("run.services.create", "run.services.get", "run.services.update", "run.services.getIamPolicy",
            "run.services.setIamPolicy", "run.operations.get")),
+    (PROJECT_IAM, ("resourcemanager.projects.getIamPolicy", "resourcemanager.projects.setIamPolicy")),
 ):  # fmt: skip
     for _permission in _permissions:
         ROLE_OF[_permission] = _role
@@ -62,7 +65,8 @@ STEP_ROLES: dict[str, tuple[str, ...]] = {
     "service-account": (SA_ADMIN,),
     "bucket": (STORAGE,),
     "secrets": (SECRETS,),
-    "image": (REGISTRY, BUILDS, STORAGE),
+    # The build account: made (SA_ADMIN), named by the build (SA_USER: actAs), granted logs on the project.
+    "image": (REGISTRY, BUILDS, STORAGE, SA_ADMIN, SA_USER, PROJECT_IAM),
     "deploy": (RUN, SA_USER, SECRETS),
 }
 

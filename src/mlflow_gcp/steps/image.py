@@ -19,12 +19,20 @@ import base64
 import functools
 import hashlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from google.api_core import exceptions as gexc
 
 from mlflow_gcp import build_context
-from mlflow_gcp.errors import MlflowGcpError, NameTakenError, OperationFailedError, PrerequisiteMissingError
+from mlflow_gcp.errors import (
+    BuildPermissionError,
+    MlflowGcpError,
+    NameTakenError,
+    OperationFailedError,
+    PermissionDeniedError,
+    PrerequisiteMissingError,
+)
 from mlflow_gcp.gcp import retry
 from mlflow_gcp.gcp.operations import wait, wait_gapic
 from mlflow_gcp.resources.iam import IamBinding, Policy, proto_policy_io
@@ -58,6 +66,27 @@ OBJECT_VIEWER = "roles/storage.objectViewer"
 REPOSITORY_WRITER = "roles/artifactregistry.writer"
 LOG_WRITER = "roles/logging.logWriter"
 BUILD_DONE = {"SUCCESS", "FAILURE", "INTERNAL_ERROR", "TIMEOUT", "CANCELLED", "EXPIRED"}
+# The longest pause between two builds while the build account's grants apply.
+BUILD_RETRY_MAX_DELAY = 60.0
+# Cloud Build's refusal (403, no ErrorInfo to match on) when the caller may not act as the account a build names.
+ACT_AS_REFUSED = "permission to act as service account"
+PROPAGATION_DOC = "https://cloud.google.com/iam/docs/access-change-propagation"
+
+
+@dataclass(frozen=True)
+class BuildGrant:
+    """A grant the build account needs, and the permissions a failed build names when it was denied them."""
+
+    permissions: tuple[str, ...]
+    needs: str
+    role: str
+
+
+BUILD_GRANTS = (
+    BuildGrant(("storage.objects.get", "storage.objects.list"), "read the build source", OBJECT_VIEWER),
+    BuildGrant(("artifactregistry.repositories.uploadArtifacts",), "push the image", REPOSITORY_WRITER),
+    BuildGrant(("logging.logEntries.create", LOG_WRITER), "write the build's logs", LOG_WRITER),
+)
 
 
 def image_uri(ctx: StepContext, tag: str) -> str:
@@ -201,6 +230,7 @@ class ServerImage(Resource):
     def __init__(
         self, ctx: StepContext, repository: DockerRepository, staging: StagingBucket, build_account: str
     ) -> None:
+        self.repository = repository
         self.staging = staging
         self.build_account = build_account
         self.context_dir: Path = build_context.container_dir()
@@ -282,14 +312,19 @@ class ServerImage(Resource):
             running, location = in_progress
             self.ctx.log(f"waiting for Cloud Build {running.id}, already building {self.uri}: {running.log_url}")
             try:
-                self._wait_for_build(client, running.id, location)
+                self._finish_build(client, running.id, location)
                 return
             except OperationFailedError as e:
                 self.ctx.log(f"that build failed ({e.message}); building again")
-        started, location = self._create_build(client, call, build)
-        where = "" if location == region else f" in {location}"
-        self.ctx.log(f"building {self.uri}{where} (Cloud Build {started.id}): {started.log_url}")
-        self._wait_for_build(client, started.id, location)
+
+        def build_once() -> None:
+            started, location = self._create_build(client, call, build)
+            where = "" if location == region else f" in {location}"
+            self.ctx.log(f"building {self.uri}{where} (Cloud Build {started.id}): {started.log_url}")
+            self._finish_build(client, started.id, location)
+
+        # A build denied by a grant made minutes ago is built again once it has ended, until the grant applies.
+        retry.call(build_once, predicate=retry.is_build_grant_not_yet_applied, maximum_delay=BUILD_RETRY_MAX_DELAY)
 
     def _create_build(self, client, call, build: dict):
         """Starts the build in the region, or in `global` where Cloud Build refuses the region for this project.
@@ -311,6 +346,10 @@ class ServerImage(Resource):
                     ),
                 )
                 return started, location
+            except (gexc.Forbidden, gexc.PermissionDenied) as e:
+                if ACT_AS_REFUSED in (e.message or ""):
+                    raise self._act_as_error(e) from e
+                raise
             except (gexc.BadRequest, gexc.FailedPrecondition) as e:
                 if location == GLOBAL or not is_region_refused(e):
                     raise
@@ -339,14 +378,48 @@ class ServerImage(Resource):
                 return running, location
         return None
 
-    def _wait_for_build(self, client, build_id: str, location: str) -> None:
+    def _finish_build(self, client, build_id: str, location: str) -> None:
+        """Waits for the build to end; raises BuildPermissionError when its account was denied one of its grants,
+        OperationFailedError for any other failure."""
         name = f"projects/{self.ctx.project}/locations/{location}/builds/{build_id}"
-        wait(
+        what = f"Cloud Build {build_id} of {self.uri}"
+        done = wait(
             lambda: client.get_build(request={"name": name}),
             is_done=lambda b: b.status.name in BUILD_DONE,
-            error_of=build_error,
-            what=f"Cloud Build {build_id} of {self.uri}",
+            error_of=lambda _: None,
+            what=what,
             timeout=WAIT_TIMEOUT,
+        )
+        message = build_error(done)
+        if message is None:
+            return
+        grant = denied_grant(done)
+        if grant is None:
+            raise OperationFailedError(f"{what} failed: {message}")
+        on = {
+            OBJECT_VIEWER: f"gs://{self.staging.name}",
+            REPOSITORY_WRITER: self.repository.label,
+            LOG_WRITER: f"project {self.ctx.project}",
+        }[grant.role]
+        self.ctx.log(f"Cloud Build {build_id} failed: {self.build_account} may not {grant.needs} yet ({grant.role})")
+        raise BuildPermissionError(
+            f"{what} failed: its service account {self.build_account} was denied the permission to {grant.needs} "
+            f"({message})",
+            f"mlflow-gcp grants it {grant.role} on {on}, and Google applies a grant within about 7 minutes "
+            f"({PROPAGATION_DOC}); this one had not applied after that. Check that the grant is there "
+            "(`mlflow-gcp status`) and that no IAM deny policy or VPC Service Controls perimeter blocks it, then run "
+            "`mlflow-gcp up` again.",
+        )
+
+    def _act_as_error(self, exc: gexc.GoogleAPICallError) -> PermissionDeniedError:
+        account, project = self.build_account, self.ctx.project
+        return PermissionDeniedError(
+            f"Cloud Build refused to start the image build as {account}: you may not act as that service account "
+            f"(the permission iam.serviceAccounts.actAs; Google said: {exc.message}).",
+            f"Ask a project owner for roles/iam.serviceAccountUser on {account} (`gcloud iam service-accounts "
+            f"add-iam-policy-binding {account} --project {project} --member user:YOUR_EMAIL "
+            "--role roles/iam.serviceAccountUser`), or on the project, or for roles/owner; then run `mlflow-gcp up` "
+            "again.",
         )
 
     def outputs(self, current) -> dict[str, str]:
@@ -377,6 +450,16 @@ def build_error(build) -> str | None:
         return None
     detail = build.status_detail or build.failure_info.detail or status
     return f"{status}: {detail}. Build log: {build.log_url}"
+
+
+def denied_grant(build) -> BuildGrant | None:
+    """The grant whose permission a failed build says its account was denied, or None. Google's failure type
+    (FETCH_SOURCE_FAILED, PUSH_NOT_AUTHORIZED...) does not tell a denied permission from other causes; the detail
+    names the permission (https://cloud.google.com/build/docs/troubleshooting)."""
+    if build.status.name != "FAILURE":
+        return None
+    detail = f"{build.status_detail} {build.failure_info.detail}"
+    return next((g for g in BUILD_GRANTS if any(p in detail for p in g.permissions)), None)
 
 
 def repository_policy_io(ctx: StepContext, repository: DockerRepository):

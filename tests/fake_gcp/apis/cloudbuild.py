@@ -5,7 +5,8 @@ A build is QUEUED, WORKING after `cloudbuild.start` latency, and ends after `clo
 needs its source (`source.storageSource`) in the storage fake, as a .tar.gz with a Dockerfile at its root for a
 `docker build`; on SUCCESS each of `images` is pushed to the Artifact Registry fake (that is how a rerun sees
 the image), and a missing repository fails the push as Google's does. `fake.cloudbuild_fail_next(status,
-detail)` makes the next build end in FAILURE, TIMEOUT or INTERNAL_ERROR. `fake.builds()` lists the builds.
+detail)` makes the next build end in FAILURE, TIMEOUT or INTERNAL_ERROR. `fake.builds()` lists the builds;
+`fake.state["most_builds_at_once"]` is the most builds queued or running at once (counting the one created).
 
 Option `fake.cloudbuild_refused_regions` (a set of regions): builds.create there answers 400 FAILED_PRECONDITION
 "due to quota restrictions, cannot run builds in this region", as Google does on new or low-usage projects outside
@@ -21,6 +22,21 @@ The account a build runs as (https://cloud.google.com/build/docs/cloud-build-ser
   (roles/storage.objectViewer or more, on the bucket or the project), push to each image's repository
   (roles/artifactregistry.writer or more, on the repository or the project) and, unless logging is NONE,
   roles/logging.logWriter on the project. Without one of them the build ends in FAILURE with Google's reason.
+- Grants apply minutes after they are made (https://cloud.google.com/iam/docs/access-change-propagation): with
+  `fake.grant_propagation` set (server.py, counted), each of those three grants made to the build's account is
+  refused by that many builds after it is made; such a build ends in FAILURE with Google's reason, as a build on
+  a fresh grant does (https://cloud.google.com/build/docs/troubleshooting; "does not have storage.objects.get access
+  to the Google Cloud Storage object. Permission 'storage.objects.get' denied on resource (or it may not exist)",
+  GoogleCloudPlatform/bigquery-dlp-remote-function#70, hashicorp/terraform-provider-google#8942; "Permission
+  \"artifactregistry.repositories.uploadArtifacts\" denied"). Every build checks all three, so N builds fail.
+  failureInfo.type is FETCH_SOURCE_FAILED or PUSH_NOT_AUTHORIZED, the FailureType Google names for these.
+- The caller must be allowed to act as the account a build names (`iam.serviceAccounts.actAs`,
+  https://cloud.google.com/build/docs/securing-builds/configure-user-specified-service-accounts). With
+  "iam.serviceAccounts.actAs" in `fake.state["denied_permissions"]` (the caller lacks it on the project; see
+  cloudresourcemanager.py), builds.create naming an account answers 403 PERMISSION_DENIED "caller does not have
+  permission to act as service account projects/-/serviceAccounts/ID" (as gcloud shows it, e.g.
+  kohei321dev/spot-diggz#164), unless the account's own policy grants the caller roles/iam.serviceAccountUser
+  (or owner/editor) on it.
 - A build naming no account runs as the Compute Engine default account. Option `fake.secure_by_default_org`
   (False by default): the project is in an organisation created since May 2024, where
   `iam.automaticIamGrantsForDefaultServiceAccounts` leaves that account without any role
@@ -42,6 +58,7 @@ import tarfile
 import uuid
 
 from tests.fake_gcp.apis.artifactregistry import _IMAGE as IMAGE
+from tests.fake_gcp.apis.cloudresourcemanager import OWNER
 from tests.fake_gcp.server import PROJECT_NUMBER, ApiError, FakeGoogle, Request, not_found, parse_message
 
 BUILD_TYPE = "type.googleapis.com/google.devtools.cloudbuild.v1.Build"
@@ -51,6 +68,8 @@ TIME = "2026-11-26T00:00:00.000000Z"
 TERMINAL = {"SUCCESS", "FAILURE", "INTERNAL_ERROR", "TIMEOUT", "CANCELLED", "EXPIRED"}
 # Build.FailureInfo.FailureType has no value for an internal error: Google leaves it unspecified.
 FAILURE_TYPES = {"FAILURE": "USER_BUILD_STEP", "TIMEOUT": "USER_BUILD_STEP"}
+# Roles that hold iam.serviceAccounts.actAs on a service account.
+ACT_AS_ROLES = {"roles/iam.serviceAccountUser", "roles/owner", "roles/editor"}
 
 
 def normalized(raw: bytes) -> dict:
@@ -103,14 +122,20 @@ def register(fake: FakeGoogle) -> None:
             b["role"] for b in policy.get("bindings", []) if member in b.get("members", []) and not b.get("condition")
         }
 
-    def permission_problem(build: dict) -> str | None:
-        """Why the build's account cannot run it (as the build's failure says), or None."""
+    def holds(member: str, keys: list[str], roles: set[str]) -> bool:
+        """The member holds one of `roles` on one of `keys`, and that grant has applied. Every grant it holds is
+        checked (each check counts towards its propagation), as Google applies them side by side."""
+        held = [(key, role) for key in keys for role in sorted(roles_of(member, key) & roles)]
+        return any([fake.grant_applied(key, role, member) for key, role in held])
+
+    def permission_problem(build: dict) -> tuple[str, str] | None:
+        """Why the build's account cannot run it, as (FailureType, the build's failure detail), or None."""
         account = build["serviceAccount"].rsplit("/", 1)[-1]
         member = f"serviceAccount:{account}"
-        project_roles = roles_of(member, f"projects/{build['projectId']}")
-        if account.endswith(DEFAULT_BUILD_ACCOUNT) and not fake.secure_by_default_org:
-            project_roles |= {"roles/editor"}
+        project = f"projects/{build['projectId']}"
+        editor = account.endswith(DEFAULT_BUILD_ACCOUNT) and not fake.secure_by_default_org
         broad = {"roles/owner", "roles/editor"}
+        problems: list[tuple[str, str]] = []
         storage = build.get("source", {}).get("storageSource", {})
         if storage:
             readers = broad | {
@@ -119,12 +144,14 @@ def register(fake: FakeGoogle) -> None:
                 "roles/storage.objectAdmin",
                 "roles/storage.admin",
             }
-            held = project_roles | roles_of(member, f"projects/_/buckets/{storage.get('bucket')}")
-            if not held & readers:
-                return (
-                    f"failed to fetch the source: {account} does not have storage.objects.get access to the Google "
-                    f"Cloud Storage object gs://{storage.get('bucket')}/{storage.get('object')}. Permission "
-                    "'storage.objects.get' denied on resource (or it may not exist)."
+            if not holds(member, [project, f"projects/_/buckets/{storage.get('bucket')}"], readers) and not editor:
+                problems.append(
+                    (
+                        "FETCH_SOURCE_FAILED",
+                        f"failed to fetch the source: {account} does not have storage.objects.get access to the "
+                        f"Google Cloud Storage object gs://{storage.get('bucket')}/{storage.get('object')}. "
+                        "Permission 'storage.objects.get' denied on resource (or it may not exist).",
+                    )
                 )
         writers = broad | {
             "roles/artifactregistry.writer",
@@ -136,20 +163,39 @@ def register(fake: FakeGoogle) -> None:
             if match is None:
                 continue
             repository = f"projects/{match['project']}/locations/{match['location']}/repositories/{match['repository']}"
-            if not (project_roles | roles_of(member, repository)) & writers:
-                return (
-                    f'failed to push {image}: denied: Permission "artifactregistry.repositories.uploadArtifacts" '
-                    f'denied on resource "{repository}" (or it may not exist)'
+            if not holds(member, [project, repository], writers) and not editor:
+                problems.append(
+                    (
+                        "PUSH_NOT_AUTHORIZED",
+                        f'failed to push {image}: denied: Permission "artifactregistry.repositories.uploadArtifacts" '
+                        f'denied on resource "{repository}" (or it may not exist)',
+                    )
                 )
-        if build.get("options", {}).get("logging") != "NONE" and not project_roles & (
-            broad | {"roles/logging.logWriter"}
-        ):
-            return (
-                f"The service account running this build ({account}) does not have permission to write logs to "
-                "Cloud Logging. To fix this, grant the Logs Writer (roles/logging.logWriter) role to the service "
-                "account."
+        logging = build.get("options", {}).get("logging") != "NONE"
+        if logging and not holds(member, [project], broad | {"roles/logging.logWriter"}) and not editor:
+            problems.append(
+                (
+                    "USER_BUILD_STEP",
+                    f"The service account running this build ({account}) does not have permission to write logs to "
+                    "Cloud Logging. To fix this, grant the Logs Writer (roles/logging.logWriter) role to the "
+                    "service account.",
+                )
             )
-        return None
+        return problems[0] if problems else None
+
+    def check_act_as(account: str) -> None:
+        """The caller may act as the account the build names: on the project, or by a grant on the account."""
+        if "iam.serviceAccounts.actAs" not in set(fake.state.get("denied_permissions", ())):
+            return
+        stored = fake.service_account(account)
+        if stored and any(OWNER in fake.members(stored["name"], role) for role in ACT_AS_ROLES):
+            return
+        raise ApiError(
+            403,
+            "caller does not have permission to act as service account projects/-/serviceAccounts/"
+            + str((stored or {}).get("uniqueId", account)),
+            status="PERMISSION_DENIED",
+        )
 
     def check_account(body: dict) -> None:
         if not body.get("serviceAccount"):
@@ -171,6 +217,7 @@ def register(fake: FakeGoogle) -> None:
         account = body["serviceAccount"].rsplit("/", 1)[-1]
         if fake.service_account(account) is None:
             raise ApiError(400, f"invalid build: service account {account} does not exist", status="INVALID_ARGUMENT")
+        check_act_as(account)
 
     def create(req: Request, location: str):
         project = req.params["project"]
@@ -198,6 +245,8 @@ def register(fake: FakeGoogle) -> None:
             generation = storage.get("generation")
             if generation and str(generation) != objects[storage["object"]]["generation"]:
                 raise ApiError(400, "invalid build: the source object's generation does not match")
+        running = sum(1 for b in builds.values() if b["status"] not in TERMINAL)
+        fake.state["most_builds_at_once"] = max(fake.state.get("most_builds_at_once", 0), running + 1)
         build_id = str(uuid.uuid4())
         prefix = f"projects/{project}/locations/{location}"
         build = {
@@ -239,7 +288,8 @@ def register(fake: FakeGoogle) -> None:
             if build["status"] in TERMINAL:
                 return
             build["startTime"] = build.get("startTime", TIME)
-            problem = permission_problem(build) or source_problem(build)
+            denied = None if outcome else permission_problem(build)
+            problem = denied[1] if denied else source_problem(build)
             status, detail = outcome or (("FAILURE", problem) if problem else ("SUCCESS", ""))
             if status == "SUCCESS":
                 images = []
@@ -264,7 +314,7 @@ def register(fake: FakeGoogle) -> None:
                     "INTERNAL_ERROR": "Internal error: the build could not be completed.",
                 }.get(status, status)
                 build["failureInfo"] = {
-                    "type": FAILURE_TYPES.get(status, "FAILURE_TYPE_UNSPECIFIED"),
+                    "type": denied[0] if denied else FAILURE_TYPES.get(status, "FAILURE_TYPE_UNSPECIFIED"),
                     "detail": build["statusDetail"],
                 }
                 op["error"] = {"code": 2, "message": f"Build failed; check build logs for details ({status})"}
