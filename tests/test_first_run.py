@@ -80,7 +80,8 @@ def test_up_with_every_first_run_behaviour_at_once_deploys_and_a_second_up_sends
     fake.compute_default_network_lag = 3  # `default` appears a while after Compute is enabled
     fake.iam_policy_lag = 3  # the new service account's own policy answers 404 for a while
     fake.iam_invisible_for = 3  # grants naming the new account elsewhere answer 400 "does not exist"
-    fake.grant_propagation = 3  # Cloud Run refuses the revision until the secret grants apply
+    fake.secure_by_default_org = True  # the build can do only what the build account's own grants allow
+    fake.grant_propagation = 3  # Cloud Run refuses the revision, and builds fail, until the grants apply
     fake.secret_latest_stale_reads = 2  # versions/latest lags behind addVersion
     fake.secret_allowed_locations = {REGION}  # constraints/gcp.resourceLocations without `global`
     fake.cloudbuild_refused_regions = {REGION}  # a new project's regional builds are refused
@@ -89,6 +90,12 @@ def test_up_with_every_first_run_behaviour_at_once_deploys_and_a_second_up_sends
     assert result.exit_code == 0, result.output
     assert "MLflow is ready at https://" in result.output
     assert pinned_versions() == latest_numbers(fake)
+    builds = fake.builds()
+    assert [b["status"] for b in builds] == ["FAILURE"] * (len(builds) - 1) + ["SUCCESS"]
+    assert len(builds) > 1, "the first builds ran before the build account's grants applied"
+    assert fake.state["most_builds_at_once"] == 1
+    refused_region = [r for r in fake.requests(api="cloudbuild", mutating=True) if r.status == 400]
+    assert len(refused_region) == 1, "the builds after the first go to `global` at once"
 
     fake.secret_latest_settle()  # minutes later: `latest` has caught up
     fake.clear_log()

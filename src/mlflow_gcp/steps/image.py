@@ -34,6 +34,7 @@ from mlflow_gcp.errors import (
     PrerequisiteMissingError,
 )
 from mlflow_gcp.gcp import retry
+from mlflow_gcp.gcp.errors import google_message
 from mlflow_gcp.gcp.operations import wait, wait_gapic
 from mlflow_gcp.resources.iam import IamBinding, Policy, proto_policy_io
 from mlflow_gcp.resources.project import check_owned_bucket, project_policy_io
@@ -238,6 +239,7 @@ class ServerImage(Resource):
         self.uri = image_uri(ctx, self.tag)
         super().__init__(ctx, self.uri)
         self.tag_path = f"{repository.path}/packages/{IMAGE_NAME}/tags/{self.tag}"
+        self._build_locations = (ctx.region, GLOBAL)
         self._registry = ctx.clients.artifact_registry()
         self._call = functools.partial(ctx.call, "artifactregistry")
 
@@ -327,13 +329,13 @@ class ServerImage(Resource):
         retry.call(build_once, predicate=retry.is_build_grant_not_yet_applied, maximum_delay=BUILD_RETRY_MAX_DELAY)
 
     def _create_build(self, client, call, build: dict):
-        """Starts the build in the region, or in `global` where Cloud Build refuses the region for this project.
-        Returns the build started and the location it runs in.
+        """Starts the build in the region, or in `global` where Cloud Build refuses the region for this project
+        (remembered for the next build of this run). Returns the build started and the location it runs in.
 
         builds.create is not idempotent: after a lost answer, a build of this image that was not there before is
         ours (or that of another run building the same tag), so a second one is never started."""
         project, region = self.ctx.project, self.ctx.region
-        for location in (region, GLOBAL):
+        for location in self._build_locations:
             try:
                 known = {b.id for b in self._builds_of_image(client, call, location)}
                 # `parent` only: with project_id the library would send the global (non-regional) request.
@@ -347,12 +349,13 @@ class ServerImage(Resource):
                 )
                 return started, location
             except (gexc.Forbidden, gexc.PermissionDenied) as e:
-                if ACT_AS_REFUSED in (e.message or ""):
+                if ACT_AS_REFUSED in google_message(e):
                     raise self._act_as_error(e) from e
                 raise
             except (gexc.BadRequest, gexc.FailedPrecondition) as e:
                 if location == GLOBAL or not is_region_refused(e):
                     raise
+                self._build_locations = (GLOBAL,)
                 self.ctx.log(
                     f"Cloud Build refuses builds in {region} on this project (quota restrictions of new or "
                     f"low-usage projects, see {LOCATIONS_DOC}): building in {GLOBAL} instead; the image still "
@@ -403,8 +406,8 @@ class ServerImage(Resource):
         }[grant.role]
         self.ctx.log(f"Cloud Build {build_id} failed: {self.build_account} may not {grant.needs} yet ({grant.role})")
         raise BuildPermissionError(
-            f"{what} failed: its service account {self.build_account} was denied the permission to {grant.needs} "
-            f"({message})",
+            f"{what} failed: its service account {self.build_account} was denied the permission to {grant.needs}. "
+            f"Google said: {message}",
             f"mlflow-gcp grants it {grant.role} on {on}, and Google applies a grant within about 7 minutes "
             f"({PROPAGATION_DOC}); this one had not applied after that. Check that the grant is there "
             "(`mlflow-gcp status`) and that no IAM deny policy or VPC Service Controls perimeter blocks it, then run "
@@ -415,7 +418,7 @@ class ServerImage(Resource):
         account, project = self.build_account, self.ctx.project
         return PermissionDeniedError(
             f"Cloud Build refused to start the image build as {account}: you may not act as that service account "
-            f"(the permission iam.serviceAccounts.actAs; Google said: {exc.message}).",
+            f"(the permission iam.serviceAccounts.actAs; Google said: {google_message(exc)}).",
             f"Ask a project owner for roles/iam.serviceAccountUser on {account} (`gcloud iam service-accounts "
             f"add-iam-policy-binding {account} --project {project} --member user:YOUR_EMAIL "
             "--role roles/iam.serviceAccountUser`), or on the project, or for roles/owner; then run `mlflow-gcp up` "
@@ -448,7 +451,7 @@ def build_error(build) -> str | None:
     status = build.status.name
     if status == "SUCCESS":
         return None
-    detail = build.status_detail or build.failure_info.detail or status
+    detail = (build.status_detail or build.failure_info.detail or status).rstrip(".")
     return f"{status}: {detail}. Build log: {build.log_url}"
 
 
