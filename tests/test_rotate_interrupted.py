@@ -112,7 +112,8 @@ def test_status_shows_a_rotation_left_unfinished(fake, double):
 # -- rotate killed at each stage ----------------------------------------------------------------------------
 # A line rotate prints right after each stage (on stderr, merged): killed there, the next stage never starts.
 STAGES = {
-    "secret version added": r"mlflow-credentials: added version",
+    "first secret version added": r"mlflow-credentials: added version",
+    "second secret version added": r"mysql-credentials: added version",
     "database password set": r"Cloud SQL: the password of the MySQL user",
     "rollout": r"rolled out a revision",
     "login verified": r"the login works against",
