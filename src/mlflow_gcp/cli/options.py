@@ -21,6 +21,20 @@ JSON_RESULT = typer.Option(
 SKIP_PREFLIGHT = typer.Option(
     False, "--skip-preflight", help="Do not check credentials, project, billing, permissions and org policies first."
 )
+# The options of the commands that apply steps (`up`, `step NAME`).
+DRY_RUN = typer.Option(False, "--dry-run", help="Show what would change; change nothing.")
+ACCEPT_DISRUPTION = typer.Option(
+    False, "--yes", "-y", help="Accept changes that restart the database or replace a resource (for scripts)."
+)
+RESET = typer.Option(
+    [],
+    "--reset",
+    metavar="SETTING",
+    help=(
+        "Send a setting back to its default (e.g. --reset db-tier; repeat it, or --reset all). Settings are "
+        "remembered with the deployment: a flag changes only what it names, for good."
+    ),
+)
 
 
 def _setting_parameters() -> list[inspect.Parameter]:

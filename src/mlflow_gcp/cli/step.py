@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import typer
 
-from mlflow_gcp.cli.options import JSON_RESULT, SKIP_PREFLIGHT, WIDE, with_settings
-from mlflow_gcp.cli.up import RESET_HELP
+from mlflow_gcp.cli.options import (
+    ACCEPT_DISRUPTION,
+    DRY_RUN,
+    JSON_RESULT,
+    RESET,
+    SKIP_PREFLIGHT,
+    WIDE,
+    with_settings,
+)
 from mlflow_gcp.config import Settings
 from mlflow_gcp.steps import BY_NAME, COMMAND_STEPS
 
@@ -17,14 +24,12 @@ def _command(name: str):
     def command(
         settings: Settings,
         resolution,
-        dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change; change nothing."),
-        yes: bool = typer.Option(
-            False, "--yes", "-y", help="Accept changes that restart the database or replace a resource (for scripts)."
-        ),
+        dry_run: bool = DRY_RUN,
+        yes: bool = ACCEPT_DISRUPTION,
         wide: bool = WIDE,
         skip_preflight: bool = SKIP_PREFLIGHT,
         as_json: bool = JSON_RESULT,
-        reset: list[str] = typer.Option([], "--reset", metavar="SETTING", help=RESET_HELP),
+        reset: list[str] = RESET,
     ) -> None:
         from mlflow_gcp.cli.run import run_with_view, show_resolution
 

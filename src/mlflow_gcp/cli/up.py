@@ -2,30 +2,29 @@
 
 from __future__ import annotations
 
-import typer
-
-from mlflow_gcp.cli.options import JSON_RESULT, SKIP_PREFLIGHT, WIDE, with_settings
+from mlflow_gcp.cli.options import (
+    ACCEPT_DISRUPTION,
+    DRY_RUN,
+    JSON_RESULT,
+    RESET,
+    SKIP_PREFLIGHT,
+    WIDE,
+    with_settings,
+)
 from mlflow_gcp.config import Settings
 from mlflow_gcp.steps import STEPS
-
-RESET_HELP = (
-    "Send a setting back to its default (e.g. --reset db-tier; repeat it, or --reset all). Settings are "
-    "remembered with the deployment: a flag changes only what it names, for good."
-)
 
 
 @with_settings(adopt=True, preflight={"steps": [step.name for step in STEPS]})
 def up(
     settings: Settings,
     resolution,
-    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change; change nothing."),
-    yes: bool = typer.Option(
-        False, "--yes", "-y", help="Accept changes that restart the database or replace a resource (for scripts)."
-    ),
+    dry_run: bool = DRY_RUN,
+    yes: bool = ACCEPT_DISRUPTION,
     wide: bool = WIDE,
     skip_preflight: bool = SKIP_PREFLIGHT,
     as_json: bool = JSON_RESULT,
-    reset: list[str] = typer.Option([], "--reset", metavar="SETTING", help=RESET_HELP),
+    reset: list[str] = RESET,
 ) -> None:
     """Create or update the whole deployment. Safe to rerun: what exists and matches is left alone."""
     from mlflow_gcp.cli.run import run_with_view, show_resolution
