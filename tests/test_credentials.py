@@ -98,7 +98,9 @@ def test_env_output_evaluated_by_a_real_shell_logs_in(fake, double):
         "print(os.environ['MLFLOW_TRACKING_URI'], r.status_code)"
         '"'
     )
-    env = {**os.environ, "PYTHON": sys.executable}
+    # The `mlflow-gcp` installed with the Python that runs the tests (a virtualenv's is not on PATH otherwise).
+    path = f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "PYTHON": sys.executable, "PATH": path}
     done = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [double.urls[1], "200"]
