@@ -97,3 +97,17 @@ def test_rotate_adds_each_version_once(fake, double, how):  # noqa: F811
     assert result.exit_code == 0, result.output
     for secret_id in ROTATE_SECRETS:
         assert versions(fake, secret_id) == [("1", "DISABLED"), ("2", "ENABLED")], secret_id
+
+
+@pytest.mark.parametrize("how", ["503", "reset"])
+def test_a_version_is_added_once_when_the_list_is_stale(fake, container_dir, how):
+    # Listing a secret's versions is eventually consistent: right after the add, the read-back's list may not show
+    # the version yet; reading a version by its number is strongly consistent.
+    fake.secret_list_stale_reads = 1
+    lost = fake.lose_answer(
+        how, api="secretmanager", route="/v1/projects/{project}/secrets/{secret}:addVersion", times=4
+    )
+    result = cli("up")
+    assert result.exit_code == 0, result.output
+    assert lost.times == 0
+    assert_one_of_each(fake)

@@ -11,7 +11,7 @@ from typing import Any
 from google.api_core import exceptions as gexc
 
 from mlflow_gcp.errors import MlflowGcpError, OrgPolicyError
-from mlflow_gcp.gcp.errors import org_policy_constraint
+from mlflow_gcp.gcp.errors import is_failed_precondition, org_policy_constraint
 from mlflow_gcp.steps.base import Resource, StepContext
 
 MANAGED_LABEL = {"managed-by": "mlflow-gcp"}
@@ -35,23 +35,38 @@ def version_payload(value: str) -> dict:
 def add_version_once(client, path: str, value: str, call: Callable[..., Any] | None = None) -> str:
     """Add a version holding `value` to the secret `path` and return the version's name, exactly once.
 
-    addVersion is not idempotent: resent after a lost answer it would add the same value again. So the version is
-    sent with its CRC32C, and after an ambiguous failure the newest version is read back: when its checksum is
-    ours, it is the one we added. `call` is the retrying caller (retry.call by default)."""
+    addVersion is not idempotent: resent after a lost answer it would add the same value again. So after an
+    ambiguous failure the versions are read back (`added_version`), and one holding `value` is taken as the one
+    we added. `call` is the retrying caller (retry.call by default)."""
     from mlflow_gcp.gcp import retry
 
     payload = version_payload(value)
-
-    def newest_if_ours() -> str | None:
-        newest = next(iter(client.list_secret_versions(request={"parent": path, "page_size": 1})), None)
-        if newest is None or newest.state.name != "ENABLED":
-            return None
-        response = client.access_secret_version(name=newest.name)
-        return newest.name if response.payload.data_crc32c == payload["data_crc32c"] else None
-
     return (call or retry.call)(
-        lambda: client.add_secret_version(parent=path, payload=payload).name, applied=newest_if_ours
+        lambda: client.add_secret_version(parent=path, payload=payload).name,
+        applied=lambda: added_version(client, path, payload),
     )
+
+
+def added_version(client, path: str, payload: dict) -> str | None:
+    """The name of an enabled version holding `payload` at or above the newest listed one, else None.
+
+    Listing versions is eventually consistent: right after an add the list may not show it yet. Reading a version
+    by its number is strongly consistent (https://cloud.google.com/secret-manager/docs/reference/consistency),
+    and numbers go up by one from the newest: so from the newest the list shows, each next number is read until
+    one does not exist."""
+    newest = next(iter(client.list_secret_versions(request={"parent": path, "page_size": 1})), None)
+    number = int(newest.name.rsplit("/", 1)[-1]) if newest is not None else 1
+    while True:
+        name = f"{path}/versions/{number}"
+        try:
+            if client.access_secret_version(name=name).payload.data == payload["data"]:
+                return name
+        except gexc.NotFound:
+            return None
+        except gexc.GoogleAPICallError as e:
+            if not is_failed_precondition(e):  # disabled or destroyed: not the one just added
+                raise
+        number += 1
 
 
 def split_credentials(secret_id: str, value: str) -> tuple[str, str]:

@@ -4,6 +4,12 @@ Options:
 - `fake.secret_latest_stale_reads` (default 0): after an addVersion, that many reads of `versions/latest` of
   the secret still answer the version before (404 when there was none). `latest` is eventually consistent, a
   version read by its number is not (https://cloud.google.com/secret-manager/docs/reference/consistency).
+- `fake.secret_list_stale_reads` (default 0): after an addVersion, that many lists of the secret's versions
+  still leave the new version out. Only adding a version and then reading it by its number is strongly
+  consistent; every other operation, listing included, is eventually consistent
+  (https://cloud.google.com/secret-manager/docs/reference/consistency).
+- enable, disable or destroy of a destroyed version answers 400 FAILED_PRECONDITION: destroyed is final
+  (hashicorp/terraform-provider-google#12504, GoogleCloudPlatform/k8s-config-connector#3825).
 - `fake.secret_allowed_locations` (default None: any): an organization policy constraints/gcp.resourceLocations
   allowing only these locations; automatic replication is `global` and refused unless allowed
   (https://cloud.google.com/secret-manager/docs/choosing-replication; the error as in
@@ -42,12 +48,15 @@ def register(fake: FakeGoogle) -> None:
     versions: dict[str, list[dict]] = fake.state.setdefault("secret_versions", {})
     fake.secret_latest_stale_reads = 0
     stale: dict[str, int] = {}  # secret name -> reads of `latest` that still answer the version before
+    fake.secret_list_stale_reads = 0
+    stale_lists: dict[str, int] = {}  # secret name -> lists that still leave out the newest version
     fake.secret_allowed_locations = None
 
     def settle() -> None:
-        """Test switch: time has passed, every `latest` answers the newest version."""
+        """Test switch: time has passed, every `latest` and every list answers the newest version."""
         with fake.lock:
             stale.clear()
+            stale_lists.clear()
 
     fake.secret_latest_settle = settle
 
@@ -187,14 +196,18 @@ def register(fake: FakeGoogle) -> None:
         }
         versions[name].append(version)
         stale[name] = fake.secret_latest_stale_reads
+        stale_lists[name] = fake.secret_list_stale_reads
         return public(version)
 
     @fake.route("secretmanager", "GET", SECRET + "/versions")
     def list_versions(req: Request):
-        return {
-            "versions": [public(v) for v in reversed(versions[existing(req)])],
-            "totalSize": len(versions[existing(req)]),
-        }
+        name = existing(req)
+        listed = versions[name]
+        with fake.lock:
+            if stale_lists.get(name, 0) > 0:
+                stale_lists[name] -= 1
+                listed = listed[:-1]
+        return {"versions": [public(v) for v in reversed(listed)], "totalSize": len(listed)}
 
     @fake.route("secretmanager", "GET", SECRET + "/versions/{version}:access")
     def access(req: Request):
