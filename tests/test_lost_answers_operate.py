@@ -146,3 +146,27 @@ def test_down_converges_when_an_answer_is_lost(fake, double, args, api, method, 
     assert again.exit_code == 0, again.output
     assert "Nothing to delete" in again.stdout, again.stdout
     assert fake.mutating_requests() == []
+
+
+# -- rotate's roll-back --------------------------------------------------------------------------------------
+DESTROY = ("secretmanager", "POST", "/v1/projects/{project}/secrets/{secret}/versions/{version}:destroy")
+
+
+@pytest.mark.parametrize("how", ["503", "reset"])
+def test_a_rolled_back_rotation_destroys_its_versions_when_an_answer_is_lost(fake, double, how):
+    # Destroyed is final: destroying again answers 400 FAILED_PRECONDITION, which must not be taken for a failure.
+    pin_versions(fake)
+    double.admin_frozen = True  # the new login is refused: rotate rolls back
+    lost = fake.lose_answer(how, api=DESTROY[0], method=DESTROY[1], route=DESTROY[2])
+    result = cli("credentials", "rotate")
+    assert result.exit_code == 1
+    assert lost.times == 0
+    text = " ".join(result.stderr.split())
+    assert "Not rolled back" not in text, text
+    assert text.count("destroyed (never used)") == len(ROTATE_SECRETS), text
+    for secret_id in ROTATE_SECRETS:
+        assert versions(fake, secret_id) == [("1", "ENABLED"), ("2", "DESTROYED")], secret_id
+    assert DESTROY in sent(fake)
+    double.admin_frozen = False
+    assert cli("credentials", "rotate").exit_code == 0
+    assert team_login_works()

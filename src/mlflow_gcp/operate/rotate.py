@@ -27,7 +27,7 @@ from mlflow_gcp.gcp.clients import Clients
 from mlflow_gcp.operate import login as login_mod
 from mlflow_gcp.operate.server_check import Check, check_health, wait_for_login
 from mlflow_gcp.resources import credential_record as record
-from mlflow_gcp.resources.secret import add_version_once, new_password, split_credentials
+from mlflow_gcp.resources.secret import add_version_once, new_password, set_version_state, split_credentials
 
 Log = Callable[[str], None]
 
@@ -326,7 +326,7 @@ class Rotation:
             for version in versions:
                 number = version.name.rsplit("/", 1)[-1]
                 if version.state == enabled and number != item.new_version:
-                    retry.call(lambda version=version: client.disable_secret_version(name=version.name))
+                    set_version_state(client, version.name, "DISABLED")
                     disabled.append(f"{item.secret_id} version {number}")
                     self.log(f"{item.secret_id}: disabled version {number}")
         return disabled
@@ -397,7 +397,7 @@ class Rotation:
             try:
                 if item.new_version:
                     name = f"{self._secret_path(item.secret_id)}/versions/{item.new_version}"
-                    retry.call(lambda name=name: client.destroy_secret_version(name=name))
+                    set_version_state(client, name, "DESTROYED")
                     done.append(f"version {item.new_version} of {item.secret_id} destroyed (never used)")
                 if item.secret_id in self.marked:
                     self._record(item.secret_id, rotating=None)

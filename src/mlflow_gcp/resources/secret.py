@@ -69,6 +69,19 @@ def added_version(client, path: str, payload: dict) -> str | None:
         number += 1
 
 
+def set_version_state(client, name: str, state: str) -> None:
+    """Disable or destroy the secret version `name`. Destroyed is final: destroying again after a lost answer
+    would be refused (400 FAILED_PRECONDITION), so after an ambiguous failure the version's state is read back."""
+    from mlflow_gcp.gcp import retry
+
+    send = {"DISABLED": client.disable_secret_version, "DESTROYED": client.destroy_secret_version}[state]
+
+    def in_state() -> bool | None:
+        return True if client.get_secret_version(name=name).state.name == state else None
+
+    retry.call(lambda: send(name=name), applied=in_state)
+
+
 def split_credentials(secret_id: str, value: str) -> tuple[str, str]:
     """`login:password` → (login, password); a malformed value is a clear error, never shown."""
     login, sep, password = value.strip().partition(":")
