@@ -170,3 +170,23 @@ def test_a_rolled_back_rotation_destroys_its_versions_when_an_answer_is_lost(fak
     double.admin_frozen = False
     assert cli("credentials", "rotate").exit_code == 0
     assert team_login_works()
+
+
+# -- Secret Manager's list catching up -----------------------------------------------------------------------
+@pytest.mark.parametrize("lost", [None, "503", "reset"])
+def test_rotate_then_up_while_the_version_list_is_stale(fake, double, lost):
+    # Listing versions is eventually consistent: for a while after the add, lists leave the new version out
+    # (tests/fake_gcp/apis/secretmanager.py). Neither the add's read-back nor `up` reading the record may take
+    # that for "no such version": no second version, no new password.
+    pin_versions(fake)
+    fake.secret_list_stale_reads = 20  # every list of this rotation and the next `up`
+    if lost:
+        fake.lose_answer(lost, api="secretmanager", route=ROTATE_METHODS[0][2], times=len(ROTATE_SECRETS))
+    result = cli("credentials", "rotate")
+    assert result.exit_code == 0, result.output
+    assert_rotated_once(fake, double)
+    fake.clear_log()
+    again = cli("up")
+    assert again.exit_code == 0, again.output
+    assert fake.mutating_requests() == []
+    assert_rotated_once(fake, double)

@@ -120,6 +120,16 @@ def read_versions(client: Any, project: str, secret_id: str, call: Call) -> Pass
         return None
     annotations = dict(secret.annotations)
     versions = call(lambda: list(client.list_secret_versions(parent=path)))
+    # Listing is eventually consistent: right after an add (a rotation) it can leave the new version out, which
+    # would read as the user's password being deleted. A version read by its number is up to date
+    # (https://cloud.google.com/secret-manager/docs/reference/consistency): the ones the record names are read so.
+    listed = {v.name.rsplit("/", 1)[-1] for v in versions}
+    for number in sorted({annotations.get(APPLIED), annotations.get(ROTATING)} - listed - {None}):
+        if number.isdigit():
+            try:
+                versions.append(call(lambda number=number: client.get_secret_version(name=f"{path}/versions/{number}")))
+            except gexc.NotFound:
+                pass
     states = {v.name.rsplit("/", 1)[-1]: v.state.name for v in versions}
     # To the microsecond: a secret deleted and made again starts at version 1 again, at another time.
     created = {
