@@ -17,6 +17,7 @@ import sys
 import pytest
 
 from mlflow_gcp.config import SECRET_MLFLOW, SECRET_MYSQL
+from tests.fake_gcp.server import PROJECT
 from tests.helpers import cli
 from tests.server_double import deploy
 from tests.test_credentials import (
@@ -149,3 +150,30 @@ def test_rotate_killed_at_any_stage_then_up_then_rotate_again(fake, double, stag
     assert again.exit_code == 0, again.output
     assert_converged(fake, double)
     assert_nothing_half_made(fake)
+
+
+# -- a deployment an older version of the tool left after a failed rotation ----------------------------------
+def test_a_failed_rotation_of_an_older_tool_is_not_deployed_by_up(fake, double):
+    """Before the record existed, a rotation that failed left version 2 enabled (`latest`) while the service was
+    rolled back to version 1 and the users kept version 1's passwords. With no record, the version in use is the
+    one the live service pins, not the newest."""
+    from mlflow_gcp.gcp.clients import Clients
+
+    client = Clients(PROJECT).secrets()
+    old = credentials()
+    for secret_id in ROTATE_SECRETS:
+        path = f"projects/{PROJECT}/secrets/{secret_id}"
+        secret = client.get_secret(name=path)
+        client.update_secret(
+            secret={"name": path, "annotations": {}, "etag": secret.etag}, update_mask={"paths": ["annotations"]}
+        )
+        login = old["MLFLOW_TRACKING_USERNAME"] if secret_id == SECRET_MLFLOW else "root"
+        client.add_secret_version(parent=path, payload={"data": f"{login}:never-applied".encode()})
+    up = cli("up")
+    assert up.exit_code == 0, up.output
+    assert "version 2 was added by a rotation that did not finish" in flat(up.output)
+    assert pinned(fake, SECRET_MYSQL) == "1" and pinned(fake, SECRET_MLFLOW) == "1"
+    assert credentials() == old
+    assert_service_runs_with_the_database_password(fake, double)
+    assert cli("credentials", "rotate").exit_code == 0
+    assert_converged(fake, double)

@@ -64,6 +64,12 @@ def pinned_versions(service: Any) -> dict[str, str]:
     return pins
 
 
+def pinned_number(service: Any, secret_id: str) -> str | None:
+    """The version number of `secret_id` the service pins; None when it refers to `latest` or not at all."""
+    pin = pinned_versions(service).get(secret_id, "")
+    return pin if pin.isdigit() else None
+
+
 def service_ready(service: Any) -> bool:
     return service is not None and service.terminal_condition.state.name == "CONDITION_SUCCEEDED"
 

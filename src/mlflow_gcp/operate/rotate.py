@@ -109,7 +109,13 @@ class Rotation:
         self.url = service.uri
         project = self.settings.project
         for secret_id in self.secret_ids:
-            versions = record.read_versions(self.clients.secrets(), project, secret_id, self._call)
+            versions = record.read_versions(
+                self.clients.secrets(),
+                project,
+                secret_id,
+                self._call,
+                in_use=lambda secret_id=secret_id: login_mod.pinned_number(service, secret_id),
+            )
             if versions is None:
                 raise MlflowGcpError(
                     f"The secret {secret_id} does not exist, so nothing was rotated.",

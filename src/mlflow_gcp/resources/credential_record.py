@@ -41,6 +41,8 @@ class PasswordVersions:
     states: dict[str, str] = field(default_factory=dict)
     created: dict[str, int] = field(default_factory=dict)  # number -> creation time (microseconds)
     labels: tuple[tuple[str, str], ...] = ()  # the secret's labels, read with the record
+    # With no record and several enabled versions: the version the live service pins (see read_versions).
+    in_use: str | None = None
 
     def state(self, number: str | None) -> str | None:
         return self.states.get(number) if number else None
@@ -65,14 +67,14 @@ class PasswordVersions:
     def target(self) -> str | None:
         """The version the service must use: the recorded one; else the one a run was applying (its
         predecessor is gone); else, with no record at all (made by hand, or by an older version of the tool),
-        the newest enabled one. None when none of those can be read."""
+        the one the live service pins, or the newest enabled one. None when none of those can be read."""
         if self.applied is not None:
             if self.usable(self.applied):
                 return self.applied
             return self.rotating if self.usable(self.rotating) else None
         if self.rotating is not None:
             return self.rotating if self.usable(self.rotating) else None
-        return self.newest_enabled
+        return self.in_use if self.usable(self.in_use) else self.newest_enabled
 
     @property
     def pending(self) -> bool:
@@ -109,8 +111,14 @@ def secret_path(project: str, secret_id: str) -> str:
     return f"projects/{project}/secrets/{secret_id}"
 
 
-def read_versions(client: Any, project: str, secret_id: str, call: Call) -> PasswordVersions | None:
-    """The record and the versions' states; None when the secret does not exist."""
+def read_versions(
+    client: Any, project: str, secret_id: str, call: Call, in_use: Callable[[], str | None] | None = None
+) -> PasswordVersions | None:
+    """The record and the versions' states; None when the secret does not exist.
+
+    `in_use` reads the version the live service pins. It is asked only when there is no record and several
+    versions are enabled: a deployment made by hand, or by an older version of the tool after a rotation that
+    failed, where the newest version may be one the user never got."""
     from google.api_core import exceptions as gexc
 
     path = secret_path(project, secret_id)
@@ -136,7 +144,11 @@ def read_versions(client: Any, project: str, secret_id: str, call: Call) -> Pass
         v.name.rsplit("/", 1)[-1]: int(v.create_time.timestamp() * 1_000_000) if v.create_time else 0 for v in versions
     }
     labels = tuple(sorted(secret.labels.items()))
-    return PasswordVersions(secret_id, annotations.get(APPLIED), annotations.get(ROTATING), states, created, labels)
+    applied, rotating = annotations.get(APPLIED), annotations.get(ROTATING)
+    pinned = None
+    if in_use is not None and applied is None and rotating is None and list(states.values()).count(ENABLED) > 1:
+        pinned = in_use()
+    return PasswordVersions(secret_id, applied, rotating, states, created, labels, pinned)
 
 
 def write_record(

@@ -33,8 +33,15 @@ class PasswordSecret(Secret):
         self.existed = False  # read found versions: a password made now replaces a lost one
 
     def _reload(self) -> PasswordVersions | None:
-        self.versions = record.read_versions(self._client, self.ctx.project, self.secret_id, self._call)
+        self.versions = record.read_versions(
+            self._client, self.ctx.project, self.secret_id, self._call, in_use=self._pinned_by_service
+        )
         return self.versions
+
+    def _pinned_by_service(self) -> str | None:
+        from mlflow_gcp.operate.login import pinned_number, read_service
+
+        return pinned_number(read_service(self.ctx.settings, self.ctx.clients), self.secret_id)
 
     def read(self) -> PasswordState | None:
         versions = self._reload()
