@@ -159,6 +159,15 @@ class MlflowDouble:
         return Handler
 
 
+def pin_secret_versions(fake, service: str = "mlflow") -> None:
+    """The service's `latest` secret references pinned to the newest versions, as the deploy step pins them."""
+    for item in fake.run_service(service)["template"]["containers"][0]["env"]:
+        ref = item.get("valueSource", {}).get("secretKeyRef")
+        if ref and ref.get("version", "latest") == "latest":
+            newest = fake.state["secret_versions"][f"projects/{PROJECT}/secrets/{ref['secret']}"][-1]
+            ref["version"] = newest["name"].rsplit("/", 1)[-1]
+
+
 def point_service_at(monkeypatch, double: MlflowDouble) -> None:
     """Services the fake Cloud Run creates get the double's URLs (instead of https://...run.app)."""
     from tests.fake_gcp.apis import run

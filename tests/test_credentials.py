@@ -15,7 +15,7 @@ from dotenv import dotenv_values
 from mlflow_gcp.config import SECRET_MLFLOW, SECRET_MYSQL
 from tests.fake_gcp.server import PROJECT
 from tests.helpers import cli
-from tests.server_double import api_login, deploy
+from tests.server_double import api_login, deploy, pin_secret_versions
 
 INSTANCE = "mlflow-tracking-database"
 ROTATE_SECRETS = (SECRET_MLFLOW, SECRET_MYSQL)
@@ -33,11 +33,7 @@ def floating(fake, tmp_path, monkeypatch):
 @pytest.fixture
 def double(fake, floating):
     """A deployment whose service pins the secret versions it runs with, as the deploy step does."""
-    service = fake.state["run_services"][f"projects/{PROJECT}/locations/europe-west1/services/mlflow"]
-    for item in service["template"]["containers"][0]["env"]:
-        ref = item.get("valueSource", {}).get("secretKeyRef")
-        if ref and ref.get("version", "latest") == "latest":
-            ref["version"] = versions(fake, ref["secret"])[-1][0]
+    pin_secret_versions(fake)
     return floating
 
 

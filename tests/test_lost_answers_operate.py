@@ -12,7 +12,7 @@ import pytest
 
 from mlflow_gcp.config import SECRET_MYSQL
 from tests.helpers import cli
-from tests.server_double import deploy
+from tests.server_double import deploy, pin_secret_versions
 from tests.test_credentials import ROTATE_SECRETS, _pinned_value, db_password, pinned, team_login_works, versions
 from tests.test_lost_answers import sent
 
@@ -65,18 +65,9 @@ def double(fake, tmp_path, monkeypatch):
     server.stop()
 
 
-def pin_versions(fake) -> None:
-    """The versions the service uses pinned, as the deploy step does (rotate then sends no extra pinning patch)."""
-    service = fake.run_service("mlflow")
-    for item in service["template"]["containers"][0]["env"]:
-        ref = item.get("valueSource", {}).get("secretKeyRef")
-        if ref and ref.get("version", "latest") == "latest":
-            ref["version"] = versions(fake, ref["secret"])[-1][0]
-
-
 # -- rotate --------------------------------------------------------------------------------------------------
 def test_the_list_covers_every_mutating_method_rotate_sends(fake, double):
-    pin_versions(fake)
+    pin_secret_versions(fake)
     result = cli("credentials", "rotate")
     assert result.exit_code == 0, result.output
     assert sent(fake) == set(ROTATE_METHODS)
@@ -100,7 +91,7 @@ def assert_rotated_once(fake, double) -> None:
 @pytest.mark.parametrize("how", ["503", "reset"])
 @pytest.mark.parametrize("api,method,route", ROTATE_METHODS, ids=lambda v: v)
 def test_rotate_converges_when_an_answer_is_lost(fake, double, api, method, route, how):
-    pin_versions(fake)
+    pin_secret_versions(fake)
     lost = fake.lose_answer(how, api=api, method=method, route=route)
     result = cli("credentials", "rotate")
     assert result.exit_code == 0, result.output
@@ -155,7 +146,7 @@ DESTROY = ("secretmanager", "POST", "/v1/projects/{project}/secrets/{secret}/ver
 @pytest.mark.parametrize("how", ["503", "reset"])
 def test_a_rolled_back_rotation_destroys_its_versions_when_an_answer_is_lost(fake, double, how):
     # Destroyed is final: destroying again answers 400 FAILED_PRECONDITION, which must not be taken for a failure.
-    pin_versions(fake)
+    pin_secret_versions(fake)
     double.admin_frozen = True  # the new login is refused: rotate rolls back
     lost = fake.lose_answer(how, api=DESTROY[0], method=DESTROY[1], route=DESTROY[2])
     result = cli("credentials", "rotate")
@@ -178,7 +169,7 @@ def test_rotate_then_up_while_the_version_list_is_stale(fake, double, lost):
     # Listing versions is eventually consistent: for a while after the add, lists leave the new version out
     # (tests/fake_gcp/apis/secretmanager.py). Neither the add's read-back nor `up` reading the record may take
     # that for "no such version": no second version, no new password.
-    pin_versions(fake)
+    pin_secret_versions(fake)
     fake.secret_list_stale_reads = 20  # every list of this rotation and the next `up`
     if lost:
         fake.lose_answer(lost, api="secretmanager", route=ROTATE_METHODS[0][2], times=len(ROTATE_SECRETS))
