@@ -23,7 +23,8 @@ def run(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subpro
     return subprocess.run(
         [sys.executable, "-m", "mlflow_gcp", *args],
         cwd=tmp_path,
-        env={**clean, **(env or {})},
+        # Wide lines: the messages quote tmp_path, whose length would otherwise decide where they wrap.
+        env={**clean, "COLUMNS": "500", **(env or {})},
         capture_output=True,
         text=True,
         timeout=120,
