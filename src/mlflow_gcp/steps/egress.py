@@ -25,9 +25,8 @@ from google.api_core import exceptions as gexc
 
 from mlflow_gcp.errors import MlflowGcpError
 from mlflow_gcp.gcp.errors import execute
-from mlflow_gcp.gcp.operations import wait
 from mlflow_gcp.steps.base import PENDING, Effect, Impact, Resource, StepContext
-from mlflow_gcp.steps.network import COMPUTE_TIMEOUT, MANAGED_DESCRIPTION, network_path, short_link
+from mlflow_gcp.steps.network import MANAGED_DESCRIPTION, network_path, short_link, wait_compute
 
 DIRECT = "direct"
 SUBNET_EFFECTS = {
@@ -39,27 +38,6 @@ RETIRE = Effect(Impact.NONE, "deleted once the service's new revision, on Direct
 
 def is_direct(ctx: StepContext) -> bool:
     return getattr(ctx.settings, "vpc_egress", "connector") == DIRECT
-
-
-def wait_region(ctx: StepContext, operation: dict, what: str) -> None:
-    """Poll a regional compute#operation until DONE; raise Google's message if it ended in error."""
-    operations = ctx.clients.compute().regionOperations()
-
-    def error_of(op: dict) -> str | None:
-        errors = [e.get("message") or e.get("code", "") for e in op.get("error", {}).get("errors", [])]
-        return "; ".join(errors) or None
-
-    wait(
-        lambda: ctx.call(
-            "compute",
-            lambda: execute(operations.get(project=ctx.project, region=ctx.region, operation=operation["name"])),
-        ),
-        is_done=lambda op: op.get("status") == "DONE",
-        error_of=error_of,
-        what=what,
-        timeout=COMPUTE_TIMEOUT,
-        first=operation,
-    )
 
 
 class EgressSubnet(Resource):
@@ -178,7 +156,7 @@ class EgressSubnet(Resource):
                 f"Google refused the subnet {self.name}: {e.message}",
                 "Pick a free private range of /26 or larger with --egress-subnet-range.",
             ) from e
-        wait_region(self.ctx, operation, f"Creating the subnet {self.name}")
+        wait_compute(self.ctx, operation, f"Creating the subnet {self.name}", regional=True)
 
     def outputs(self, current: dict) -> dict[str, str]:
         return {"egress.network": self.network, "egress.subnetwork": current["name"]}
@@ -204,7 +182,7 @@ class EgressSubnet(Resource):
                 subnets.delete(project=self.ctx.project, region=self.ctx.region, subnetwork=current["name"])
             ),
         )
-        wait_region(self.ctx, operation, f"Deleting the subnet {current['name']}")
+        wait_compute(self.ctx, operation, f"Deleting the subnet {current['name']}", regional=True)
 
 
 class RetiredConnector(Resource):

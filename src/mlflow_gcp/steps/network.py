@@ -55,9 +55,16 @@ def short_link(link: str) -> str:
     return link[index:] if index >= 0 else link
 
 
-def wait_compute(ctx: StepContext, operation: dict, what: str, timeout: float = COMPUTE_TIMEOUT) -> None:
-    """Poll a global compute#operation until DONE and raise Google's message if it ended in error."""
-    operations = ctx.clients.compute().globalOperations()
+def wait_compute(
+    ctx: StepContext, operation: dict, what: str, timeout: float = COMPUTE_TIMEOUT, *, regional: bool = False
+) -> None:
+    """Poll a compute#operation (global, or in the settings' region) until DONE and raise Google's message if it
+    ended in error."""
+    api = ctx.clients.compute()
+    if regional:
+        operations, where = api.regionOperations(), {"region": ctx.region}
+    else:
+        operations, where = api.globalOperations(), {}
 
     def error_of(op: dict) -> str | None:
         errors = [e.get("message") or e.get("code", "") for e in op.get("error", {}).get("errors", [])]
@@ -68,7 +75,7 @@ def wait_compute(ctx: StepContext, operation: dict, what: str, timeout: float = 
         return None
 
     wait(
-        lambda: execute(operations.get(project=ctx.project, operation=operation["name"])),
+        lambda: execute(operations.get(project=ctx.project, operation=operation["name"], **where)),
         is_done=lambda op: op.get("status") == "DONE",
         error_of=error_of,
         what=what,
