@@ -171,11 +171,7 @@ def observe_live(settings: Settings, clients) -> dict[str, Any]:
     from mlflow_gcp.steps import BY_NAME
 
     inventory = read_inventory(settings, clients=clients, steps=[BY_NAME[s] for s in OBSERVED_STEPS])
-    values: dict[str, Any] = {}
-    for _, item in inventory.items():
-        if item.current is not None:
-            values.update(item.resource.observed(item.current))
-    return values
+    return inventory.observed_settings()
 
 
 def resolve(

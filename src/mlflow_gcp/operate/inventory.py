@@ -47,6 +47,14 @@ class Inventory:
     def outputs(self) -> dict[str, str]:
         return self.ctx.outputs.as_dict()
 
+    def observed_settings(self) -> dict[str, Any]:
+        """The settings the live resources embody (a Cloud SQL tier, a Cloud Run max instances...)."""
+        values: dict[str, Any] = {}
+        for _, item in self.items():
+            if item.current is not None:
+                values.update(item.resource.observed(item.current))
+        return values
+
     @property
     def complete(self) -> bool:
         return all(s.ok for s in self.steps)

@@ -82,15 +82,6 @@ class StatusReport:
         }
 
 
-def live_settings(inventory: Inventory) -> dict[str, Any]:
-    """The settings the live resources embody (a Cloud SQL tier, a Cloud Run max instances...)."""
-    values: dict[str, Any] = {}
-    for _, item in inventory.items():
-        if item.current is not None:
-            values.update(item.resource.observed(item.current))
-    return values
-
-
 def collect_status(
     settings: Settings,
     *,
@@ -151,5 +142,5 @@ def collect_status(
         kinds.add(MISSING)
     report = StatusReport(inventory, url, server, problems, kinds)
     if resolution is not None:
-        report.settings = resolution.as_dict(live_settings(inventory))
+        report.settings = resolution.as_dict(inventory.observed_settings())
     return report
