@@ -13,6 +13,8 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
@@ -176,4 +178,73 @@ def test_a_failed_rotation_of_an_older_tool_is_not_deployed_by_up(fake, double):
     assert credentials() == old
     assert_service_runs_with_the_database_password(fake, double)
     assert cli("credentials", "rotate").exit_code == 0
+    assert_converged(fake, double)
+
+
+# -- Ctrl-C or SIGTERM while an operation is in flight: undone before the process ends (issue 20) --------------
+def signal_during(fake, process: subprocess.Popen, request, sig: int, *, again: bool = False) -> str:
+    """Send `sig` once the fake has received a request `request(r)` selects (its operation then still runs);
+    with `again`, a second Ctrl-C once the undoing has started. Return what rotate printed."""
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
+    reader.start()
+    for _ in range(1200):
+        if any(request(r) for r in fake.requests(mutating=True)) or process.poll() is not None:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "".join(lines)
+    process.send_signal(sig)
+    if again:
+        for _ in range(1200):
+            if "undoing the rotation" in "".join(lines) or process.poll() is not None:
+                break
+            time.sleep(0.05)
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+    process.wait(timeout=120)
+    reader.join(timeout=10)
+    return "".join(lines)
+
+
+def sql_user_update(r) -> bool:
+    return r.api == "sqladmin" and r.method == "PUT" and r.path.endswith("/users")
+
+
+def run_rollout_after_sql_update(fake):
+    def select(r) -> bool:
+        return r.api == "run" and r.method == "PATCH" and any(sql_user_update(x) for x in fake.requests(mutating=True))
+
+    return select
+
+
+@pytest.mark.parametrize(
+    "stage, sig, again",
+    [
+        ("the Cloud SQL update", signal.SIGINT, True),
+        ("the rollout", signal.SIGINT, False),
+        ("the rollout", signal.SIGTERM, False),
+    ],
+    ids=["SIGINT-sql-update-twice", "SIGINT-rollout", "SIGTERM-rollout"],
+)
+def test_rotate_interrupted_during_an_operation_undoes_it_before_ending(fake, double, stage, sig, again):
+    """Without `up` afterwards: when rotate ends, the service runs with the password its database has."""
+    old = credentials()
+    fake.clear_log()
+    fake.latency["sqladmin.user"] = 1.0  # the operations are still running when the signal comes
+    fake.latency["run.deploy"] = 1.0
+    select = sql_user_update if stage == "the Cloud SQL update" else run_rollout_after_sql_update(fake)
+    printed = flat(signal_during(fake, start_rotate(), select, sig, again=again))
+    assert "Nothing is lost" not in printed
+    doing = "setting the new MySQL password in Cloud SQL" if "SQL" in stage else "rolling out a revision"
+    assert re.search(rf"The rotation stopped: interrupted \((Ctrl-C|SIGTERM)\) while {doing}", printed), printed
+    assert "the MySQL user root has its old password again" in printed
+    assert "The old login keeps working" in printed or "Not rolled back" not in printed, printed
+    if again:
+        assert "interrupted again: ignored" in printed
+    fake.latency.clear()
+    assert credentials() == old
+    assert_service_runs_with_the_database_password(fake, double)
+    assert_nothing_half_made(fake)
+    again_result = cli("credentials", "rotate")
+    assert again_result.exit_code == 0, again_result.output
     assert_converged(fake, double)

@@ -13,11 +13,18 @@ The version a service uses is the one its user has, recorded on the secret (reso
 5. record the new versions as applied, then disable the versions the service no longer uses.
 A failure in 1 to 4 puts the old database password back and the service back on the old versions, checks the
 old login, and destroys the new versions (never used), so `latest` is the applied one again.
+
+Ctrl-C (SIGINT) or SIGTERM during 1 to 4 is such a failure: the stage in progress is undone (an operation already
+sent, e.g. the Cloud SQL password change, completes first and is then reverted); during 5 the rotation finishes.
+Either way the undoing or finishing is shielded from a second Ctrl-C, and the message says which happened.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from mlflow_gcp.config import SECRET_MLFLOW, SECRET_MYSQL, Settings
@@ -34,6 +41,55 @@ Log = Callable[[str], None]
 
 class RotationError(MlflowGcpError):
     """A rotation stopped midway; the message says what is in place and the hint how to finish."""
+
+
+class RotationInterrupted(RotationError):
+    """Ctrl-C or SIGTERM stopped a rotation; what was in progress has been undone or finished."""
+
+    exit_code = 130
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived during a rotation."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signal_name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+
+
+class Shield:
+    """While a rotation runs, SIGINT and SIGTERM stop the stage in progress once (as `Interrupted`); from then on
+    (and while the rotation finishes) further signals are ignored with a note, so that the undoing or finishing
+    cannot itself be cut short and leave the server and its database disagreeing."""
+
+    def __init__(self, log: Log) -> None:
+        self.log = log
+        self.raised = False  # set once the first signal has been turned into an exception, or by `hold`
+        self.note = "interrupted again: ignored until the undoing is done (the server and the database agree then)"
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.raised:
+            self.log(self.note)
+            return
+        self.raised = True
+        raise Interrupted(signum)
+
+    def hold(self, note: str | None = None) -> None:
+        """From now on signals are only noted (with `note`)."""
+        self.raised = True
+        self.note = note or self.note
+
+    @contextmanager
+    def installed(self) -> Iterator[Shield]:
+        if threading.current_thread() is not threading.main_thread():  # signal handlers live in the main thread
+            yield self
+            return
+        previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
 
 
 @dataclass
@@ -83,6 +139,7 @@ class Rotation:
         self._ctx = None
         self._service = None
         self._pins: dict[str, str] = {}
+        self.doing = "preparing"  # the stage in progress, for the message of an interruption
 
     # -- helpers -------------------------------------------------------------------------------------------
     def _secret_path(self, secret_id: str) -> str:
@@ -227,6 +284,7 @@ class Rotation:
         if item is None:
             return
         self.db_changed = True  # from here on, a failure puts the old password back (harmless if unchanged)
+        self.log(f"Cloud SQL: setting the password of the MySQL user {item.login} (version {item.new_version})")
         self._set_db_password(
             split_credentials(SECRET_MYSQL, item.new_value)[1], f"Setting the password of the MySQL user {item.login}"
         )
@@ -377,7 +435,8 @@ class Rotation:
                 problems.append(f"the old login could not be checked ({_reason(e)})")
         if not problems:
             restored += self._undo_versions(problems)
-        message = f"The rotation stopped: {_reason(error)}."
+        interrupted = isinstance(error, KeyboardInterrupt)
+        message = f"The rotation stopped: {_reason(error)}" + (f" while {self.doing}." if interrupted else ".")
         if restored:
             message += " Rolled back: " + "; ".join(restored) + "."
         if problems:
@@ -387,13 +446,13 @@ class Rotation:
         else:
             checked = " (checked against the service)" if self.rollout_started else ""
             message += f" The old login keeps working{checked}."
-        hint = f"Fix the cause and run `{self.command}` again."
+        hint = f"Run `{self.command}` again." if interrupted else f"Fix the cause and run `{self.command}` again."
         if problems:
             hint += (
                 " Until then, `mlflow-gcp up` deploys only the recorded versions (the ones the users have) and puts "
                 "the recorded MySQL password back if needed."
             )
-        return RotationError(message, hint)
+        return (RotationInterrupted if interrupted else RotationError)(message, hint)
 
     def _undo_versions(self, problems: list[str]) -> list[str]:
         """Destroy the versions this rotation added or took up (never applied) and clear its marks."""
@@ -417,20 +476,37 @@ class Rotation:
 
     # -- the whole thing -----------------------------------------------------------------------------------
     def run(self) -> RotationResult:
+        with Shield(self.log).installed() as shield:
+            return self._run(shield)
+
+    def _stage(self, doing: str, fn: Callable[[], object]):
+        self.doing = doing
+        return fn()
+
+    def _run(self, shield: Shield) -> RotationResult:
         self.prepare()
         self.check_prerequisites()
         self.pin_in_use()
         try:
-            self.add_versions()
-            self.mark_rotating()
-            self.apply_database()
-            self.roll_out({i.secret_id: i.new_version for i in self.items})
+            self._stage("adding the new secret versions", self.add_versions)
+            self._stage("recording the rotation on the secrets", self.mark_rotating)
+            self._stage("setting the new MySQL password in Cloud SQL", self.apply_database)
+            self.log("rolling out a revision with the new versions")
+            self._stage(
+                "rolling out a revision with the new versions",
+                lambda: self.roll_out({i.secret_id: i.new_version for i in self.items}),
+            )
             self.log(
                 "rolled out a revision with " + ", ".join(f"{i.secret_id} version {i.new_version}" for i in self.items)
             )
-            check = self.verify()
-        except Exception as error:
+            check = self._stage("checking the new login", self.verify)
+        except (Exception, KeyboardInterrupt) as error:
+            shield.hold()
+            if isinstance(error, KeyboardInterrupt):
+                self.log(f"interrupted while {self.doing}: undoing the rotation (a second Ctrl-C is ignored)")
             raise self.roll_back(error) from error
+        # The new passwords are in place and work: finish, whatever arrives meanwhile.
+        shield.hold("interrupted: ignored, the new passwords are in place and the rotation is finishing (a moment)")
         try:
             self.record_applied()
             disabled = self.disable_old()
@@ -445,6 +521,10 @@ class Rotation:
 
 
 def _reason(error: BaseException) -> str:
+    if isinstance(error, Interrupted):
+        return f"interrupted ({error.signal_name})"
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted (Ctrl-C)"
     if isinstance(error, MlflowGcpError):
         return error.message.rstrip(".")
     message = getattr(error, "message", None) or str(error)
