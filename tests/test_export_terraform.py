@@ -1,32 +1,34 @@
-"""`mlflow-gcp export terraform`: the module parses as HCL2, every type, argument and block exists in the `google`
-provider's schema, checkov finds no failing check, and it declares what `up` creates (same owned fields), with
-`import` blocks whose IDs name the resources `up` made.
+"""`mlflow-gcp export terraform`: the module parses as HCL2, `terraform fmt` leaves it as it is, every type, argument
+and block exists in the providers' schemas, checkov finds no failing check, no password reaches the state, every
+declared variable changes something, and `--force` replaces the whole set of files. What the module declares is
+what `up` made: tests/test_export_terraform_equivalence.py.
 
-No Terraform binary runs here (`terraform init` downloads providers), so these are the proofs."""
+No provider is downloaded here (`terraform init` would), so these are the proofs."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from mlflow_gcp.config import SECRET_ENV, SECRET_FLASK_KEY, SECRET_MLFLOW, SECRET_MYSQL
-from mlflow_gcp.gcp.clients import Clients
-from mlflow_gcp.service_spec import SERVICE_URLS_VAR
-from mlflow_gcp.steps.deploy import to_json_dict
-from mlflow_gcp.steps.image import LOG_WRITER
+from mlflow_gcp.config import ENCRYPTED_ONLY, Settings, setting_fields
+from mlflow_gcp.terraform.blocks import checkov_skips
 from tests.fake_gcp.server import PROJECT
 from tests.helpers import cli
 from tests.terraform.module_reader import Evaluator, Module, read_tfvars, schema_problems
+from tests.terraform.variants import VARIANTS, args, settings
 
-REGION = "europe-west1"
-SA = f"run-mlflow@{PROJECT}.iam.gserviceaccount.com"
-LOCATION = f"projects/{PROJECT}/locations/{REGION}"
 CHECKOV_CANDIDATES = ("/opt/checkov-venv/bin/checkov",)
+TERRAFORM_CANDIDATES = ("/usr/local/bin/terraform",)
+# Settings a variant fixes at export (which resources exist, or what cannot change after creation): no variable.
+FIXED_AT_EXPORT = {"vpc_egress", "secret_replication", "db_ssl_mode"}
+# Settings of `up` that no resource of the module has: the bucket Cloud Build reads sources from (README.md names it).
+OUTSIDE_THE_MODULE = {"staging_bucket"}
 
 
 def export(directory: Path, *args: str) -> Module:
@@ -46,24 +48,61 @@ def test_writes_the_module_files_and_the_build_context(module_dir):
     names = {p.name for p in module_dir.iterdir()}
     assert {"versions.tf", "variables.tf", "main.tf", "outputs.tf", "terraform.tfvars", "README.md"} <= names
     assert (module_dir / "server-image" / "Dockerfile").is_file()
-    versions = Module.load(module_dir).files["versions.tf"]["terraform"][0]["required_providers"][0]
-    assert versions["google"]["version"] == '"~> 6.0"'  # pinned to a major version
-    assert "random" in versions
+    terraform = Module.load(module_dir).files["versions.tf"]["terraform"][0]
+    versions = terraform["required_providers"][0]
+    assert versions["google"]["version"] == '"~> 6.50"'  # write-only arguments; the schema checked here
+    assert versions["random"]["version"] == '"~> 3.7"'  # ephemeral random_password
+    assert versions["time"]["source"] == '"hashicorp/time"'
+    assert terraform["required_version"] == '">= 1.11"'  # write-only arguments
+    ignored = (module_dir / ".gitignore").read_text().split()
+    assert {".terraform/", "*.tfstate", "*.tfstate.*"} <= set(ignored)
     readme = (module_dir / "README.md").read_text()
     for command in ("terraform init", "terraform plan", "terraform apply", "gcloud builds submit", 'backend "gcs"'):
         assert command in readme
-    assert "state" in readme and "plain text" in readme
+    # The image is built before the apply that makes the service.
+    assert readme.index("gcloud builds submit") < readme.index("terraform apply plan.tfplan")
+    assert readme.index("-target=google_artifact_registry_repository.mlflow") < readme.index("gcloud builds submit")
+    assert "never in the Terraform state" in readme and "password_version" in readme
+    for wait in ("time_sleep.apis_ready", "time_sleep.grants_ready", "time_sleep.default_network"):
+        assert wait in readme
 
 
-def test_every_setting_is_a_variable_with_the_tools_default(module_dir):
-    from mlflow_gcp.config import setting_fields
-
-    variables = Module.load(module_dir).variables()
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_every_declared_variable_changes_something_and_every_setting_is_accounted_for(
+    fake, container_dir, tmp_path, variant
+):
+    directory = tmp_path / "tf"
+    module = export(directory, *args(variant))
+    variables = module.variables()
+    code = "".join((directory / name).read_text() for name in ("main.tf", "versions.tf", "outputs.tf"))
+    used = set(re.findall(r"\bvar\.(\w+)", code))
+    assert set(variables) == used  # nothing declared that nothing reads
+    tfvars = read_tfvars(directory / "terraform.tfvars")
+    assert set(tfvars) <= set(variables)
+    settings = Settings(project=PROJECT)
     for f in setting_fields():
-        assert f.name in variables
-        if f.name != "project":
+        if f.name in variables:
             default = variables[f.name]
-            assert (default.strip('"') if isinstance(default, str) else default) == f.default, f.name
+            if f.name == "extra_hosts":
+                assert default == []
+            elif f.name != "project":
+                assert (default.strip('"') if isinstance(default, str) else default) == f.default, f.name
+        else:
+            # Fixed at export, or a resource this variant does not have (the connector with direct egress...).
+            assert f.name in FIXED_AT_EXPORT | OUTSIDE_THE_MODULE or getattr(settings, f.name) is not None, f.name
+    fixed = FIXED_AT_EXPORT - set(variables)
+    assert fixed == FIXED_AT_EXPORT
+
+
+def test_variables_a_variant_does_not_use_are_not_declared(fake, container_dir, tmp_path):
+    direct = export(tmp_path / "direct", *args("direct-auto")).variables()
+    assert not {n for n in direct if n.startswith("connector")}
+    assert "egress_subnet" not in direct  # the default network's own subnet
+    assert {"egress_subnet", "egress_subnet_range"} <= set(
+        export(tmp_path / "custom", *args("direct-custom")).variables()
+    )
+    connector = export(tmp_path / "connector").variables()
+    assert "connector_range" in connector and "egress_subnet" not in connector
 
 
 def test_an_existing_module_is_not_overwritten_without_force(module_dir):
@@ -75,9 +114,20 @@ def test_an_existing_module_is_not_overwritten_without_force(module_dir):
     assert cli("export", "terraform", str(module_dir), "--force").exit_code == 0
 
 
-@pytest.mark.parametrize("network", ["default", "team-net"])
-def test_every_type_argument_and_block_exists_in_the_provider_schema(fake, container_dir, tmp_path, network):
-    module = export(tmp_path / "tf", "--network", network)
+def test_force_replaces_the_whole_set_of_files(module_dir):
+    (module_dir / "imports.tf").write_text("# an adoption exported before\n")
+    (module_dir / "server-image" / "stale.py").write_text("# from an older build context\n")
+    (module_dir / "backend.tf").write_text("# the team's own\n")
+    assert cli("export", "terraform", str(module_dir), "--force").exit_code == 0
+    assert not (module_dir / "imports.tf").exists()  # no import blocks beside a new-mode main.tf
+    assert not (module_dir / "server-image" / "stale.py").exists()
+    assert (module_dir / "server-image" / "Dockerfile").is_file()
+    assert (module_dir / "backend.tf").read_text() == "# the team's own\n"  # not the export's: kept
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_every_type_argument_and_block_exists_in_the_provider_schema(fake, container_dir, tmp_path, variant):
+    module = export(tmp_path / "tf", *args(variant))
     assert schema_problems(module) == []
 
 
@@ -87,10 +137,35 @@ def test_the_schema_check_can_fail(module_dir):
     instance["settings"][0]["ip_configuration"][0]["ipv4_enabeld"] = False  # a typo
     instance["settings"][0]["backup_configuration"][0]["binary_log"] = [{"__is_block__": True}]
     del module.resources()["google_sql_database.runs"]["name"]
+    module.resources()["time_sleep.apis_ready"]["create_duraton"] = '"60s"'
     problems = schema_problems(module)
     assert any("no argument ipv4_enabeld" in p for p in problems)
     assert any("no argument binary_log" in p or "no block binary_log" in p for p in problems)
     assert any("google_sql_database.runs: required argument name is missing" in p for p in problems)
+    assert any("time_sleep.apis_ready: no argument create_duraton" in p for p in problems)
+
+
+def _terraform() -> str:
+    configured = os.environ.get("MLFLOW_GCP_TERRAFORM")
+    candidates = [configured] if configured else [*TERRAFORM_CANDIDATES, shutil.which("terraform")]
+    found = next((c for c in candidates if c and Path(c).is_file()), None)
+    if found is None:
+        pytest.skip("terraform is not installed: `terraform fmt -check` not run (set MLFLOW_GCP_TERRAFORM)")
+    return found
+
+
+def test_every_exported_module_is_as_terraform_fmt_writes_it(fake, container_dir, tmp_path):
+    terraform = _terraform()
+    for variant in VARIANTS:
+        export(tmp_path / variant, *args(variant))
+    export(tmp_path / "unformatted")
+    main = tmp_path / "unformatted" / "main.tf"
+    main.write_text(main.read_text().replace("  deletion_protection = true", "  deletion_protection= true", 1))
+    done = subprocess.run(
+        [terraform, "fmt", "-check", "-recursive", str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    # Only the file spoiled on purpose: the check can fail, and no exported file fails it.
+    assert done.returncode != 0 and done.stdout.split() == [str(main.relative_to(tmp_path))], done.stdout
 
 
 def _checkov() -> str | None:
@@ -130,265 +205,43 @@ def test_checkov_would_fail_a_public_database(module_dir):
     assert "CKV_GCP_60" in {c["check_id"] for c in results["failed_checks"]}
 
 
-# -- equivalence with what `up` creates --------------------------------------------------------------------------
-SECRETS = {"env": SECRET_ENV, "mysql": SECRET_MYSQL, "mlflow": SECRET_MLFLOW, "flask_key": SECRET_FLASK_KEY}
+def test_the_tls_skip_reason_follows_the_ssl_mode():
+    def reason(mode: str) -> str:
+        skips = dict(checkov_skips("google_sql_database_instance", Settings(project=PROJECT, db_ssl_mode=mode)))
+        return skips["CKV_GCP_6"]
+
+    assert "ENCRYPTED_ONLY requires TLS" in reason(ENCRYPTED_ONLY)
+    allowed = reason("ALLOW_UNENCRYPTED_AND_ENCRYPTED")
+    assert "ALLOW_UNENCRYPTED_AND_ENCRYPTED" in allowed and "unencrypted connections are accepted" in allowed
+    assert "ENCRYPTED_ONLY" not in allowed.replace("ALLOW_UNENCRYPTED_AND_ENCRYPTED", "")
 
 
-def _snake_to_camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
-
-
-def _as_rest_json(body: dict, top: bool = True) -> dict:
-    """A Terraform block body as the REST JSON of the same object (blocks listed once become objects)."""
-    repeated = {"containers", "env", "ports"}
-    result = {}
-    for key, value in body.items():
-        if key == "depends_on" or (top and key in ("name", "location")):
-            continue
-        if (
-            isinstance(value, list)
-            and value
-            and all(isinstance(v, dict) for v in value)
-            and key
-            not in (
-                "labels",
-                "limits",
-            )
-        ):
-            nested = [_as_rest_json(v, top=False) for v in value]
-            result[_snake_to_camel(key)] = nested if key in repeated else nested[0]
-        else:
-            result[_snake_to_camel(key)] = value
-    return result
-
-
-def _subset_differences(want, live, path: str = "") -> list[str]:
-    if isinstance(want, dict):
-        if not isinstance(live, dict):
-            return [f"{path}: {live!r} is not an object"]
-        return [d for k, v in want.items() for d in _subset_differences(v, live.get(k), f"{path}.{k}")]
-    if isinstance(want, list):
-        if not isinstance(live, list) or len(live) != len(want):
-            return [f"{path}: {live!r} != {want!r}"]
-        pairs = enumerate(zip(want, live, strict=True))
-        return [d for i, (w, v) in pairs for d in _subset_differences(w, v, f"{path}[{i}]")]
-    return [] if str(want) == str(live) else [f"{path}: live {live!r} != module {want!r}"]
-
-
-@pytest.fixture
-def deployed(fake, container_dir):
-    result = cli("up")
-    assert result.exit_code == 0, result.output
-    return Clients(PROJECT)
-
-
-def test_the_adopting_module_declares_what_up_created_and_imports_it(fake, deployed, tmp_path):
-    clients = deployed
-    module = export(tmp_path / "tf", "--import")
-    tfvars = read_tfvars(tmp_path / "tf" / "terraform.tfvars")
+@pytest.mark.parametrize("variant", ["defaults", "tier-and-user", "every-setting"])
+def test_a_new_module_keeps_every_password_out_of_the_state(fake, container_dir, tmp_path, variant):
+    directory = tmp_path / "tf"
+    module = export(directory, *args(variant))
     resources = module.resources()
-    instance = clients.sqladmin().instances().get(project=PROJECT, instance="mlflow-tracking-database").execute()
-    service = to_json_dict(
-        clients.run_services().get_service(name=f"projects/{PROJECT}/locations/{REGION}/services/mlflow"),
-        defaults=True,
-    )
-    network_id = f"projects/{PROJECT}/global/networks/default"
-    references = {
-        "data.google_compute_network.vpc.id": network_id,
-        "google_compute_global_address.peering.name": "mlflow-private-services",
-        "google_sql_database_instance.mlflow.name": "mlflow-tracking-database",
-        "google_service_account.run.email": SA,
-        "google_service_account.build.email": f"mlflow-build@{PROJECT}.iam.gserviceaccount.com",
-        "google_artifact_registry_repository.mlflow.location": REGION,
-        "google_artifact_registry_repository.mlflow.name": "mlflow",
-        "google_service_account.run.name": f"projects/{PROJECT}/serviceAccounts/{SA}",
-        "google_storage_bucket.artifacts.name": f"{PROJECT}-mlflow-artifacts",
-        "google_vpc_access_connector.mlflow.id": f"{LOCATION}/connectors/vpc-connector-mlflow",
-        "data.google_project.this.number": "0",  # only in the deterministic URL, checked apart
-        "each.value": "(each)",
-        **{f"google_secret_manager_secret.{n}.id": f"projects/{PROJECT}/secrets/{s}" for n, s in SECRETS.items()},
-    }
-    evaluate = Evaluator(module, tfvars, lambda ref: references[ref]).value
-
-    def body(address: str) -> dict:
-        return evaluate(resources[address])
-
-    # Cloud SQL: the instance and its owned fields, databases, user.
-    tf_instance = body("google_sql_database_instance.mlflow")
-    settings = tf_instance["settings"][0]
-    assert tf_instance["name"] == instance["name"]
-    assert tf_instance["database_version"] == instance["databaseVersion"]
-    assert tf_instance["region"] == instance["region"]
-    assert settings["tier"] == instance["settings"]["tier"]
-    assert settings["edition"] == instance["settings"].get("edition", "ENTERPRISE")
-    assert settings["user_labels"] == instance["settings"]["userLabels"]
-    assert settings["deletion_protection_enabled"] is instance["settings"]["deletionProtectionEnabled"] is True
-    ip = settings["ip_configuration"][0]
-    assert ip["ipv4_enabled"] is instance["settings"]["ipConfiguration"]["ipv4Enabled"] is False
-    assert instance["settings"]["ipConfiguration"]["privateNetwork"].endswith(ip["private_network"])
-    assert ip["ssl_mode"] == instance["settings"]["ipConfiguration"]["sslMode"] == "ENCRYPTED_ONLY"
-    backups = settings["backup_configuration"][0]
-    assert backups["enabled"] is backups["binary_log_enabled"] is True
-    live_dbs = {
-        d["name"]: d
-        for d in clients.sqladmin().databases().list(project=PROJECT, instance=instance["name"]).execute()["items"]
-    }
-    for name in ("runs", "auth"):
-        tf_db = body(f"google_sql_database.{name}")
-        assert (tf_db["charset"], tf_db["collation"]) == (
-            live_dbs[tf_db["name"]]["charset"],
-            live_dbs[tf_db["name"]]["collation"],
-        )
-    users = clients.sqladmin().users().list(project=PROJECT, instance=instance["name"]).execute()["items"]
-    tf_user = body("google_sql_user.mlflow")
-    assert (tf_user["name"], tf_user["host"]) in {(u["name"], u.get("host", "%")) for u in users}
-    assert tf_user["password"] is None or tf_user["password"] == "null"  # adopted: the secret's password stays
-
-    # Network: the peering range and the private services connection.
-    address = clients.compute().globalAddresses().get(project=PROJECT, address="mlflow-private-services").execute()
-    tf_address = body("google_compute_global_address.peering")
-    assert (tf_address["name"], tf_address["purpose"], tf_address["address_type"], tf_address["prefix_length"]) == (
-        address["name"],
-        address["purpose"],
-        address["addressType"],
-        address["prefixLength"],
-    )
-    assert tf_address["labels"] == address["labels"]
-    assert body("google_service_networking_connection.private")["reserved_peering_ranges"] == [address["name"]]
-
-    # Connector.
-    connector = clients.vpc_access().get_connector(name=references["google_vpc_access_connector.mlflow.id"])
-    tf_connector = body("google_vpc_access_connector.mlflow")
-    assert (
-        tf_connector["ip_cidr_range"],
-        tf_connector["machine_type"],
-        tf_connector["min_instances"],
-        tf_connector["max_instances"],
-    ) == (connector.ip_cidr_range, connector.machine_type, connector.min_instances, connector.max_instances)
-    assert connector.network.rsplit("/", 1)[-1] == tf_connector["network"]
-
-    # Service account and the grants on each resource.
-    account = clients.iam().projects().serviceAccounts().get(name=f"projects/{PROJECT}/serviceAccounts/{SA}").execute()
-    assert body("google_service_account.run")["display_name"] == account["displayName"]
-    grants = {
-        "google_service_account_iam_member.run_signs_blobs": f"projects/{PROJECT}/serviceAccounts/{SA}",
-        "google_storage_bucket_iam_member.run_writes_artifacts": f"b/{PROJECT}-mlflow-artifacts",
-        **{
-            f"google_secret_manager_secret_iam_member.run_reads_{n}": f"projects/{PROJECT}/secrets/{s}"
-            for n, s in SECRETS.items()
-        },
-    }
-    build_account = f"mlflow-build@{PROJECT}.iam.gserviceaccount.com"
-    built = (
-        clients.iam()
-        .projects()
-        .serviceAccounts()
-        .get(name=f"projects/{PROJECT}/serviceAccounts/{build_account}")
-        .execute()
-    )
-    assert body("google_service_account.build")["display_name"] == built["displayName"]
-    grants["google_artifact_registry_repository_iam_member.build_pushes_images"] = f"{LOCATION}/repositories/mlflow"
-    for address_, key in grants.items():
-        grant = body(address_)
-        assert grant["member"] in fake.members(_policy_key(fake, key), grant["role"]), address_
-    logs = body("google_project_iam_member.build_writes_logs")
-    assert logs["member"] in fake.members(f"projects/{PROJECT}", logs["role"]) and logs["role"] == LOG_WRITER
-    iam_types = {a for a in resources if "_iam_" in a}
-    # Grants on resources only; on the project, only the build account's log writing (as `up` does).
-    assert {a.split(".")[0] for a in iam_types} - {"google_project_iam_member"} <= {
-        "google_service_account_iam_member",
-        "google_storage_bucket_iam_member",
-        "google_secret_manager_secret_iam_member",
-        "google_artifact_registry_repository_iam_member",
-    }
-    assert [a for a in iam_types if a.startswith("google_project_iam_member")] == [
-        "google_project_iam_member.build_writes_logs"
-    ]
-
-    # Bucket.
-    bucket = clients.storage().get_bucket(f"{PROJECT}-mlflow-artifacts")
-    tf_bucket = body("google_storage_bucket.artifacts")
-    assert tf_bucket["location"] == bucket.location.upper()
-    assert tf_bucket["uniform_bucket_level_access"] is bucket.iam_configuration.uniform_bucket_level_access_enabled
-    assert tf_bucket["public_access_prevention"] == bucket.iam_configuration.public_access_prevention
-    assert tf_bucket["labels"] == bucket.labels
-
-    # Secrets: same ids, labels and replication.
-    for name, secret_id in SECRETS.items():
-        secret = clients.secrets().get_secret(name=f"projects/{PROJECT}/secrets/{secret_id}")
-        tf_secret = body(f"google_secret_manager_secret.{name}")
-        assert tf_secret["secret_id"] == secret_id
-        assert tf_secret["labels"] == dict(secret.labels)
-        assert "auto" in tf_secret["replication"][0] and secret.replication.automatic is not None
-    assert not any(a.startswith("google_secret_manager_secret_version.") for a in resources)  # never re-written
-
-    # Artifact Registry.
-    repository = clients.artifact_registry().get_repository(
-        name=f"projects/{PROJECT}/locations/{REGION}/repositories/mlflow"
-    )
-    tf_repository = body("google_artifact_registry_repository.mlflow")
-    assert tf_repository["format"] == repository.format_.name
-    assert tf_repository["labels"] == dict(repository.labels)
-
-    # Cloud Run: every field the module sets is the live one (the URL list is Cloud Run's own).
-    tf_service = _as_rest_json(body("google_cloud_run_v2_service.mlflow"))
-    tf_env = tf_service["template"]["containers"][0]["env"]
-    urls_var = next(e for e in tf_env if e["name"] == SERVICE_URLS_VAR)
-    tf_env.remove(urls_var)
-    live_env = service["template"]["containers"][0]["env"]
-    live_urls = next(e for e in live_env if e["name"] == SERVICE_URLS_VAR)
-    live_env.remove(live_urls)
-    assert _subset_differences(tf_service, service) == []
-    assert {e["name"] for e in tf_env} == {e["name"] for e in live_env}
-
-    # Each import block names a resource `up` made, and every declared resource is imported.
-    imports = module.imports()
-    declared = {a for a in resources if not a.startswith(("random_", "google_project_service."))}
-    assert declared <= set(imports)
-    assert imports["google_sql_database_instance.mlflow"] == f"projects/{PROJECT}/instances/{instance['name']}"
-    assert imports["google_cloud_run_v2_service.mlflow"] == f"projects/{PROJECT}/locations/{REGION}/services/mlflow"
-    assert imports["google_vpc_access_connector.mlflow"] == references["google_vpc_access_connector.mlflow.id"]
-    assert imports["google_secret_manager_secret.mysql"] == f"projects/{PROJECT}/secrets/{SECRET_MYSQL}"
-    assert imports["google_compute_global_address.peering"] == f"projects/{PROJECT}/global/addresses/{address['name']}"
-    assert imports["google_service_networking_connection.private"] == (
-        f"projects/{PROJECT}/global/networks/default:servicenetworking.googleapis.com"
-    )
-    assert imports["google_sql_user.mlflow"] == f"{PROJECT}/{instance['name']}/%/{tf_user['name']}"
-    for name in ("runs", "auth"):
-        db = body(f"google_sql_database.{name}")["name"]
-        assert (
-            imports[f"google_sql_database.{name}"] == f"projects/{PROJECT}/instances/{instance['name']}/databases/{db}"
-        )
-    assert imports["google_storage_bucket.artifacts"] == f"{PROJECT}/{bucket.name}"
-    assert imports["google_service_account.run"] == account["name"]
-    assert imports["google_artifact_registry_repository.mlflow"] == repository.name
-    for address_, key in grants.items():
-        grant = body(address_)
-        assert imports[address_] == f"{key} {grant['role']} {grant['member']}"
-    assert imports["google_project_iam_member.build_writes_logs"] == f"{PROJECT} {LOG_WRITER} {logs['member']}"
-    assert imports["google_service_account.build"] == built["name"]
-    enabled = {a.split('"')[1] for a in imports if a.startswith("google_project_service.")}
-    assert enabled == {api.strip('"') for api in module.locals()["apis"]}
-    assert enabled <= fake.enabled
-    assert all(imports[f'google_project_service.apis["{api}"]'] == f"{PROJECT}/{api}" for api in enabled)
-
-
-def _policy_key(fake, key: str) -> str:
-    """The fake's key of a policy, from the resource part of an import ID."""
-    return f"projects/_/buckets/{key[2:]}" if key.startswith("b/") else key
-
-
-def test_a_new_module_makes_its_passwords_in_the_secrets_formats(module_dir):
-    module = Module.load(module_dir)
-    resources = module.resources()
-    references = {f"random_password.{n}.result": f"<{n}-password>" for n in ("mysql", "mlflow", "flask_key")}
-    evaluate = Evaluator(module, read_tfvars(module_dir / "terraform.tfvars"), lambda ref: references.get(ref, ref))
+    ephemeral = module.resources("ephemeral")
+    assert set(ephemeral) == {f"random_password.{n}" for n in ("mysql", "mlflow", "flask_key")}
+    assert not any(a.startswith("random_") for a in resources)  # a managed random_password keeps its result
+    references = {f"ephemeral.random_password.{n}.result": f"<{n}-password>" for n in ("mysql", "mlflow", "flask_key")}
+    evaluate = Evaluator(module, read_tfvars(directory / "terraform.tfvars"), lambda ref: references.get(ref, ref))
     versions = {a.split(".")[1]: evaluate.value(b) for a, b in resources.items() if "secret_version" in a}
-    assert versions["mysql"]["secret_data"] == "root:<mysql-password>"  # user:password
-    assert versions["mlflow"]["secret_data"] == "admin:<mlflow-password>"  # login:password
+    s = settings(variant)
+    assert versions["mysql"]["secret_data_wo"] == f"{s.db_user}:<mysql-password>"  # user:password
+    assert versions["mlflow"]["secret_data_wo"] == f"{s.mlflow_username}:<mlflow-password>"  # login:password
+    assert versions["flask_key"]["secret_data_wo"] == "<flask_key-password>"
+    for name in ("mysql", "mlflow", "flask_key"):
+        assert "secret_data" not in versions[name]  # write-only only
+        assert versions[name]["secret_data_wo_version"] == 1
     assert versions["env"]["secret_data"].startswith("DB_HOST=google_sql_database_instance.mlflow.private_ip_address\n")
-    assert evaluate.value(resources["google_sql_user.mlflow"])["password"] == "<mysql-password>"
+    user = evaluate.value(resources["google_sql_user.mlflow"])
+    assert user["password_wo"] == "<mysql-password>" and "password" not in user
+    # Every value that comes from a random password goes to a write-only argument (`*_wo`) and nowhere else.
+    text = (directory / "main.tf").read_text()
+    for line in text.splitlines():
+        if "random_password" in line and "=" in line:
+            assert line.split("=")[0].strip().endswith("_wo"), line
     env = evaluate.value(resources["google_cloud_run_v2_service.mlflow"])["template"][0]["containers"][0]["env"]
     pinned = {e["name"]: e["value_source"][0]["secret_key_ref"][0]["version"] for e in env if "value_source" in e}
     assert pinned["MYSQL_CREDENTIALS"] == "google_secret_manager_secret_version.mysql.version"
@@ -396,20 +249,30 @@ def test_a_new_module_makes_its_passwords_in_the_secrets_formats(module_dir):
     assert module.imports() == {}  # nothing to adopt without --import
 
 
-def test_adopting_a_custom_network_imports_it(fake, deployed, tmp_path):
-    module = export(tmp_path / "tf", "--import")
-    assert "google_compute_network.vpc" not in module.imports()  # the default network is Google's: read only
-    custom = export(tmp_path / "custom", "--import", "--network", "team-net")
-    assert custom.imports()["google_compute_network.vpc"] == f"projects/{PROJECT}/global/networks/team-net"
-    assert "google_compute_network.vpc" in custom.resources()
+def test_a_new_project_applies_in_one_go(module_dir):
+    """API enablement first, and the waits Google needs: every resource that calls an API waits for the APIs
+    (directly or through a resource that does), the default network is read after it appears, the service is made
+    after the grants apply."""
+    module = Module.load(module_dir)
+    resources = module.resources()
+    waits = {a: b for a, b in resources.items() if a.startswith("time_sleep.")}
+    assert waits["time_sleep.apis_ready"]["depends_on"] == ["${google_project_service.apis}"]
+    assert waits["time_sleep.default_network"]["depends_on"] == ["${time_sleep.apis_ready}"]
+    assert module.resources("data")["google_compute_network.vpc"]["depends_on"] == ["${time_sleep.default_network}"]
+    assert resources["google_cloud_run_v2_service.mlflow"]["depends_on"] == ["${time_sleep.grants_ready}"]
+    grants = {a for a in resources if "_iam_member.run_" in a}
+    assert {d.strip("${}") for d in waits["time_sleep.grants_ready"]["depends_on"]} == grants
 
+    def depends(address: str) -> set[str]:
+        body = json.dumps(resources.get(address) or module.resources("data").get(address) or {})
+        found = set(re.findall(r"\b((?:google|time)_\w+\.\w+)", body))
+        found |= {f"data.{d}" for d in re.findall(r"data\.(google_\w+\.\w+)", body)}
+        return {d.removeprefix("data.") if d.startswith("data.") else d for d in found} - {address}
 
-def test_import_without_a_deployment_is_a_clear_error(fake, container_dir, tmp_path):
-    from tests.helpers import ALL_APIS_ENABLED
+    def waits_for_apis(address: str, seen: frozenset = frozenset()) -> bool:
+        if address == "time_sleep.apis_ready":
+            return True
+        return any(waits_for_apis(d, seen | {address}) for d in depends(address) - seen)
 
-    fake.enabled |= ALL_APIS_ENABLED
-    result = cli("export", "terraform", str(tmp_path / "tf"), "--import")
-    assert result.exit_code == 1
-    assert "no deployment to adopt" in result.output and "without --import" in result.output
-    assert "Traceback" not in result.output
-    assert not (tmp_path / "tf").exists()
+    late = [a for a in resources if a != "google_project_service.apis" and not a.startswith("time_sleep.apis")]
+    assert [a for a in late if not waits_for_apis(a)] == []

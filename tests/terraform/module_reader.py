@@ -14,6 +14,7 @@ from typing import Any
 import hcl2
 
 SCHEMA_PATH = Path(__file__).with_name("google_provider_schema.json")
+TIME_SCHEMA_PATH = Path(__file__).with_name("time_provider_schema.json")
 # Meta-arguments of every resource, not in any provider's schema.
 META_ARGUMENTS = frozenset({"count", "for_each", "depends_on", "lifecycle", "provider"})
 BLOCK_MARK = "__is_block__"
@@ -62,19 +63,25 @@ class Module:
 
 
 def schema_problems(module: Module, schema: dict | None = None) -> list[str]:
-    """Every resource type, argument and block the module uses that the provider does not have, and every
-    required argument it leaves out. Types of other providers (random) are not checked."""
-    schema = schema or json.loads(SCHEMA_PATH.read_text())
+    """Every resource type, argument and block the module uses that its provider does not have, and every
+    required argument it leaves out: `google_*` against the google provider, `time_*` against the time provider
+    (time_provider_schema.json, reduced from `@cdktf/provider-time` 11.0.1 = provider 0.13.1). Types of the
+    random provider are not checked."""
+    schemas = {
+        "google_": schema or json.loads(SCHEMA_PATH.read_text()),
+        "time_": json.loads(TIME_SCHEMA_PATH.read_text()),
+    }
     problems: list[str] = []
     for kind, table in (("resource", "resources"), ("data", "data_sources")):
         for address, body in module.resources(kind).items():
             type_ = address.split(".")[0]
-            if not type_.startswith("google_"):
+            provider = schemas.get(type_.split("_")[0] + "_")
+            if provider is None:
                 continue
-            if type_ not in schema[table]:
+            if type_ not in provider[table]:
                 problems.append(f"{kind} type {type_} is not in the provider schema (or not in the reduced copy)")
                 continue
-            problems += _body_problems(f"{kind} {address}", body, schema[table][type_])
+            problems += _body_problems(f"{kind} {address}", body, provider[table][type_])
     return problems
 
 
@@ -112,7 +119,11 @@ class Evaluator:
 
     def value(self, raw: Any) -> Any:
         if isinstance(raw, dict):
-            return {unquote(k): self.value(v) for k, v in raw.items() if not k.startswith("__") and k != "depends_on"}
+            return {
+                unquote(k): self.value(v)
+                for k, v in raw.items()
+                if not k.startswith("__") and k not in ("depends_on", "lifecycle")
+            }
         if isinstance(raw, list):
             return [self.value(v) for v in raw]
         if not isinstance(raw, str):
@@ -140,8 +151,11 @@ class Evaluator:
                 return equal if operator == "==" else not equal
         if text.startswith('"') and text.endswith('"'):
             return self.template(text[1:-1])
-        if text.startswith("upper(") and text.endswith(")"):
-            return str(self.expression(text[6:-1])).upper()
+        call = re.fullmatch(r"(\w+)\((.*)\)", text, re.S)
+        if call and call.group(1) in FUNCTIONS and _balanced(call.group(2)):
+            return FUNCTIONS[call.group(1)](*[self.expression(a) for a in _split_top_level(call.group(2))])
+        if text.startswith("[") and text.endswith("]") and _balanced(text[1:-1]):
+            return [self.expression(a) for a in _split_top_level(text[1:-1])]
         if text.startswith("var."):
             name, _, key = text[4:].partition("[")
             value = self.variables[name]
@@ -155,5 +169,46 @@ class Evaluator:
         return self.reference(text)
 
 
+FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "upper": lambda text: str(text).upper(),
+    "concat": lambda *lists: [item for items in lists for item in items],
+    "formatlist": lambda spec, items: [spec.replace("%s", str(item)) for item in items],
+    "join": lambda separator, items: separator.join(str(item) for item in items),
+    "lookup": lambda mapping, key, default: mapping.get(key, default),
+}
+
+
+def _balanced(text: str) -> bool:
+    depth, quoted = 0, False
+    for char in text:
+        if char == '"':
+            quoted = not quoted
+        elif not quoted and char in "([{":
+            depth += 1
+        elif not quoted and char in ")]}":
+            depth -= 1
+            if depth < 0:
+                return False
+    return depth == 0 and not quoted
+
+
+def _split_top_level(text: str) -> list[str]:
+    """The comma-separated items of an argument or list body, commas inside quotes or brackets kept."""
+    items, depth, quoted, start = [], 0, False, 0
+    for i, char in enumerate(text):
+        if char == '"':
+            quoted = not quoted
+        elif not quoted and char in "([{":
+            depth += 1
+        elif not quoted and char in ")]}":
+            depth -= 1
+        elif not quoted and depth == 0 and char == ",":
+            items.append(text[start:i].strip())
+            start = i + 1
+    last = text[start:].strip()
+    return [*items, last] if last else items
+
+
 def read_tfvars(path: Path) -> dict[str, Any]:
-    return {k: (unquote(v) if isinstance(v, str) else v) for k, v in hcl2.load(path.open()).items()}
+    parsed = hcl2.load(path.open()).items()
+    return {k: (unquote(v) if isinstance(v, str) else v) for k, v in parsed if not k.startswith("__")}

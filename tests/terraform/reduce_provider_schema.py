@@ -13,6 +13,11 @@ Usage (the package is unpacked by `npm pack @cdktf/provider-google@VERSION && ta
 
     python tests/terraform/reduce_provider_schema.py PACKAGE_DIR google_sql_database_instance ... \
         > tests/terraform/google_provider_schema.json
+
+The time provider's `time_sleep` (the module's waits) the same way, from `@cdktf/provider-time@11.0.1`
+(provider 0.13.1):
+
+    python tests/terraform/reduce_provider_schema.py PACKAGE_DIR time_sleep > tests/terraform/time_provider_schema.json
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import typer
@@ -24,12 +25,14 @@ def terraform(
         "--import",
         help="Adopt the existing deployment: also write import blocks (reads the running service's secret versions).",
     ),
-    force: bool = typer.Option(False, "--force", help="Overwrite the module's files if DIR already holds them."),
+    force: bool = typer.Option(
+        False, "--force", help="Replace the module's files if DIR already holds them (the whole set the export writes)."
+    ),
 ) -> None:
     """Write a Terraform module of the same deployment as `up` (versions.tf, variables.tf, main.tf, outputs.tf,
-    terraform.tfvars, README.md and the server's build context)."""
+    terraform.tfvars, README.md, .gitignore and the server's build context)."""
     from mlflow_gcp import build_context
-    from mlflow_gcp.terraform.module import build_module
+    from mlflow_gcp.terraform.module import OWNED_FILES, build_module
     from mlflow_gcp.terraform.readme import BUILD_CONTEXT_DIR
 
     adopt = None
@@ -41,13 +44,21 @@ def terraform(
     module = build_module(
         settings, image_tag=build_context.context_hash(context), adopt=adopt, with_imports=with_imports
     )
-    existing = [name for name in module.files if (directory / name).exists()]
+    owned = [*OWNED_FILES, BUILD_CONTEXT_DIR]
+    existing = [name for name in owned if (directory / name).exists()]
     if existing and not force:
         raise ConfigError(
             f"{directory} already holds {', '.join(existing)}; nothing was written. "
-            "Pass --force to overwrite them, or choose another directory."
+            "Pass --force to replace the module's files (every file the export writes, and no other), or choose "
+            "another directory."
         )
     directory.mkdir(parents=True, exist_ok=True)
+    # --force replaces the whole set: a file of the other mode (imports.tf) or of an older build context must
+    # not stay beside the new module.
+    for name in OWNED_FILES:
+        if name not in module.files and (directory / name).is_file():
+            (directory / name).unlink()
+    shutil.rmtree(directory / BUILD_CONTEXT_DIR, ignore_errors=True)
     for name, content in module.files.items():
         (directory / name).write_text(content, encoding="utf-8")
     for relative in build_context.context_files(context):

@@ -55,8 +55,7 @@ def render_value(value: Any, depth: int) -> str:
         if not value:
             return "{}"
         pad = INDENT * (depth + 1)
-        width = max(len(_key(k)) for k in value)
-        lines = [f"{pad}{_key(k).ljust(width)} = {render_value(v, depth + 1)}" for k, v in value.items()]
+        lines = aligned_lines([(_key(k), render_value(v, depth + 1)) for k, v in value.items()], pad)
         return "{\n" + "\n".join(lines) + "\n" + INDENT * depth + "}"
     if isinstance(value, (list, tuple)):
         items = [render_value(v, depth + 1) for v in value]
@@ -72,6 +71,27 @@ def _key(key: str) -> str:
     return key if key.replace("_", "").replace("-", "").isalnum() and not key[0].isdigit() else quote(key)
 
 
+def aligned_lines(pairs: list[tuple[str, str]], pad: str) -> list[str]:
+    """`key = value` lines aligned as `terraform fmt` aligns them: the `=` of consecutive one-line attributes in
+    one column; an attribute whose value spans lines stands alone and ends the run (hclwrite's formatCells)."""
+    lines: list[str] = []
+    run: list[tuple[str, str]] = []
+
+    def close() -> None:
+        width = max((len(k) for k, _ in run), default=0)
+        lines.extend(f"{pad}{k.ljust(width)} = {v}" for k, v in run)
+        run.clear()
+
+    for key, text in pairs:
+        if "\n" in text:
+            close()
+            lines.append(f"{pad}{key} = {text}")
+        else:
+            run.append((key, text))
+    close()
+    return lines
+
+
 def _is_blocks(value: Any) -> bool:
     return isinstance(value, Block) or (
         isinstance(value, list) and bool(value) and all(isinstance(v, Block) for v in value)
@@ -83,14 +103,16 @@ def render_block(block: Block, depth: int = 0) -> str:
     head = " ".join([block.type, *(quote(label) for label in block.labels)])
     lines = [f"{pad}{head} {{"]
     lines += [f"{pad}{INDENT}#{comment}" for comment in block.comments]
-    attributes = {k: v for k, v in block.body.items() if not _is_blocks(v)}
-    width = max((len(_key(k)) for k in attributes), default=0)
+    run: list[tuple[str, str]] = []  # consecutive attributes, aligned together as `terraform fmt` does
     for key, value in block.body.items():
         if _is_blocks(value):
+            lines += aligned_lines(run, pad + INDENT)
+            run = []
             for nested in value if isinstance(value, list) else [value]:
                 lines.append(render_block(Block(key, nested.labels, nested.body, nested.comments), depth + 1))
         else:
-            lines.append(f"{pad}{INDENT}{_key(key).ljust(width)} = {render_value(value, depth + 1)}")
+            run.append((_key(key), render_value(value, depth + 1)))
+    lines += aligned_lines(run, pad + INDENT)
     lines.append(f"{pad}}}")
     return "\n".join(lines)
 

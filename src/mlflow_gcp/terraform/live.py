@@ -8,7 +8,7 @@ from mlflow_gcp.config import Settings
 from mlflow_gcp.errors import MlflowGcpError
 from mlflow_gcp.gcp.clients import Clients
 from mlflow_gcp.gcp.errors import translate
-from mlflow_gcp.terraform.module import LiveDeployment
+from mlflow_gcp.terraform.main_tf import LiveDeployment
 
 
 def read_live_deployment(settings: Settings) -> LiveDeployment:

@@ -170,6 +170,8 @@ def register(fake: FakeGoogle) -> None:
 
         def finish():
             subnets[f"{region}/{name}"] = make(project, region, name, network, str(cidr), body.get("description", ""))
+            # Google keeps what the insert asked for (the field defaults to false).
+            subnets[f"{region}/{name}"]["privateIpGoogleAccess"] = bool(body.get("privateIpGoogleAccess", False))
 
         return operation(project, region, "insert", target, finish)
 
