@@ -9,7 +9,9 @@ Run by the Dockerfile after `pip install` (and by the e2e tests). It checks that
 - the `mlflow-gcp` app resolves to this container's guard, and every route of the server (Flask
   url_map and FastAPI routes) falls in a route family of `mlflow_gcp_server.route_policy`, the
   families meant for a laptop being refused: an MLflow upgrade that adds a route family fails the
-  build until someone decides whether this deployment serves it.
+  build until someone decides whether this deployment serves it;
+- every request field that looks like a storage address, and every location tag, is classified in
+  `mlflow_gcp_server.storage_locations`, and every module that reads a trace's data location is guarded.
 """
 
 from __future__ import annotations
@@ -116,6 +118,15 @@ def check_route_policy() -> str:
     return f"{len(routes)} routes, {denied} refused"
 
 
+def check_storage_locations() -> str:
+    from mlflow_gcp_server import storage_locations
+
+    try:
+        return f"{storage_locations.check_classification()}; {storage_locations.check_trace_guard()}"
+    except storage_locations.ClassificationError as error:
+        raise CompatibilityError(str(error)) from None
+
+
 def check_signing_credentials() -> None:
     from google.auth.credentials import AnonymousCredentials
     from google.cloud.storage import _signing
@@ -177,7 +188,8 @@ def check_auth_migrations() -> str:
 def main() -> int:
     checks = (("MLflow internals", check_required_attributes), ("basic-auth app", check_basic_auth_app),
               ("gs plugin", check_gs_plugin), ("signing credentials", check_signing_credentials),
-              ("auth migrations on MySQL", check_auth_migrations), ("route policy", check_route_policy))
+              ("auth migrations on MySQL", check_auth_migrations), ("route policy", check_route_policy),
+              ("storage locations", check_storage_locations))
     for label, check in checks:
         try:
             detail = check()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from fnmatch import fnmatch
 
+from mlflow_gcp_server import storage_locations
 from mlflow_gcp_server.route_policy import classify, is_allowed
 
 FORBIDDEN = 403
@@ -79,8 +80,11 @@ class CloudRunGuard:
 
 
 def create_app():
+    from mlflow.server import app as flask_app
     from mlflow.server.auth import create_app as create_basic_auth_app
 
     # The service's own URLs, as the entrypoint gives them to MLflow (comma-separated, `*` patterns).
     origins = os.environ.get("MLFLOW_SERVER_CORS_ALLOWED_ORIGINS", "")
-    return CloudRunGuard(create_basic_auth_app(), tuple(filter(None, (o.strip() for o in origins.split(",")))))
+    server = create_basic_auth_app()
+    storage_locations.install(flask_app)  # after MLflow's login and permission checks
+    return CloudRunGuard(server, tuple(filter(None, (o.strip() for o in origins.split(",")))))
