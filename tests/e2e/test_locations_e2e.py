@@ -253,3 +253,34 @@ def test_the_denied_experiments_artifacts_stay_unreadable_by_every_route(rehears
             wrong.append(f"{path}: {response.status_code}")
     assert not wrong, "\n".join(wrong)
     assert os.environ.get("MLFLOW_TRACKING_USERNAME") != EVE[0]
+
+
+def test_a_trace_location_forged_through_otlp_is_not_read(rehearsal: Rehearsal, client_env, eve, own_experiment,
+                                                          denied):
+    """OTLP exports set trace tags from `mlflow.traceTag.*` span attributes, in bodies the request check does not
+    parse: the server refuses to read a trace's data from a location it did not choose."""
+    import json
+    import secrets
+
+    # A trace data file in the denied run's folder, as the server would read it.
+    planted = {"spans": [{"name": SECRET.decode(), "trace_id": "AAAAAAAAAAAAAAAAAAAAAA==", "span_id": "AAAAAAAAAAA=",
+                          "start_time_unix_nano": 1, "end_time_unix_nano": 2, "attributes": {},
+                          "status": {"code": "STATUS_CODE_OK"}, "events": []}]}
+    MlflowClient().log_text(denied.run_id, json.dumps(planted), "traces.json")
+    trace_hex = secrets.token_hex(16)
+    forged = f"mlflow-artifacts:/{denied.experiment_id}/{denied.run_id}/artifacts"
+    attributes = [{"key": f"mlflow.traceTag.{key}", "value": {"stringValue": value}} for key, value in (
+        ("mlflow.artifactLocation", forged), ("mlflow.trace.spansLocation", "ARTIFACT_REPO"))]
+    body = {"resourceSpans": [{"resource": {"attributes": []}, "scopeSpans": [{"spans": [{
+        "traceId": trace_hex, "spanId": secrets.token_hex(8), "name": "root", "kind": 1,
+        "startTimeUnixNano": "1700000000000000000", "endTimeUnixNano": "1700000001000000000",
+        "attributes": attributes, "status": {"code": 1}}]}]}]}
+    exported = api(rehearsal, "/v1/traces", eve, "POST", data=json.dumps(body),
+                   headers={"Content-Type": "application/json", "x-mlflow-experiment-id": own_experiment})
+    assert exported.ok, exported.text
+    trace_id = f"tr-{trace_hex}"
+    for path in (f"/ajax-api/3.0/mlflow/get-trace-artifact?request_id={trace_id}",
+                 f"/api/3.0/mlflow/traces/{trace_id}", f"/ajax-api/3.0/mlflow/traces/get?trace_id={trace_id}",
+                 f"/api/3.0/mlflow/traces/batchGet?trace_ids={trace_id}"):
+        response = api(rehearsal, path, eve)
+        assert SECRET not in response.content, (path, response.status_code)
