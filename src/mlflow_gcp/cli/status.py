@@ -23,6 +23,7 @@ SEVERITY = [OK, DRIFT, MISSING, UNKNOWN, FAILED]
 MARKS = {"ok": OK, "missing": MISSING, "drift": DRIFT, "failed": FAILED, "unreadable": UNKNOWN}
 MARK_WIDTH = 7
 NAME_WIDTH = 44  # leaves 27 columns of detail at 80
+NOTHING_DEPLOYED = 3  # exit code of `status` on a project where no resource of the deployment exists
 
 
 @with_settings(adopt=True, preflight={"checks": ("project",)})
@@ -35,27 +36,39 @@ def status(
 ) -> None:
     """Show what exists, what differs from the configuration, and whether the server answers. Reads only.
 
-    Exit code 0 when everything is present and healthy, 1 otherwise."""
+    Exit code 0 when everything is present and healthy, 1 when something is missing, differs or fails, 3 when
+    nothing is deployed in the project."""
     from mlflow_gcp.cli.preflight import preflight_or_exit
     from mlflow_gcp.gcp.clients import Clients
     from mlflow_gcp.operate.status import collect_status
+    from mlflow_gcp.operate.teardown import nothing_exists
 
     clients = Clients(settings.project)
     preflight_or_exit(settings, clients, checks=("project",), skip=skip_preflight)
     if as_json:
         report = collect_status(settings, clients=clients, resolution=resolution)
-        sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")
+        empty = nothing_exists(report.inventory)
+        sys.stdout.write(json.dumps({**report.as_dict(), "deployed": not empty}, indent=2) + "\n")
+        raise typer.Exit(NOTHING_DEPLOYED if empty else 0 if report.ok else 1)
+    with err.status(f"Reading the deployment in {settings.project}...", spinner="dots"):
+        report = collect_status(settings, clients=clients, resolution=resolution)
+    empty = nothing_exists(report.inventory)
+    if empty and not wide:
+        out.print(
+            f"Nothing is deployed in {settings.project} (region {settings.region}): run "
+            f"`mlflow-gcp up --project {settings.project}`",
+            soft_wrap=True,
+            markup=False,
+        )
+        raise typer.Exit(NOTHING_DEPLOYED)
+    if wide:
+        _show_wide(report)
     else:
-        with err.status(f"Reading the deployment in {settings.project}...", spinner="dots"):
-            report = collect_status(settings, clients=clients, resolution=resolution)
-        if wide:
-            _show_wide(report)
-        else:
-            _show(report)
-        _show_settings(report, wide=wide)
-        _show_server(report, wide=wide)
-        _show_problems(report)
-    raise typer.Exit(0 if report.ok else 1)
+        _show(report)
+    _show_settings(report, wide=wide)
+    _show_server(report, wide=wide)
+    _show_problems(report)
+    raise typer.Exit(NOTHING_DEPLOYED if empty else 0 if report.ok else 1)
 
 
 @dataclass

@@ -67,6 +67,20 @@ def nothing_deployed(inventory: Inventory) -> bool:
     )
 
 
+def nothing_exists(inventory: Inventory) -> bool:
+    """Nothing of the deployment exists: its APIs are not enabled (nothing_deployed), or they are and every
+    resource was read as absent (the default network aside)."""
+    if nothing_deployed(inventory):
+        return True
+    if any(s.error is not None for s in inventory.steps if s.step not in NEVER_TOUCHED_STEPS):
+        return False
+    return all(
+        item.current is None and not item.state.unreadable or _is_default_network(step, item.resource)
+        for step, item in inventory.items()
+        if step not in NEVER_TOUCHED_STEPS
+    )
+
+
 def plan_teardown(inventory: Inventory, *, delete_data: bool) -> list[Removal]:
     """What exists, in deletion order, each marked delete or keep with the reason."""
     failed = [s for s in inventory.steps if s.error is not None and s.step not in NEVER_TOUCHED_STEPS]

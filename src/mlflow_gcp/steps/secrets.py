@@ -76,6 +76,8 @@ class DatabaseCredentials(PasswordSecret):
     """`mysql-credentials`, made by the database step (which also reports an unfinished rotation): only
     checked here, with the same choice of version."""
 
+    shown_by_owner = True  # `status` shows it once, on the database step's line
+
     def __init__(self, ctx: StepContext) -> None:
         super().__init__(ctx, SECRET_MYSQL, self._refuse, user=f"the MySQL user {ctx.settings.db_user}")
         self._warned = True
