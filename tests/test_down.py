@@ -116,7 +116,7 @@ def test_dry_run_lists_what_would_go_and_changes_nothing(fake, double):
     before = snapshot(fake)
     result = cli("down", "--dry-run")
     assert result.exit_code == 0, result.output
-    assert "Would delete" in result.stdout and "Dry run: nothing was deleted." in result.stdout
+    assert "would delete" in result.stdout and "Dry run: nothing was deleted." in result.stdout
     assert "Cloud Run" in result.stdout and "VPC connector" in result.stdout and "delete" in result.stdout
     assert fake.mutating_requests() == []
     assert snapshot(fake) == before

@@ -10,6 +10,7 @@ import pytest
 
 from mlflow_gcp.cli.console import out
 from tests.helpers import ALL_APIS_ENABLED, cli, run_steps
+from tests.server_double import deploy
 
 MARKS = ("ok ", "missing ", "drift ", "failed ", "unknown ")
 NOTHING = "Nothing is deployed in demo-project (region europe-west1): run `mlflow-gcp up --project demo-project`"
@@ -42,3 +43,34 @@ def test_status_lists_each_resource_once(fake, narrow):
     names = [re.split(r"\s{2,}", line[8:])[0] for line in result.stdout.splitlines() if line.startswith(MARKS)]
     assert names.count("secret mysql-credentials") == 1, result.stdout
     assert len(names) == len(set(names)), result.stdout
+
+
+@pytest.fixture
+def deployed(fake, tmp_path, monkeypatch, narrow):
+    double = deploy(fake, tmp_path, monkeypatch)
+    yield double
+    double.stop()
+
+
+def assert_fits(text: str, width: int = 80) -> None:
+    too_long = [line for line in text.splitlines() if len(line) > width]
+    assert not too_long, too_long
+
+
+def test_down_question_is_a_line_per_kind_and_says_what_keeps_billing(fake, deployed, monkeypatch):
+    from mlflow_gcp.cli import console
+
+    monkeypatch.setattr(console, "interactive", lambda: True)
+    result = cli("down", input="n\n")
+    assert result.exit_code == 1, result.output
+    assert_fits(result.stdout)
+    lines = result.stdout.splitlines()
+    assert len(lines) <= 25, result.stdout
+    assert lines[0].startswith("`down` deletes ") and "and keeps" in lines[0]
+    assert any(line.startswith("  delete  ") and "grants:" in line for line in lines), result.stdout
+    assert any(line.startswith("  keep    sql instance") or "Cloud SQL instance" in line for line in lines)
+    billing = " ".join(result.stdout.split())
+    assert "The kept Cloud SQL instance goes on billing (about $" in billing and "/month" in billing
+    # the question comes last, after the whole plan
+    assert result.stderr.startswith("Delete these 16 resource(s) from demo-project? [y/N]")
+    assert fake.mutating_requests() == []

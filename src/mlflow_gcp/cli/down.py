@@ -53,6 +53,7 @@ def down(
     never touched. Safe to rerun."""
     from rich.markup import escape
 
+    from mlflow_gcp.cli.down_view import show_plan
     from mlflow_gcp.cli.preflight import preflight_or_exit
     from mlflow_gcp.gcp.clients import Clients
     from mlflow_gcp.operate.inventory import read_inventory
@@ -87,7 +88,7 @@ def down(
         return
     plan = plan_teardown(inventory, delete_data=delete_data)
     to_delete = [r for r in plan if r.action == DELETE]
-    _show_plan(plan, dry_run=dry_run)
+    show_plan(out, plan, settings, dry_run=dry_run)
     if not to_delete:
         out.print("Nothing to delete." + (" Kept resources are listed above." if plan else ""))
         return
@@ -123,21 +124,6 @@ def down(
     kept_data = [r for r in plan if r.action != DELETE and holds_data(r.resource)]
     note = " The data is kept: `mlflow-gcp up` brings the service back on it." if kept_data else ""
     out.print("[green]Done.[/]" + note)
-
-
-def _show_plan(plan, *, dry_run: bool) -> None:
-    from rich.markup import escape
-    from rich.table import Table
-
-    if not plan:
-        return
-    table = Table(title="Would delete" if dry_run else "Plan")
-    for column in ("step", "resource", "action", "why"):
-        table.add_column(column, overflow="fold")
-    for removal in plan:
-        action = "[red]delete[/]" if removal.action == "delete" else "[green]keep[/]"
-        table.add_row(removal.step, escape(removal.label), action, escape(removal.reason))
-    out.print(table)
 
 
 def _show_outcomes(plan) -> None:

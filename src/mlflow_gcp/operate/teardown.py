@@ -75,7 +75,7 @@ def nothing_exists(inventory: Inventory) -> bool:
     if any(s.error is not None for s in inventory.steps if s.step not in NEVER_TOUCHED_STEPS):
         return False
     return all(
-        item.current is None and not item.state.unreadable or _is_default_network(step, item.resource)
+        (item.current is None and not item.state.unreadable) or _is_default_network(step, item.resource)
         for step, item in inventory.items()
         if step not in NEVER_TOUCHED_STEPS
     )
