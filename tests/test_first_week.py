@@ -74,3 +74,36 @@ def test_down_question_is_a_line_per_kind_and_says_what_keeps_billing(fake, depl
     # the question comes last, after the whole plan
     assert result.stderr.startswith("Delete these 16 resource(s) from demo-project? [y/N]")
     assert fake.mutating_requests() == []
+
+
+def test_help_is_grouped_with_choices_and_rotate_is_a_subcommand(monkeypatch):
+    up_help = cli("up", "--help", env={"COLUMNS": "80"}).stdout
+    flat = " ".join(up_help.replace("│", " ").split())
+    for panel in ("Network settings", "Database settings", "Deployment settings"):
+        assert panel in up_help
+    assert "<str>" not in up_help and "<int>" not in up_help and "<bool>" not in up_help
+    assert "connector|direct" in up_help and "ENTERPRISE or ENTERPRISE_PLUS" in flat
+    for command in ("status", "down"):
+        assert "created if it does not exist" not in cli(command, "--help").stdout
+    rotate_help = cli("credentials", "rotate", "--help").stdout
+    assert "--mlflow" in rotate_help and "--format" not in rotate_help
+    assert "rotate" in cli("credentials", "--help").stdout
+
+
+def completions(words: str) -> list[str]:
+    """What bash completion offers for the last word (Click's protocol, as the installed script asks)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "_MLFLOW_GCP_COMPLETE": "complete_bash", "COMP_WORDS": words}
+    env["COMP_CWORD"] = str(len(words.split()) - 1)
+    code = "from mlflow_gcp.cli import app; app(prog_name='mlflow-gcp')"
+    answer = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    return answer.stdout.split()
+
+
+def test_settings_choices_are_completed():
+    assert completions("mlflow-gcp up --vpc-egress d") == ["direct"]
+    assert completions("mlflow-gcp up --secret-replication u") == ["user-managed"]
+    assert "db-tier" in completions("mlflow-gcp up --reset db-t")

@@ -16,26 +16,28 @@ from mlflow_gcp.errors import ConfigError
 ENV_PREFIX = "MLFLOW_GCP_"
 
 
-def setting(default, help: str, *, group: str = "Deployment"):
-    return field(default=default, metadata={"help": help, "group": group})
+def setting(default, help: str, *, group: str = "Deployment", choices: tuple[str, ...] = (), metavar: str = ""):
+    """`choices` are shown in the help and completed (validate() checks them); `metavar` says what is expected."""
+    return field(default=default, metadata={"help": help, "group": group, "choices": choices, "metavar": metavar})
 
 
 @dataclass(frozen=True)
 class Settings:
-    project: str = setting("", "Google Cloud project id.", group="Project")
-    region: str = setting("europe-west1", "Region of every regional resource.", group="Project")
-    network: str = setting("default", "VPC network; created if it does not exist.", group="Network")
+    project: str = setting("", "Google Cloud project id.", group="Project", metavar="PROJECT_ID")
+    region: str = setting("europe-west1", "Region of every regional resource.", group="Project", metavar="REGION")
+    network: str = setting("default", "VPC network (`up` creates it if it does not exist).", group="Network")
     peering_range: str = setting(
         "mlflow-private-services", "Name of the address range reserved for Cloud SQL.", group="Network"
     )
     peering_prefix_length: int = setting(
-        20, "Prefix length of the range reserved for Cloud SQL private IPs.", group="Network"
+        20, "Prefix length of the range reserved for Cloud SQL private IPs.", group="Network", metavar="BITS"
     )
     vpc_egress: str = setting(
         "connector",
         "How the server reaches the database: 'connector' (Serverless VPC Access, as the manual process) or "
         "'direct' (Direct VPC egress: no connector instances to pay for).",
         group="Network",
+        choices=("connector", "direct"),
     )
     egress_subnet: str = setting(
         "mlflow-direct-egress",
@@ -43,29 +45,46 @@ class Settings:
         group="Network",
     )
     egress_subnet_range: str = setting(
-        "10.8.64.0/26", "Free private range (/26 or larger) of the Direct VPC egress subnet.", group="Network"
+        "10.8.64.0/26",
+        "Free private range (/26 or larger) of the Direct VPC egress subnet.",
+        group="Network",
+        metavar="CIDR",
     )
     connector: str = setting("vpc-connector-mlflow", "Serverless VPC Access connector name.", group="Network")
-    connector_range: str = setting("10.8.0.0/28", "Free /28 range of the connector.", group="Network")
-    connector_machine_type: str = setting("e2-micro", "Connector machine type.", group="Network")
-    connector_min_instances: int = setting(2, "Connector minimum instances.", group="Network")
-    connector_max_instances: int = setting(3, "Connector maximum instances.", group="Network")
+    connector_range: str = setting("10.8.0.0/28", "Free /28 range of the connector.", group="Network", metavar="CIDR")
+    connector_machine_type: str = setting(
+        "e2-micro",
+        "Connector machine type: f1-micro, e2-micro or e2-standard-4.",
+        group="Network",
+        choices=("f1-micro", "e2-micro", "e2-standard-4"),
+        metavar="TYPE",
+    )
+    connector_min_instances: int = setting(2, "Connector minimum instances.", group="Network", metavar="COUNT")
+    connector_max_instances: int = setting(3, "Connector maximum instances.", group="Network", metavar="COUNT")
     db_instance: str = setting("mlflow-tracking-database", "Cloud SQL instance name.", group="Database")
     db_name: str = setting("mlflow_tracking_database", "MySQL database of the MLflow runs.", group="Database")
     auth_db_name: str = setting("mlflow_auth_database", "MySQL database of MLflow's users.", group="Database")
-    db_version: str = setting("MYSQL_8_4", "Cloud SQL database version.", group="Database")
-    db_edition: str = setting("ENTERPRISE", "Cloud SQL edition (ENTERPRISE or ENTERPRISE_PLUS).", group="Database")
-    db_tier: str = setting("db-f1-micro", "Cloud SQL machine tier.", group="Database")
+    db_version: str = setting("MYSQL_8_4", "Cloud SQL database version.", group="Database", metavar="VERSION")
+    db_edition: str = setting(
+        "ENTERPRISE",
+        "Cloud SQL edition: ENTERPRISE or ENTERPRISE_PLUS.",
+        group="Database",
+        choices=("ENTERPRISE", "ENTERPRISE_PLUS"),
+        metavar="EDITION",
+    )
+    db_tier: str = setting("db-f1-micro", "Cloud SQL machine tier.", group="Database", metavar="TIER")
     db_user: str = setting("root", "MySQL user MLflow connects as.", group="Database")
     db_ssl_mode: str = setting(
         "ENCRYPTED_ONLY",
         "Cloud SQL connections: ENCRYPTED_ONLY (the server uses TLS and checks the instance's CA) or "
         "ALLOW_UNENCRYPTED_AND_ENCRYPTED.",
         group="Database",
+        choices=("ENCRYPTED_ONLY", "ALLOW_UNENCRYPTED_AND_ENCRYPTED"),
+        metavar="MODE",
     )
-    bucket: str = setting("", "Artifact bucket [default: PROJECT-mlflow-artifacts].", group="Storage")
+    bucket: str = setting("", "Artifact bucket (default: PROJECT-mlflow-artifacts).", group="Storage")
     staging_bucket: str = setting(
-        "", "Bucket Cloud Build reads the server's source from [default: PROJECT_cloudbuild].", group="Storage"
+        "", "Bucket Cloud Build reads the server's source from (default: PROJECT_cloudbuild).", group="Storage"
     )
     service_account: str = setting("run-mlflow", "Service account id the server runs as.", group="Deployment")
     build_service_account: str = setting(
@@ -73,21 +92,26 @@ class Settings:
     )
     repository: str = setting("mlflow", "Artifact Registry Docker repository.", group="Deployment")
     service: str = setting("mlflow", "Cloud Run service name.", group="Deployment")
-    min_instances: int = setting(0, "Cloud Run minimum instances (0 scales to zero).", group="Deployment")
-    max_instances: int = setting(2, "Cloud Run maximum instances.", group="Deployment")
-    cpu: str = setting("1", "Cloud Run CPU limit.", group="Deployment")
-    memory: str = setting("1Gi", "Cloud Run memory limit.", group="Deployment")
-    mlflow_username: str = setting("admin", "MLflow admin login.", group="Deployment")
+    min_instances: int = setting(
+        0, "Cloud Run minimum instances (0 scales to zero).", group="Deployment", metavar="COUNT"
+    )
+    max_instances: int = setting(2, "Cloud Run maximum instances.", group="Deployment", metavar="COUNT")
+    cpu: str = setting("1", "Cloud Run CPU limit.", group="Deployment", metavar="CPUS")
+    memory: str = setting("1Gi", "Cloud Run memory limit.", group="Deployment", metavar="SIZE")
+    mlflow_username: str = setting("admin", "MLflow admin login.", group="Deployment", metavar="LOGIN")
     secret_replication: str = setting(
         "automatic",
         "Secret Manager replication: automatic, or user-managed (kept in the region; for organization policies "
         "on resource locations). Applies to secrets the tool creates.",
         group="Deployment",
+        choices=("automatic", "user-managed"),
+        metavar="MODE",
     )
     extra_hosts: str = setting(
         "",
         "Other host names the server answers to, comma-separated (a custom domain or a load balancer in front).",
         group="Deployment",
+        metavar="HOST,...",
     )
 
     @property

@@ -8,14 +8,16 @@ from pathlib import Path
 import typer
 
 from mlflow_gcp import __version__
-from mlflow_gcp.cli import cost, credentials, down, export, status, step, up, users
+from mlflow_gcp.cli import cost, credentials, down, export, help_format, logs, open_ui, status, step, up, users
 from mlflow_gcp.cli.console import debug, out
+
+_ = help_format  # imported for its effect on --help
 
 app = typer.Typer(
     name="mlflow-gcp",
     help="A secured MLflow tracking server on Google Cloud, with one command.",
     no_args_is_help=True,
-    rich_markup_mode=None,
+    rich_markup_mode="rich",
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -39,14 +41,17 @@ def root(
     debug.enabled = debug_flag
 
 
-app.command("up")(up.up)
-app.add_typer(step.app, name="step")
-app.command("status")(status.status)
-app.command("credentials")(credentials.credentials)
-app.command("down")(down.down)
-app.add_typer(export.app, name="export")
-app.command("cost")(cost.cost)
-app.add_typer(users.app, name="users")
+DEPLOY, READ, USE = "Deploy", "Look", "Use"
+app.command("up", rich_help_panel=DEPLOY)(up.up)
+app.add_typer(step.app, name="step", rich_help_panel=DEPLOY)
+app.command("down", rich_help_panel=DEPLOY)(down.down)
+app.add_typer(export.app, name="export", rich_help_panel=DEPLOY)
+app.command("status", rich_help_panel=READ)(status.status)
+app.command("logs", rich_help_panel=READ)(logs.logs)
+app.command("cost", rich_help_panel=READ)(cost.cost)
+app.command("open", rich_help_panel=USE)(open_ui.open_ui)
+app.add_typer(credentials.app, name="credentials", rich_help_panel=USE)
+app.add_typer(users.app, name="users", rich_help_panel=USE)
 
 
 def main() -> None:

@@ -65,28 +65,21 @@ def render(variables: dict[str, str], fmt: Format) -> str:
     return "".join(f"export {key}={shlex.quote(value)}\n" for key, value in variables.items())
 
 
+app = typer.Typer(
+    help="Print the login of the MLflow server; `rotate` gives new passwords.", invoke_without_command=True
+)
+
+
+@app.callback()
 @with_settings
 def credentials(
     settings: Settings,
-    action: str = typer.Argument(
-        "", metavar="[rotate]", help="`rotate`: new passwords, rolled out and verified, old versions disabled."
-    ),
     fmt: Format = typer.Option(Format.env, "--format", help=FORMAT_HELP),
-    mlflow: bool = typer.Option(False, "--mlflow", help="rotate: the MLflow admin password."),
-    database: bool = typer.Option(False, "--database", help="rotate: the MySQL password (Cloud SQL user)."),
+    as_json: bool = typer.Option(False, "--json", help="The same as --format json."),
 ) -> None:
     """Print MLFLOW_TRACKING_URI, _USERNAME and _PASSWORD: `eval "$(mlflow-gcp credentials)"`.
 
-    `credentials rotate [--mlflow] [--database]` (neither flag: both) gives new passwords.
-
-    A failure midway keeps the old login working; a rerun finishes the job."""
-    if action == "rotate":
-        _rotate(settings, mlflow=mlflow, database=database)
-        return
-    if action:
-        raise ConfigError(f"Unknown action '{action}': `mlflow-gcp credentials` or `mlflow-gcp credentials rotate`.")
-    if mlflow or database:
-        raise ConfigError("--mlflow and --database go with `mlflow-gcp credentials rotate`.")
+    `mlflow-gcp credentials rotate` gives new passwords."""
     from mlflow_gcp.operate.login import current_login
     from mlflow_gcp.service_spec import CLIENT_SETTINGS
 
@@ -97,8 +90,22 @@ def credentials(
         "MLFLOW_TRACKING_PASSWORD": login.password,
         **CLIENT_SETTINGS,
     }
-    sys.stdout.write(render(variables, fmt))
+    sys.stdout.write(render(variables, Format.json if as_json else fmt))
     sys.stdout.flush()
+
+
+@app.command("rotate")
+@with_settings
+def rotate(
+    settings: Settings,
+    mlflow: bool = typer.Option(False, "--mlflow", help="The MLflow admin password."),
+    database: bool = typer.Option(False, "--database", help="The MySQL password (Cloud SQL user)."),
+) -> None:
+    """New passwords as new secret versions, rolled out and verified against the live server; only then the old
+    versions are disabled. Neither flag: both.
+
+    A failure midway keeps the old login working; a rerun finishes the job."""
+    _rotate(settings, mlflow=mlflow, database=database)
 
 
 def _rotate(settings: Settings, *, mlflow: bool, database: bool) -> None:

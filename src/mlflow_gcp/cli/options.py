@@ -12,6 +12,10 @@ from mlflow_gcp.cli.console import handled_errors
 from mlflow_gcp.config import Settings, env_var, flag, setting_fields, validate
 
 _TYPES = {"str": str, "int": int}
+SETTINGS_EPILOG = (
+    "\n\nEvery setting is also an environment variable MLFLOW_GCP_<SETTING> (MLFLOW_GCP_DB_TIER for --db-tier) "
+    "or a line of .env; settings are remembered with the deployment."
+)
 CONTEXT = "settings_click_context"  # Typer gives the command's context to a parameter of this type
 
 WIDE = typer.Option(False, "--wide", "-w", help="Full names and every detail, even if lines wrap.")
@@ -30,6 +34,9 @@ RESET = typer.Option(
     [],
     "--reset",
     metavar="SETTING",
+    autocompletion=lambda incomplete: [
+        name for name in ["all", *(flag(f.name)[2:] for f in setting_fields())] if name.startswith(incomplete)
+    ],
     help=(
         "Send a setting back to its default (e.g. --reset db-tier; repeat it, or --reset all). Settings are "
         "remembered with the deployment: a flag changes only what it names, for good."
@@ -37,10 +44,24 @@ RESET = typer.Option(
 )
 
 
+def _metavar(f) -> str:
+    """What the flag expects: its choices (`connector|direct`), its own word, or NAME / COUNT."""
+    if f.metadata.get("metavar"):  # long choices: a word, and the help names them
+        return f.metadata["metavar"]
+    if f.metadata.get("choices"):
+        return "|".join(f.metadata["choices"])
+    return "COUNT" if f.type in ("int", int) else "NAME"
+
+
+def _completer(choices: tuple[str, ...]):
+    return lambda incomplete: [c for c in choices if c.startswith(incomplete)]
+
+
 def _setting_parameters() -> list[inspect.Parameter]:
     params = []
     for f in setting_fields():
         default = f.default
+        choices = f.metadata.get("choices") or ()
         option = typer.Option(
             default,
             flag(f.name),
@@ -48,6 +69,9 @@ def _setting_parameters() -> list[inspect.Parameter]:
             help=f.metadata["help"],
             rich_help_panel=f.metadata["group"] + " settings",
             show_default=bool(default) or isinstance(default, int),
+            show_envvar=False,  # one line under the options says it for all: MLFLOW_GCP_<NAME>
+            metavar=_metavar(f),
+            autocompletion=_completer(choices) if choices else None,
         )
         annotation = _TYPES[f.type] if isinstance(f.type, str) else f.type
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation))
@@ -78,6 +102,8 @@ def with_settings(
     @functools.wraps(command)
     def wrapper(**kwargs):
         click_context = kwargs.pop(CONTEXT)
+        if getattr(click_context, "invoked_subcommand", None):  # a group's own action, and a subcommand named
+            return None
         values = {name: kwargs.pop(name) for name in names}
         with handled_errors():
             from mlflow_gcp.remembered import explicit_sources, resolve
@@ -100,6 +126,7 @@ def with_settings(
     own = [p for p in signature.parameters.values() if p.name not in ("settings", "resolution")]
     context = inspect.Parameter(CONTEXT, inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
     wrapper.__signature__ = signature.replace(parameters=[*own, context, *_setting_parameters()])
+    wrapper.__doc__ = inspect.cleandoc(command.__doc__ or "") + SETTINGS_EPILOG
     return wrapper
 
 

@@ -46,12 +46,23 @@ def _show_password(name: str, password: str, generated: bool) -> None:
 
 @app.command("list")
 @with_settings
-def list_users(settings: Settings) -> None:
+def list_users(
+    settings: Settings,
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout, nothing else."),
+) -> None:
     """The server's users; the admin of mlflow-credentials is marked."""
     from rich.markup import escape
 
     server = _server(settings)
     users = server.list()
+    if as_json:
+        import json
+
+        document = {
+            "users": [{"user": u.name, "admin": u.is_admin, "secret_admin": u.name == server.admin} for u in users]
+        }
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+        return
     out.print(f"[dim]{'USER':<32} ROLE[/]")
     for user in users:
         role = "admin" if user.is_admin else "user"
