@@ -259,6 +259,7 @@ def test_a_new_project_applies_in_one_go(module_dir):
     assert waits["time_sleep.apis_ready"]["depends_on"] == ["${google_project_service.apis}"]
     assert waits["time_sleep.default_network"]["depends_on"] == ["${time_sleep.apis_ready}"]
     assert module.resources("data")["google_compute_network.vpc"]["depends_on"] == ["${time_sleep.default_network}"]
+    assert module.resources("data")["google_project.this"]["depends_on"] == ["${time_sleep.apis_ready}"]
     assert resources["google_cloud_run_v2_service.mlflow"]["depends_on"] == ["${time_sleep.grants_ready}"]
     grants = {a for a in resources if "_iam_member.run_" in a}
     assert {d.strip("${}") for d in waits["time_sleep.grants_ready"]["depends_on"]} == grants

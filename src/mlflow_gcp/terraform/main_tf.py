@@ -376,11 +376,18 @@ class MainTf:
             },
         )
 
+    def project_number(self) -> Block:
+        """The project's number (in the service's deterministic URL), read once the APIs are on in a new project."""
+        body: dict = {"project_id": Expr("var.project")}
+        if self.new:
+            body["depends_on"] = [Expr("time_sleep.apis_ready")]
+        return Block("data", ("google_project", "this"), body)
+
     def blocks(self) -> list[Block]:
         egress_blocks, egress_subnet = self.egress()
         return [
             self.locals_(),
-            Block("data", ("google_project", "this"), {"project_id": Expr("var.project")}),
+            self.project_number(),
             self.r.resource(
                 "google_project_service",
                 "apis",
