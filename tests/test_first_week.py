@@ -107,3 +107,27 @@ def test_settings_choices_are_completed():
     assert completions("mlflow-gcp up --vpc-egress d") == ["direct"]
     assert completions("mlflow-gcp up --secret-replication u") == ["user-managed"]
     assert "db-tier" in completions("mlflow-gcp up --reset db-t")
+
+
+def test_plan_at_80_columns_piped_names_each_change_and_counts_them(fake, deployed):
+    result = cli("up", "--dry-run", "--db-tier", "db-g1-small")
+    assert result.exit_code == 0, result.output
+    # the one-line notice of a change that interrupts the server stays whole (soft-wrapped) by design
+    assert_fits("\n".join(line for line in result.stdout.splitlines() if not line.startswith("! ")))
+    lines = result.stdout.splitlines()
+    assert lines[0] == "Plan", result.stdout  # piped: no line per step before the plan
+    assert "tier (restarts the database" in " ".join(result.stdout.split())
+    assert "Plan: 0 to create, 1 to change, 1 to replace/restart." in result.stdout  # + the settings record
+    assert sum(line.startswith("database ") for line in lines) == 1  # each step's row once
+
+
+def test_dry_run_exit_code_says_whether_changes_are_pending(fake, deployed):
+    unchanged = cli("up", "--dry-run", "--exit-code")
+    assert unchanged.exit_code == 0, unchanged.output
+    assert "Plan: no changes" in unchanged.stdout
+    pending = cli("up", "--dry-run", "--detailed-exitcode", "--min-instances", "1")
+    assert pending.exit_code == 2, pending.output
+    assert "Plan: 0 to create, 2 to change, 0 to replace/restart." in pending.stdout, pending.stdout
+    bad = cli("up", "--dry-run", "--exit-code", "--db-tier", "not a tier")
+    assert bad.exit_code == 1, bad.output  # a bad setting is an error (2 means changes pending here)
+    assert fake.mutating_requests() == []

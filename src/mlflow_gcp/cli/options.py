@@ -30,6 +30,13 @@ DRY_RUN = typer.Option(False, "--dry-run", help="Show what would change; change 
 ACCEPT_DISRUPTION = typer.Option(
     False, "--yes", "-y", help="Accept changes that restart the database or replace a resource (for scripts)."
 )
+EXIT_CODE = typer.Option(
+    False,
+    "--exit-code",
+    "--detailed-exitcode",
+    help="With --dry-run, for CI: exit 0 when there is nothing to change, 2 when changes are pending, 1 on any "
+    "error (as terraform plan -detailed-exitcode).",
+)
 RESET = typer.Option(
     [],
     "--reset",
@@ -105,6 +112,11 @@ def with_settings(
         if getattr(click_context, "invoked_subcommand", None):  # a group's own action, and a subcommand named
             return None
         values = {name: kwargs.pop(name) for name in names}
+        if kwargs.get("exit_code"):  # 2 means "changes pending" then: every error is 1
+            return _errors_as_one(lambda: _run(click_context, values, kwargs))
+        return _run(click_context, values, kwargs)
+
+    def _run(click_context, values, kwargs):
         with handled_errors():
             from mlflow_gcp.remembered import explicit_sources, resolve
 
@@ -128,6 +140,19 @@ def with_settings(
     wrapper.__signature__ = signature.replace(parameters=[*own, context, *_setting_parameters()])
     wrapper.__doc__ = inspect.cleandoc(command.__doc__ or "") + SETTINGS_EPILOG
     return wrapper
+
+
+def _errors_as_one(run: Callable):
+    from mlflow_gcp.cli.plan_view import ChangesPending
+
+    try:
+        return run()
+    except ChangesPending:
+        raise
+    except typer.Exit as e:
+        if e.exit_code not in (0, 1, 130):
+            raise typer.Exit(1) from None
+        raise
 
 
 def _preflight(given: Settings, arguments, kwargs: dict) -> None:

@@ -57,7 +57,7 @@ class StepView:
             TimeElapsedColumn(table_column=Column(width=7, no_wrap=True)),
             TextColumn("[dim]{task.fields[note]}", table_column=Column(no_wrap=True, overflow="ellipsis")),
             console=self.console,
-            transient=False,
+            transient=True,  # the summary or the plan that follows shows every row once
             disable=not self.live,
         )
         self._tasks: dict[str, TaskID] = {}
@@ -110,7 +110,7 @@ class StepView:
                 note = self._note(event.message.split(". ")[0]) if event.status is Status.FAILED else ""
                 self._progress.update(task, completed=1, note=note)
                 self._progress.stop_task(task)
-            if not self.live:
+            if not self.live and not self.planned:  # a plan is read whole after: no line per step before it
                 elapsed = time.monotonic() - self._started.get(event.step, time.monotonic())
                 timing = f" ({elapsed:.1f}s)" if event.status in FINAL and event.step in self._started else ""
                 self.console.print(f"{event.step:<16} {state}{timing}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from mlflow_gcp.cli.console import err, out, show_error
+from mlflow_gcp.cli.plan_view import plan_lines, summary_line
 from mlflow_gcp.cli.preflight import preflight_or_exit
 from mlflow_gcp.cli.progress import StepView, summary_table
 from mlflow_gcp.config import Settings
@@ -24,11 +25,12 @@ def run_with_view(
     wide: bool = False,
     skip_preflight: bool = False,
     as_json: bool = False,
+    exit_code: bool = False,
 ) -> RunReport:
     """`yes` accepts the changes that restart or replace something; without it they are asked on a terminal
     and refused elsewhere, before anything is sent for them. `wide`: the summary with full names. The preflight
     runs first (a dry run shows its problems and goes on). `as_json`: the outcome as one JSON document on stdout,
-    everything else on stderr."""
+    everything else on stderr. `exit_code` (with `dry_run`): exit 2 when the plan has changes, 1 on any error."""
     from mlflow_gcp.cli.approval import cli_approval
 
     mode = Mode.PLAN if dry_run else Mode.APPLY
@@ -53,8 +55,13 @@ def run_with_view(
 
         sys.stdout.write(json.dumps(run_document(report, url=url, planned=dry_run), indent=2) + "\n")
         sys.stdout.flush()
+    elif dry_run and not wide:
+        for line in plan_lines(report, out.width):
+            out.print(line, soft_wrap=True)
     else:
         out.print(summary_table(report, planned=dry_run, wide=wide))
+    if report.ok:
+        show.print(summary_line(report, planned=dry_run))
     _announce_interruptions(report, planned=dry_run, console=show)
     if report.ok and url and not dry_run:
         show.print(f"\nMLflow is ready at [bold]{url}[/]")
@@ -70,7 +77,7 @@ def run_with_view(
             step_code = show_error(error, step if several else None)
             code = step_code if index == 0 else code
         err.print("Fix the cause and run the same command again: finished work is kept and not redone.")
-        raise typer.Exit(code)
+        raise typer.Exit(1 if exit_code else code)
     return report
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from mlflow_gcp.cli.options import (
     ACCEPT_DISRUPTION,
     DRY_RUN,
+    EXIT_CODE,
     JSON_RESULT,
     RESET,
     SKIP_PREFLIGHT,
@@ -25,16 +26,28 @@ def up(
     skip_preflight: bool = SKIP_PREFLIGHT,
     as_json: bool = JSON_RESULT,
     reset: list[str] = RESET,
+    exit_code: bool = EXIT_CODE,
 ) -> None:
     """Create or update the whole deployment. Safe to rerun: what exists and matches is left alone."""
     from mlflow_gcp.cli.run import run_with_view, show_resolution
 
     show_resolution(resolution)
-    run_with_view(
-        settings, list(STEPS), dry_run=dry_run, yes=yes, wide=wide, skip_preflight=skip_preflight, as_json=as_json
+    report = run_with_view(
+        settings,
+        list(STEPS),
+        dry_run=dry_run,
+        yes=yes,
+        wide=wide,
+        skip_preflight=skip_preflight,
+        as_json=as_json,
+        exit_code=exit_code,
     )
     if dry_run:
         from mlflow_gcp.cli.console import err, out
         from mlflow_gcp.cli.cost import dry_run_line
 
         (err if as_json else out).print(dry_run_line(settings))  # stdout holds the JSON document alone
+        from mlflow_gcp.cli.plan_view import ChangesPending, counts
+
+        if exit_code and counts(report).total:
+            raise ChangesPending()
