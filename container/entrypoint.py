@@ -40,6 +40,15 @@ SIZING_DEFAULTS = {
     "MLFLOW_SQLALCHEMYSTORE_POOL_RECYCLE": "1800",
     "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
 }
+# Security settings mlflow-env cannot override (set after its MLFLOW_* values).
+# - A route MLflow's auth has no permission decision for is refused (403) to non-admins. MLflow 3.17 defaults to
+#   it; set here so that a later default, or a stray setting, cannot open such routes to every logged-in user.
+# - The AI gateway is refused by the route policy (route_policy.py): MLflow then says so in server-info and the UI
+#   hides it, instead of advertising `"gateway": true`.
+SECURITY_SETTINGS = {
+    "MLFLOW_BASIC_AUTH_FAIL_CLOSED": "true",
+    "MLFLOW_ENABLE_AI_GATEWAY": "false",
+}
 
 
 def allowed_hosts(config: ServerConfig) -> list[str]:
@@ -103,6 +112,7 @@ def server_environment(config: ServerConfig, backend_uri: str, auth_config_path:
         "PYTHONPATH": python_path(),
         "PYTHONDONTWRITEBYTECODE": "1",
         **config.mlflow_overrides,
+        **SECURITY_SETTINGS,
     }
 
 

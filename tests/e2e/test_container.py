@@ -167,6 +167,15 @@ def test_secrets_go_to_environment_and_private_file_not_argv(monkeypatch):
     assert auth_config.admin_username == "admin"
 
 
+def test_fail_closed_and_gateway_off_are_set_and_mlflow_env_cannot_undo_them():
+    entrypoint, read_config = load_entrypoint()
+    env = container_env(rehearsal_settings(), Secrets(new_password(), "admin", new_password()), 3306)
+    env["MLFLOW_ENV"] += "\nMLFLOW_BASIC_AUTH_FAIL_CLOSED=false\nMLFLOW_ENABLE_AI_GATEWAY=true\nMLFLOW_X=1\n"
+    environment = entrypoint.server_environment(read_config(env), "mysql+pymysql://", Path("/nonexistent"))
+    assert environment["MLFLOW_BASIC_AUTH_FAIL_CLOSED"] == "true" and environment["MLFLOW_ENABLE_AI_GATEWAY"] == "false"
+    assert environment["MLFLOW_X"] == "1"  # other MLflow settings of mlflow-env still pass
+
+
 def load_guard():
     sys.path.insert(0, str(CONTAINER_DIR))
     from mlflow_gcp_server import app, route_policy

@@ -244,6 +244,16 @@ def test_refused_families_stay_refused_to_anyone_claiming_to_be_local(rehearsal:
     assert not wrong, "\n".join(wrong)
 
 
+def test_server_info_does_not_advertise_the_refused_gateway(rehearsal: Rehearsal, non_admin):
+    for path in ("/api/3.0/mlflow/server-info", "/ajax-api/3.0/mlflow/server-info"):
+        for auth in (None, non_admin, admin(rehearsal)):
+            answer = api(rehearsal, path, auth=auth)
+            assert answer.status_code == 200, (path, answer.text)
+            assert answer.json()["features_enabled"]["gateway"] is False, (path, auth and auth[0], answer.text)
+    # What it says is what is served: the gateway's own routes answer 403 to the admin too.
+    assert api(rehearsal, "/ajax-api/3.0/mlflow/gateway/endpoints/list", auth=admin(rehearsal)).status_code == 403
+
+
 def test_links_and_redirects_keep_the_service_https_url(rehearsal: Rehearsal):
     """The scheme comes from the container (it only runs behind Cloud Run's TLS front), not from a header."""
     response = api(rehearsal, "/api/2.0/mlflow//experiments/search?max_results=1", auth=admin(rehearsal),

@@ -128,6 +128,15 @@ def test_clear_errors(rehearsal, users, monkeypatch):
         assert result.exit_code == 1
         assert "admin of mlflow-credentials" in result.output and "Traceback" not in result.output
 
+    # MariaDB's collation finds the admin under these names too (the premise, checked): all are refused.
+    for variant in (name.upper(), name.capitalize() + "  "):
+        found = call(rehearsal, "GET", "/api/2.0/mlflow/users/get", admin(rehearsal), params={"username": variant})
+        assert found.json()["user"]["username"] == name
+        for args in (("remove", variant), ("password", variant, "--password-stdin")):
+            result = users(*args, stdin="a-long-enough-password\n")
+            assert result.exit_code == 1 and "admin of mlflow-credentials" in " ".join(result.output.split())
+    assert call(rehearsal, "GET", SEARCH, admin(rehearsal), params={"max_results": 1}).status_code == 200
+
     result = users("remove", "nobody")
     assert result.exit_code == 1 and "There is no user nobody" in result.output
 

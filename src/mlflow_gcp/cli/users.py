@@ -16,7 +16,9 @@ from mlflow_gcp.config import Settings
 app = typer.Typer(help="Users of the MLflow server and their permissions.", no_args_is_help=True)
 
 PASSWORD_STDIN = typer.Option(
-    False, "--password-stdin", help="Read the password from the first line of stdin instead of generating one."
+    False, "--password-stdin",
+    help="Read the password from the first line of stdin instead of generating one (typed twice, not shown, "
+         "when stdin is a terminal).",
 )
 
 
@@ -34,7 +36,22 @@ def _password(from_stdin: bool) -> str:
 
     if not from_stdin:
         return new_password()
+    if sys.stdin.isatty():
+        return _typed_password()
     return sys.stdin.readline().rstrip("\r\n")
+
+
+def _typed_password() -> str:
+    """A password typed at the terminal: never echoed (getpass turns echo off), asked twice so a typo is caught."""
+    import getpass
+
+    from mlflow_gcp.errors import ConfigError
+
+    first = getpass.getpass("New password: ", stream=sys.stderr)
+    if getpass.getpass("Type it again: ", stream=sys.stderr) != first:
+        raise ConfigError("The two passwords typed differ; nothing was changed.",
+                          "Run the command again and type the same password twice.")
+    return first
 
 
 def _show_password(name: str, password: str, generated: bool) -> None:

@@ -9,12 +9,17 @@ and `.../revoke` (resource_type `experiment` or `registered_model`). Errors answ
 `{"error_code": ..., "message": ...}` as every MLflow REST error does.
 
 The admin of the secret is the server's own login (the container brings it back in line with the secret at
-every start): it is never removed, demoted, given a password here, or given per-resource grants.
+every start): it is never removed, demoted, given a password here, or given per-resource grants. MLflow finds a
+user by `username = :name` in MySQL, whose default collations ignore case and accents (utf8mb4_0900_ai_ci, MariaDB's
+utf8mb4_general_ci / uca1400_ai_ci) and, for PAD SPACE ones, trailing spaces: `ADMIN`, `Ádmin` and `admin ` all
+name `admin`. So the protection compares twice: the typed name as MySQL's collations compare (`same_login`, before
+asking the server), then the name the server stored for the user it found (exact).
 """
 
 from __future__ import annotations
 
 import secrets
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -150,7 +155,7 @@ class ServerUsers:
 
     def remove(self, name: str) -> None:
         self._protect(name, "removed")
-        self.require(name)
+        self._protect(self.require(name).name, "removed")
         try:
             self._call("DELETE", f"{USERS}/delete", body={"username": name})
         except _ApiError as e:
@@ -159,7 +164,7 @@ class ServerUsers:
     def set_password(self, name: str, password: str) -> None:
         self._protect(name, "given a password here")
         _check_password(password)
-        self.require(name)
+        self._protect(self.require(name).name, "given a password here")
         try:
             self._call("PATCH", f"{USERS}/update-password", body={"username": name, "password": password})
         except _ApiError as e:
@@ -171,8 +176,9 @@ class ServerUsers:
         permission = permission.upper()
         if permission not in PERMISSIONS:
             raise UserError(f"Unknown permission {permission}.", f"Use one of {', '.join(PERMISSIONS)}.")
-        self._protect(name, "limited by a grant (an admin has every permission)")
-        self.require(name)
+        what = "limited by a grant (an admin has every permission)"
+        self._protect(name, what)
+        self._protect(self.require(name).name, what)
         resource_id, resource_name = self._experiment(target) if kind == EXPERIMENT else (self._model(target), target)
         body = {
             "username": name,
@@ -225,15 +231,27 @@ class ServerUsers:
 
     # -- guards ----------------------------------------------------------------------------------------------
     def _protect(self, name: str, what: str) -> None:
-        if name == self.admin:
+        if same_login(name, self.admin):
+            shown = name if name == self.admin else f"{name!r} (as the database compares names: {self.admin})"
             raise UserError(
-                f"{name} is the admin of mlflow-credentials, the deployment's own login: it cannot be {what}.",
+                f"{shown} is the admin of mlflow-credentials, the deployment's own login: it cannot be {what}.",
                 "Its password changes with `mlflow-gcp credentials rotate --mlflow`.",
             )
 
     @staticmethod
     def _error(error: _ApiError, doing: str) -> UserError:
         return UserError(f"{doing} failed: the server answered {error.status} ({error.message}).")
+
+
+def collation_key(name: str) -> str:
+    """A name as MySQL's default collations compare it, or more loosely: accents and other combining marks
+    dropped (compatibility-decomposed), case folded, trailing spaces ignored. Looser is the safe side for a guard."""
+    decomposed = unicodedata.normalize("NFKD", name)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold().rstrip(" ")
+
+
+def same_login(name: str, other: str) -> bool:
+    return collation_key(name) == collation_key(other)
 
 
 def _name(user: User) -> str:
