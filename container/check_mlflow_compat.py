@@ -12,6 +12,8 @@ Run by the Dockerfile after `pip install` (and by the e2e tests). It checks that
   build until someone decides whether this deployment serves it;
 - every request field that looks like a storage address, and every location tag, is classified in
   `mlflow_gcp_server.storage_locations`, and every module that reads a trace's data location is guarded.
+- every route it serves has a permission decision in MLflow's auth (a validator, public, or
+  self-authorizing) or is declared admin-only (`mlflow_gcp_server.validator_coverage`).
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ REQUIRED_ATTRIBUTES = {
         "_get_bucket",
     ),
     "alembic.operations.Operations": ("create_table", "create_foreign_key"),
+    # Wrapped by mlflow_gcp_server.permission_cache.
+    "mlflow.server.auth": ("sender_is_admin", "authorize", "_run_requirement", "authenticate_request",
+                           "workspace_context"),
 }
 
 
@@ -115,8 +120,15 @@ def check_route_policy() -> str:
                      and route.family.verdict is Verdict.ALLOW})
     if opened:
         raise CompatibilityError(f"routes of laptop-only modules fall in an ALLOW family: {opened}")
+    from mlflow_gcp_server.validator_coverage import undecided
+
+    if missing := undecided(routes):
+        raise CompatibilityError(
+            "routes of ALLOW families for which MLflow's auth has no permission decision (fail-closed keeps them to "
+            "admins): declare each in mlflow_gcp_server/validator_coverage.py DECLARED_ADMIN_ONLY with its reason, "
+            f"or DENY it in route_policy.py: {missing}")
     denied = sum(route.family.verdict is Verdict.DENY for route in routes)
-    return f"{len(routes)} routes, {denied} refused"
+    return f"{len(routes)} routes, {denied} refused, every served one with a permission decision"
 
 
 def check_storage_locations() -> str:

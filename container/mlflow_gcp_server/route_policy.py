@@ -109,6 +109,8 @@ class Route:
     methods: tuple[str, ...]
     source: str  # "flask" or "fastapi"
     module: str  # where its view function lives
+    # (method, MLflow's permission decision) for routes of ALLOW families: mlflow_gcp_server.validator_coverage
+    decisions: tuple[tuple[str, str], ...] = ()
 
     @property
     def family(self) -> RouteFamily | None:
@@ -179,7 +181,8 @@ def list_server_routes() -> list[Route]:
                             capture_output=True, text=True, timeout=300)
     if result.returncode != 0:
         raise RuntimeError(f"cannot list the server's routes:\n{result.stderr[-3000:]}")
-    return [Route(item["path"], tuple(item["methods"]), item["source"], item["module"])
+    return [Route(item["path"], tuple(item["methods"]), item["source"], item["module"],
+                  tuple(map(tuple, item.get("decisions", ()))))
             for item in json.loads(result.stdout)]
 
 
@@ -192,9 +195,17 @@ def main() -> None:
     warnings.simplefilter("ignore")
     logging.disable(logging.WARNING)
     with tempfile.TemporaryDirectory() as scratch:
-        routes = server_routes(build_server_app(scratch).app)
-    json.dump([{"path": route.path, "methods": route.methods, "source": route.source, "module": route.module}
-               for route in routes], sys.stdout)
+        app = build_server_app(scratch)
+        while not hasattr(app, "routes"):  # the ASGI layers of mlflow_gcp_server.app, down to MLflow's FastAPI app
+            app = app.app
+        routes = server_routes(app)
+        from mlflow_gcp_server.validator_coverage import decision
+
+        decisions = [tuple((method, decision(route, method)) for method in route.methods)
+                     if route.family is not None and route.family.verdict is Verdict.ALLOW else ()
+                     for route in routes]
+    json.dump([{"path": route.path, "methods": route.methods, "source": route.source, "module": route.module,
+                "decisions": found} for route, found in zip(routes, decisions, strict=True)], sys.stdout)
 
 
 if __name__ == "__main__":
