@@ -2,7 +2,9 @@
 
 - login on: the container's entrypoint (basic-auth, credential cache on), Cloud Run environment;
 - login off: plain `mlflow server` on the same MariaDB, one worker, same pool settings.
-The real mlflow client logs to each for DURATION seconds, sequentially and from THREADS threads.
+The real mlflow client logs to each for DURATION seconds, sequentially and from THREADS threads, as the admin of
+mlflow-credentials or (--as-user) as a user who is not an admin (MLflow then checks the user's permissions on every
+request; the server caches them, see container/mlflow_gcp_server/permission_cache.py).
 Target: the rate with login at least 0.9x the rate without (issue 19).
 
     python benchmarks/server_throughput.py [--duration 8] [--threads 4]
@@ -134,13 +136,22 @@ def measure(targets: dict[str, Target], duration: float, threads: int, rounds: i
     }
 
 
-def start_both(servers: Servers, work_dir: Path) -> tuple[list[subprocess.Popen], dict[str, Target]]:
+BENCH_USER = ("bench-user", "bench-user-password-1234")
+
+
+def start_both(servers: Servers, work_dir: Path, as_user: bool = False) -> tuple[list[subprocess.Popen],
+                                                                                  dict[str, Target]]:
     login_port, plain_port = free_port(), free_port()
     env = container_env(servers.settings, servers.secrets, servers.mariadb.port, (f"http://127.0.0.1:{login_port}",))
     env.update(google_endpoints(servers.google.url, work_dir), PORT=str(login_port))
     processes = [start([sys.executable, str(ENTRYPOINT)], env, login_port, servers.log)]
     processes.append(start(servers.plain_command(plain_port), servers.plain_env(), plain_port, servers.log))
     login = (servers.secrets.admin_user, servers.secrets.admin_password)
+    if as_user:
+        created = requests.post(f"http://127.0.0.1:{login_port}/api/2.0/mlflow/users/create", auth=login, timeout=60,
+                                json={"username": BENCH_USER[0], "password": BENCH_USER[1]})
+        created.raise_for_status()
+        login = BENCH_USER
     with_environment({"MLFLOW_TRACKING_USERNAME": login[0], "MLFLOW_TRACKING_PASSWORD": login[1]})
     targets = {"login on": Target(f"http://127.0.0.1:{login_port}", login)}
     with_environment({})
@@ -152,12 +163,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=9.0)
     parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--as-user", action="store_true", help="log as a user who is not an admin")
     arguments = parser.parse_args()
     os.environ.update({"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "NO_PROXY": "127.0.0.1"})
     with rehearsal_servers() as servers:
         processes = []
         try:
-            processes, targets = start_both(servers, servers.work_dir)
+            processes, targets = start_both(servers, servers.work_dir, arguments.as_user)
             results = measure(targets, arguments.duration, arguments.threads)
         finally:
             for process in processes:

@@ -199,3 +199,11 @@ def test_the_instance_that_served_an_access_change_forgets_at_once(server):
     fake.allowed.clear()
     send_through(middleware, "POST", "/api/3.0/mlflow/users/permissions/revoke", 200)
     assert auth.authorize("carl", ("experiment", "7"), []) is False
+
+
+def test_an_unhashable_argument_is_asked_every_time_not_an_error(server):
+    fake, auth, _ = server
+    fake.allowed.add(("carl", "7"))
+    assert auth.authorize("carl", ("experiment", "7"), [{"unhashable": "requirement"}])
+    assert auth.authorize("carl", ("experiment", "7"), [{"unhashable": "requirement"}])
+    assert fake.calls.count("authorize") == 2

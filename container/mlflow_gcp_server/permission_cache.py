@@ -74,7 +74,12 @@ class PermissionCache:
             self._entries.clear()
 
     def cached(self, key: Hashable, compute: Callable[[], Any], keep: Callable[[Any], bool] = lambda _: True) -> Any:
-        """`compute()`'s value for `key`, from the cache while it lives; a value `keep` rejects is not stored."""
+        """`compute()`'s value for `key`, from the cache while it lives; a value `keep` rejects is not stored.
+        A key that cannot be hashed (an argument shape MLflow did not use when this was written) is not cached."""
+        try:
+            hash(key)
+        except TypeError:
+            return compute()
         value = self.get(key)
         if value is _MISSING:
             value = compute()
