@@ -11,7 +11,7 @@ Run by the Dockerfile after `pip install` (and by the e2e tests). It checks that
   families meant for a laptop being refused: an MLflow upgrade that adds a route family fails the
   build until someone decides whether this deployment serves it;
 - every request field that looks like a storage address, and every location tag, is classified in
-  `mlflow_gcp_server.storage_locations`, and every module that reads a trace's data location is guarded.
+  `mlflow_gcp_server.storage_locations`, and every module that reads a trace's data location is guarded;
 - every route it serves has a permission decision in MLflow's auth (a validator, public, or
   self-authorizing) or is declared admin-only (`mlflow_gcp_server.validator_coverage`).
 """
