@@ -5,6 +5,15 @@ import pytest
 from tests.fake_gcp.server import PROJECT, FakeGoogle
 
 
+@pytest.fixture(autouse=True)
+def no_gcloud_project(monkeypatch, tmp_path_factory):
+    """No test finds a project in this machine's gcloud configuration or its generic variables: a test that wants
+    one writes it (tests/test_project.py)."""
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path_factory.getbasetemp() / "no-gcloud-config"))
+    for name in ("CLOUDSDK_CORE_PROJECT", "GOOGLE_CLOUD_PROJECT", "CLOUDSDK_ACTIVE_CONFIG_NAME"):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture
 def fake(monkeypatch, tmp_path):
     """A fresh fake of the Google APIs, with the tool pointed at it."""

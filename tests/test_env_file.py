@@ -75,6 +75,24 @@ def test_an_unknown_setting_is_named_with_the_closest_one(tmp_path):
     assert result.stdout.startswith("mlflow-gcp ")  # stdout stays clean
 
 
+@pytest.mark.parametrize(
+    "text, line",
+    [
+        ("MLFLOW_GCP_REGION=europe-west1\nMLFLOW_GCP_PROJECT=\"demo-project\nMLFLOW_GCP_DB_TIER=db-f1-micro\n", 2),
+        ("# settings\nMLFLOW_GCP_PROJECT demo-project\n", 2),
+    ],
+    ids=["unclosed-quote", "no-equals"],
+)
+def test_a_malformed_line_is_one_paragraph_naming_the_file_and_line(tmp_path, text, line):
+    (tmp_path / ".env").write_text(text + "MLFLOW_TRACKING_PASSWORD='s3cret value'\n")
+    result = run(tmp_path, "status")
+    assert result.returncode == 2
+    assert f"The settings file {tmp_path / '.env'} cannot be read at line {line}" in result.stderr
+    # Not python-dotenv's own message, nor the missing project that follows from the dropped line; no value shown.
+    assert "python-dotenv" not in result.stderr and "No project given" not in result.stderr
+    assert "s3cret" not in result.stderr and "Traceback" not in result.stderr
+
+
 def test_every_mlflow_gcp_variable_the_code_reads_is_known():
     """A variable added to the code must be added to env_file.OTHER_VARIABLES (or be a setting), else users who
     set it get a wrong warning."""

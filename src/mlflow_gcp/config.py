@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 from mlflow_gcp.errors import ConfigError
+from mlflow_gcp.suggest import did_you_mean
 
 ENV_PREFIX = "MLFLOW_GCP_"
 
@@ -195,7 +196,10 @@ def validate(settings: Settings, *, combinations: bool = True) -> Settings:
     s = settings
     problems: list[str] = []
     if not s.project:
-        problems.append(f"No project given: pass --project or set {env_var('project')}.")
+        problems.append(
+            f"No project given: pass --project, set {env_var('project')} (in the environment or .env), or "
+            "`gcloud config set project PROJECT_ID`."
+        )
     elif not _PROJECT.match(s.project):
         problems.append(
             f"Project id '{s.project}' is not valid: it must be 6 to 30 lowercase letters, digits or hyphens, "
@@ -251,11 +255,20 @@ def validate(settings: Settings, *, combinations: bool = True) -> Settings:
     )
     _check_name(problems, "Cloud SQL tier", s.db_tier, _TIER, "a tier name such as db-f1-micro", 64)
     if s.secret_replication not in ("automatic", "user-managed"):
-        problems.append(f"Secret replication '{s.secret_replication}' must be automatic or user-managed.")
+        problems.append(
+            f"Secret replication '{s.secret_replication}' must be automatic or user-managed."
+            + did_you_mean(s.secret_replication, ("automatic", "user-managed"))
+        )
     if s.db_edition not in ("ENTERPRISE", "ENTERPRISE_PLUS"):
-        problems.append(f"Cloud SQL edition '{s.db_edition}' must be ENTERPRISE or ENTERPRISE_PLUS.")
+        problems.append(
+            f"Cloud SQL edition '{s.db_edition}' must be ENTERPRISE or ENTERPRISE_PLUS."
+            + did_you_mean(s.db_edition, ("ENTERPRISE", "ENTERPRISE_PLUS"))
+        )
     if s.db_ssl_mode not in DB_SSL_MODES:
-        problems.append(f"Database SSL mode '{s.db_ssl_mode}' must be one of {', '.join(DB_SSL_MODES)}.")
+        problems.append(
+            f"Database SSL mode '{s.db_ssl_mode}' must be one of {', '.join(DB_SSL_MODES)}."
+            + did_you_mean(s.db_ssl_mode, DB_SSL_MODES)
+        )
     if not re.match(r"^MYSQL_[0-9]+(_[0-9]+)*$", s.db_version):
         problems.append(f"Database version '{s.db_version}' is not a MySQL version such as MYSQL_8_4.")
     if s.project and _PROJECT.match(s.project):
@@ -327,7 +340,10 @@ def egress_range_problem(value: str) -> str | None:
 def _egress_problems(s: Settings) -> list[str]:
     problems = []
     if s.vpc_egress not in VPC_EGRESS_MODES:
-        problems.append(f"VPC egress '{s.vpc_egress}' must be 'connector' or 'direct'.")
+        problems.append(
+            f"VPC egress '{s.vpc_egress}' must be 'connector' or 'direct'."
+            + did_you_mean(s.vpc_egress, VPC_EGRESS_MODES)
+        )
         return problems
     if s.vpc_egress != "direct":
         return problems

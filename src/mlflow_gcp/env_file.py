@@ -62,6 +62,35 @@ def decode(path: Path, raw: bytes) -> str:
     return text
 
 
+class Applied:
+    """What the last `load` put in the environment: the file, and the names it set (those not already set)."""
+
+    path: Path | None = None
+    names: frozenset[str] = frozenset()
+
+
+applied = Applied()
+
+
+def check_syntax(path: Path, text: str) -> None:
+    """One paragraph naming the file and the first line python-dotenv cannot parse (it would only log a warning
+    and drop the line). The line's value is not quoted: a `.env` may hold a password."""
+    from dotenv.parser import parse_stream
+
+    bad = next((binding for binding in parse_stream(io.StringIO(text)) if binding.error), None)
+    if bad is None:
+        return
+    first = bad.original.string.splitlines()[0] if bad.original.string else ""
+    name = first.split("=", 1)[0].strip() if "=" in first else ""
+    shown = f" ({name}=...)" if name and name.replace("_", "").replace("export ", "").isalnum() else ""
+    raise ConfigError(
+        f"The settings file {path} cannot be read at line {bad.original.line}{shown}: each line must be "
+        "NAME=value (a value with spaces or # inside quotes, every quote closed), a comment starting with #, or "
+        "empty.",
+        "Correct that line, or move the file away and pass the settings as flags.",
+    )
+
+
 def load(path: Path) -> dict[str, str]:
     """Put the file's variables in the environment, below those already set there (flags win over both).
     Returns the file's variables; {} when there is no file."""
@@ -69,8 +98,12 @@ def load(path: Path) -> dict[str, str]:
         return {}
     from dotenv import dotenv_values
 
-    values = dotenv_values(stream=io.StringIO(decode(path, path.read_bytes())))
+    text = decode(path, path.read_bytes())
+    check_syntax(path, text)
+    values = dotenv_values(stream=io.StringIO(text))
     found = {key: value for key, value in values.items() if value is not None}
+    applied.path = path
+    applied.names = frozenset(key for key in found if key not in os.environ)
     for key, value in found.items():
         os.environ.setdefault(key, value)
     return found

@@ -157,10 +157,17 @@ def reset_names(raw: Iterable[str]) -> set[str]:
             else:
                 bad.append(part.strip())
     if bad:
+        from mlflow_gcp.suggest import closest
+
+        flags = [n.replace("_", "-") for n in known]
+        guess = closest(bad[0].lstrip("-").replace("_", "-"), flags)
+        if guess:
+            raise ConfigError(
+                f"--reset {', '.join(bad)}: not a setting that can be reset. Did you mean --reset {guess}?",
+                "`mlflow-gcp up --help` lists the settings (--reset all resets every one).",
+            )
         raise ConfigError(
-            f"--reset {', '.join(bad)}: not a setting that can be reset. Settings: "
-            + ", ".join(n.replace("_", "-") for n in known)
-            + " (or all)."
+            f"--reset {', '.join(bad)}: not a setting that can be reset. Settings: " + ", ".join(flags) + " (or all)."
         )
     return names
 

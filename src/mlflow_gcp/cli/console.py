@@ -34,9 +34,11 @@ def show_error(error: BaseException, step: str | None = None) -> int:
         err.print("".join(traceback.format_exception(error)), markup=False, end="")
     where = f" in step {step}" if step else ""
     if isinstance(error, MlflowGcpError):
-        err.print(f"[bold red]Error{where}:[/] {error.message}", soft_wrap=False)
+        from mlflow_gcp.cli.project import with_project_flag
+
+        err.print(f"[bold red]Error{where}:[/] {with_project_flag(error.message)}", soft_wrap=False)
         if error.hint:
-            err.print(f"[bold]What to do:[/] {error.hint}")
+            err.print(f"[bold]What to do:[/] {with_project_flag(error.hint)}")
         return error.exit_code
     err.print(f"[bold red]Unexpected error{where}:[/] {type(error).__name__}: {error}", markup=True)
     if not debug.enabled:

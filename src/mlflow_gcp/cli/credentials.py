@@ -10,6 +10,7 @@ from enum import Enum
 
 import typer
 
+from mlflow_gcp.cli.choices import choice, metavar
 from mlflow_gcp.cli.console import err, out
 from mlflow_gcp.cli.options import with_settings
 from mlflow_gcp.config import Settings
@@ -74,10 +75,12 @@ app = typer.Typer(
 @with_settings
 def credentials(
     settings: Settings,
-    fmt: Format = typer.Option(Format.env, "--format", help=FORMAT_HELP),
+    fmt: str = typer.Option(
+        Format.env.value, "--format", metavar=metavar(Format), callback=choice(Format, "format"), help=FORMAT_HELP
+    ),
     as_json: bool = typer.Option(False, "--json", help="The same as --format json."),
 ) -> None:
-    """Print MLFLOW_TRACKING_URI, _USERNAME and _PASSWORD: `eval "$(mlflow-gcp credentials)"`.
+    """Print MLFLOW_TRACKING_URI, _USERNAME and _PASSWORD: `eval "$(mlflow-gcp credentials || echo false)"`.
 
     `mlflow-gcp credentials rotate` gives new passwords."""
     from mlflow_gcp.operate.login import current_login
@@ -120,4 +123,6 @@ def _rotate(settings: Settings, *, mlflow: bool, database: bool) -> None:
         out.print(f"Disabled the old versions: {', '.join(result.disabled)}.")
     out.print(f"The login works against {result.url}.")
     if any(i.secret_id == "mlflow-credentials" for i in result.rotated):
-        out.print('Members get the new login with: [bold]eval "$(mlflow-gcp credentials)"[/]')
+        from mlflow_gcp.cli.project import eval_line
+
+        out.print(f"Members get the new login with: [bold]{eval_line()}[/]")

@@ -118,11 +118,14 @@ def with_settings(
 
     def _run(click_context, values, kwargs):
         with handled_errors():
-            from mlflow_gcp.remembered import explicit_sources, resolve
+            from mlflow_gcp.cli.project import settle
+            from mlflow_gcp.remembered import explicit_sources, reset_names, resolve
 
             # A command run `--offline` sends no request: the recorded settings are not read then.
             online = not kwargs.get("offline", False)
+            values["project"] = settle(click_context, values["project"])
             given = validate(Settings(**values), combinations=False)
+            reset_names(kwargs.get("reset") or ())  # a misspelt name is refused before any request
             if precheck is not None:
                 precheck(given, **kwargs)
             if preflight is not None and online:

@@ -65,7 +65,9 @@ def run_with_view(
     _announce_interruptions(report, planned=dry_run, console=show)
     if report.ok and url and not dry_run:
         show.print(f"\nMLflow is ready at [bold]{url}[/]")
-        show.print('Use it from a shell with: [bold]eval "$(mlflow-gcp credentials)"[/]')
+        from mlflow_gcp.cli.project import eval_line
+
+        show.print(f"Use it from a shell with: [bold]{eval_line()}[/]")
     if dry_run and report.ok:
         show.print("Dry run: nothing was changed.")
     if not report.ok:

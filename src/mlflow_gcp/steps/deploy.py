@@ -327,7 +327,7 @@ class CloudRunService(Resource):
         if versions.rotating == pinned and versions.applied not in (None, pinned):
             self.ctx.log(
                 f"the MLflow admin user now has a NEW password (version {pinned} of {SECRET_MLFLOW}): members get "
-                'the new login with `eval "$(mlflow-gcp credentials)"`'
+                'the new login with `eval "$(mlflow-gcp credentials || echo false)"`'
             )
 
     def _public_through_binding(self) -> bool:
