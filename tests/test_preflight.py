@@ -272,3 +272,47 @@ def test_down_asks_for_the_permissions_it_deletes_with(ready):
     assert "roles/cloudsql.admin: cloudsql.instances.delete" in " ".join(result.output.split())
     assert {"storage.buckets.delete", "secretmanager.secrets.delete"} <= set(asked_permissions(ready))
     assert only_preflight_was_asked(ready)
+
+
+def make_account(fake, account_id: str, *, act_as: bool) -> str:
+    """A service account as the tool makes it; with `act_as`, the caller holds roles/iam.serviceAccountUser on the
+    account itself (least privilege: not on the project)."""
+    from tests.fake_gcp.apis.cloudresourcemanager import OWNER
+    from tests.fake_gcp.server import PROJECT
+
+    iam = Clients(PROJECT).iam()
+    iam.projects().serviceAccounts().create(name=f"projects/{PROJECT}", body={"accountId": account_id}).execute()
+    email = f"{account_id}@{PROJECT}.iam.gserviceaccount.com"
+    if act_as:
+        role = "roles/iam.serviceAccountUser"
+        fake.set_policy(fake.service_account(email)["name"], {"bindings": [{"role": role, "members": [OWNER]}]})
+    return email
+
+
+def test_act_as_held_on_the_two_accounts_themselves_passes(ready):
+    ready.state["denied_permissions"] = {"iam.serviceAccounts.actAs"}  # not on the project
+    make_account(ready, "run-mlflow", act_as=True)
+    make_account(ready, "mlflow-build", act_as=True)
+    assert preflight().findings == []
+    ready.log.clear()
+    result = cli("up", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "iam.serviceAccounts.actAs" not in result.output
+
+
+def test_act_as_missing_on_one_account_names_it(ready):
+    ready.state["denied_permissions"] = {"iam.serviceAccounts.actAs"}
+    make_account(ready, "run-mlflow", act_as=True)
+    build = make_account(ready, "mlflow-build", act_as=False)
+    text = " ".join(" ".join(f.message for f in preflight().errors).split())
+    assert f"roles/iam.serviceAccountUser: iam.serviceAccounts.actAs (on the project, or on each of {build})" in text
+    # A step that acts as the server's account alone passes.
+    config = settings()
+    report = run_preflight(config, Clients(config.project), steps=["deploy"])
+    assert report.errors == []
+
+
+def test_act_as_on_accounts_not_made_yet_needs_the_project_grant(ready):
+    ready.state["denied_permissions"] = {"iam.serviceAccounts.actAs"}
+    errors = preflight().errors
+    assert len(errors) == 1 and "iam.serviceAccounts.actAs" in errors[0].message

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from mlflow_gcp.config import Settings
 from mlflow_gcp.gcp.clients import Clients, endpoint_base
-from mlflow_gcp.preflight.permissions import missing_by_role, permissions_for
+from mlflow_gcp.preflight.permissions import ACT_AS, SA_USER, act_as_accounts, missing_by_role, permissions_for
 
 ERROR, WARNING = "error", "warning"
 LOGIN_AGAIN = "Run `gcloud auth application-default login` to log in again."
@@ -170,9 +170,12 @@ def check_billing(clients: Clients, settings: Settings) -> list[Finding]:
     return []
 
 
-def check_permissions(clients: Clients, settings: Settings, wanted: Sequence[str]) -> list[Finding]:
+def check_permissions(
+    clients: Clients, settings: Settings, wanted: Sequence[str], act_as: Sequence[str] = ()
+) -> list[Finding]:
     """`projects.testIamPermissions` answers which of the asked permissions the caller holds (at most 100 per
-    call); the missing ones are listed under the predefined role that grants them."""
+    call); the missing ones are listed under the predefined role that grants them. actAs missing on the project
+    is asked of the accounts `act_as` themselves (a grant on each account is enough)."""
     from google.api_core import exceptions as gexc
 
     wanted = list(wanted)
@@ -186,10 +189,17 @@ def check_permissions(clients: Clients, settings: Settings, wanted: Sequence[str
             granted |= set(answer.get("permissions", []))
     except gexc.GoogleAPICallError as e:
         return [_unreadable("permissions", "Permissions", e)]
+    lacking_act_as: list[str] = []
+    if ACT_AS in wanted and ACT_AS not in granted and act_as:
+        lacking_act_as = _accounts_without_act_as(clients, act_as)
+        if not lacking_act_as:
+            granted.add(ACT_AS)
     missing = missing_by_role(wanted, granted)
     if not missing:
         return []
     lines = "".join(f"\n{role}: {', '.join(perms)}" for role, perms in missing.items())
+    if ACT_AS in missing.get(SA_USER, ()) and lacking_act_as:
+        lines += f" (on the project, or on each of {', '.join(lacking_act_as)})"
     return [
         Finding(
             "permissions",
@@ -199,6 +209,25 @@ def check_permissions(clients: Clients, settings: Settings, wanted: Sequence[str
             f"{settings.project} --member user:YOU --role ROLE`), or roles/owner, which covers them all.",
         )
     ]
+
+
+def _accounts_without_act_as(clients: Clients, accounts: Sequence[str]) -> list[str]:
+    """The accounts the caller may not act as by a grant on the account itself (`serviceAccounts.
+    testIamPermissions`). An account that does not exist yet is among them: the tool creates it, and only a
+    grant on the project (or above) applies to it then."""
+    from google.api_core import exceptions as gexc
+
+    lacking = []
+    for email in accounts:
+        name = f"projects/{clients.project}/serviceAccounts/{email}"
+        body = {"permissions": [ACT_AS]}
+        try:
+            answer = _call(clients.iam().projects().serviceAccounts().testIamPermissions(resource=name, body=body))
+        except gexc.GoogleAPICallError:
+            answer = {}  # missing, or unreadable: the project-level answer stands
+        if ACT_AS not in answer.get("permissions", []):
+            lacking.append(email)
+    return lacking
 
 
 def check_org_policies(clients: Clients, settings: Settings) -> list[Finding]:
@@ -251,14 +280,15 @@ def run_preflight(
     permissions: Sequence[str] | None = None,
 ) -> PreflightReport:
     """`permissions`: the list to test, instead of what `steps` need (`down` asks for its own)."""
+    steps = tuple(steps)
     report = PreflightReport(check_credentials(clients))
     if report.errors:
         return report  # nothing else can be asked
-    wanted = list(permissions) if permissions is not None else permissions_for(tuple(steps), settings)
+    wanted = list(permissions) if permissions is not None else permissions_for(steps, settings)
     jobs: dict[str, Callable[[], list[Finding]]] = {
         "project": lambda: check_project(clients, settings),
         "billing": lambda: check_billing(clients, settings),
-        "permissions": lambda: check_permissions(clients, settings, wanted),
+        "permissions": lambda: check_permissions(clients, settings, wanted, act_as_accounts(steps, settings)),
         "org policy": lambda: check_org_policies(clients, settings),
     }
     with ThreadPoolExecutor(len(checks) or 1, thread_name_prefix="preflight") as pool:

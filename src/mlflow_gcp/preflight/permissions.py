@@ -115,6 +115,17 @@ def down_permissions(settings: Settings, *, delete_data: bool) -> list[str]:
     return list(dict.fromkeys(wanted))
 
 
+ACT_AS = "iam.serviceAccounts.actAs"
+
+
+def act_as_accounts(steps: Iterable[str], settings: Settings) -> list[str]:
+    """The service accounts `steps` act as (the build runs as one, the service as the other): actAs granted on
+    these accounts themselves serves as well as on the project."""
+    steps = set(steps)
+    accounts = [settings.build_service_account_email] if "image" in steps else []
+    return accounts + ([settings.service_account_email] if "deploy" in steps else [])
+
+
 def missing_by_role(wanted: Iterable[str], granted: set[str]) -> dict[str, list[str]]:
     """The permissions of `wanted` not in `granted`, under the role that grants them."""
     missing: dict[str, list[str]] = {}

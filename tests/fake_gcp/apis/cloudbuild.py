@@ -59,6 +59,7 @@ import uuid
 
 from tests.fake_gcp.apis.artifactregistry import _IMAGE as IMAGE
 from tests.fake_gcp.apis.cloudresourcemanager import OWNER
+from tests.fake_gcp.apis.iam import ACT_AS_ROLES
 from tests.fake_gcp.server import PROJECT_NUMBER, ApiError, FakeGoogle, Request, not_found, parse_message
 
 BUILD_TYPE = "type.googleapis.com/google.devtools.cloudbuild.v1.Build"
@@ -68,8 +69,6 @@ TIME = "2026-11-26T00:00:00.000000Z"
 TERMINAL = {"SUCCESS", "FAILURE", "INTERNAL_ERROR", "TIMEOUT", "CANCELLED", "EXPIRED"}
 # Build.FailureInfo.FailureType has no value for an internal error: Google leaves it unspecified.
 FAILURE_TYPES = {"FAILURE": "USER_BUILD_STEP", "TIMEOUT": "USER_BUILD_STEP"}
-# Roles that hold iam.serviceAccounts.actAs on a service account.
-ACT_AS_ROLES = {"roles/iam.serviceAccountUser", "roles/owner", "roles/editor"}
 
 
 def normalized(raw: bytes) -> dict:

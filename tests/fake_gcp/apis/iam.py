@@ -9,6 +9,12 @@ Test helpers on the fake: `fake.service_account(email)` (the stored account or N
 `fake.iam_policy_lag` (default 0): that many getIamPolicy/setIamPolicy calls on a new account answer 404
 while `get` already works.
 Creation answers synchronously; `fake.latency["iam.create_service_account"]` makes it take that long.
+
+`projects.serviceAccounts.testIamPermissions` answers which of the asked permissions the caller holds on an account
+(https://cloud.google.com/iam/docs/reference/rest/v1/projects.serviceAccounts/testIamPermissions): those it holds on
+the project (all but `fake.state["denied_permissions"]`, see cloudresourcemanager.py), plus
+iam.serviceAccounts.actAs when the account's own policy grants the caller a role that holds it (a least-privilege
+set-up: roles/iam.serviceAccountUser on the account, not on the project). An unknown account is 404.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import re
 import time
 
+from tests.fake_gcp.apis.cloudresourcemanager import OWNER
 from tests.fake_gcp.server import ApiError, FakeGoogle, Request
 
 SA = "/v1/projects/{project}/serviceAccounts/{account}"
@@ -32,6 +39,9 @@ GRANTABLE_ON_SERVICE_ACCOUNT = {
     "roles/editor",
     "roles/viewer",
 }
+ACT_AS = "iam.serviceAccounts.actAs"
+# Roles that hold iam.serviceAccounts.actAs on a service account.
+ACT_AS_ROLES = {"roles/iam.serviceAccountUser", "roles/owner", "roles/editor"}
 
 
 def register(fake: FakeGoogle) -> None:
@@ -188,6 +198,15 @@ def register(fake: FakeGoogle) -> None:
                 )
         check_visible(m for b in policy.get("bindings", []) for m in b.get("members", []))
         return fake.set_policy(account["name"], policy)
+
+    @fake.route("iam", "POST", SA + ":testIamPermissions", mutating=False)
+    def test_iam_permissions(req: Request):
+        account = lookup(req)
+        denied = set(fake.state.get("denied_permissions", ()))
+        on_account = any(OWNER in fake.members(account["name"], role) for role in ACT_AS_ROLES)
+        asked = (req.json or {}).get("permissions", [])
+        granted = [p for p in asked if p not in denied or (p == ACT_AS and on_account)]
+        return {"permissions": granted} if granted else {}
 
     def service_account(email: str) -> dict | None:
         return accounts.get(email)
