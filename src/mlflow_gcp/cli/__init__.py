@@ -68,4 +68,6 @@ def main() -> None:
         sys.exit(show_error(error))
     for warning in env_file.warnings(from_file, os.environ):
         err.print(f"[yellow]Warning:[/] {warning}", markup=True, highlight=False)
-    app()
+    from mlflow_gcp.cli.lazy import for_argv
+
+    for_argv(app, sys.argv[1:])()
