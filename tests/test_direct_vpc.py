@@ -135,7 +135,7 @@ def test_status_and_down_on_direct_with_a_custom_network(fake, container_dir):
     status = cli("status", *DIRECT, "--network", "team-net", "--json")
     assert '"egress subnet on team-net"' in status.output
     assert "mlflow-direct-egress" in status.output
-    report = json.loads(status.output)
+    report = json.loads(status.stdout)  # the project line is on stderr
     report.pop("settings", None)  # the recorded settings name the connector setting whatever the mode
     resources = json.dumps(report)
     assert "connector" not in resources.replace("connector step", "").lower().replace('"step": "connector"', "")
