@@ -99,3 +99,30 @@ def test_up_dry_run_ends_with_the_estimate(fake, container_dir):
     assert result.exit_code == 0, result.output
     assert "Estimated cost: about $" in result.output and "/month" in result.output
     assert not fake.mutating_requests()
+
+
+def test_without_credentials_the_shipped_table_answers_with_a_note(monkeypatch, tmp_path):
+    """No --offline needed: no credentials is the shipped table and the settings as given, said on one line."""
+    monkeypatch.delenv("MLFLOW_GCP_API_ENDPOINT", raising=False)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
+    result = cli("cost", "--json", "--project", "demo-project")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["prices"]["catalog_problem"] == "not read (no Google Cloud credentials)"
+    assert {item["source"] for item in report["lines"]} == {"table"}
+    notes = [line for line in result.stderr.splitlines() if line.startswith("Note: no Google Cloud credentials")]
+    assert len(notes) == 1 and "gcloud auth application-default login" in result.stderr
+
+
+def test_the_connector_share_that_direct_egress_removes_is_said(fake):
+    result = cli("cost", "--offline")
+    assert result.exit_code == 0, result.output
+    report = estimate(Settings(project="demo-project"), storage_gb=10)
+    share, total = report.connector_usd, report.monthly_total_usd
+    assert share > 0 and share == line(cost_json("--offline"), "VPC connector")["monthly"]
+    text = " ".join(result.stdout.split())
+    said = f"--vpc-egress direct (Direct VPC egress, no connector) removes the connector's ${share:,.2f} of the "
+    assert said + f"${total:,.2f}." in text
+    direct = cli("cost", "--offline", "--vpc-egress", "direct")
+    assert "removes the connector" not in direct.stdout
+    assert cost_json("--offline", "--vpc-egress", "direct")["connector_share"] == 0

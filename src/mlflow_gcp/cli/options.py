@@ -94,6 +94,7 @@ def with_settings(
     adopt: bool = False,
     precheck: Callable[..., None] | None = None,
     preflight: dict | Callable[[Settings, dict], dict] | None = None,
+    offline_when: Callable[[str], str] | None = None,
 ) -> Callable:
     """Give `command(settings: Settings, ...)` one option per setting; resolve them against the settings recorded
     with the deployment (a flag or environment variable changes only what it names; a `reset` parameter of the
@@ -102,9 +103,13 @@ def with_settings(
     code. A command with a `resolution` parameter also gets where each value came from. `precheck(settings,
     **options)` runs before anything is read (e.g. a refusal that must come before any request), with the
     settings as given. `preflight` (arguments of preflight_or_exit) runs the command's preflight before the
-    recorded settings are read, and tells the command to skip its own."""
+    recorded settings are read, and tells the command to skip its own. `offline_when(project)` gives a reason
+    for a command with an `offline` option to run as with it (e.g. no credentials): `offline` is then that
+    reason."""
     if command is None:
-        return functools.partial(with_settings, adopt=adopt, precheck=precheck, preflight=preflight)
+        return functools.partial(
+            with_settings, adopt=adopt, precheck=precheck, preflight=preflight, offline_when=offline_when
+        )
     names = [f.name for f in setting_fields()]
     signature = inspect.signature(command)
     wants_resolution = "resolution" in signature.parameters
@@ -128,6 +133,8 @@ def with_settings(
             online = not kwargs.get("offline", False)
             values["project"] = settle(click_context, values["project"])
             given = validate(Settings(**values), combinations=False)
+            if online and offline_when is not None and (reason := offline_when(given.project)):
+                online, kwargs["offline"] = False, reason
             reset_names(kwargs.get("reset") or ())  # a misspelt name is refused before any request
             if precheck is not None:
                 precheck(given, **kwargs)

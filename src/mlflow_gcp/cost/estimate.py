@@ -23,6 +23,7 @@ SECRET_COUNT = 4
 REQUEST_SECONDS = 0.1  # the per-request figure assumes 100 ms per request
 CATALOG = "catalog"
 TABLE = "table"
+CONNECTOR_ITEM = "VPC connector"
 
 # Connector machine type -> (vCPUs billed, GiB billed) for E2 types; f1-micro has its own SKU.
 E2_SHAPES = {"e2-micro": (0.25, 1.0), "e2-small": (0.5, 2.0), "e2-medium": (1.0, 4.0), "e2-standard-4": (4.0, 16.0)}
@@ -51,11 +52,17 @@ class Estimate:
     def monthly_total_usd(self) -> float:
         return round(sum(line.monthly_usd or 0.0 for line in self.lines), 2)
 
+    @property
+    def connector_usd(self) -> float:
+        """The connector's share, which Direct VPC egress (--vpc-egress direct) removes (0 without one)."""
+        return round(sum(line.monthly_usd or 0.0 for line in self.lines if line.item.startswith(CONNECTOR_ITEM)), 2)
+
     def as_dict(self) -> dict:
         return {
             "currency": "USD",
             "region": self.region,
             "monthly_total": self.monthly_total_usd,
+            "connector_share": self.connector_usd,
             "per_1000_requests": round(self.per_1000_requests_usd, 4),
             "lines": [
                 {
@@ -112,7 +119,7 @@ def _database(settings: Settings, book: PriceBook) -> CostLine:
 def _connector(settings: Settings, book: PriceBook) -> CostLine:
     count = settings.connector_min_instances
     machine = settings.connector_machine_type
-    item = f"VPC connector: {count} x {machine} (minimum, always on)"
+    item = f"{CONNECTOR_ITEM}: {count} x {machine} (minimum, always on)"
     hours = count * HOURS_PER_MONTH
     if machine == "f1-micro":
         return _line(book, item, f"{hours} h", [("compute.f1_micro", hours)])
