@@ -3,6 +3,7 @@ keep their name and help. The figures are in benchmarks/startup_bench.py (no tim
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -48,3 +49,24 @@ def test_the_named_command_is_whole_and_the_others_keep_name_and_help():
     assert names_and_help(deep.commands["step"]) == names_and_help(full.commands["step"])
     assert len(deep.commands["step"].commands["apis"].params) == len(full.commands["step"].commands["apis"].params)
     assert deep.commands["step"].commands["network"].params == []
+
+
+def help_text(run, monkeypatch, capsys) -> str:
+    monkeypatch.setenv("COLUMNS", "100")
+    try:
+        run()
+    except SystemExit as exit:
+        assert exit.code in (0, None)
+    return capsys.readouterr().out
+
+
+def test_a_command_s_help_printed_by_it_alone_is_the_same(monkeypatch, capsys):
+    from mlflow_gcp.cli import lazy, main
+
+    monkeypatch.setattr(lazy, "_program_name", lambda: "mlflow-gcp")  # pytest's __main__ would name itself
+    for path in (["up"], ["step"], ["step", "apis"], ["credentials"], ["users", "add"]):
+        monkeypatch.setattr(sys, "argv", ["mlflow-gcp", *path, "--help"])
+        fast = help_text(main, monkeypatch, capsys)
+        whole = help_text(functools.partial(app, [*path, "--help"], prog_name="mlflow-gcp"), monkeypatch, capsys)
+        assert fast == whole, path
+        assert fast.startswith(f"Usage: {' '.join(['mlflow-gcp', *path])} ")

@@ -68,6 +68,6 @@ def main() -> None:
         sys.exit(show_error(error))
     for warning in env_file.warnings(from_file, os.environ):
         err.print(f"[yellow]Warning:[/] {warning}", markup=True, highlight=False)
-    from mlflow_gcp.cli.lazy import for_argv
+    from mlflow_gcp.cli.lazy import run
 
-    for_argv(app, sys.argv[1:])()
+    run(app, sys.argv[1:])

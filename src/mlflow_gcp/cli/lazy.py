@@ -10,6 +10,7 @@ import os
 from collections.abc import Sequence
 
 import typer
+import typer.main
 
 
 def _stub(info):
@@ -45,3 +46,34 @@ def for_argv(app: typer.Typer, argv: Sequence[str]) -> typer.Typer:
     if any(key.startswith("_") and key.endswith("_COMPLETE") for key in os.environ):
         return app
     return trimmed(app, [arg for arg in argv if not arg.startswith("-")])
+
+
+def run(app: typer.Typer, argv: Sequence[str]) -> None:
+    """Run the command line. The help of a command is printed by that command alone: the options before it
+    need no parsing then, and parsing them would cost Typer a pydantic import (a third of `up --help`)."""
+    lean = for_argv(app, argv)
+    if "--help" in argv or "-h" in argv:
+        command = typer.main.get_command(lean)
+        path: list[str] = []
+        for word in (arg for arg in argv if not arg.startswith("-")):
+            if not hasattr(command, "commands"):
+                break  # a command's argument or option value
+            command = command.commands.get(word)
+            if command is None:
+                break  # not a command: Click says so
+            path.append(word)
+        if command is not None and path:
+            settings = getattr(app.info, "context_settings", None) or {}
+            names = settings.get("help_option_names", ["--help"])
+            command.main(["--help"], prog_name=" ".join([_program_name(), *path]), help_option_names=names)
+            return
+    lean()
+
+
+def _program_name() -> str:
+    try:
+        from click.utils import _detect_program_name
+
+        return _detect_program_name()
+    except ImportError:  # a Click without it: the name of the console script
+        return "mlflow-gcp"
