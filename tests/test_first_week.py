@@ -72,7 +72,8 @@ def test_down_question_is_a_line_per_kind_and_says_what_keeps_billing(fake, depl
     billing = " ".join(result.stdout.split())
     assert "The kept Cloud SQL instance goes on billing (about $" in billing and "/month" in billing
     # the question comes last, after the whole plan
-    assert result.stderr.startswith("Delete these 16 resource(s) from demo-project? [y/N]")
+    asked = result.stderr.removeprefix("project: demo-project (from MLFLOW_GCP_PROJECT)\n")  # said first, once
+    assert asked.startswith("Delete these 16 resource(s) from demo-project? [y/N]")
     assert fake.mutating_requests() == []
 
 

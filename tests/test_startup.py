@@ -69,4 +69,4 @@ def test_a_command_s_help_printed_by_it_alone_is_the_same(monkeypatch, capsys):
         fast = help_text(main, monkeypatch, capsys)
         whole = help_text(functools.partial(app, [*path, "--help"], prog_name="mlflow-gcp"), monkeypatch, capsys)
         assert fast == whole, path
-        assert fast.startswith(f"Usage: {' '.join(['mlflow-gcp', *path])} ")
+        assert f"Usage: {' '.join(['mlflow-gcp', *path])} " in fast

@@ -3,15 +3,22 @@ with the closest name: "did you mean"."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.helpers import cli
 
 
+def flat(text: str) -> str:
+    """The message without the error panel's frame and line breaks."""
+    return " ".join(re.sub("[│╭╮╰╯─]", " ", text).split())
+
+
 def test_reset_of_a_misspelt_setting_is_refused_before_any_request(fake):
     result = cli("up", "--reset", "db-teir")
     assert result.exit_code == 2
-    assert "Did you mean --reset db-tier?" in " ".join(result.stderr.split())
+    assert "Did you mean --reset db-tier?" in flat(result.stderr)
     assert "connector-machine-type" not in result.stderr  # the closest name, not the 33 of them
     assert fake.requests() == []
 
@@ -30,14 +37,14 @@ def test_reset_of_a_misspelt_setting_is_refused_before_any_request(fake):
 def test_a_typo_gets_the_closest_name_before_any_request(fake, args, suggestion):
     result = cli(*args)
     assert result.exit_code == 2
-    assert suggestion in " ".join(result.stderr.split())
+    assert suggestion in flat(result.stderr)
     assert fake.requests() == []
 
 
 def test_an_unknown_format_lists_the_choices_cleanly(fake):
     result = cli("credentials", "--format", "yaml")
     assert result.exit_code == 2
-    text = " ".join(result.stderr.split())
+    text = flat(result.stderr)
     assert "'yaml' is not a format: choose env, dotenv, docker or json." in text
     assert "Value error" not in text and "Did you mean" not in text
     assert result.stdout == "" and fake.requests() == []
