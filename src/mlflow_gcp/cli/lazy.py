@@ -53,6 +53,7 @@ def run(app: typer.Typer, argv: Sequence[str]) -> None:
     need no parsing then, and parsing them would cost Typer a pydantic import (a third of `up --help`)."""
     lean = for_argv(app, argv)
     if "--help" in argv or "-h" in argv:
+        _without_unused_rich_modules()
         command = typer.main.get_command(lean)
         path: list[str] = []
         for word in (arg for arg in argv if not arg.startswith("-")):
@@ -77,3 +78,22 @@ def _program_name() -> str:
         return _detect_program_name()
     except ImportError:  # a Click without it: the name of the console script
         return "mlflow-gcp"
+
+
+class _Unused:
+    def __init__(self, *args, **kwargs) -> None:
+        raise RuntimeError("rich.markdown / rich.traceback are not loaded while help is printed")
+
+
+def _without_unused_rich_modules() -> None:
+    """Typer's help formatter imports rich.markdown (markdown-it) and rich.traceback, which help in "rich" markup
+    mode with pretty exceptions off never uses: a third of `--help`. While help is printed (the process then
+    ends), they are stand-ins that fail loudly if ever used."""
+    import sys
+    import types
+
+    for name, attribute in (("rich.markdown", "Markdown"), ("rich.traceback", "Traceback")):
+        if name not in sys.modules:
+            stand_in = types.ModuleType(name)
+            setattr(stand_in, attribute, _Unused)
+            sys.modules[name] = stand_in
