@@ -141,7 +141,10 @@ def drift(settings: Settings, live: Mapping[str, Any]) -> dict[str, tuple[Any, A
 
 
 def reset_names(raw: Iterable[str]) -> set[str]:
-    """`--reset db-tier`, `--reset DB_TIER`, `--reset --db-tier` or `--reset all` -> setting names."""
+    """`--reset db-tier`, `--reset DB_TIER`, `--reset --db-tier` or `--reset all` -> setting names. `all` resets
+    settings, never the names of the deployment's resources (`moves.IDENTITY`): those only by name."""
+    from mlflow_gcp.moves import IDENTITY
+
     known = recorded_names()
     names: set[str] = set()
     bad: list[str] = []
@@ -151,7 +154,7 @@ def reset_names(raw: Iterable[str]) -> set[str]:
             if not name:
                 continue
             if name == "all":
-                names.update(known)
+                names.update(n for n in known if n not in IDENTITY)
             elif name in known:
                 names.add(name)
             else:

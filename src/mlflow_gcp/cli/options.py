@@ -37,6 +37,14 @@ EXIT_CODE = typer.Option(
     help="With --dry-run, for CI: exit 0 when there is nothing to change, 2 when changes are pending, 1 on any "
     "error (as terraform plan -detailed-exitcode).",
 )
+MOVE_TO_NEW_RESOURCES = typer.Option(
+    False,
+    "--move-to-new-resources",
+    help=(
+        "Accept that a changed name (--db-instance, --db-name, --auth-db-name, --bucket, --network, --service) "
+        "moves the live server to NEW, EMPTY resources; the old ones keep the data and keep billing."
+    ),
+)
 RESET = typer.Option(
     [],
     "--reset",
@@ -45,8 +53,9 @@ RESET = typer.Option(
         name for name in ["all", *(flag(f.name)[2:] for f in setting_fields())] if name.startswith(incomplete)
     ],
     help=(
-        "Send a setting back to its default (e.g. --reset db-tier; repeat it, or --reset all). Settings are "
-        "remembered with the deployment: a flag changes only what it names, for good."
+        "Send a setting back to its default (e.g. --reset db-tier; repeat it, or --reset all, which keeps the names "
+        "of the deployment's resources). Settings are remembered with the deployment: a flag changes only what it "
+        "names, for good."
     ),
 )
 
@@ -144,6 +153,8 @@ def with_settings(
                 _preflight(given, preflight, kwargs)
             explicit = explicit_sources(click_context, names)
             resolution = resolve(values, explicit, kwargs.get("reset") or (), adopt=adopt, read=online)
+            if "move_to_new_resources" in kwargs:
+                _check_moves(resolution, kwargs)
             if wants_resolution:
                 kwargs["resolution"] = resolution
             return command(settings=resolution.settings, **kwargs)
@@ -166,6 +177,25 @@ def _errors_as_one(run: Callable):
         if e.exit_code not in (0, 1, 130):
             raise typer.Exit(1) from None
         raise
+
+
+def _check_moves(resolution, kwargs: dict) -> None:
+    """A command that applies steps: a changed resource name is said and confirmed, a region change refused,
+    before any change is sent."""
+    from mlflow_gcp import moves
+    from mlflow_gcp.cli.approval import interactive
+    from mlflow_gcp.cli.console import err
+
+    def ask(question: str) -> bool:
+        return typer.confirm(question, default=False, err=True)
+
+    moves.check(
+        resolution,
+        accepted=kwargs["move_to_new_resources"],
+        dry_run=kwargs.get("dry_run", False),
+        show=err,
+        ask=ask if interactive() else None,
+    )
 
 
 def _preflight(given: Settings, arguments, kwargs: dict) -> None:

@@ -8,6 +8,7 @@ from mlflow_gcp.cli.options import (
     ACCEPT_DISRUPTION,
     DRY_RUN,
     JSON_RESULT,
+    MOVE_TO_NEW_RESOURCES,
     RESET,
     SKIP_PREFLIGHT,
     WIDE,
@@ -30,6 +31,7 @@ def _command(name: str):
         skip_preflight: bool = SKIP_PREFLIGHT,
         as_json: bool = JSON_RESULT,
         reset: list[str] = RESET,
+        move_to_new_resources: bool = MOVE_TO_NEW_RESOURCES,
     ) -> None:
         from mlflow_gcp.cli.run import run_with_view, show_resolution
 

@@ -7,6 +7,7 @@ from mlflow_gcp.cli.options import (
     DRY_RUN,
     EXIT_CODE,
     JSON_RESULT,
+    MOVE_TO_NEW_RESOURCES,
     RESET,
     SKIP_PREFLIGHT,
     WIDE,
@@ -27,6 +28,7 @@ def up(
     as_json: bool = JSON_RESULT,
     reset: list[str] = RESET,
     exit_code: bool = EXIT_CODE,
+    move_to_new_resources: bool = MOVE_TO_NEW_RESOURCES,
 ) -> None:
     """Create or update the whole deployment. Safe to rerun: what exists and matches is left alone."""
     from mlflow_gcp.cli.run import run_with_view, show_resolution
