@@ -44,7 +44,7 @@ def document(settings: Settings) -> str:
     return json.dumps({"format": FORMAT, "written_by": f"mlflow-gcp {__version__}", "settings": values}, indent=2)
 
 
-def parse(text: str) -> dict[str, Any]:
+def parse(text: str, version: str = "latest") -> dict[str, Any]:
     """The recorded values of known settings, typed as the dataclass says. Unknown names (a newer tool's, or
     removed settings) are ignored; a value of the wrong type is a clear error."""
     try:
@@ -53,9 +53,10 @@ def parse(text: str) -> dict[str, Any]:
             raise TypeError
     except (ValueError, KeyError, TypeError) as e:
         raise MlflowGcpError(
-            f"The secret {SETTINGS_SECRET} (the settings recorded with the deployment) is not a settings document.",
-            f"Add a corrected version, or disable its latest version (`gcloud secrets versions disable VERSION "
-            f"--secret {SETTINGS_SECRET}`): the next `up` then adopts the live values again.",
+            f"Version {version} of the secret {SETTINGS_SECRET} (the settings recorded with the deployment) is not a "
+            "settings document. Nothing was changed: the tool does not fall back to default names.",
+            f"Add a corrected version (`gcloud secrets versions add {SETTINGS_SECRET} --data-file=FILE`; an earlier "
+            f"version is `gcloud secrets versions access N --secret {SETTINGS_SECRET}`), then run the command again.",
         ) from e
     types = {f.name: f.type for f in setting_fields()}
     out: dict[str, Any] = {}
@@ -80,22 +81,74 @@ class Record:
 
 
 def read_record(clients, project: str) -> Record | None:
-    """The latest recorded settings, or None: no record yet, or Secret Manager not enabled yet (a new project)."""
+    """The newest recorded settings, read by version number, or None: no record yet (no secret, or a secret with
+    no version: a first run stopped between the two), or Secret Manager not enabled yet (a new project).
+
+    Never through `latest`: that alias is eventually consistent and may answer the version before the newest
+    (https://cloud.google.com/secret-manager/docs/reference/consistency), which would send a setting back and
+    forth. The list of versions is eventually consistent too, so the numbers above the newest listed are read one
+    by one (a read by number is strongly consistent) until one does not exist. A newest version that is disabled
+    or destroyed is an error that says how to recover: the settings are never guessed from an older version or
+    from the defaults."""
     from google.api_core import exceptions as gexc
 
     from mlflow_gcp.gcp import retry
     from mlflow_gcp.gcp.errors import translate
 
-    name = f"projects/{project}/secrets/{SETTINGS_SECRET}/versions/latest"
+    path = f"projects/{project}/secrets/{SETTINGS_SECRET}"
+    client = clients.secrets()
     try:
-        response = retry.call(lambda: clients.secrets().access_secret_version(name=name))
-    except (gexc.NotFound, gexc.FailedPrecondition):
-        return None  # no secret or no enabled version: nothing recorded
+        listed = retry.call(lambda: list(client.list_secret_versions(request={"parent": path})))
+        states = {int(v.name.rsplit("/", 1)[-1]): v.state.name for v in listed}
+        number = max(states, default=0) + 1
+        while True:
+            try:
+                name = f"{path}/versions/{number}"
+                version = retry.call(lambda name=name: client.get_secret_version(name=name))
+            except gexc.NotFound:
+                break
+            states[number] = version.state.name
+            number += 1
+        if not states:
+            return None
+        newest = max(states)
+        if states[newest] != "ENABLED":
+            raise record_unreadable(project, newest, states)
+        response = retry.call(lambda: client.access_secret_version(name=f"{path}/versions/{newest}"))
+    except gexc.NotFound:
+        return None  # no secret: nothing recorded (a deployment without one is recognised from its resources)
     except gexc.GoogleAPICallError as e:
         if retry.is_service_activating(e):
             return None
         raise translate(e, f"reading the recorded settings ({SETTINGS_SECRET})", project) from e
-    return Record(parse(response.payload.data.decode("utf-8")), response.name.rsplit("/", 1)[-1])
+    return Record(parse(response.payload.data.decode("utf-8"), str(newest)), str(newest))
+
+
+def record_unreadable(project: str, newest: int, states: Mapping[int, str]) -> MlflowGcpError:
+    """The newest version of the record is disabled or destroyed: how to get the deployment's settings back."""
+    state = states[newest].lower()
+    older = sorted((n for n, s in states.items() if s == "ENABLED"), reverse=True)
+    secret = f"--secret {SETTINGS_SECRET} --project {project}"
+    if state == "disabled":
+        hint = f"Enable it again (`gcloud secrets versions enable {newest} {secret}`) and run the command again."
+    elif older:
+        hint = (
+            f"If version {older[0]} still describes the live deployment, add it back as the newest "
+            f"(`gcloud secrets versions access {older[0]} {secret} | gcloud secrets versions add {SETTINGS_SECRET} "
+            f"--project {project} --data-file=-`); otherwise add a corrected version the same way."
+        )
+    else:
+        hint = (
+            f"Delete the secret (`gcloud secrets delete {SETTINGS_SECRET} --project {project}`) and run `up` with the "
+            "deployment's names as flags (--db-instance, --bucket, --service...): it is recognised from its "
+            "resources and the record is written again."
+        )
+    return MlflowGcpError(
+        f"The newest version ({newest}) of the secret {SETTINGS_SECRET}, the settings recorded with the deployment, "
+        f"is {state}: the tool does not guess the deployment's settings from an older version or from the "
+        "defaults (that could build a second, empty deployment). Nothing was changed.",
+        hint,
+    )
 
 
 @dataclass(frozen=True)
@@ -220,6 +273,10 @@ def resolve(
             values[name], sources[name] = record.values[name], RECORDED
         else:
             values[name], sources[name] = given[name], DEFAULT
+    if read and record is None:
+        from mlflow_gcp.recognise import check_recognised
+
+        check_recognised(Settings(**values), clients)
     adopted: dict[str, Any] = {}
     open_names = [n for n, source in sources.items() if source == DEFAULT and n not in NOT_RECORDED]
     if adopt and open_names:
@@ -257,4 +314,3 @@ def explicit_sources(ctx, names: Iterable[str]) -> dict[str, str]:
 
 def describe_source(name: str, source: str) -> str:
     return {FLAG: flag(name), ENVIRONMENT: env_var(name)}.get(source, source)
-
