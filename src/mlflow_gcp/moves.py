@@ -74,6 +74,21 @@ def _fields(settings: Settings) -> dict:
     return {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
 
 
+def recorded_data_resources(resolution) -> set[str]:
+    """Labels of the Cloud SQL instance and bucket a deployed run (one with a record) made under the same names as
+    this run's: when this run creates one of them, it had been deleted, and the new one is empty."""
+    record = resolution.record
+    if record is None:
+        return set()
+    settings = resolution.settings
+    found = set()
+    if record.values.get("db_instance", settings.db_instance) == settings.db_instance:
+        found.add(f"Cloud SQL instance {settings.db_instance}")
+    if record.values.get("bucket", settings.bucket) == settings.bucket:
+        found.add(f"bucket {settings.bucket_name}")
+    return found
+
+
 def region_refusal(move: Move) -> ConfigError:
     return ConfigError(
         f"The deployment is in {move.old} (recorded in mlflow-gcp-settings); --region {move.new} would build a "

@@ -26,11 +26,14 @@ def run_with_view(
     skip_preflight: bool = False,
     as_json: bool = False,
     exit_code: bool = False,
+    existed: frozenset[str] | set[str] = frozenset(),
 ) -> RunReport:
     """`yes` accepts the changes that restart or replace something; without it they are asked on a terminal
     and refused elsewhere, before anything is sent for them. `wide`: the summary with full names. The preflight
     runs first (a dry run shows its problems and goes on). `as_json`: the outcome as one JSON document on stdout,
-    everything else on stderr. `exit_code` (with `dry_run`): exit 2 when the plan has changes, 1 on any error."""
+    everything else on stderr. `exit_code` (with `dry_run`): exit 2 when the plan has changes, 1 on any error.
+    `existed`: labels of the data-bearing resources the deployment had (it has a record): one this run creates
+    had been deleted, and is said to be new and empty."""
     from mlflow_gcp.cli.approval import cli_approval
 
     mode = Mode.PLAN if dry_run else Mode.APPLY
@@ -63,6 +66,8 @@ def run_with_view(
     if report.ok:
         show.print(summary_line(report, planned=dry_run))
     _announce_interruptions(report, planned=dry_run, console=show)
+    if existed:
+        _announce_new_empty(report, existed, settings.project, planned=dry_run)
     if report.ok and url and not dry_run:
         show.print(f"\nMLflow is ready at [bold]{url}[/]")
         from mlflow_gcp.cli.project import eval_line
@@ -115,6 +120,38 @@ def _announce_interruptions(report: RunReport, *, planned: bool, console=out) ->
                 then = " `up` asks before it (--yes accepts it)." if planned else " (accepted)"
                 console.print(
                     f"[bold red]![/] {escape(change.resource)}: {field} {escape(effect.note)}.{then}", soft_wrap=True
+                )
+
+
+# Backups of a deleted Cloud SQL instance survive only if "retained backups" were enabled on it or a final backup was
+# taken when it was deleted; otherwise deleting it erases its backups too. Retained and final backups are kept at the
+# project level (https://cloud.google.com/sql/docs/mysql/backup-recovery/manage-backups-deleted-instance,
+# https://cloud.google.com/sql/docs/mysql/delete-instance).
+def _announce_new_empty(report: RunReport, existed, project: str, *, planned: bool) -> None:
+    """A deployment existed (it has a record) and this run creates its Cloud SQL instance or bucket: they were
+    deleted, and what is made is NEW and EMPTY. Said plainly, with where an instance's backups may be."""
+    from rich.markup import escape
+
+    verb = "would create" if planned else "created"
+    for result in report.results.values():
+        for change in result.changes:
+            if change.action != "create" or change.resource not in existed:
+                continue
+            if change.resource.startswith("Cloud SQL instance "):
+                err.print(
+                    f"[bold red]![/] {escape(change.resource)}: {verb} a NEW, EMPTY instance (the deployment had one: "
+                    "it was deleted). The old data is gone unless restored from a backup: Cloud SQL keeps a deleted "
+                    "instance's backups only if retained backups were enabled on it or a final backup was taken when "
+                    f"it was deleted; those are listed by `gcloud sql backups list --project {project}` (Console: "
+                    "Cloud SQL > Backups) and restored with `gcloud sql backups restore`.",
+                    soft_wrap=True,
+                )
+            elif change.resource.startswith("bucket "):
+                err.print(
+                    f"[bold red]![/] {escape(change.resource)}: {verb} a NEW, EMPTY bucket (the deployment had one: it "
+                    "was deleted); the artifacts logged so far are gone unless the old bucket is restored (Cloud "
+                    "Storage soft delete) or copied back.",
+                    soft_wrap=True,
                 )
 
 

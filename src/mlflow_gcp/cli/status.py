@@ -17,8 +17,9 @@ from mlflow_gcp.cli.options import SKIP_PREFLIGHT, WIDE, with_settings
 from mlflow_gcp.config import Settings
 
 OK, MISSING, DRIFT, FAILED, UNKNOWN = "ok", "missing", "drift", "failed", "unknown"
-MARK_STYLE = {OK: "green", MISSING: "red", DRIFT: "yellow", FAILED: "bold red", UNKNOWN: "bold red"}
-SEVERITY = [OK, DRIFT, MISSING, UNKNOWN, FAILED]
+KEPT = "kept"  # holds data and stays while the server is gone (after `down`)
+MARK_STYLE = {OK: "green", KEPT: "cyan", MISSING: "red", DRIFT: "yellow", FAILED: "bold red", UNKNOWN: "bold red"}
+SEVERITY = [OK, KEPT, DRIFT, MISSING, UNKNOWN, FAILED]
 # ResourceState.condition → mark (a resource that could not be read is `unknown`: it may well exist)
 MARKS = {"ok": OK, "missing": MISSING, "drift": DRIFT, "failed": FAILED, "unreadable": UNKNOWN}
 MARK_WIDTH = 7
@@ -84,8 +85,9 @@ def _worse(a: str, b: str) -> str:
     return max(a, b, key=SEVERITY.index)
 
 
-def resource_lines(inventory) -> list[Line]:
-    """One line per resource, its grants folded in; a step that could not be read is one `failed` line."""
+def resource_lines(inventory, kept: set[str] = frozenset()) -> list[Line]:
+    """One line per resource, its grants folded in; a step that could not be read is one `failed` line. A `kept`
+    resource (after `down`) is marked so, its grants (gone with the service account) not counted missing."""
     from mlflow_gcp.cli.names import key_detail, short_name, short_role
 
     lines: list[Line] = []
@@ -111,7 +113,8 @@ def resource_lines(inventory) -> list[Line]:
             elif state.drift:
                 line = Line(DRIFT, entry.step, short_name(state.label), "drift: " + ", ".join(state.drift))
             else:
-                line = Line(OK, entry.step, short_name(state.label), key_detail(resource.kind, state.details))
+                mark = KEPT if state.label in kept else OK
+                line = Line(mark, entry.step, short_name(state.label), key_detail(resource.kind, state.details))
             lines.append(line)
             for key in {state.label, f"{resource.kind} {getattr(resource, 'name', '')}"}:
                 by_target[(entry.step, key)] = line
@@ -124,6 +127,8 @@ def resource_lines(inventory) -> list[Line]:
             lines.append(Line(mark, step, short_name(item.state.label), "" if item.state.exists else "not granted"))
         elif item.state.exists:
             line.extra.append(role)
+        elif line.mark == KEPT:
+            continue
         else:
             if line.mark == OK:
                 line.detail = ""
@@ -151,7 +156,7 @@ def _show(report) -> None:
     from mlflow_gcp.cli.names import fit
 
     ctx = report.inventory.ctx
-    lines = resource_lines(report.inventory)
+    lines = resource_lines(report.inventory, report.kept)
     width = max(out.width, 40)
     name_width = min(max((len(line.name) for line in lines), default=8), NAME_WIDTH)
     out.print(fit(f"Deployment in {ctx.project} ({ctx.region})", width), soft_wrap=True)
@@ -176,7 +181,7 @@ def _show_wide(report) -> None:
             table.add_row(mark, entry.step, "(unreadable)", escape(entry.error.message))
         for item in entry.items:
             state = item.state
-            mark = MARKS[state.condition]
+            mark = KEPT if state.label in report.kept else MARKS[state.condition]
             details = ", ".join(f"{key}: {value}" for key, value in state.details.items())
             if state.unreadable:
                 details = f"unreadable: {state.unreadable}"

@@ -34,6 +34,7 @@ def _command(name: str):
         move_to_new_resources: bool = MOVE_TO_NEW_RESOURCES,
     ) -> None:
         from mlflow_gcp.cli.run import run_with_view, show_resolution
+        from mlflow_gcp.moves import recorded_data_resources
 
         show_resolution(resolution)
         run_with_view(
@@ -44,6 +45,7 @@ def _command(name: str):
             wide=wide,
             skip_preflight=skip_preflight,
             as_json=as_json,
+            existed=recorded_data_resources(resolution),
         )
 
     command.__doc__ = BY_NAME[name].summary + "."

@@ -32,6 +32,7 @@ def up(
 ) -> None:
     """Create or update the whole deployment. Safe to rerun: what exists and matches is left alone."""
     from mlflow_gcp.cli.run import run_with_view, show_resolution
+    from mlflow_gcp.moves import recorded_data_resources
 
     show_resolution(resolution)
     report = run_with_view(
@@ -43,6 +44,7 @@ def up(
         skip_preflight=skip_preflight,
         as_json=as_json,
         exit_code=exit_code,
+        existed=recorded_data_resources(resolution),
     )
     if dry_run:
         from mlflow_gcp.cli.console import err, out

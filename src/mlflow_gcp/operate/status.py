@@ -34,6 +34,8 @@ class StatusReport:
     kinds: set[str] = field(default_factory=set)  # MISSING, DRIFT, ... for the advice
     # The settings of the deployment (recorded, given, adopted or default), with the live values that differ.
     settings: dict[str, Any] | None = None
+    # Labels of the resources holding data that stay while the server is gone (after `down`): shown `kept`.
+    kept: set[str] = field(default_factory=set)
 
     @property
     def ok(self) -> bool:
@@ -52,7 +54,7 @@ class StatusReport:
                     "resources": [
                         {
                             "resource": item.state.label,
-                            "condition": item.state.condition,
+                            "condition": "kept" if item.state.label in self.kept else item.state.condition,
                             "exists": None if item.state.unreadable else item.state.exists,
                             "drift": list(item.state.drift),
                             "problem": item.state.problem or None,
@@ -82,6 +84,19 @@ class StatusReport:
         }
 
 
+def kept_resources(inventory: Inventory) -> set[str]:
+    """With no Cloud Run service (after `down`, which keeps the data), the resources holding data that exist as
+    configured are `kept`, not missing: their grants went with the server's service account."""
+    from mlflow_gcp.steps.deploy import CloudRunService
+
+    service = inventory.find(DEPLOY_STEP, CloudRunService)
+    if service is None or service.current is not None or service.state.unreadable:
+        return set()
+    return {
+        item.state.label for _, item in inventory.items() if item.resource.holds_data and item.state.condition == "ok"
+    }
+
+
 def collect_status(
     settings: Settings,
     *,
@@ -94,6 +109,7 @@ def collect_status(
 
     clients = clients or Clients(settings.project)
     inventory = read_inventory(settings, clients=clients, on_event=on_event)
+    kept = kept_resources(inventory)
     problems: list[str] = []
     kinds: set[str] = set()
     seen: set[tuple[str, str]] = set()  # a resource two steps read (mysql-credentials) is one problem
@@ -104,8 +120,8 @@ def collect_status(
         for item in entry.items:
             state = item.state
             identity = (item.resource.kind, str(getattr(item.resource, "path", state.label)))
-            if state.condition == "ok" or identity in seen:
-                continue
+            if state.condition == "ok" or identity in seen or getattr(item.resource, "target", None) in kept:
+                continue  # a kept resource's grants went with the service account; `up` makes them again
             seen.add(identity)
             if state.unreadable:
                 problems.append(f"{state.label} could not be read: {state.unreadable}")
@@ -140,7 +156,7 @@ def collect_status(
     else:
         problems.append("the service has no URL: no live check was made")
         kinds.add(MISSING)
-    report = StatusReport(inventory, url, server, problems, kinds)
+    report = StatusReport(inventory, url, server, problems, kinds, kept=kept)
     if resolution is not None:
         report.settings = resolution.as_dict(inventory.observed_settings())
     return report
