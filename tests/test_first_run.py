@@ -50,7 +50,7 @@ def test_a_stale_latest_version_never_pins_an_old_version(fake, container_dir):
     assert result.exit_code == 0, result.output
     assert pinned_versions() == latest_numbers(fake)
     # A setting that changes the server's settings adds mlflow-env version 2: the service pins 2, not 1.
-    result = cli("up", "--db-name", "runs_database")
+    result = cli("up", "--db-name", "runs_database", "--move-to-new-resources")
     assert result.exit_code == 0, result.output
     assert latest_numbers(fake)[SECRET_ENV] == "2"
     assert pinned_versions() == latest_numbers(fake)
