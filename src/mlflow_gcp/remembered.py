@@ -121,7 +121,10 @@ def read_record(clients, project: str) -> Record | None:
         if retry.is_service_activating(e):
             return None
         raise translate(e, f"reading the recorded settings ({SETTINGS_SECRET})", project) from e
-    return Record(parse(response.payload.data.decode("utf-8"), str(newest)), str(newest))
+    from mlflow_gcp.resources.secret import decode_payload
+
+    text = decode_payload(SETTINGS_SECRET, str(newest), response.payload.data)
+    return Record(parse(text, str(newest)), str(newest))
 
 
 def record_unreadable(project: str, newest: int, states: Mapping[int, str]) -> MlflowGcpError:

@@ -13,7 +13,7 @@ from mlflow_gcp.config import SECRET_MLFLOW, Settings
 from mlflow_gcp.errors import MlflowGcpError
 from mlflow_gcp.gcp import retry
 from mlflow_gcp.gcp.clients import Clients
-from mlflow_gcp.resources.secret import split_credentials
+from mlflow_gcp.resources.secret import decode_payload, split_credentials
 from mlflow_gcp.service_spec import SECRET_ENV_VARS
 
 LATEST = "latest"
@@ -99,7 +99,8 @@ def access(clients: Clients, project: str, secret_id: str, version: str = LATEST
             f"{secret_id}`). If it was destroyed (or must stay unused), run `mlflow-gcp up`: it makes a new "
             "password, applies it and rolls out the server that uses it.",
         ) from e
-    return response.payload.data.decode("utf-8"), response.name.rsplit("/", 1)[-1]
+    number = response.name.rsplit("/", 1)[-1]
+    return decode_payload(secret_id, number, response.payload.data), number
 
 
 def service_urls(service: Any) -> list[str]:

@@ -183,7 +183,9 @@ def write_record(
 
 def access(client: Any, project: str, secret_id: str, number: str, call: Call) -> str:
     response = call(lambda: client.access_secret_version(name=f"{secret_path(project, secret_id)}/versions/{number}"))
-    return response.payload.data.decode("utf-8")
+    from mlflow_gcp.resources.secret import decode_payload
+
+    return decode_payload(secret_id, number, response.payload.data)
 
 
 def lost_error(versions: PasswordVersions, user: str) -> MlflowGcpError:

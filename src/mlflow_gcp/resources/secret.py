@@ -82,6 +82,40 @@ def set_version_state(client, name: str, state: str) -> None:
     retry.call(lambda: send(name=name), applied=in_state)
 
 
+PASSWORD_SECRETS = ("mysql-credentials", "mlflow-credentials")
+
+
+def decode_payload(secret_id: str, version: str, data: bytes) -> str:
+    """A version's payload as text. Anything but UTF-8 (Notepad's "Unicode" is UTF-16, with a byte-order mark or
+    not) is a clear error naming the secret and the version; a UTF-8 byte-order mark is dropped."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and "\x00" not in text:  # UTF-16 of ASCII text is valid UTF-8, with a NUL every other byte
+        return text
+    utf16 = data[:2] in (b"\xff\xfe", b"\xfe\xff") or (len(data) > 1 and b"\x00" in data[:4])
+    what = "it looks like UTF-16, as Notepad saves \"Unicode\"" if utf16 else "it holds bytes that are not text"
+    number = version.rsplit("/", 1)[-1]
+    if secret_id in PASSWORD_SECRETS:
+        hint = (
+            f"If version {number} was added by hand, destroy it (`gcloud secrets versions destroy {number} "
+            f"--secret {secret_id}`) and rerun; if the server used that version, `mlflow-gcp up` then makes a new "
+            "password and applies it. A password of your choice goes in as UTF-8 text `login:password` (`printf "
+            f"'%s' 'LOGIN:PASSWORD' | gcloud secrets versions add {secret_id} --data-file=-`)."
+        )
+    else:
+        hint = (
+            f"Add its content again as a new version from a file saved as UTF-8 (`gcloud secrets versions add "
+            f"{secret_id} --data-file=FILE`; in Notepad: Save As, Encoding UTF-8), then rerun."
+        )
+    raise MlflowGcpError(
+        f"Version {number} of the secret {secret_id} is not UTF-8 text ({what}), so it cannot be read. Nothing was "
+        "changed.",
+        hint,
+    )
+
+
 def split_credentials(secret_id: str, value: str) -> tuple[str, str]:
     """`login:password` → (login, password); a malformed value is a clear error, never shown."""
     login, sep, password = value.strip().partition(":")
@@ -121,7 +155,7 @@ class Secret(Resource):
 
     def _access(self, version: str) -> tuple[str, str]:
         response = self._call(lambda: self._client.access_secret_version(name=f"{self.path}/versions/{version}"))
-        return response.payload.data.decode("utf-8"), response.name.rsplit("/", 1)[-1]
+        return decode_payload(self.secret_id, response.name, response.payload.data), response.name.rsplit("/", 1)[-1]
 
     @property
     def _version_key(self) -> str:
