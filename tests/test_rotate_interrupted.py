@@ -71,22 +71,25 @@ def closed_port_url() -> str:
 
 
 # -- the scenario of the issue: the server cannot be reached -------------------------------------------------
-def test_rotate_with_an_unreachable_server_fails_fast_undoes_its_versions_and_up_keeps_the_database_password(
+def test_rotate_with_an_unreachable_server_fails_before_changing_anything_and_up_keeps_the_database_password(
     fake, double, monkeypatch
 ):
-    monkeypatch.setenv("MLFLOW_GCP_LOGIN_TIMEOUT", "600")  # the wait must end because nothing answers, not by time
+    """Issue 20: reachability is checked before the first change, not after two rollouts."""
+    monkeypatch.setenv("MLFLOW_GCP_LOGIN_TIMEOUT", "600")  # the check must end because nothing answers, not by time
     old = credentials()
     service = fake.state["run_services"]["projects/demo-project/locations/europe-west1/services/mlflow"]
     reachable = service["uri"]
     service["uri"] = closed_port_url()  # a laptop on a VPN that blocks the URL
+    startups = double.startups
     result = cli("credentials", "rotate")
     assert result.exit_code == 1
     text = flat(result.stderr)
     assert "cannot be reached from here (connection refused" in text
-    assert "waiting up to 600 s" in text  # the wait is bounded and shown
-    assert "destroyed (never used)" in text
-    for secret_id in ROTATE_SECRETS:  # `latest` is the applied version again
-        assert [n for n, s in versions(fake, secret_id) if s == "ENABLED"] == ["1"]
+    assert "Nothing was changed: the old login keeps working" in text
+    assert [r for r in fake.mutating_requests() if r.api != "secretmanager" or "versions" in r.path] == []
+    assert double.startups == startups  # no rollout
+    for secret_id in ROTATE_SECRETS:  # no version added
+        assert [n for n, s in versions(fake, secret_id)] == ["1"]
 
     fake.clear_log()
     up = cli("up")
@@ -99,6 +102,31 @@ def test_rotate_with_an_unreachable_server_fails_fast_undoes_its_versions_and_up
 
     assert cli("credentials", "rotate").exit_code == 0
     assert_converged(fake, double)
+
+
+def test_a_server_that_stops_answering_during_the_rotation_is_rolled_back(fake, double, monkeypatch):
+    """Reachable at the start, unreachable after the rollout: the new versions are undone, the wait is bounded."""
+    monkeypatch.setenv("MLFLOW_GCP_LOGIN_TIMEOUT", "600")
+    service = fake.state["run_services"]["projects/demo-project/locations/europe-west1/services/mlflow"]
+    reachable, startups, sync = service["uri"], double.startups, double.sync
+
+    def sync_then_block() -> None:  # the new revision starts, and the VPN drops
+        sync()
+        if double.startups > startups:
+            service["uri"] = closed_port_url()
+
+    monkeypatch.setattr(double, "sync", sync_then_block)
+    result = cli("credentials", "rotate")
+    assert result.exit_code == 1
+    text = flat(result.stderr)
+    assert "cannot be reached from here (connection refused" in text
+    assert "waiting up to 600 s" in text  # the wait is bounded and shown
+    assert "destroyed (never used)" in text
+    for secret_id in ROTATE_SECRETS:  # `latest` is the applied version again
+        assert [n for n, s in versions(fake, secret_id) if s == "ENABLED"] == ["1"]
+    service["uri"] = reachable
+    assert_service_runs_with_the_database_password(fake, double)
+    assert_nothing_half_made(fake)
 
 
 def test_status_shows_a_rotation_left_unfinished(fake, double):

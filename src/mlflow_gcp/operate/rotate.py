@@ -221,6 +221,18 @@ class Rotation:
                 error.hint or "Run `mlflow-gcp up` first.",
             ) from error
 
+    def check_reachable(self) -> None:
+        """The new login is checked against the live server at the end: one that cannot be reached from here
+        stops the rotation before anything is changed (not after two rollouts)."""
+        health = check_health(self.url)
+        if health.unreachable:
+            raise RotationError(
+                f"{self.url} cannot be reached from here ({health.detail}: a VPN, proxy or firewall?), so a new "
+                "login could not be checked after the rollout. Nothing was changed: the old login keeps working.",
+                f"Run `{self.command}` from a machine that reaches the server (where `mlflow-gcp status` shows its "
+                "checks answering).",
+            )
+
     def pin_in_use(self) -> None:
         """With `latest`, a new instance would start with a version added before it is rolled out: pin the
         versions in use first, so that adding one changes nothing until the rollout."""
@@ -486,6 +498,7 @@ class Rotation:
     def _run(self, shield: Shield) -> RotationResult:
         self.prepare()
         self.check_prerequisites()
+        self.check_reachable()
         self.pin_in_use()
         try:
             self._stage("adding the new secret versions", self.add_versions)
