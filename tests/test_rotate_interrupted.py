@@ -276,3 +276,64 @@ def test_rotate_interrupted_during_an_operation_undoes_it_before_ending(fake, do
     again_result = cli("credentials", "rotate")
     assert again_result.exit_code == 0, again_result.output
     assert_converged(fake, double)
+
+
+# -- two rotations at once: the second fails fast, the first finishes (issue 20) -------------------------------
+def lease_annotation(fake) -> str | None:
+    secret = fake.state["secrets"][f"projects/{PROJECT}/secrets/{SECRET_MLFLOW}"]
+    return secret.get("annotations", {}).get("mlflow-gcp-rotation-lease")
+
+
+def test_a_second_rotation_while_one_runs_fails_fast_naming_the_first(fake, double):
+    fake.latency["sqladmin.user"] = 3600  # the first is still setting the password until the second has ended
+    first = start_rotate()
+    printed = []
+    reader = threading.Thread(target=lambda: printed.extend(first.stdout), daemon=True)
+    reader.start()
+    for _ in range(1200):
+        if any(sql_user_update(r) for r in fake.requests(mutating=True)) or first.poll() is not None:
+            break
+        time.sleep(0.05)
+    assert first.poll() is None, "".join(printed)
+    second = cli("credentials", "rotate")
+    with fake.lock:  # the first one's operation completes now
+        fake._due = [(0.0, action) for _, action in fake._due]
+    assert second.exit_code == 1, second.output
+    text = flat(second.output)
+    assert "Another rotation of this deployment is running" in text
+    assert f"(pid {first.pid})" in text and "Nothing was changed" in text
+    assert first.wait(timeout=120) == 0, "".join(printed)
+    reader.join(timeout=10)
+    fake.latency.clear()
+    assert lease_annotation(fake) is None  # released
+    for secret_id in ROTATE_SECRETS:  # one rotation, one new version: the second added none
+        assert [n for n, _ in versions(fake, secret_id)] == ["1", "2"]
+    assert_converged(fake, double)
+    assert_nothing_half_made(fake)
+
+
+def test_a_stale_lease_is_taken_over(fake, double):
+    import json
+
+    from mlflow_gcp.gcp.clients import Clients
+
+    client = Clients(PROJECT).secrets()
+    path = f"projects/{PROJECT}/secrets/{SECRET_MLFLOW}"
+    secret = client.get_secret(name=path)
+    stale = {
+        "who": "ana",
+        "host": "ana-laptop",
+        "pid": 4242,
+        "since": "2020-01-01T10:00:00+00:00",
+        "until": "2020-01-01T11:00:00+00:00",
+        "token": "0123456789abcdef",
+    }
+    annotations = {**secret.annotations, "mlflow-gcp-rotation-lease": json.dumps(stale)}
+    client.update_secret(
+        secret={"name": path, "annotations": annotations, "etag": secret.etag}, update_mask={"paths": ["annotations"]}
+    )
+    result = cli("credentials", "rotate")
+    assert result.exit_code == 0, result.output
+    assert "taking over a stale rotation lease (ana on ana-laptop (pid 4242)" in flat(result.output)
+    assert lease_annotation(fake) is None
+    assert_converged(fake, double)

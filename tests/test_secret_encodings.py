@@ -35,8 +35,10 @@ ENCODINGS = {
 def add_version(secret_id: str, data: bytes) -> str:
     from mlflow_gcp.gcp.clients import Clients
 
-    version = Clients(PROJECT).secrets().add_secret_version(
-        parent=f"projects/{PROJECT}/secrets/{secret_id}", payload={"data": data}
+    version = (
+        Clients(PROJECT)
+        .secrets()
+        .add_secret_version(parent=f"projects/{PROJECT}/secrets/{secret_id}", payload={"data": data})
     )
     return version.name.rsplit("/", 1)[-1]
 
@@ -67,9 +69,7 @@ def test_a_settings_document_not_in_utf8_is_a_clear_error(fake, double, secret_i
 
 @pytest.mark.parametrize("secret_id", [SECRET_MYSQL, SECRET_MLFLOW])
 @pytest.mark.parametrize("encoding", ["utf-16-bom", "utf-16-le"])
-def test_a_password_version_not_in_utf8_is_a_clear_error_and_up_keeps_the_one_in_use(
-    fake, double, secret_id, encoding
-):
+def test_a_password_version_not_in_utf8_is_a_clear_error_and_up_keeps_the_one_in_use(fake, double, secret_id, encoding):
     number = add_version(secret_id, ENCODINGS[encoding](fake.secret_value(secret_id)))
     rotate = cli("credentials", "rotate")
     assert_clear_error(rotate, secret_id, number)

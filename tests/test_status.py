@@ -164,3 +164,34 @@ def test_an_unreadable_step_is_reported_and_the_others_are_read(fake, double):
     assert by_step["connector"]["error"] and "permission" in by_step["connector"]["error"]
     assert by_step["deploy"]["resources"][0]["exists"] is True
     assert "Traceback" not in result.output
+
+
+def test_a_database_password_reset_by_hand_names_rotate_database_and_rotate_fixes_it(fake, double):
+    """Issue 20: the MySQL password reset in the Console; status says so and names the command that fixes it."""
+    fake.sql_users[INSTANCE][0]["password"] = "reset-in-the-console"
+    result = cli("status")
+    assert result.exit_code == 1
+    text = " ".join(result.stdout.split())
+    assert "the server cannot use its database: it most likely refuses the MySQL password" in text
+    assert "Run `mlflow-gcp credentials rotate --database`" in text
+    _, document = status_json()
+    assert any("credentials rotate --database" in p for p in document["problems"])
+
+    rotate = cli("credentials", "rotate", "--database")
+    assert rotate.exit_code == 0, rotate.output
+    assert double.database_ok()
+    assert cli("status").exit_code == 0
+
+
+def test_up_does_not_say_ready_when_the_database_refuses_the_password(fake, double, monkeypatch):
+    monkeypatch.setenv("MLFLOW_GCP_LOGIN_TIMEOUT", "1")
+    fake.sql_users[INSTANCE][0]["password"] = "reset-in-the-console"
+    up = cli("up")
+    text = " ".join(up.output.split())
+    assert up.exit_code == 1, text
+    assert "MLflow is ready" not in text
+    assert "cannot use its database: an authenticated call answered 500" in text
+    assert "Run `mlflow-gcp credentials rotate --database`" in text
+    assert cli("credentials", "rotate", "--database").exit_code == 0
+    up = cli("up")
+    assert up.exit_code == 0 and "MLflow is ready" in up.output

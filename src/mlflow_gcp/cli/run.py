@@ -69,6 +69,7 @@ def run_with_view(
     if existed:
         _announce_new_empty(report, existed, settings.project, planned=dry_run)
     if report.ok and url and not dry_run:
+        _refuse_if_database_refused(settings, clients, url)
         show.print(f"\nMLflow is ready at [bold]{url}[/]")
         from mlflow_gcp.cli.project import eval_line
 
@@ -86,6 +87,32 @@ def run_with_view(
         err.print("Fix the cause and run the same command again: finished work is kept and not redone.")
         raise typer.Exit(1 if exit_code else code)
     return report
+
+
+def _refuse_if_database_refused(settings: Settings, clients: Clients, url: str) -> None:
+    """Never "MLflow is ready" for a server that cannot use its database (a MySQL password reset by hand)."""
+    from mlflow_gcp.errors import MlflowGcpError
+    from mlflow_gcp.operate.login import current_login
+    from mlflow_gcp.operate.server_check import checkable, database_refused_after_deploy
+
+    if not checkable(url):
+        return
+    try:
+        login = current_login(settings, clients)
+    except MlflowGcpError:
+        return  # the login cannot be read here: status says why
+    check = database_refused_after_deploy(url, login.username, login.password)
+    if check is None:
+        return
+    error = MlflowGcpError(
+        f"Everything is deployed, but the server at {url} cannot use its database: an authenticated call "
+        f"answered {check.status}. Most likely the Cloud SQL user no longer has the MySQL password of "
+        "mysql-credentials (reset by hand, e.g. in the Console), which `up` does not change.",
+        "Run `mlflow-gcp credentials rotate --database`: it gives the MySQL user a new password and rolls out the "
+        f"server with it. If that does not help, the server's logs say why: `gcloud run services logs read "
+        f"{settings.service} --region {settings.region} --project {settings.project}`.",
+    )
+    raise typer.Exit(show_error(error))
 
 
 def run_document(report: RunReport, *, url: str | None, planned: bool) -> dict:

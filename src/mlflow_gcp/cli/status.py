@@ -228,6 +228,11 @@ def _show_problems(report) -> None:
         hints = {e.error.hint for e in report.inventory.steps if e.error is not None and e.error.hint}
         advice += sorted(hints) or ["Some parts could not be read: see the errors above."]
     urls: list[str] = []
+    if kinds.DATABASE_REFUSED in report.kinds:
+        advice.append(
+            "Run `mlflow-gcp credentials rotate --database`: it gives the MySQL user a new password and rolls out "
+            "the server with it (`mlflow-gcp up` alone keeps the recorded password)."
+        )
     if kinds.UNHEALTHY in report.kinds:
         advice.append(
             f"The server answers but not as it should; its logs say why: `gcloud run services logs read "

@@ -32,6 +32,7 @@ from mlflow_gcp.errors import MlflowGcpError
 from mlflow_gcp.gcp import retry
 from mlflow_gcp.gcp.clients import Clients
 from mlflow_gcp.operate import login as login_mod
+from mlflow_gcp.operate.rotation_lease import Lease
 from mlflow_gcp.operate.server_check import Check, check_health, wait_for_login
 from mlflow_gcp.resources import credential_record as record
 from mlflow_gcp.resources.secret import add_version_once, new_password, set_version_state, split_credentials
@@ -155,7 +156,7 @@ class Rotation:
         record.write_record(self.clients.secrets(), self.settings.project, secret_id, self._call, **values)
 
     # -- stages --------------------------------------------------------------------------------------------
-    def prepare(self) -> None:
+    def prepare(self, *, quiet: bool = False) -> None:
         """Read the service, the recorded versions and a version an earlier rotation left unfinished."""
         service = login_mod.read_service(self.settings, self.clients)
         if service is None:
@@ -195,10 +196,11 @@ class Rotation:
                 value, _ = login_mod.access(self.clients, project, secret_id, candidate)
                 if split_credentials(secret_id, value)[0] == item.login and value != old_value:
                     item.new_value, item.new_version, item.resumed = value, candidate, True
-                    self.log(
-                        f"{secret_id}: version {candidate} was added by an earlier rotation that did not finish: "
-                        "finishing it"
-                    )
+                    if not quiet:
+                        self.log(
+                            f"{secret_id}: version {candidate} was added by an earlier rotation that did not "
+                            "finish: finishing it"
+                        )
                     break
             self.items.append(item)
         self._service, self._pins = service, login_mod.pinned_versions(service)
@@ -496,9 +498,23 @@ class Rotation:
         return fn()
 
     def _run(self, shield: Shield) -> RotationResult:
-        self.prepare()
+        # Read-only checks first (a deployment that is not complete, a server not reachable from here: nothing
+        # written, not even the lease), then the lease, then the reads again: what they found (the record, a version
+        # an unfinished rotation left) may have been changing under another rotation until the lease was ours.
+        self.prepare(quiet=True)
         self.check_prerequisites()
         self.check_reachable()
+        lease = Lease(self.clients.secrets(), self._secret_path(SECRET_MLFLOW), self._call, self.command, self.log)
+        lease.take()
+        try:
+            return self._rotate(shield)
+        finally:
+            shield.hold()
+            lease.release()
+
+    def _rotate(self, shield: Shield) -> RotationResult:
+        self.items = []
+        self.prepare()
         self.pin_in_use()
         try:
             self._stage("adding the new secret versions", self.add_versions)

@@ -37,6 +37,12 @@ class ServerReport:
         return bool(self.checks) and all(c.ok for c in self.checks)
 
     @property
+    def database_refused(self) -> bool:
+        """An authenticated API call answered 500: MLflow passed the login but failed on its database, which is
+        what a MySQL password that the Cloud SQL user no longer has (reset by hand) looks like from outside."""
+        return any(c.name == "login" and c.status == 500 for c in self.checks)
+
+    @property
     def reachable(self) -> bool:
         """At least one check got an HTTP answer."""
         return any(c.answered for c in self.checks)
@@ -176,3 +182,25 @@ def wait_for_login(
             return check
         time.sleep(delay)
         delay = min(delay * 2, 5.0)
+
+
+def checkable(url: str) -> bool:
+    """Against an emulator of the Google APIs (MLFLOW_GCP_API_ENDPOINT), a service URL it invents is no server:
+    only a loopback one (a local stand-in) is checked."""
+    from urllib.parse import urlsplit
+
+    from mlflow_gcp.gcp.clients import ENDPOINT_ENV
+
+    return not os.environ.get(ENDPOINT_ENV) or urlsplit(url).hostname in ("127.0.0.1", "localhost", "::1")
+
+
+def database_refused_after_deploy(url: str, username: str, password: str) -> Check | None:
+    """After `up`: the failed login check when the server answers an authenticated call with 500 or 503 (it
+    cannot use its database), after a bounded wait for a revision that is still starting; else None (fine, or
+    not for this check to judge: unreachable from here, or another answer)."""
+    check = check_login(url, username, password)
+    if check.status not in (500, 503):
+        return None
+    check = wait_for_login(url, username, password, timeout=min(login_timeout(), 30.0))
+    return check if check.status in (500, 503) else None
+

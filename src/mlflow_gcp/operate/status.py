@@ -21,6 +21,7 @@ MISSING = "missing"  # a resource does not exist: `up` makes it
 DRIFT = "drift"  # a resource differs from the configuration: `up` resets it
 UNREADABLE = "unreadable"  # a step could not be read (API disabled, permission): its error says what to do
 UNHEALTHY = "unhealthy"  # the server answers, but not as it should: its logs say why
+DATABASE_REFUSED = "database-refused"  # the server answers but its database refuses it: rotate --database
 UNREACHABLE = "unreachable"  # the server does not answer at all: the network between here and there
 BROKEN = "broken"  # a resource exists but its state makes it unusable (ERROR, STOPPED): its hint says what to do
 
@@ -151,6 +152,13 @@ def collect_status(
             kinds.add(UNREACHABLE)
         elif failed:
             problems += [f"{url}: {c.name} check failed ({c.detail})" for c in failed]
+            if server.database_refused:
+                problems.append(
+                    "the server cannot use its database: it most likely refuses the MySQL password of "
+                    "mysql-credentials (was the Cloud SQL user's password reset by hand, e.g. in the Console?); "
+                    "`mlflow-gcp credentials rotate --database` sets a new one on the user and the server together"
+                )
+                kinds.add(DATABASE_REFUSED)
             # A check with neither an answer nor a network error could not be made (the login was unreadable).
             kinds.add(UNHEALTHY if server.reachable else UNREADABLE)
     else:
