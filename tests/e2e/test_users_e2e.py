@@ -36,6 +36,10 @@ def users(rehearsal: Rehearsal, monkeypatch):
     import mlflow_gcp.remembered as remembered
 
     monkeypatch.setattr(remembered, "read_record", lambda clients, project: None)
+    # ...and no labelled Cloud SQL instance or Cloud Run service to recognise a deployment without a record by.
+    import mlflow_gcp.recognise as recognise
+
+    monkeypatch.setattr(recognise, "check_recognised", lambda settings, clients: None)
 
     def run(*args: str, stdin: str | None = None):
         return CliRunner().invoke(app, ["users", *args], input=stdin, catch_exceptions=False)
