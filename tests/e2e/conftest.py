@@ -125,3 +125,13 @@ def client_env(rehearsal: Rehearsal) -> Iterator[dict[str, str]]:
     finally:
         os.environ.clear()
         os.environ.update(saved)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The end-to-end tests are one ordered rehearsal (a user or experiment made by one test is used by the next)
+    around one MariaDB and one server: under pytest-xdist's `--dist loadgroup` they all go to one worker, in order,
+    while the other workers take the rest of the suite."""
+    e2e_dir = Path(__file__).resolve().parent
+    for item in items:
+        if e2e_dir in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.xdist_group("e2e"))
