@@ -87,10 +87,10 @@ def up_figures() -> None:
     from tests.fake_gcp.server import PROJECT, FakeGoogle
 
     from mlflow_gcp.config import Settings, validate
+    from mlflow_gcp.engine.base import StepContext
     from mlflow_gcp.gcp.clients import Clients
     from mlflow_gcp.orchestrator import run_concurrently
     from mlflow_gcp.steps import STEPS
-    from mlflow_gcp.steps.base import StepContext
 
     fake = FakeGoogle()
     fake.latency.update(LATENCIES)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import replace
 
 from mlflow_gcp.config import Settings, validate
+from mlflow_gcp.engine.base import Mode, StepContext, StepResult
+from mlflow_gcp.engine.loop import run_step
 from mlflow_gcp.gcp.clients import Clients
-from mlflow_gcp.steps import BY_NAME
+from mlflow_gcp.steps import BY_NAME, load_prerequisites
 from mlflow_gcp.steps.apis import REQUIRED_APIS
-from mlflow_gcp.steps.base import Mode, StepContext, StepResult
-from mlflow_gcp.steps.engine import load_prerequisites, run_step
 from tests.fake_gcp.server import PROJECT
 
 ALL_APIS_ENABLED = set(REQUIRED_APIS)

@@ -1,5 +1,5 @@
+from mlflow_gcp.engine.base import Mode, Status
 from mlflow_gcp.steps.apis import REQUIRED_APIS
-from mlflow_gcp.steps.base import Mode, Status
 from tests.helpers import run_steps
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from mlflow_gcp.cli import approval
-from mlflow_gcp.steps.base import Impact, Mode
+from mlflow_gcp.engine.base import Impact, Mode
 from tests.fake_gcp.server import PROJECT
 from tests.helpers import cli, run_steps
 
@@ -169,10 +169,10 @@ def test_connector_bounds_change_in_place(connector):
 
 
 def _run_refusing(step: str, **overrides):
+    from mlflow_gcp.engine.base import StepContext
+    from mlflow_gcp.engine.loop import run_step
     from mlflow_gcp.gcp.clients import Clients
-    from mlflow_gcp.steps import BY_NAME
-    from mlflow_gcp.steps.base import StepContext
-    from mlflow_gcp.steps.engine import load_prerequisites, run_step
+    from mlflow_gcp.steps import BY_NAME, load_prerequisites
     from tests.helpers import settings
 
     config = settings(**overrides)

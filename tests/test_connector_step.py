@@ -6,11 +6,11 @@ import json
 
 import pytest
 
+from mlflow_gcp.engine.base import Mode, Status, StepContext
+from mlflow_gcp.engine.loop import run_step
 from mlflow_gcp.errors import MlflowGcpError, OperationFailedError
 from mlflow_gcp.gcp.clients import Clients
 from mlflow_gcp.steps import BY_NAME
-from mlflow_gcp.steps.base import Mode, Status, StepContext
-from mlflow_gcp.steps.engine import run_step
 from tests.helpers import ALL_APIS_ENABLED, run_steps, settings
 
 NAME = "projects/demo-project/locations/europe-west1/connectors/vpc-connector-mlflow"

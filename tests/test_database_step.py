@@ -7,11 +7,11 @@ import time
 
 import pytest
 
+from mlflow_gcp.engine.base import Mode, Status, StepContext
+from mlflow_gcp.engine.loop import run_step
 from mlflow_gcp.errors import MlflowGcpError, NameTakenError, OperationFailedError
 from mlflow_gcp.gcp.clients import Clients
 from mlflow_gcp.steps import BY_NAME
-from mlflow_gcp.steps.base import Mode, Status, StepContext
-from mlflow_gcp.steps.engine import run_step
 from tests.helpers import ALL_APIS_ENABLED, run_steps, settings
 
 INSTANCE = "mlflow-tracking-database"

@@ -8,13 +8,13 @@ import json
 
 import pytest
 
+from mlflow_gcp.engine.base import Mode, Status, StepContext
+from mlflow_gcp.engine.loop import run_step
 from mlflow_gcp.errors import OperationFailedError, OrgPolicyError, PrerequisiteMissingError
 from mlflow_gcp.gcp.clients import Clients
 from mlflow_gcp.service_spec import SECRET_ENV_VARS, SERVICE_URLS_VAR
 from mlflow_gcp.steps import BY_NAME
-from mlflow_gcp.steps.base import Mode, Status, StepContext
 from mlflow_gcp.steps.deploy import CloudRunService, diff, merged, service_urls_of
-from mlflow_gcp.steps.engine import run_step
 from tests.fake_gcp.server import PROJECT
 from tests.helpers import ALL_APIS_ENABLED, settings
 

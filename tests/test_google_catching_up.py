@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import pytest
 
+from mlflow_gcp.engine.base import Event, StepContext
+from mlflow_gcp.engine.loop import run_step
 from mlflow_gcp.errors import MlflowGcpError
 from mlflow_gcp.gcp.clients import Clients
 from mlflow_gcp.steps import BY_NAME
-from mlflow_gcp.steps.base import Event, StepContext
-from mlflow_gcp.steps.engine import run_step
 from tests.helpers import ALL_APIS_ENABLED, settings
 
 EMAIL = "run-mlflow@demo-project.iam.gserviceaccount.com"

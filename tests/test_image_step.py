@@ -10,11 +10,11 @@ import pytest
 from google.api_core import exceptions as gexc
 
 from mlflow_gcp import build_context
+from mlflow_gcp.engine.base import Mode, Status, StepContext
+from mlflow_gcp.engine.loop import run_step
 from mlflow_gcp.errors import MlflowGcpError, NameTakenError, OperationFailedError
 from mlflow_gcp.gcp.clients import Clients
 from mlflow_gcp.steps import BY_NAME
-from mlflow_gcp.steps.base import Mode, Status, StepContext
-from mlflow_gcp.steps.engine import run_step
 from mlflow_gcp.steps.image import DockerRepository
 from mlflow_gcp.steps.image import resources as image_resources
 from tests.fake_gcp.server import PROJECT

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from mlflow_gcp.engine.base import Mode, Status, StepContext
 from mlflow_gcp.errors import MlflowGcpError, OperationFailedError
 from mlflow_gcp.steps import BY_NAME
-from mlflow_gcp.steps.base import Mode, Status, StepContext
 from tests.fake_gcp.server import PROJECT_NUMBER
 from tests.helpers import ALL_APIS_ENABLED, run_steps, settings
 
@@ -49,8 +49,8 @@ def test_second_run_sends_nothing(gcp):
 
 def test_outputs(gcp):
     config = settings()
+    from mlflow_gcp.engine.loop import run_step
     from mlflow_gcp.gcp.clients import Clients
-    from mlflow_gcp.steps.engine import run_step
 
     ctx = StepContext(settings=config, clients=Clients(config.project))
     run_step(BY_NAME["network"], ctx)
@@ -192,7 +192,7 @@ def _delete_all(ctx: StepContext) -> list[str]:
 def test_delete_removes_ours_and_keeps_default_network(gcp):
     run_steps("network")
     ctx = StepContext(settings=settings(), clients=_clients())
-    from mlflow_gcp.steps.engine import run_step
+    from mlflow_gcp.engine.loop import run_step
 
     run_step(BY_NAME["network"], ctx)  # outputs, as down would have them
     deleted = _delete_all(ctx)

@@ -11,12 +11,12 @@ import pytest
 
 from mlflow_gcp import service_spec
 from mlflow_gcp.config import SECRET_ENV, SECRET_FLASK_KEY, SECRET_MLFLOW, SECRET_MYSQL
+from mlflow_gcp.engine.base import PENDING, Mode, Status, StepContext, StepResult
+from mlflow_gcp.engine.loop import run_step
 from mlflow_gcp.errors import MlflowGcpError, PrerequisiteMissingError
 from mlflow_gcp.gcp.clients import Clients
 from mlflow_gcp.resources.secret import Secret
 from mlflow_gcp.steps import BY_NAME
-from mlflow_gcp.steps.base import PENDING, Mode, Status, StepContext, StepResult
-from mlflow_gcp.steps.engine import run_step
 from mlflow_gcp.steps.secrets import ACCESSOR
 from tests.helpers import ALL_APIS_ENABLED, settings
 

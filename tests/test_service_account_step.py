@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from mlflow_gcp.engine.base import Mode, Status, StepContext
+from mlflow_gcp.engine.loop import run_step
 from mlflow_gcp.errors import ApiDisabledError
 from mlflow_gcp.gcp.clients import Clients
 from mlflow_gcp.steps import BY_NAME
-from mlflow_gcp.steps.base import Mode, Status, StepContext
-from mlflow_gcp.steps.engine import run_step
 from mlflow_gcp.steps.service_account import DISPLAY_NAME, TOKEN_CREATOR, ServiceAccount
 from tests.helpers import ALL_APIS_ENABLED, settings
 

@@ -3,11 +3,11 @@
 from google.api_core import exceptions as gexc
 
 from mlflow_gcp.config import Settings
+from mlflow_gcp.engine.base import StepContext, StepResult
+from mlflow_gcp.engine.loop import _run_resource
 from mlflow_gcp.gcp.clients import Clients
 from mlflow_gcp.resources.iam import IamBinding, proto_policy_io
 from mlflow_gcp.resources.secret import Secret
-from mlflow_gcp.steps.base import StepContext, StepResult
-from mlflow_gcp.steps.engine import _run_resource
 from tests.helpers import ALL_APIS_ENABLED
 
 

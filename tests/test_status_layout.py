@@ -156,8 +156,8 @@ def test_live_view_keeps_the_time_whole(width):
     from rich.console import Console
 
     from mlflow_gcp.cli.progress import StepView
+    from mlflow_gcp.engine.base import Event, Status
     from mlflow_gcp.steps import STEPS
-    from mlflow_gcp.steps.base import Event, Status
 
     terminal = Console(file=StringIO(), width=width, force_terminal=True, color_system=None)
     view = StepView(list(STEPS), console=terminal)

@@ -12,9 +12,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from mlflow_gcp.engine.base import Event, Status, StepContext, StepResult
+from mlflow_gcp.engine.loop import run_step
 from mlflow_gcp.steps import StepDef
-from mlflow_gcp.steps.base import Event, Status, StepContext, StepResult
-from mlflow_gcp.steps.engine import run_step
 
 
 @dataclass

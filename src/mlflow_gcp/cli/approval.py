@@ -8,8 +8,8 @@ import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 
+from mlflow_gcp.engine.base import Change
 from mlflow_gcp.errors import ChangeNotAcceptedError
-from mlflow_gcp.steps.base import Change
 
 
 def interactive() -> bool:

@@ -20,7 +20,7 @@ def open_ui(
     or a terminal, print its URL."""
     from mlflow_gcp.errors import MlflowGcpError
     from mlflow_gcp.gcp.clients import Clients
-    from mlflow_gcp.operate.login import read_service
+    from mlflow_gcp.resources.live_service import read_service
 
     service = read_service(settings, Clients(settings.project))
     if service is None or not service.uri:

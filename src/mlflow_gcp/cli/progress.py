@@ -13,9 +13,9 @@ from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElaps
 from rich.table import Column, Table
 
 from mlflow_gcp.cli.console import out
+from mlflow_gcp.engine.base import Change, Event, Status, StepResult
 from mlflow_gcp.orchestrator import RunReport
 from mlflow_gcp.steps import StepDef
-from mlflow_gcp.steps.base import Change, Event, Status, StepResult
 
 STYLE = {
     Status.WAITING: "dim",

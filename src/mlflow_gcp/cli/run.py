@@ -9,11 +9,10 @@ from mlflow_gcp.cli.plan_view import plan_lines, summary_line
 from mlflow_gcp.cli.preflight import preflight_or_exit
 from mlflow_gcp.cli.progress import StepView, summary_table
 from mlflow_gcp.config import Settings
+from mlflow_gcp.engine.base import Mode, StepContext
 from mlflow_gcp.gcp.clients import Clients
 from mlflow_gcp.orchestrator import RunReport, run_concurrently
-from mlflow_gcp.steps import StepDef
-from mlflow_gcp.steps.base import Mode, StepContext
-from mlflow_gcp.steps.engine import load_prerequisites
+from mlflow_gcp.steps import StepDef, load_prerequisites
 
 
 def run_with_view(

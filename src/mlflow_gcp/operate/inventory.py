@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlflow_gcp.config import Settings
+from mlflow_gcp.engine.base import Event, Mode, Resource, ResourceState, StepContext
+from mlflow_gcp.engine.loop import Inspected, inspect_step
 from mlflow_gcp.errors import MlflowGcpError
 from mlflow_gcp.gcp.clients import Clients
 from mlflow_gcp.steps import STEPS, StepDef
-from mlflow_gcp.steps.base import Event, Mode, Resource, ResourceState, StepContext
-from mlflow_gcp.steps.engine import Inspected, inspect_step
 
 
 @dataclass

@@ -13,10 +13,8 @@ from mlflow_gcp.config import SECRET_MLFLOW, Settings
 from mlflow_gcp.errors import MlflowGcpError
 from mlflow_gcp.gcp import retry
 from mlflow_gcp.gcp.clients import Clients
+from mlflow_gcp.resources.live_service import LATEST, pinned_versions, read_service
 from mlflow_gcp.resources.secret import decode_payload, split_credentials
-from mlflow_gcp.service_spec import SECRET_ENV_VARS
-
-LATEST = "latest"
 
 
 @dataclass(frozen=True)
@@ -25,53 +23,6 @@ class Login:
     username: str
     password: str = field(repr=False)  # never shown in a traceback or a log
     version: str = ""
-
-
-def service_path(settings: Settings) -> str:
-    return f"projects/{settings.project}/locations/{settings.region}/services/{settings.service}"
-
-
-def read_service(settings: Settings, clients: Clients) -> Any | None:
-    """The Cloud Run service (run_v2.Service), or None."""
-    from google.api_core import exceptions as gexc
-
-    from mlflow_gcp.gcp.errors import translate
-
-    client = clients.run_services()
-    try:
-        return retry.call(lambda: client.get_service(name=service_path(settings)))
-    except gexc.NotFound:
-        return None
-    except gexc.GoogleAPICallError as e:
-        if retry.is_service_activating(e):  # SERVICE_DISABLED: a project where `up` has not run
-            raise MlflowGcpError(
-                f"Nothing is deployed in {settings.project}: the Cloud Run API is not enabled there, so there is no "
-                "MLflow server yet.",
-                "Run `mlflow-gcp up` to deploy one, or check --project.",
-            ) from e
-        raise translate(e, f"reading the Cloud Run service {settings.service}", settings.project) from e
-
-
-def pinned_versions(service: Any) -> dict[str, str]:
-    """Secret id → version the service's template refers to ("latest" when not pinned)."""
-    pins: dict[str, str] = {}
-    if service is None or not service.template.containers:
-        return pins
-    for env in service.template.containers[0].env:
-        ref = env.value_source.secret_key_ref if env.value_source else None
-        if ref and ref.secret and env.name in SECRET_ENV_VARS:
-            pins[ref.secret.rsplit("/", 1)[-1]] = ref.version or LATEST
-    return pins
-
-
-def pinned_number(service: Any, secret_id: str) -> str | None:
-    """The version number of `secret_id` the service pins; None when it refers to `latest` or not at all."""
-    pin = pinned_versions(service).get(secret_id, "")
-    return pin if pin.isdigit() else None
-
-
-def service_ready(service: Any) -> bool:
-    return service is not None and service.terminal_condition.state.name == "CONDITION_SUCCEEDED"
 
 
 def access(clients: Clients, project: str, secret_id: str, version: str = LATEST) -> tuple[str, str]:
@@ -101,11 +52,6 @@ def access(clients: Clients, project: str, secret_id: str, version: str = LATEST
         ) from e
     number = response.name.rsplit("/", 1)[-1]
     return decode_payload(secret_id, number, response.payload.data), number
-
-
-def service_urls(service: Any) -> list[str]:
-    urls = [service.uri] if service.uri else []
-    return urls + [u for u in service.urls if u not in urls]
 
 
 def login_of(clients: Clients, settings: Settings, service: Any) -> Login:

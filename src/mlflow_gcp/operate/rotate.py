@@ -35,6 +35,7 @@ from mlflow_gcp.operate import login as login_mod
 from mlflow_gcp.operate.rotation_lease import Lease
 from mlflow_gcp.operate.server_check import Check, check_health, wait_for_login
 from mlflow_gcp.resources import credential_record as record
+from mlflow_gcp.resources import live_service
 from mlflow_gcp.resources.secret import add_version_once, new_password, set_version_state, split_credentials
 
 Log = Callable[[str], None]
@@ -158,7 +159,7 @@ class Rotation:
     # -- stages --------------------------------------------------------------------------------------------
     def prepare(self, *, quiet: bool = False) -> None:
         """Read the service, the recorded versions and a version an earlier rotation left unfinished."""
-        service = login_mod.read_service(self.settings, self.clients)
+        service = live_service.read_service(self.settings, self.clients)
         if service is None:
             raise MlflowGcpError(
                 f"The Cloud Run service {self.settings.service} does not exist: there is nothing to rotate yet.",
@@ -172,7 +173,7 @@ class Rotation:
                 project,
                 secret_id,
                 self._call,
-                in_use=lambda secret_id=secret_id: login_mod.pinned_number(service, secret_id),
+                in_use=lambda secret_id=secret_id: live_service.pinned_number(service, secret_id),
             )
             if versions is None:
                 raise MlflowGcpError(
@@ -203,7 +204,7 @@ class Rotation:
                         )
                     break
             self.items.append(item)
-        self._service, self._pins = service, login_mod.pinned_versions(service)
+        self._service, self._pins = service, live_service.pinned_versions(service)
 
     @staticmethod
     def _resumable(versions: record.PasswordVersions) -> list[str]:
@@ -240,7 +241,7 @@ class Rotation:
         versions in use first, so that adding one changes nothing until the rollout."""
         pins, service = self._pins, self._service
         floating = {
-            i.secret_id: i.old_version for i in self.items if pins.get(i.secret_id, login_mod.LATEST) == "latest"
+            i.secret_id: i.old_version for i in self.items if pins.get(i.secret_id, live_service.LATEST) == "latest"
         }
         if floating:
             self.log("the service refers to the latest secret versions: pinning the ones in use first")
@@ -277,7 +278,7 @@ class Rotation:
             self.marked.add(item.secret_id)
 
     def _set_db_password(self, password: str, what: str) -> None:
-        from mlflow_gcp.steps.base import StepContext
+        from mlflow_gcp.engine.base import StepContext
         from mlflow_gcp.steps.database import SMALL_TIMEOUT, SqlCalls
 
         s = self.settings
@@ -308,9 +309,9 @@ class Rotation:
         """What the deploy step needs (image, connector, ...), read once, before anything is changed: a
         deployment that is not complete stops the rotation before it starts."""
         if self._ctx is None:
-            from mlflow_gcp.steps.base import Mode, StepContext
+            from mlflow_gcp.engine.base import Mode, StepContext
+            from mlflow_gcp.steps import load_prerequisites
             from mlflow_gcp.steps.deploy import ROTATION_ACTIVE
-            from mlflow_gcp.steps.engine import load_prerequisites
 
             ctx = StepContext(settings=self.settings, clients=self.clients, mode=Mode.APPLY)
             load_prerequisites(("deploy",), ctx)
@@ -320,27 +321,27 @@ class Rotation:
 
     def roll_out(self, versions: dict[str, str]) -> None:
         """Run the deploy step with fresh outputs and `versions` pinned; the service must end up on them."""
+        from mlflow_gcp.engine.loop import run_step
         from mlflow_gcp.errors import OperationFailedError
         from mlflow_gcp.steps import BY_NAME
-        from mlflow_gcp.steps.engine import run_step
 
         self.rollout_started = True
         ctx = self._deploy_context()
         ctx.outputs.update({f"secret_version.{secret}": version for secret, version in versions.items()})
         run_step(BY_NAME["deploy"], ctx)
-        service = login_mod.read_service(self.settings, self.clients)
-        if any(login_mod.pinned_versions(service).get(s) != v for s, v in versions.items()):
+        service = live_service.read_service(self.settings, self.clients)
+        if any(live_service.pinned_versions(service).get(s) != v for s, v in versions.items()):
             self.log("the deploy step did not pin the secret versions: pinning them in the service directly")
             self._pin(service, versions)
-            service = login_mod.read_service(self.settings, self.clients)
-        pins = login_mod.pinned_versions(service)
+            service = live_service.read_service(self.settings, self.clients)
+        pins = live_service.pinned_versions(service)
         wrong = {s: v for s, v in versions.items() if pins.get(s) != v}
         if wrong:
             raise OperationFailedError(
                 "The service does not run with "
                 + ", ".join(f"version {v} of {s} (it has {pins.get(s, 'none')})" for s, v in wrong.items())
             )
-        if not login_mod.service_ready(service):
+        if not live_service.service_ready(service):
             raise OperationFailedError(f"The Cloud Run service {self.settings.service} is not ready after the rollout")
         self.url = service.uri
 

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from mlflow_gcp.engine.base import Mode, Resource
 from mlflow_gcp.errors import MlflowGcpError
 from mlflow_gcp.operate.inventory import Inventory
-from mlflow_gcp.steps.base import Mode, Resource
 
 NEVER_TOUCHED_STEPS = ("apis", "encryption")  # encryption: a setting of the instance, nothing to delete
 NETWORK_STEP = "network"

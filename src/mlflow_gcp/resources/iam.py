@@ -8,8 +8,8 @@ from typing import Any
 
 from google.api_core import exceptions as gexc
 
+from mlflow_gcp.engine.base import Resource, StepContext
 from mlflow_gcp.gcp import retry
-from mlflow_gcp.steps.base import Resource, StepContext
 
 Policy = dict[str, Any]
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from mlflow_gcp.engine.base import StepContext
 from mlflow_gcp.errors import MlflowGcpError
 from mlflow_gcp.resources import credential_record as record
 from mlflow_gcp.resources.credential_record import PasswordVersions
+from mlflow_gcp.resources.live_service import pinned_number, read_service
 from mlflow_gcp.resources.secret import Secret, SecretState, add_version_once
-from mlflow_gcp.steps.base import StepContext
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,6 @@ class PasswordSecret(Secret):
         return self.versions
 
     def _pinned_by_service(self) -> str | None:
-        from mlflow_gcp.operate.login import pinned_number, read_service
-
         return pinned_number(read_service(self.ctx.settings, self.ctx.clients), self.secret_id)
 
     def read(self) -> PasswordState | None:

@@ -10,10 +10,10 @@ from collections.abc import Callable
 
 from google.api_core import exceptions as gexc
 
+from mlflow_gcp.engine.base import StepContext
 from mlflow_gcp.errors import NameTakenError
 from mlflow_gcp.gcp.errors import execute
 from mlflow_gcp.resources.iam import Policy
-from mlflow_gcp.steps.base import StepContext
 
 RESOURCE_MANAGER = "cloudresourcemanager"
 NUMBER_OUTPUT = "project.number"

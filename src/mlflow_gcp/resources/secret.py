@@ -10,9 +10,9 @@ from typing import Any
 
 from google.api_core import exceptions as gexc
 
+from mlflow_gcp.engine.base import Resource, StepContext
 from mlflow_gcp.errors import MlflowGcpError, OrgPolicyError
 from mlflow_gcp.gcp.errors import is_failed_precondition, org_policy_constraint
-from mlflow_gcp.steps.base import Resource, StepContext
 
 MANAGED_LABEL = {"managed-by": "mlflow-gcp"}
 USER_MANAGED = "user-managed"

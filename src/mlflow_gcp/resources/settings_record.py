@@ -3,9 +3,9 @@ written last, once everything it describes is applied; shown by status; kept by 
 
 from __future__ import annotations
 
+from mlflow_gcp.engine.base import StepContext
 from mlflow_gcp.remembered import SETTINGS_SECRET, document, parse, recorded_names
 from mlflow_gcp.resources.secret import Secret, SecretState
-from mlflow_gcp.steps.base import StepContext
 
 
 class SettingsRecord(Secret):

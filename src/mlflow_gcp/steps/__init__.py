@@ -8,7 +8,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from mlflow_gcp.steps.base import Resource, StepContext
+    from mlflow_gcp.engine.base import Resource, StepContext
 
 
 @dataclass(frozen=True)
@@ -75,3 +75,14 @@ def prerequisites(names: tuple[str, ...]) -> list[StepDef]:
             needed.add(name)
             stack.extend(BY_NAME[name].requires)
     return [step for step in STEPS if step.name in needed and step.name not in names]
+
+
+def load_prerequisites(names: tuple[str, ...], ctx: StepContext) -> None:
+    """Read the steps that `names` need, so their outputs are known; a missing resource says which step to
+    run first. In plan mode a missing resource is fine: it is simply not there yet."""
+    from mlflow_gcp.engine.base import Mode
+    from mlflow_gcp.engine.loop import run_step  # google.api_core: not at import time, `--help` must stay fast
+
+    check_ctx = ctx.for_step("", Mode.PLAN if ctx.dry_run else Mode.CHECK)
+    for step in prerequisites(names):
+        run_step(step, check_ctx)

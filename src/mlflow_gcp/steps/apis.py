@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from mlflow_gcp.engine.base import Resource, StepContext
 from mlflow_gcp.gcp import retry
 from mlflow_gcp.gcp.operations import wait_gapic
-from mlflow_gcp.steps.base import Resource, StepContext
 
 REQUIRED_APIS = (
     "serviceusage.googleapis.com",

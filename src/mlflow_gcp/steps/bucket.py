@@ -12,11 +12,11 @@ from collections.abc import Iterator
 
 from google.api_core import exceptions as gexc
 
+from mlflow_gcp.engine.base import PENDING, Resource, StepContext
 from mlflow_gcp.errors import MlflowGcpError, NameTakenError
 from mlflow_gcp.gcp import retry
 from mlflow_gcp.resources.iam import IamBinding, Policy
 from mlflow_gcp.resources.project import check_owned_bucket
-from mlflow_gcp.steps.base import PENDING, Resource, StepContext
 
 MANAGED_LABELS = {"managed-by": "mlflow-gcp"}
 OBJECT_ADMIN = "roles/storage.objectAdmin"

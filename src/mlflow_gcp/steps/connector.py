@@ -13,11 +13,11 @@ from typing import Any
 
 from google.api_core import exceptions as gexc
 
+from mlflow_gcp.engine.base import PENDING, Effect, Impact, Resource, StepContext
 from mlflow_gcp.errors import MlflowGcpError
 from mlflow_gcp.gcp import retry
 from mlflow_gcp.gcp.errors import execute
 from mlflow_gcp.gcp.operations import wait, wait_gapic
-from mlflow_gcp.steps.base import PENDING, Effect, Impact, Resource, StepContext
 
 TIMEOUT = 20 * 60.0
 TRANSITIONAL = ("CREATING", "UPDATING", "DELETING")

@@ -18,13 +18,13 @@ from typing import Any
 from google.api_core import exceptions as gexc
 
 from mlflow_gcp.config import ENCRYPTED_ONLY, SECRET_MYSQL
+from mlflow_gcp.engine.base import PENDING, Effect, Impact, Resource, StepContext
 from mlflow_gcp.errors import MlflowGcpError, NameTakenError, OperationFailedError
 from mlflow_gcp.gcp import retry
 from mlflow_gcp.gcp.errors import execute
 from mlflow_gcp.gcp.operations import wait
 from mlflow_gcp.resources.password_secret import PasswordSecret, require_target
 from mlflow_gcp.resources.secret import MANAGED_LABEL, new_password, split_credentials
-from mlflow_gcp.steps.base import PENDING, Effect, Impact, Resource, StepContext
 from mlflow_gcp.steps.network import network_link
 
 CHARSET = "utf8mb4"

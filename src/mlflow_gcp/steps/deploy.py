@@ -22,14 +22,15 @@ from typing import Any
 from google.api_core import exceptions as gexc
 
 from mlflow_gcp.config import SECRET_MLFLOW
+from mlflow_gcp.engine.base import Effect, Impact, Resource, StepContext
 from mlflow_gcp.errors import OperationFailedError, OrgPolicyError
 from mlflow_gcp.gcp import retry
 from mlflow_gcp.gcp.operations import wait, wait_gapic
 from mlflow_gcp.resources import credential_record
 from mlflow_gcp.resources.iam import IamBinding, Policy, has_member, proto_policy_io
+from mlflow_gcp.resources.live_service import pinned_versions, service_ready, urls_told_to_server
 from mlflow_gcp.service_spec import SECRET_ENV_VARS, SERVICE_URLS_VAR, ServiceInputs, build_service, own_urls
 from mlflow_gcp.steps import egress
-from mlflow_gcp.steps.base import Effect, Impact, Resource, StepContext
 
 DEPLOY_TIMEOUT = 900.0
 INVOKER_ROLE = "roles/run.invoker"
@@ -215,7 +216,7 @@ class CloudRunService(Resource):
         """The deterministic URL and the extra hosts. A live list that already holds them all (a deployment whose
         server was told both of Cloud Run's URLs) is kept: changing it would roll out a revision for nothing."""
         wanted = own_urls(self.ctx.settings, self.project_number)
-        live = live_service_urls(current) if current is not None else ()
+        live = urls_told_to_server(current) if current is not None else ()
         return live if live and set(wanted) <= set(live) else wanted
 
     def desired(self, current: Any | None) -> dict[str, Any]:
@@ -224,8 +225,6 @@ class CloudRunService(Resource):
         if self.ctx.dry_run and current is not None:
             # A secret that could not be read (missing, disabled) is reported on its own line; its version here is
             # unknown, not a difference of the service.
-            from mlflow_gcp.operate.login import pinned_versions
-
             for secret, version in pinned_versions(current).items():
                 versions.setdefault(secret, version)
         service = build_service(
@@ -296,8 +295,6 @@ class CloudRunService(Resource):
         """The server aligns its admin user with the `mlflow-credentials` version it runs with, so once the
         service is ready on a version, that version is the applied one (credential_record). `up` only: a
         rotation keeps the record itself, and planning reads nothing more."""
-        from mlflow_gcp.operate.login import pinned_versions, service_ready
-
         if self.ctx.dry_run or self.ctx.outputs.get(ROTATION_ACTIVE) or not service_ready(service):
             return False
         pinned = pinned_versions(service).get(SECRET_MLFLOW, "")
@@ -454,15 +451,6 @@ def resources(ctx: StepContext) -> Iterator[Resource]:
         retired = egress.RetiredConnector(ctx, used_by_service=False)
         retired.used_by_service = (service.connector_seen or "").rsplit("/", 1)[-1] == retired.name
         yield retired
-
-
-def live_service_urls(current) -> tuple[str, ...]:
-    """The URLs the live service's server was told (its MLFLOW_GCP_SERVICE_URLS), in order."""
-    for container in current.template.containers[:1]:
-        for env in container.env:
-            if env.name == SERVICE_URLS_VAR and env.value:
-                return tuple(url for url in env.value.split(",") if url)
-    return ()
 
 
 def service_urls_of(service: dict[str, Any]) -> list[str]:

@@ -23,9 +23,9 @@ from typing import Any
 
 from google.api_core import exceptions as gexc
 
+from mlflow_gcp.engine.base import PENDING, Effect, Impact, Resource, StepContext
 from mlflow_gcp.errors import MlflowGcpError
 from mlflow_gcp.gcp.errors import execute
-from mlflow_gcp.steps.base import PENDING, Effect, Impact, Resource, StepContext
 from mlflow_gcp.steps.network import MANAGED_DESCRIPTION, network_path, short_link, wait_compute
 
 DIRECT = "direct"

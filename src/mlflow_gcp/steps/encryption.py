@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlflow_gcp.config import ENCRYPTED_ONLY, SECRET_ENV
+from mlflow_gcp.engine.base import Resource, StepContext
 from mlflow_gcp.errors import MlflowGcpError
 from mlflow_gcp.service_spec import DB_CA_SETTING
-from mlflow_gcp.steps.base import Resource, StepContext
 from mlflow_gcp.steps.database import UPDATE_TIMEOUT, SqlCalls
 
 

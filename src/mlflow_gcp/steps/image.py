@@ -25,6 +25,7 @@ from pathlib import Path
 from google.api_core import exceptions as gexc
 
 from mlflow_gcp import build_context
+from mlflow_gcp.engine.base import Resource, StepContext
 from mlflow_gcp.errors import (
     BuildPermissionError,
     MlflowGcpError,
@@ -39,7 +40,6 @@ from mlflow_gcp.gcp.operations import wait, wait_gapic
 from mlflow_gcp.resources.iam import IamBinding, Policy, proto_policy_io
 from mlflow_gcp.resources.project import check_owned_bucket, project_policy_io
 from mlflow_gcp.service_spec import MANAGED_LABELS
-from mlflow_gcp.steps.base import Resource, StepContext
 from mlflow_gcp.steps.bucket import bucket_policy_io
 from mlflow_gcp.steps.service_account import ServiceAccount
 

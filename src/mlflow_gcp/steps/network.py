@@ -14,11 +14,11 @@ from typing import Any
 
 from google.api_core import exceptions as gexc
 
+from mlflow_gcp.engine.base import PENDING, Resource, StepContext
 from mlflow_gcp.errors import MlflowGcpError
 from mlflow_gcp.gcp import retry
 from mlflow_gcp.gcp.errors import execute
 from mlflow_gcp.gcp.operations import wait
-from mlflow_gcp.steps.base import PENDING, Resource, StepContext
 
 MANAGED_DESCRIPTION = "Managed by mlflow-gcp"
 MANAGED_LABELS = {"managed-by": "mlflow-gcp"}

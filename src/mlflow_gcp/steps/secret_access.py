@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from mlflow_gcp.config import SECRET_ENV, SECRET_FLASK_KEY, SECRET_MLFLOW, SECRET_MYSQL
+from mlflow_gcp.engine.base import PENDING, Resource, StepContext
 from mlflow_gcp.resources.iam import IamBinding
 from mlflow_gcp.resources.secret import Secret, SecretState
-from mlflow_gcp.steps.base import PENDING, Resource, StepContext
 from mlflow_gcp.steps.secrets import ACCESSOR, secret_policy_io
 
 SECRET_IDS = (SECRET_ENV, SECRET_MYSQL, SECRET_MLFLOW, SECRET_FLASK_KEY)

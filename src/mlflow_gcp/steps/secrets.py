@@ -19,11 +19,11 @@ from google.api_core import exceptions as gexc
 
 from mlflow_gcp import service_spec
 from mlflow_gcp.config import ENCRYPTED_ONLY, SECRET_ENV, SECRET_FLASK_KEY, SECRET_MLFLOW, SECRET_MYSQL
+from mlflow_gcp.engine.base import PENDING, Resource, StepContext
 from mlflow_gcp.errors import MlflowGcpError, PrerequisiteMissingError
 from mlflow_gcp.resources.iam import Policy, proto_policy_io
 from mlflow_gcp.resources.password_secret import PasswordSecret
 from mlflow_gcp.resources.secret import Secret, SecretState, new_password, split_credentials
-from mlflow_gcp.steps.base import PENDING, Resource, StepContext
 
 ACCESSOR = "roles/secretmanager.secretAccessor"
 

@@ -12,10 +12,10 @@ from typing import Any, TypeVar
 
 from google.api_core import exceptions as gexc
 
+from mlflow_gcp.engine.base import Resource, StepContext
 from mlflow_gcp.gcp import retry
 from mlflow_gcp.gcp.errors import execute
 from mlflow_gcp.resources.iam import IamBinding, Policy
-from mlflow_gcp.steps.base import Resource, StepContext
 
 T = TypeVar("T")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from mlflow_gcp.engine.base import Resource, StepContext
 from mlflow_gcp.resources.settings_record import SettingsRecord
-from mlflow_gcp.steps.base import Resource, StepContext
 
 
 def resources(ctx: StepContext) -> Iterator[Resource]:

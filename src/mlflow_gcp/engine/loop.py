@@ -8,11 +8,10 @@ from typing import Any
 
 from google.api_core import exceptions as gexc
 
+from mlflow_gcp.engine.base import Change, Mode, Resource, ResourceState, Step, StepContext, StepResult
 from mlflow_gcp.errors import PrerequisiteMissingError
 from mlflow_gcp.gcp import retry
 from mlflow_gcp.gcp.errors import translate
-from mlflow_gcp.steps import StepDef, prerequisites
-from mlflow_gcp.steps.base import Change, Mode, Resource, ResourceState, StepContext, StepResult
 
 
 def _guarded(ctx: StepContext, what: str, action):
@@ -46,7 +45,7 @@ def _read(resource: Resource, ctx: StepContext):
         raise
 
 
-def run_step(step: StepDef, ctx: StepContext) -> StepResult:
+def run_step(step: Step, ctx: StepContext) -> StepResult:
     ctx = ctx.for_step(step.name)
     started = time.monotonic()
     result = StepResult(step.name, planned=ctx.dry_run)
@@ -156,14 +155,6 @@ def _appeared(resource: Resource) -> Any:
         time.sleep(min(poll_delay(elapsed), max(0.0, timeout - elapsed)))
 
 
-def load_prerequisites(names: tuple[str, ...], ctx: StepContext) -> None:
-    """Read the steps that `names` need, so their outputs are known; a missing resource says which step to
-    run first. In plan mode a missing resource is fine: it is simply not there yet."""
-    check_ctx = ctx.for_step("", Mode.PLAN if ctx.dry_run else Mode.CHECK)
-    for step in prerequisites(names):
-        run_step(step, check_ctx)
-
-
 @dataclass
 class Inspected:
     """One resource of a step as read in plan mode: the Resource object, its live state (None when absent) and
@@ -174,7 +165,7 @@ class Inspected:
     state: ResourceState
 
 
-def inspect_step(step: StepDef, ctx: StepContext) -> list[Inspected]:
+def inspect_step(step: Step, ctx: StepContext) -> list[Inspected]:
     """Read and compare every resource of `step`, changing nothing (`ctx` must be in plan mode). Outputs of the
     resources that exist are recorded, so later steps build their desired state as `up` would."""
     if not ctx.dry_run:

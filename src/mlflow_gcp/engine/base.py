@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from mlflow_gcp.config import Settings
 from mlflow_gcp.errors import MlflowGcpError, NameTakenError, PrerequisiteMissingError
@@ -330,3 +330,12 @@ class Resource(ABC):
 
 
 ResourceFactory = Callable[[StepContext], Iterator[Resource]]
+
+
+class Step(Protocol):
+    """What the engine runs: a named list of resources (`mlflow_gcp.steps.StepDef` is one)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def resources(self, ctx: StepContext) -> Iterator[Resource]: ...
