@@ -215,7 +215,7 @@ def deploy(fake, tmp_path, monkeypatch, *args: str) -> MlflowDouble:
 
 def existence(**overrides) -> dict[str, bool]:
     """Resource label → exists, read through the steps in plan mode (as status does)."""
-    from mlflow_gcp.operate.inventory import read_inventory
+    from mlflow_gcp.inventory import read_inventory
     from tests.helpers import settings
 
     inventory = read_inventory(settings(**overrides))

@@ -270,7 +270,7 @@ def test_down_on_an_empty_project_has_nothing_to_do(fake, tmp_path, monkeypatch)
 
 
 def test_a_secret_two_steps_read_is_deleted_once_by_its_owner(fake, double):
-    from mlflow_gcp.operate.inventory import read_inventory
+    from mlflow_gcp.inventory import read_inventory
     from mlflow_gcp.operate.teardown import DELETE, plan_teardown
     from tests.helpers import settings
 

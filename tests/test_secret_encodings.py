@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from mlflow_gcp.config import SECRET_ENV, SECRET_MLFLOW, SECRET_MYSQL
-from mlflow_gcp.remembered import SETTINGS_SECRET
+from mlflow_gcp.settings_document import SETTINGS_SECRET
 from tests.fake_gcp.server import PROJECT
 from tests.helpers import cli
 from tests.server_double import deploy

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from mlflow_gcp.gcp.clients import Clients
-from mlflow_gcp.remembered import SETTINGS_SECRET
+from mlflow_gcp.settings_document import SETTINGS_SECRET
 from tests.fake_gcp.server import PROJECT
 from tests.helpers import cli
 

@@ -16,142 +16,19 @@ is written by the `settings` step, after the service is deployed: a change is re
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlflow_gcp import __version__
 from mlflow_gcp.config import Settings, env_var, flag, setting_fields, validate
-from mlflow_gcp.errors import ConfigError, MlflowGcpError
+from mlflow_gcp.errors import ConfigError
+from mlflow_gcp.resources.settings_record import Record, read_record
+from mlflow_gcp.settings_document import NOT_RECORDED, recorded_names
 
-SETTINGS_SECRET = "mlflow-gcp-settings"
-FORMAT = 1
-# The project is where the record is looked for, so it is never taken from it.
-NOT_RECORDED = ("project",)
 # The steps whose resources say what they were made with (Resource.observed), read to adopt a deployment.
 OBSERVED_STEPS = ("database", "connector", "deploy")
 
 FLAG, ENVIRONMENT, RESET, RECORDED, ADOPTED, DEFAULT = "flag", "environment", "reset", "recorded", "adopted", "default"
-
-
-def recorded_names() -> list[str]:
-    return [f.name for f in setting_fields() if f.name not in NOT_RECORDED]
-
-
-def document(settings: Settings) -> str:
-    values = {name: getattr(settings, name) for name in recorded_names()}
-    return json.dumps({"format": FORMAT, "written_by": f"mlflow-gcp {__version__}", "settings": values}, indent=2)
-
-
-def parse(text: str, version: str = "latest") -> dict[str, Any]:
-    """The recorded values of known settings, typed as the dataclass says. Unknown names (a newer tool's, or
-    removed settings) are ignored; a value of the wrong type is a clear error."""
-    try:
-        values = json.loads(text)["settings"]
-        if not isinstance(values, dict):
-            raise TypeError
-    except (ValueError, KeyError, TypeError) as e:
-        raise MlflowGcpError(
-            f"Version {version} of the secret {SETTINGS_SECRET} (the settings recorded with the deployment) is not a "
-            "settings document. Nothing was changed: the tool does not fall back to default names.",
-            f"Add a corrected version (`gcloud secrets versions add {SETTINGS_SECRET} --data-file=FILE`; an earlier "
-            f"version is `gcloud secrets versions access N --secret {SETTINGS_SECRET}`), then run the command again.",
-        ) from e
-    types = {f.name: f.type for f in setting_fields()}
-    out: dict[str, Any] = {}
-    for name in recorded_names():
-        if name not in values:
-            continue
-        value = values[name]
-        wanted = int if types[name] in (int, "int") else str
-        if not isinstance(value, wanted) or isinstance(value, bool):
-            raise MlflowGcpError(
-                f"The setting {name} recorded in the secret {SETTINGS_SECRET} is {value!r}, not a {wanted.__name__}.",
-                f"Run `mlflow-gcp up {flag(name)} VALUE` to record a good value.",
-            )
-        out[name] = value
-    return out
-
-
-@dataclass(frozen=True)
-class Record:
-    values: dict[str, Any]
-    version: str
-
-
-def read_record(clients, project: str) -> Record | None:
-    """The newest recorded settings, read by version number, or None: no record yet (no secret, or a secret with
-    no version: a first run stopped between the two), or Secret Manager not enabled yet (a new project).
-
-    Never through `latest`: that alias is eventually consistent and may answer the version before the newest
-    (https://cloud.google.com/secret-manager/docs/reference/consistency), which would send a setting back and
-    forth. The list of versions is eventually consistent too, so the numbers above the newest listed are read one
-    by one (a read by number is strongly consistent) until one does not exist. A newest version that is disabled
-    or destroyed is an error that says how to recover: the settings are never guessed from an older version or
-    from the defaults."""
-    from google.api_core import exceptions as gexc
-
-    from mlflow_gcp.gcp import retry
-    from mlflow_gcp.gcp.errors import translate
-
-    path = f"projects/{project}/secrets/{SETTINGS_SECRET}"
-    client = clients.secrets()
-    try:
-        listed = retry.call(lambda: list(client.list_secret_versions(request={"parent": path})))
-        states = {int(v.name.rsplit("/", 1)[-1]): v.state.name for v in listed}
-        number = max(states, default=0) + 1
-        while True:
-            try:
-                name = f"{path}/versions/{number}"
-                version = retry.call(lambda name=name: client.get_secret_version(name=name))
-            except gexc.NotFound:
-                break
-            states[number] = version.state.name
-            number += 1
-        if not states:
-            return None
-        newest = max(states)
-        if states[newest] != "ENABLED":
-            raise record_unreadable(project, newest, states)
-        response = retry.call(lambda: client.access_secret_version(name=f"{path}/versions/{newest}"))
-    except gexc.NotFound:
-        return None  # no secret: nothing recorded (a deployment without one is recognised from its resources)
-    except gexc.GoogleAPICallError as e:
-        if retry.is_service_activating(e):
-            return None
-        raise translate(e, f"reading the recorded settings ({SETTINGS_SECRET})", project) from e
-    from mlflow_gcp.resources.secret import decode_payload
-
-    text = decode_payload(SETTINGS_SECRET, str(newest), response.payload.data)
-    return Record(parse(text, str(newest)), str(newest))
-
-
-def record_unreadable(project: str, newest: int, states: Mapping[int, str]) -> MlflowGcpError:
-    """The newest version of the record is disabled or destroyed: how to get the deployment's settings back."""
-    state = states[newest].lower()
-    older = sorted((n for n, s in states.items() if s == "ENABLED"), reverse=True)
-    secret = f"--secret {SETTINGS_SECRET} --project {project}"
-    if state == "disabled":
-        hint = f"Enable it again (`gcloud secrets versions enable {newest} {secret}`) and run the command again."
-    elif older:
-        hint = (
-            f"If version {older[0]} still describes the live deployment, add it back as the newest "
-            f"(`gcloud secrets versions access {older[0]} {secret} | gcloud secrets versions add {SETTINGS_SECRET} "
-            f"--project {project} --data-file=-`); otherwise add a corrected version the same way."
-        )
-    else:
-        hint = (
-            f"Delete the secret (`gcloud secrets delete {SETTINGS_SECRET} --project {project}`) and run `up` with the "
-            "deployment's names as flags (--db-instance, --bucket, --service...): it is recognised from its "
-            "resources and the record is written again."
-        )
-    return MlflowGcpError(
-        f"The newest version ({newest}) of the secret {SETTINGS_SECRET}, the settings recorded with the deployment, "
-        f"is {state}: the tool does not guess the deployment's settings from an older version or from the "
-        "defaults (that could build a second, empty deployment). Nothing was changed.",
-        hint,
-    )
 
 
 @dataclass(frozen=True)
@@ -233,7 +110,7 @@ def reset_names(raw: Iterable[str]) -> set[str]:
 
 def observe_live(settings: Settings, clients) -> dict[str, Any]:
     """The settings the live resources embody (Resource.observed), read without changing anything."""
-    from mlflow_gcp.operate.inventory import read_inventory
+    from mlflow_gcp.inventory import read_inventory
     from mlflow_gcp.steps import BY_NAME
 
     inventory = read_inventory(settings, clients=clients, steps=[BY_NAME[s] for s in OBSERVED_STEPS])

@@ -56,7 +56,7 @@ def down(
     from mlflow_gcp.cli.down_view import show_plan
     from mlflow_gcp.cli.preflight import preflight_or_exit
     from mlflow_gcp.gcp.clients import Clients
-    from mlflow_gcp.operate.inventory import read_inventory
+    from mlflow_gcp.inventory import read_inventory
     from mlflow_gcp.operate.teardown import (
         DELETE,
         abandoned_notes,

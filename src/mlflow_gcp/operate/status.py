@@ -10,7 +10,7 @@ from mlflow_gcp.config import Settings
 from mlflow_gcp.engine.base import Event
 from mlflow_gcp.errors import MlflowGcpError
 from mlflow_gcp.gcp.clients import Clients
-from mlflow_gcp.operate.inventory import Inventory, read_inventory
+from mlflow_gcp.inventory import Inventory, read_inventory
 from mlflow_gcp.operate.server_check import Check, ServerReport, check_server
 from mlflow_gcp.remembered import Resolution
 

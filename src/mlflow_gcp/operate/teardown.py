@@ -15,7 +15,7 @@ from typing import Any
 
 from mlflow_gcp.engine.base import Mode, Resource
 from mlflow_gcp.errors import MlflowGcpError
-from mlflow_gcp.operate.inventory import Inventory
+from mlflow_gcp.inventory import Inventory
 
 NEVER_TOUCHED_STEPS = ("apis", "encryption")  # encryption: a setting of the instance, nothing to delete
 NETWORK_STEP = "network"
