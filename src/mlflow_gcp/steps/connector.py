@@ -4,6 +4,13 @@ The instance bounds change in place (a patch with an updateMask; the GAPIC libra
 the patch goes through the discovery client). A new machine type is a patch too, but Google replaces the
 connector's VMs for it. The network and the range are fixed at creation: changing them deletes the connector
 and creates it again under the same name (the service keeps pointing at it), once the user has accepted it.
+With `--vpc-egress direct` the step makes the service's own subnet instead (`egress`).
+
+The old connector: once the service runs on Direct VPC egress (its new revision is ready), the connector it
+used is deleted. The Serverless VPC Access API has no labels on connectors
+(https://cloud.google.com/vpc/docs/reference/vpcaccess/rest/v1/projects.locations.connectors), so "ours" is what
+this tool's service (labelled managed-by: mlflow-gcp) was using when the run started and no other Cloud Run
+service of the region uses; any other connector is kept and reported.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from mlflow_gcp.errors import MlflowGcpError
 from mlflow_gcp.gcp import retry
 from mlflow_gcp.gcp.errors import execute
 from mlflow_gcp.gcp.operations import wait, wait_gapic
+from mlflow_gcp.steps import egress
 
 TIMEOUT = 20 * 60.0
 TRANSITIONAL = ("CREATING", "UPDATING", "DELETING")
@@ -32,6 +40,7 @@ CONNECTOR_EFFECTS = {
     # --machine-type); connections through the old ones are cut.
     "machineType": Effect(Impact.REPLACE, "replaces the connector's VMs: database connections are cut briefly"),
 }
+RETIRE = Effect(Impact.NONE, "deleted once the service's new revision, on Direct VPC egress, is ready")
 
 
 def _network_name(value: str) -> str:
@@ -186,9 +195,69 @@ class Connector(Resource):
         wait_gapic(operation, what=f"Deleting the VPC connector {self.name}", timeout=TIMEOUT)
 
 
-def resources(ctx: StepContext) -> Iterator[Resource]:
-    from mlflow_gcp.steps import egress
+class RetiredConnector(Resource):
+    """The connector a deployment used before `--vpc-egress direct`: absent is the desired state."""
 
+    kind = "unused VPC connector"
+    absent_is_desired = True
+
+    def __init__(self, ctx: StepContext, used_by_service: bool) -> None:
+        super().__init__(ctx, ctx.settings.connector)
+        self.path = f"projects/{ctx.project}/locations/{ctx.region}/connectors/{self.name}"
+        self.used_by_service = used_by_service
+        self.other_users: list[str] = []
+
+    def read(self) -> Any | None:
+        current = Connector(self.ctx)._get()
+        if current is not None:
+            self.other_users = self._other_users()
+        return current
+
+    def _other_users(self) -> list[str]:
+        client = self.ctx.clients.run_services()
+        parent = f"projects/{self.ctx.project}/locations/{self.ctx.region}"
+        services = self.ctx.call("run", lambda: list(client.list_services(parent=parent)))
+        return [
+            s.name.rsplit("/", 1)[-1]
+            for s in services
+            if s.name.rsplit("/", 1)[-1] != self.ctx.settings.service
+            and s.template.vpc_access.connector.rsplit("/", 1)[-1] == self.name
+        ]
+
+    @property
+    def ours(self) -> bool:
+        return self.used_by_service and not self.other_users
+
+    def drift(self, current: Any) -> list[str]:
+        return ["unused"] if self.ours else []
+
+    def effect(self, field: str, current: Any) -> Effect:
+        return RETIRE
+
+    def create(self) -> None:  # pragma: no cover - absent is what is wanted
+        pass
+
+    def update(self, current: Any, fields: list[str]) -> None:
+        self.ctx.log(f"deleting the VPC connector {self.name}: the service runs on Direct VPC egress now")
+        self.delete(current)
+
+    def details(self, current: Any) -> dict[str, str]:
+        if self.ours:
+            why = "deleted once the service's Direct VPC egress revision is ready"
+        elif self.other_users:
+            why = f"kept: used by {', '.join(self.other_users)}"
+        else:
+            why = "kept: this tool's service was not using it; delete it yourself if nothing needs it"
+        return {"state": "unused by this service", "range": current.ip_cidr_range, "action": why}
+
+    def delete(self, current: Any) -> None:
+        if not self.ours:
+            self.ctx.log(f"keeping the VPC connector {self.name}: {self.details(current)['action']}")
+            return
+        Connector(self.ctx).delete(current)
+
+
+def resources(ctx: StepContext) -> Iterator[Resource]:
     if egress.is_direct(ctx):
         yield from egress.resources(ctx)  # no connector: the service's own subnet
     else:

@@ -31,6 +31,7 @@ from mlflow_gcp.resources.iam import IamBinding, Policy, has_member, proto_polic
 from mlflow_gcp.resources.live_service import pinned_versions, service_ready, urls_told_to_server
 from mlflow_gcp.service_spec import SECRET_ENV_VARS, SERVICE_URLS_VAR, ServiceInputs, build_service, own_urls
 from mlflow_gcp.steps import egress
+from mlflow_gcp.steps.connector import RetiredConnector
 
 DEPLOY_TIMEOUT = 900.0
 INVOKER_ROLE = "roles/run.invoker"
@@ -448,7 +449,7 @@ def resources(ctx: StepContext) -> Iterator[Resource]:
         yield public_invoker_binding(ctx, service)
     if service.direct:
         # After the service: its new revision is ready (or the step failed) before the connector goes.
-        retired = egress.RetiredConnector(ctx, used_by_service=False)
+        retired = RetiredConnector(ctx, used_by_service=False)
         retired.used_by_service = (service.connector_seen or "").rsplit("/", 1)[-1] == retired.name
         yield retired
 

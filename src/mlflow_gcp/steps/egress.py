@@ -1,5 +1,5 @@
-"""Direct VPC egress (`--vpc-egress direct`): the subnet Cloud Run instances take their IPs from, and the
-connector a switch from `connector` leaves behind.
+"""Direct VPC egress (`--vpc-egress direct`): the subnet Cloud Run instances take their IPs from (the connector a
+switch from `connector` leaves behind is `connector.RetiredConnector`).
 
 The subnet: on an auto-mode network (the `default` one) the region's subnet, named like the network, which
 Google made with the network; on a custom-mode network `--egress-subnet`, made by the tool with
@@ -7,19 +7,12 @@ Google made with the network; on a custom-mode network `--egress-subnet`, made b
 services range and the connector range. The Cloud Run service agent holds roles/run.serviceAgent by default,
 which has what Direct VPC egress needs on a subnet of the same project (compute.subnetworks.use, ...), and the
 server's own service account needs nothing more (https://cloud.google.com/run/docs/configuring/vpc-direct-vpc).
-
-The old connector: once the service runs on Direct VPC egress (its new revision is ready), the connector it
-used is deleted. The Serverless VPC Access API has no labels on connectors
-(https://cloud.google.com/vpc/docs/reference/vpcaccess/rest/v1/projects.locations.connectors), so "ours" is what
-this tool's service (labelled managed-by: mlflow-gcp) was using when the run started and no other Cloud Run
-service of the region uses; any other connector is kept and reported.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterator
-from typing import Any
 
 from google.api_core import exceptions as gexc
 
@@ -33,7 +26,6 @@ SUBNET_EFFECTS = {
     "ipCidrRange": Effect(Impact.IMPOSSIBLE, "a subnet's range cannot be changed"),
     "network": Effect(Impact.IMPOSSIBLE, "a subnet cannot move to another network"),
 }
-RETIRE = Effect(Impact.NONE, "deleted once the service's new revision, on Direct VPC egress, is ready")
 
 
 def is_direct(ctx: StepContext) -> bool:
@@ -183,72 +175,6 @@ class EgressSubnet(Resource):
             ),
         )
         wait_compute(self.ctx, operation, f"Deleting the subnet {current['name']}", regional=True)
-
-
-class RetiredConnector(Resource):
-    """The connector a deployment used before `--vpc-egress direct`: absent is the desired state."""
-
-    kind = "unused VPC connector"
-    absent_is_desired = True
-
-    def __init__(self, ctx: StepContext, used_by_service: bool) -> None:
-        super().__init__(ctx, ctx.settings.connector)
-        self.path = f"projects/{ctx.project}/locations/{ctx.region}/connectors/{self.name}"
-        self.used_by_service = used_by_service
-        self.other_users: list[str] = []
-
-    def read(self) -> Any | None:
-        from mlflow_gcp.steps.connector import Connector
-
-        current = Connector(self.ctx)._get()
-        if current is not None:
-            self.other_users = self._other_users()
-        return current
-
-    def _other_users(self) -> list[str]:
-        client = self.ctx.clients.run_services()
-        parent = f"projects/{self.ctx.project}/locations/{self.ctx.region}"
-        services = self.ctx.call("run", lambda: list(client.list_services(parent=parent)))
-        return [
-            s.name.rsplit("/", 1)[-1]
-            for s in services
-            if s.name.rsplit("/", 1)[-1] != self.ctx.settings.service
-            and s.template.vpc_access.connector.rsplit("/", 1)[-1] == self.name
-        ]
-
-    @property
-    def ours(self) -> bool:
-        return self.used_by_service and not self.other_users
-
-    def drift(self, current: Any) -> list[str]:
-        return ["unused"] if self.ours else []
-
-    def effect(self, field: str, current: Any) -> Effect:
-        return RETIRE
-
-    def create(self) -> None:  # pragma: no cover - absent is what is wanted
-        pass
-
-    def update(self, current: Any, fields: list[str]) -> None:
-        self.ctx.log(f"deleting the VPC connector {self.name}: the service runs on Direct VPC egress now")
-        self.delete(current)
-
-    def details(self, current: Any) -> dict[str, str]:
-        if self.ours:
-            why = "deleted once the service's Direct VPC egress revision is ready"
-        elif self.other_users:
-            why = f"kept: used by {', '.join(self.other_users)}"
-        else:
-            why = "kept: this tool's service was not using it; delete it yourself if nothing needs it"
-        return {"state": "unused by this service", "range": current.ip_cidr_range, "action": why}
-
-    def delete(self, current: Any) -> None:
-        from mlflow_gcp.steps.connector import Connector
-
-        if not self.ours:
-            self.ctx.log(f"keeping the VPC connector {self.name}: {self.details(current)['action']}")
-            return
-        Connector(self.ctx).delete(current)
 
 
 def resources(ctx: StepContext) -> Iterator[Resource]:
