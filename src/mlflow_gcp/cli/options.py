@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import typer
 
-from mlflow_gcp.cli.console import handled_errors
+from mlflow_gcp.cli.console import err, handled_errors
 from mlflow_gcp.config import Settings, env_var, flag, setting_fields, validate
 
 _TYPES = {"str": str, "int": int}
@@ -140,7 +140,12 @@ def with_settings(
 
             # A command run `--offline` sends no request: the recorded settings are not read then.
             online = not kwargs.get("offline", False)
-            values["project"] = settle(click_context, values["project"])
+            found = settle(click_context, values["project"])
+            if found is not None and not found.from_flag:
+                from rich.markup import escape
+
+                err.print(f"[dim]project:[/] {escape(found.project)} (from {escape(found.describe())})", soft_wrap=True)
+            values["project"] = found.project if found else ""
             given = validate(Settings(**values), combinations=False)
             if online and offline_when is not None and (reason := offline_when(given.project)):
                 online, kwargs["offline"] = False, reason

@@ -1,5 +1,5 @@
-"""The project of this run: found (mlflow_gcp.project), said once on stderr when no flag gave it, and added to
-the commands the hints suggest when a flag gave it (a rerun without it would look elsewhere)."""
+"""The project of this run: found (mlflow_gcp.project), and added to the commands the hints suggest when a flag
+gave it (a rerun without it would look elsewhere). cli.options says it once on stderr when no flag gave it."""
 
 from __future__ import annotations
 
@@ -18,12 +18,9 @@ current = _Current()
 _COMMAND = re.compile(r"`(mlflow-gcp(?: [^`]*)?)`")
 
 
-def settle(click_context, given: str) -> str:
-    """This run's project ("" when none is found), from the project setting as Typer read it and the rest."""
-    from rich.markup import escape
-
+def settle(click_context, given: str) -> ProjectSource | None:
+    """This run's project (None when none is found), from the project setting as Typer read it and the rest."""
     from mlflow_gcp import env_file
-    from mlflow_gcp.cli.console import err
 
     kind = getattr(click_context.get_parameter_source("project"), "name", "")
     given_from = {"COMMANDLINE": FLAG, "ENVIRONMENT": PROJECT_VARIABLE}.get(kind)
@@ -35,9 +32,7 @@ def settle(click_context, given: str) -> str:
         str(env_file.applied.path or ".env"),
     )
     current.source = found
-    if found is not None and not found.from_flag:
-        err.print(f"[dim]project:[/] {escape(found.project)} (from {escape(found.describe())})", soft_wrap=True)
-    return found.project if found else ""
+    return found
 
 
 def with_project_flag(text: str) -> str:
