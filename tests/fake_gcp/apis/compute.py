@@ -1,4 +1,4 @@
-"""Compute Engine v1: global networks, global addresses and global operations (`compute#operation`).
+"""Compute Engine v1: global networks and global addresses (their operations: ../compute_operations.py).
 
 Networks and addresses appear when their operation completes (latency kinds `compute.networks` and
 `compute.addresses`); an address is RESERVING until then. The `default` network exists from the start, as on
@@ -12,13 +12,11 @@ import base64
 import ipaddress
 import re
 
-from tests.fake_gcp.server import PROJECT, ApiError, FakeGoogle, Request, not_found
+from tests.fake_gcp.compute_operations import BASE, TIME, ComputeOperations
+from tests.fake_gcp.server import PROJECT, ApiError, FakeGoogle, Request
 
-BASE = "https://www.googleapis.com/compute/v1"
 NETWORKS = "/compute/v1/projects/{project}/global/networks"
 ADDRESSES = "/compute/v1/projects/{project}/global/addresses"
-OPERATIONS = "/compute/v1/projects/{project}/global/operations"
-TIME = "2026-11-26T00:00:00.000-08:00"
 _NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
@@ -34,8 +32,7 @@ def short_network(value: str) -> str:
 def register(fake: FakeGoogle) -> None:
     networks: dict[str, dict] = fake.state.setdefault("compute_networks", {})
     addresses: dict[str, dict] = fake.state.setdefault("compute_addresses", {})
-    operations: dict[str, dict] = {}
-    failures: dict[str, list[str]] = {}
+    operations = ComputeOperations(fake, "global", 7000000000)
     next_block = iter(range(100, 250))
 
     def make_network(name: str, project: str = PROJECT, *, auto: bool = True, description: str = "") -> dict:
@@ -58,45 +55,7 @@ def register(fake: FakeGoogle) -> None:
     networks["default"] = make_network("default")
 
     def operation(project: str, kind: str, op_type: str, target: str, finish) -> dict:
-        name = f"operation-{fake.next_id()}-{op_type}"
-        op = {
-            "kind": "compute#operation",
-            "id": str(7000000000 + int(fake.next_id())),
-            "name": name,
-            "operationType": op_type,
-            "targetLink": target,
-            "status": "RUNNING",
-            "progress": 0,
-            "insertTime": TIME,
-            "startTime": TIME,
-            "user": "someone@example.com",
-            "selfLink": f"{BASE}/projects/{project}/global/operations/{name}",
-        }
-        operations[name] = op
-        planned_error = failures.get(kind, [])
-        message = planned_error.pop(0) if planned_error else None
-
-        def complete() -> None:
-            if message is not None:
-                op["error"] = {"errors": [{"code": "RESOURCE_OPERATION_FAILED", "message": message}]}
-                op["httpErrorStatusCode"] = 400
-                op["httpErrorMessage"] = "BAD REQUEST"
-            else:
-                try:
-                    finish()
-                except ApiError as e:
-                    op["error"] = {"errors": [{"code": e.body["errors"][0]["reason"], "message": e.body["message"]}]}
-                    op["httpErrorStatusCode"] = e.code
-            op["status"] = "DONE"
-            op["progress"] = 100
-            op["endTime"] = TIME
-
-        fake.after(kind, complete)
-        fake.tick()
-        return dict(op)
-
-    def fail_next(kind: str, message: str) -> None:
-        failures.setdefault(kind, []).append(message)
+        return operations.start(project, kind, op_type, target, finish)
 
     # -- networks -----------------------------------------------------------------------------------------
     # Option: the `default` network appears only after this many reads answered 404, as when Compute has just
@@ -282,21 +241,7 @@ def register(fake: FakeGoogle) -> None:
                 )
         return operation(project, "compute.addresses", "delete", address["selfLink"], lambda: addresses.pop(name))
 
-    # -- operations ---------------------------------------------------------------------------------------
-    @fake.route("compute", "GET", OPERATIONS + "/{operation}")
-    def get_operation(req: Request):
-        op = operations.get(req.params["operation"])
-        if op is None:
-            raise not_found(
-                f"The resource 'projects/{req.params['project']}/global/operations/{req.params['operation']}'"
-            )
-        return dict(op)
-
-    @fake.route("compute", "POST", OPERATIONS + "/{operation}/wait", mutating=False)
-    def wait_operation(req: Request):
-        return get_operation(req)
-
     fake.compute_networks = networks
     fake.compute_addresses = addresses
-    fake.compute_fail_next = fail_next
+    fake.compute_fail_next = operations.fail_next
     fake.compute_new_network = make_network

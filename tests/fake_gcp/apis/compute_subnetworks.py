@@ -1,4 +1,4 @@
-"""Compute Engine v1: regional subnetworks and regional operations (latency kind `compute.subnetworks`).
+"""Compute Engine v1: regional subnetworks, latency kind `compute.subnetworks` (operations: ../compute_operations.py).
 
 As Google does (https://cloud.google.com/vpc/docs/subnets): an auto-mode network has one subnet per region,
 named like the network, with the region's fixed range (https://cloud.google.com/vpc/docs/subnets#ip-ranges);
@@ -13,11 +13,11 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from tests.fake_gcp.apis.compute import BASE, TIME, network_link, short_network
+from tests.fake_gcp.apis.compute import network_link, short_network
+from tests.fake_gcp.compute_operations import BASE, TIME, ComputeOperations
 from tests.fake_gcp.server import PROJECT, ApiError, FakeGoogle, Request, not_found
 
 SUBNETS = "/compute/v1/projects/{project}/regions/{region}/subnetworks"
-REGION_OPERATIONS = "/compute/v1/projects/{project}/regions/{region}/operations"
 # Auto-mode ranges of a few regions (https://cloud.google.com/vpc/docs/subnets#ip-ranges).
 AUTO_RANGES = {
     "us-central1": "10.128.0.0/20",
@@ -32,7 +32,7 @@ _NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 def register(fake: FakeGoogle) -> None:
     subnets: dict[str, dict] = fake.state.setdefault("compute_subnetworks", {})
     networks: dict[str, dict] = fake.state.setdefault("compute_networks", {})
-    operations: dict[str, dict] = {}
+    operations = ComputeOperations(fake, "regions/{region}", 7100000000)
 
     def make(project: str, region: str, name: str, network: str, cidr: str, description: str = "") -> dict:
         subnet = {
@@ -82,34 +82,7 @@ def register(fake: FakeGoogle) -> None:
         return None
 
     def operation(project: str, region: str, op_type: str, target: str, finish) -> dict:
-        name = f"operation-{fake.next_id()}-{op_type}"
-        op = {
-            "kind": "compute#operation",
-            "id": str(7100000000 + int(fake.next_id())),
-            "name": name,
-            "operationType": op_type,
-            "targetLink": target,
-            "status": "RUNNING",
-            "progress": 0,
-            "insertTime": TIME,
-            "region": f"{BASE}/projects/{project}/regions/{region}",
-            "selfLink": f"{BASE}/projects/{project}/regions/{region}/operations/{name}",
-        }
-        operations[name] = op
-
-        def complete() -> None:
-            try:
-                finish()
-            except ApiError as e:
-                op["error"] = {"errors": [{"code": e.body["errors"][0]["reason"], "message": e.body["message"]}]}
-                op["httpErrorStatusCode"] = e.code
-            op["status"] = "DONE"
-            op["progress"] = 100
-            op["endTime"] = TIME
-
-        fake.after("compute.subnetworks", complete)
-        fake.tick()
-        return dict(op)
+        return operations.start(project, "compute.subnetworks", op_type, target, finish, region=region)
 
     def missing(req: Request) -> ApiError:
         p = req.params
@@ -196,14 +169,6 @@ def register(fake: FakeGoogle) -> None:
             )
         key = f"{region}/{subnet['name']}"
         return operation(project, region, "delete", subnet["selfLink"], lambda: subnets.pop(key))
-
-    @fake.route("compute", "GET", REGION_OPERATIONS + "/{operation}")
-    def get_operation(req: Request):
-        op = operations.get(req.params["operation"])
-        if op is None:
-            p = req.params
-            raise not_found(f"The resource 'projects/{p['project']}/regions/{p['region']}/operations/{p['operation']}'")
-        return dict(op)
 
     fake.compute_subnetworks = subnets
     fake.compute_add_subnetwork = add
