@@ -54,3 +54,30 @@ def wait_gapic(operation, *, what: str, timeout: float):
     if error is not None:
         raise OperationFailedError(f"{what} failed: {getattr(error, 'message', None) or error}")
     return operation.result()
+
+
+def settled(
+    get: Callable[[], T | None],
+    *,
+    busy: Callable[[T], bool],
+    what: str,
+    timeout: float,
+    wait_now: bool = True,
+    on_wait: Callable[[T], None] | None = None,
+) -> T | None:
+    """Read a resource with `get` (None: absent). While it is `busy` (being created, reserved, rolled out) and
+    `wait_now` (not in a dry run: a plan shows what is there now), read it again until it is not, or is gone;
+    `on_wait(current)` says that it waits."""
+    current = get()
+    if current is None or not busy(current) or not wait_now:
+        return current
+    if on_wait is not None:
+        on_wait(current)
+    return wait(
+        get,
+        is_done=lambda c: c is None or not busy(c),
+        error_of=lambda c: None,
+        what=what,
+        timeout=timeout,
+        first=current,
+    )

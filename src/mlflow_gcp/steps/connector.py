@@ -24,7 +24,7 @@ from mlflow_gcp.engine.base import PENDING, Effect, Impact, Resource, StepContex
 from mlflow_gcp.errors import MlflowGcpError
 from mlflow_gcp.gcp import retry
 from mlflow_gcp.gcp.errors import execute
-from mlflow_gcp.gcp.operations import wait, wait_gapic
+from mlflow_gcp.gcp.operations import settled, wait, wait_gapic
 from mlflow_gcp.steps import egress
 
 TIMEOUT = 20 * 60.0
@@ -80,17 +80,14 @@ class Connector(Resource):
             return None
 
     def read(self) -> Any | None:
-        current = self._get()
-        if current is not None and current.state.name in TRANSITIONAL and not self.ctx.dry_run:
-            self.ctx.log(f"waiting for the VPC connector {self.name} ({current.state.name})")
-            current = wait(
-                self._get,
-                is_done=lambda c: c is None or c.state.name not in TRANSITIONAL,
-                error_of=lambda c: None,
-                what=f"Waiting for the VPC connector {self.name}",
-                timeout=TIMEOUT,
-                first=current,
-            )
+        current = settled(
+            self._get,
+            busy=lambda c: c.state.name in TRANSITIONAL,
+            what=f"Waiting for the VPC connector {self.name}",
+            timeout=TIMEOUT,
+            wait_now=not self.ctx.dry_run,
+            on_wait=lambda c: self.ctx.log(f"waiting for the VPC connector {self.name} ({c.state.name})"),
+        )
         if current is not None and not self.ctx.dry_run and (error := self.problem(current)) is not None:
             raise error
         return current

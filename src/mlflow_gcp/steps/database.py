@@ -22,7 +22,7 @@ from mlflow_gcp.engine.base import PENDING, Effect, Impact, Resource, StepContex
 from mlflow_gcp.errors import MlflowGcpError, NameTakenError, OperationFailedError
 from mlflow_gcp.gcp import retry
 from mlflow_gcp.gcp.errors import execute
-from mlflow_gcp.gcp.operations import wait
+from mlflow_gcp.gcp.operations import settled, wait
 from mlflow_gcp.resources.password_secret import PasswordSecret, require_target
 from mlflow_gcp.resources.secret import MANAGED_LABEL, new_password, split_credentials
 from mlflow_gcp.steps.network import network_link
@@ -157,17 +157,14 @@ class Instance(Resource):
             return None
 
     def read(self) -> dict | None:
-        current = self._get()
-        if current is not None and current.get("state") in WAIT_STATES and not self.ctx.dry_run:
-            self.ctx.log(f"waiting for the Cloud SQL instance {self.name} ({current['state']})")
-            current = wait(
-                self._get,
-                is_done=lambda i: i is None or i.get("state") not in WAIT_STATES,
-                error_of=lambda i: None,
-                what=f"Waiting for the Cloud SQL instance {self.name}",
-                timeout=CREATE_TIMEOUT,
-                first=current,
-            )
+        current = settled(
+            self._get,
+            busy=lambda i: i.get("state") in WAIT_STATES,
+            what=f"Waiting for the Cloud SQL instance {self.name}",
+            timeout=CREATE_TIMEOUT,
+            wait_now=not self.ctx.dry_run,
+            on_wait=lambda i: self.ctx.log(f"waiting for the Cloud SQL instance {self.name} ({i['state']})"),
+        )
         self.missing = current is None
         if current is not None:
             self.state = current.get("state")

@@ -18,7 +18,7 @@ from mlflow_gcp.engine.base import PENDING, Resource, StepContext
 from mlflow_gcp.errors import MlflowGcpError
 from mlflow_gcp.gcp import retry
 from mlflow_gcp.gcp.errors import execute
-from mlflow_gcp.gcp.operations import wait
+from mlflow_gcp.gcp.operations import settled, wait
 
 MANAGED_DESCRIPTION = "Managed by mlflow-gcp"
 MANAGED_LABELS = {"managed-by": "mlflow-gcp"}
@@ -162,17 +162,13 @@ class PeeringRange(Resource):
             return None
 
     def read(self) -> Any | None:
-        current = self._get()
-        if current is not None and current.get("status") == "RESERVING" and not self.ctx.dry_run:
-            current = wait(
-                self._get,
-                is_done=lambda a: a is None or a.get("status") != "RESERVING",
-                error_of=lambda a: None,
-                what=f"Reserving the address range {self.name}",
-                timeout=COMPUTE_TIMEOUT,
-                first=current,
-            )
-        return current
+        return settled(
+            self._get,
+            busy=lambda a: a.get("status") == "RESERVING",
+            what=f"Reserving the address range {self.name}",
+            timeout=COMPUTE_TIMEOUT,
+            wait_now=not self.ctx.dry_run,
+        )
 
     def drift(self, current: dict) -> list[str]:
         fields = []
