@@ -132,11 +132,11 @@ def check_route_policy() -> str:
 
 
 def check_storage_locations() -> str:
-    from mlflow_gcp_server import storage_locations
+    from mlflow_gcp_server import location_fields, storage_locations, trace_locations
 
     try:
-        return f"{storage_locations.check_classification()}; {storage_locations.check_trace_guard()}"
-    except storage_locations.ClassificationError as error:
+        return f"{storage_locations.check_classification()}; {trace_locations.check_trace_guard()}"
+    except location_fields.ClassificationError as error:
         raise CompatibilityError(str(error)) from None
 
 

@@ -4,9 +4,9 @@ The server reads and writes the artifact bucket with its own service account, an
 request say *where*: an experiment's `artifact_location`, a model version's `source`, a trace's
 `mlflow.artifactLocation` tag... A caller who names another experiment's folder, another bucket or
 the server's disk would read or write there with the server's credentials (issue 19). Every request
-field whose name looks like a storage address is classified below, the way route_policy.py
+field whose name looks like a storage address is classified in location_fields.py, the way route_policy.py
 classifies paths; the image build fails on an MLflow whose requests carry one not classified yet
-(check_classification, run by check_mlflow_compat.py).
+(check_classification, run by check_mlflow_compat.py). This module checks the requests.
 
 Allowed addresses, for admins too:
 - `mlflow-artifacts:/<experiment id>/...` (no host) where the caller may update that experiment;
@@ -17,150 +17,30 @@ Allowed addresses, for admins too:
 Everything else (`gs://`, `s3://`, `file://`, bare paths, `http://`) is refused with a 400 saying so.
 
 Location tags are checked twice: at the JSON routes that set trace tags (a clear 400), and where the
-server reads a trace's data (guard_trace_locations), because OTLP exports carry trace tags too
+server reads a trace's data (trace_locations.py), because OTLP exports carry trace tags too
 (`mlflow.traceTag.*` span attributes) in protobuf bodies this module does not parse.
 """
 
 from __future__ import annotations
 
 import posixpath
-import re
-import sys
 import urllib.parse
 from dataclasses import dataclass
-from enum import Enum
 
-
-class FieldKind(str, Enum):
-    LOCATION = "location"  # checked here: only addresses the server itself would have chosen
-    ARTIFACT_PATH = "artifact path"  # a relative path inside a root the route's MLflow validator authorized
-    REFERENCE = "reference"  # names an entity by id or name; MLflow's permission validators check it
-    RECORDED = "recorded"  # stored or echoed as metadata, never read or written by the server
-    NOT_SERVED = "not served"  # its route family is refused to everyone (route_policy.py)
-
-
-@dataclass(frozen=True)
-class FieldClass:
-    kind: FieldKind
-    why: str
-
-
-def _c(kind: FieldKind, why: str) -> FieldClass:
-    return FieldClass(kind, why)
-
-
-L, P, R, M, N = (FieldKind.LOCATION, FieldKind.ARTIFACT_PATH, FieldKind.REFERENCE, FieldKind.RECORDED,
-                 FieldKind.NOT_SERVED)
-
-# Request fields (message full name, field name) of the services this server serves whose names look
-# like a storage address (LOCATION_LIKE), each with what the server does with it. Read from MLflow
-# 3.17.2's handlers (mlflow/server/handlers.py) and auth validators (mlflow/server/auth/__init__.py).
-FIELDS: dict[tuple[str, str], FieldClass] = {
-    ("mlflow.CreateExperiment", "artifact_location"): _c(L, "runs, traces and logged models of the experiment "
-                                                            "are written under it"),
-    ("mlflow.CreateWorkspace", "default_artifact_root"): _c(L, "experiments of the workspace are written under it"),
-    ("mlflow.UpdateWorkspace", "default_artifact_root"): _c(L, "experiments of the workspace are written under it"),
-    ("mlflow.TraceArchivalConfig", "location"): _c(L, "trace payloads of the workspace are archived there"),
-    ("mlflow.CreateModelVersion", "source"): _c(L, "model-versions/get-artifact and get-download-uri read "
-                                                   "the version's files from it (issue 19's read attack)"),
-    ("mlflow.CreateDataset", "source"): _c(M, "where the caller's data came from, shown in the UI; "
-                                              "the server never opens it"),
-    ("mlflow.CreateDataset", "source_type"): _c(M, "a label"),
-    ("mlflow.Dataset", "source"): _c(M, "log_inputs: where the caller's data came from, never opened"),
-    ("mlflow.Dataset", "source_type"): _c(M, "a label"),
-    ("mlflow.CreateLoggedModel", "source_run_id"): _c(R, "a run id; the model's location is chosen by the "
-                                                         "server under its experiment"),
-    ("mlflow.issues.CreateIssue", "source_run_id"): _c(R, "a run id"),
-    ("mlflow.issues.CreateIssue", "root_causes"): _c(M, "free text"),
-    ("mlflow.TraceInfoV3", "trace_location"): _c(R, "names the experiment the trace belongs to; the trace's "
-                                                    "storage is derived from it by the server"),
-    ("mlflow.SearchTracesV3", "locations"): _c(R, "experiments to search, checked by MLflow's validator"),
-    ("mlflow.assessments.Assessment", "source"): _c(M, "who made the assessment (human, LLM judge, code)"),
-    ("mlflow.assessments.AssessmentSource", "source_id"): _c(M, "who made the assessment"),
-    ("mlflow.assessments.AssessmentSource", "source_type"): _c(M, "a label"),
-    ("mlflow.ListArtifacts", "path"): _c(P, "inside the run's artifact root (MLflow refuses '..')"),
-    ("mlflow.artifacts.ListArtifacts", "path"): _c(P, "inside the proxied root, authorized per experiment"),
-    ("mlflow.artifacts.CreateMultipartUpload", "path"): _c(P, "inside the proxied root, authorized per experiment"),
-    ("mlflow.artifacts.CompleteMultipartUpload", "path"): _c(P, "inside the proxied root, authorized per "
-                                                                "experiment"),
-    ("mlflow.artifacts.AbortMultipartUpload", "path"): _c(P, "inside the proxied root, authorized per experiment"),
-    ("mlflow.artifacts.MultipartUploadPart", "url"): _c(M, "unused by the GCS repository, which composes the "
-                                                          "parts by number and etag"),
-    ("mlflow.CreatePresignedDownloadUrl", "path"): _c(P, "inside the artifact root of the run or model the "
-                                                         "validator authorized"),
-    ("mlflow.CreatePresignedUploadUrl", "path"): _c(P, "inside the artifact root of the run or model the "
-                                                       "validator authorized"),
-    ("mlflow.ListLoggedModelArtifacts", "artifact_directory_path"): _c(P, "inside the logged model's root"),
-    ("mlflow.GetOnlineTraceDetails", "source_inference_table"): _c(M, "a Databricks table name, not a storage "
-                                                                      "address of this server"),
-    ("mlflow.GetOnlineTraceDetails", "source_databricks_request_id"): _c(M, "a Databricks request id"),
-    ("mlflow.CreateGatewayEndpointBinding", "resource_type"): _c(N, "AI gateway (refused family)"),
-    ("mlflow.CreateGatewayEndpointBinding", "resource_id"): _c(N, "AI gateway (refused family)"),
-    ("mlflow.DeleteGatewayEndpointBinding", "resource_type"): _c(N, "AI gateway (refused family)"),
-    ("mlflow.DeleteGatewayEndpointBinding", "resource_id"): _c(N, "AI gateway (refused family)"),
-    ("mlflow.ListGatewayEndpointBindings", "resource_type"): _c(N, "AI gateway (refused family)"),
-    ("mlflow.ListGatewayEndpointBindings", "resource_id"): _c(N, "AI gateway (refused family)"),
-    ("mlflow.CreatePromptOptimizationJob", "source_prompt_uri"): _c(N, "prompt optimization (refused family)"),
-    ("mlflow.CreateWebhook", "url"): _c(N, "webhooks (refused family)"),
-    ("mlflow.UpdateWebhook", "url"): _c(N, "webhooks (refused family)"),
-}
-
-LOCATION_LIKE = re.compile(r"location|source|uri|url|path|root|destination|bucket|dir", re.IGNORECASE)
-
-# Tags whose value the server resolves to storage (mlflow/tracing/utils/artifact_utils.py): refused in
-# requests that set trace tags, and checked where the server reads a trace's data.
-ARTIFACT_LOCATION_TAG = "mlflow.artifactLocation"
-SPANS_LOCATION_TAG = "mlflow.trace.spansLocation"
-ARCHIVE_LOCATION_TAG = "mlflow.trace.archiveLocation"
-LOCATION_TAGS = frozenset({ARTIFACT_LOCATION_TAG, SPANS_LOCATION_TAG, ARCHIVE_LOCATION_TAG})
+from mlflow_gcp_server.location_fields import (
+    FIELDS,
+    LOCATION_TAGS,
+    ClassificationError,
+    FieldKind,
+    location_like_fields,
+    location_tags_of_mlflow,
+    served_services,
+)
+from mlflow_gcp_server.trace_locations import guard_trace_locations
 
 ALLOWED = ("Allowed: none (the server chooses), 'mlflow-artifacts:/<experiment id>/...' of an experiment you "
            "may edit, 'runs:/<run id>/...' of a run you may read, 'models:/<name>/<version>' or "
            "'models:/<model id>' you may read; never gs://, s3://, file:// or a path (mlflow-gcp).")
-
-
-def served_services():
-    from mlflow.protos import mlflow_artifacts_pb2, model_registry_pb2, service_pb2, webhooks_pb2
-
-    return (service_pb2.MlflowService, model_registry_pb2.ModelRegistryService,
-            mlflow_artifacts_pb2.MlflowArtifactsService, webhooks_pb2.WebhookService)
-
-
-def location_like_fields(services=None) -> dict[tuple[str, str], str]:
-    """Every field of the services' requests (nested messages included) whose name looks like a storage
-    address, with the first RPC found to carry it."""
-    found: dict[tuple[str, str], str] = {}
-    visited: set[str] = set()
-
-    def walk(descriptor, rpc: str) -> None:
-        if descriptor.full_name in visited:
-            return
-        visited.add(descriptor.full_name)
-        for field in descriptor.fields:
-            if LOCATION_LIKE.search(field.name):
-                found.setdefault((descriptor.full_name, field.name), rpc)
-            if field.message_type is not None and not field.message_type.full_name.startswith("google."):
-                walk(field.message_type, rpc)
-
-    for service in services or served_services():
-        for method in service.DESCRIPTOR.methods:
-            visited.clear()
-            walk(method.input_type, f"{service.DESCRIPTOR.name}.{method.name}")
-    return found
-
-
-def location_tags_of_mlflow() -> set[str]:
-    """The tag keys MLflow declares as locations (constants named *LOCATION*)."""
-    from mlflow.tracing.constant import TraceTagKey
-    from mlflow.utils import mlflow_tags
-
-    names = {value for name, value in vars(mlflow_tags).items() if "LOCATION" in name and isinstance(value, str)}
-    names |= {value for name, value in vars(TraceTagKey).items() if "LOCATION" in name and isinstance(value, str)}
-    return names
-
-
-class ClassificationError(Exception):
-    pass
 
 
 # The MLflow functions this module calls.
@@ -190,7 +70,7 @@ def check_classification(services=None) -> str:
     if unclassified:
         raise ClassificationError(
             "request fields that look like storage addresses are not classified in "
-            f"mlflow_gcp_server/storage_locations.py FIELDS (read MLflow's handler: does the server read or write "
+            f"mlflow_gcp_server/location_fields.py FIELDS (read MLflow's handler: does the server read or write "
             f"where it says? then make it a checked LOCATION): {unclassified}")
     tags = location_tags_of_mlflow() - LOCATION_TAGS
     if tags:
@@ -414,95 +294,3 @@ def install(flask_app) -> None:
 
     flask_app.before_request(check_storage_locations)
     guard_trace_locations()
-
-
-# --- Where the server reads a trace's data -------------------------------------------------------------------------
-
-# Modules that bind MLflow's trace-location readers by name (check_trace_guard verifies the list).
-TRACE_LOCATION_READERS = ("get_artifact_uri_for_trace", "get_archive_uri_for_trace")
-TRACE_READER_MODULES = ("mlflow.tracing.utils.artifact_utils", "mlflow.server.handlers",
-                        "mlflow.store.tracking.sqlalchemy_store", "mlflow.tracing.client",
-                        "mlflow.genai.scorers.online.trace_loader")
-
-
-def own_trace_uri(trace_info, uri: str) -> bool:
-    """Is `uri` inside the folder the server gives this trace (under its experiment's location)?"""
-    from mlflow.utils.uri import append_to_uri_path
-
-    trace_id = getattr(trace_info, "trace_id", None) or getattr(trace_info, "request_id", None)
-    experiment_id = str(trace_info.experiment_id or "")
-    if not trace_id or not experiment_id:
-        return False
-    default = f"mlflow-artifacts:/{experiment_id}/traces/{trace_id}/artifacts"
-    candidates = [default]
-    if not _within(uri, default):
-        from mlflow.server.handlers import _get_tracking_store
-
-        experiment = _get_tracking_store().get_experiment(experiment_id)
-        candidates.append(append_to_uri_path(experiment.artifact_location, "traces", trace_id, "artifacts"))
-    return any(_within(uri, root) for root in candidates)
-
-
-def _within(uri: str, root: str) -> bool:
-    if any(character in uri for character in "%\\") or "/../" in f"{uri}/" or "/./" in f"{uri}/":
-        return False
-    return uri.rstrip("/") == root.rstrip("/") or uri.startswith(root.rstrip("/") + "/")
-
-
-def guarded(reader):
-    from mlflow.exceptions import MlflowException
-    from mlflow.protos.databricks_pb2 import PERMISSION_DENIED
-
-    def read_checked(trace_info):
-        uri = reader(trace_info)
-        if not own_trace_uri(trace_info, uri):
-            raise MlflowException(
-                f"This trace's data location '{uri}' is not the one the server chose for it (a location tag set "
-                "by a caller): refused (mlflow-gcp).", PERMISSION_DENIED)
-        return uri
-
-    read_checked.__wrapped__ = reader
-    read_checked.__name__ = reader.__name__
-    read_checked.mlflow_gcp_guarded = True
-    return read_checked
-
-
-def guard_trace_locations() -> None:
-    """Make every module that resolves a trace's data location refuse locations the server did not choose."""
-    import importlib
-
-    from mlflow.tracing.utils import artifact_utils
-
-    for module_name in TRACE_READER_MODULES:
-        module = importlib.import_module(module_name)
-        for name in TRACE_LOCATION_READERS:
-            current = getattr(module, name, None)
-            if current is not None and not getattr(current, "mlflow_gcp_guarded", False):
-                original = getattr(artifact_utils, name)
-                original = getattr(original, "__wrapped__", original)
-                setattr(module, name, guarded(original))
-
-
-def check_trace_guard() -> str:
-    """Fail if a module of MLflow reads trace locations without the guard (an MLflow upgrade adding one)."""
-    import pathlib
-
-    import mlflow
-
-    root = pathlib.Path(mlflow.__file__).parent
-    readers = set()
-    for path in root.rglob("*.py"):
-        if "tests" in path.parts:
-            continue
-        text = path.read_text(encoding="utf-8", errors="replace")
-        if any(name in text for name in TRACE_LOCATION_READERS):
-            readers.add(".".join(path.relative_to(root.parent).with_suffix("").parts))
-    if unknown := readers - set(TRACE_READER_MODULES):
-        raise ClassificationError(f"MLflow modules read trace locations without the guard: {sorted(unknown)}")
-    guard_trace_locations()
-    unguarded = [f"{name}.{reader}" for name in TRACE_READER_MODULES for reader in TRACE_LOCATION_READERS
-                 if (function := getattr(sys.modules[name], reader, None)) is not None
-                 and not getattr(function, "mlflow_gcp_guarded", False)]
-    if unguarded:
-        raise ClassificationError(f"trace location readers left unguarded: {unguarded}")
-    return f"{len(readers)} modules guarded"

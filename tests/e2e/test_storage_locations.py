@@ -15,6 +15,7 @@ sys.path.insert(0, str(ENTRYPOINT.parent))
 sys.dont_write_bytecode = True
 
 from mlflow_gcp_server import storage_locations as locations  # noqa: E402
+from mlflow_gcp_server import trace_locations  # noqa: E402
 
 
 def test_every_address_like_request_field_and_location_tag_of_mlflow_is_classified():
@@ -33,7 +34,7 @@ def test_an_mlflow_upgrade_adding_an_unclassified_field_or_tag_fails_the_build(m
 
     # The trace guard's part of the check patches MLflow's modules: run by the image's compat check only
     # (test_container.py), in a process of its own.
-    monkeypatch.setattr(locations, "check_trace_guard", lambda: "")
+    monkeypatch.setattr(trace_locations, "check_trace_guard", lambda: "")
     without_source = {key: value for key, value in locations.FIELDS.items()
                       if key != ("mlflow.CreateModelVersion", "source")}
     with monkeypatch.context() as patch:
@@ -134,7 +135,7 @@ def test_reading_a_trace_whose_location_tag_a_caller_chose_is_refused(monkeypatc
     store = SimpleNamespace(get_experiment=lambda experiment_id: SimpleNamespace(
         artifact_location=f"mlflow-artifacts:/{experiment_id}"))
     monkeypatch.setattr(handlers, "_get_tracking_store", lambda: store)
-    reader = locations.guarded(artifact_utils.get_artifact_uri_for_trace)
+    reader = trace_locations.guarded(artifact_utils.get_artifact_uri_for_trace)
 
     def trace(location):
         return SimpleNamespace(trace_id="tr-1", experiment_id="5", tags={"mlflow.artifactLocation": location})
