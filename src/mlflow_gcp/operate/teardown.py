@@ -216,7 +216,7 @@ def run_teardown(plan: list[Removal], *, log: Callable[[str], None] = print) -> 
 def reserved_names(plan: list[Removal], *, done: bool = True) -> list[str]:
     """Names Google keeps for a while after a deletion (`done`), or would keep (a dry run)."""
     from mlflow_gcp.steps.bucket import Bucket
-    from mlflow_gcp.steps.database import Instance
+    from mlflow_gcp.steps.sql_instance import Instance
 
     notes = []
     for removal in plan:

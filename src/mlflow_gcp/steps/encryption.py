@@ -16,7 +16,7 @@ from mlflow_gcp.config import ENCRYPTED_ONLY, SECRET_ENV
 from mlflow_gcp.engine.base import Resource, StepContext
 from mlflow_gcp.errors import MlflowGcpError
 from mlflow_gcp.service_spec import DB_CA_SETTING
-from mlflow_gcp.steps.database import UPDATE_TIMEOUT, SqlCalls
+from mlflow_gcp.steps.sql_calls import UPDATE_TIMEOUT, SqlCalls
 
 
 @dataclass(frozen=True)
