@@ -15,8 +15,8 @@ from mlflow_gcp.engine.loop import run_step
 from mlflow_gcp.errors import MlflowGcpError, NameTakenError, OperationFailedError
 from mlflow_gcp.gcp.clients import Clients
 from mlflow_gcp.steps import BY_NAME
-from mlflow_gcp.steps.image import DockerRepository
 from mlflow_gcp.steps.image import resources as image_resources
+from mlflow_gcp.steps.image_storage import DockerRepository
 from tests.fake_gcp.server import PROJECT
 from tests.helpers import ALL_APIS_ENABLED, run_steps, settings
 

@@ -279,7 +279,7 @@ class Rotation:
 
     def _set_db_password(self, password: str, what: str) -> None:
         from mlflow_gcp.engine.base import StepContext
-        from mlflow_gcp.steps.database import SMALL_TIMEOUT, SqlCalls
+        from mlflow_gcp.steps.sql_calls import SMALL_TIMEOUT, SqlCalls
 
         s = self.settings
         sql = SqlCalls(StepContext(settings=s, clients=self.clients))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from mlflow_gcp.config import Settings
 from mlflow_gcp.steps.apis import REQUIRED_APIS
 from mlflow_gcp.steps.bucket import OBJECT_ADMIN
-from mlflow_gcp.steps.image import LOG_WRITER, REPOSITORY_WRITER
+from mlflow_gcp.steps.image_build import LOG_WRITER, REPOSITORY_WRITER
 from mlflow_gcp.steps.secrets import ACCESSOR
 from mlflow_gcp.steps.service_account import TOKEN_CREATOR
 from mlflow_gcp.terraform.hcl import Block, Expr

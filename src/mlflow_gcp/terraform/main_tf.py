@@ -22,7 +22,8 @@ from mlflow_gcp.service_spec import MANAGED_LABELS, ServiceInputs, build_service
 from mlflow_gcp.steps.apis import REQUIRED_APIS
 from mlflow_gcp.steps.bucket import OBJECT_ADMIN
 from mlflow_gcp.steps.database import CHARSET, COLLATION
-from mlflow_gcp.steps.image import BUILD_DESCRIPTION, BUILD_DISPLAY_NAME, LOG_WRITER, REPOSITORY_WRITER
+from mlflow_gcp.steps.image import BUILD_DESCRIPTION, BUILD_DISPLAY_NAME
+from mlflow_gcp.steps.image_build import LOG_WRITER, REPOSITORY_WRITER
 from mlflow_gcp.steps.network import MANAGED_DESCRIPTION
 from mlflow_gcp.steps.service_account import DESCRIPTION, DISPLAY_NAME, TOKEN_CREATOR
 from mlflow_gcp.terraform.blocks import Resources

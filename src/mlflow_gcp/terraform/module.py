@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 
 from mlflow_gcp.config import Settings, extra_host_names, setting_fields
-from mlflow_gcp.steps.image import IMAGE_NAME
+from mlflow_gcp.steps.image_storage import IMAGE_NAME
 from mlflow_gcp.terraform.hcl import Block, Expr, aligned_lines, render_file, render_value
 from mlflow_gcp.terraform.main_tf import LiveDeployment, MainTf
 from mlflow_gcp.terraform.secrets_tf import SECRETS
