@@ -14,7 +14,8 @@ from mlflow_gcp.errors import OperationFailedError, OrgPolicyError, Prerequisite
 from mlflow_gcp.gcp.clients import Clients
 from mlflow_gcp.service_spec import SECRET_ENV_VARS, SERVICE_URLS_VAR
 from mlflow_gcp.steps import BY_NAME
-from mlflow_gcp.steps.deploy import CloudRunService, diff, merged, service_urls_of
+from mlflow_gcp.steps.deploy import CloudRunService
+from mlflow_gcp.steps.service_json import diff, merged, service_urls_of
 from tests.fake_gcp.server import PROJECT
 from tests.helpers import ALL_APIS_ENABLED, settings
 
@@ -281,7 +282,7 @@ def test_diff_and_merge_are_about_owned_fields_only():
 
 
 def _message(data):
-    from mlflow_gcp.steps.deploy import from_json_dict
+    from mlflow_gcp.steps.service_json import from_json_dict
 
     return from_json_dict(json.loads(json.dumps(data)))
 

@@ -16,8 +16,8 @@ from google.protobuf import json_format
 from mlflow_gcp.config import SECRET_MLFLOW, SECRET_MYSQL, Settings
 from mlflow_gcp.gcp.clients import Clients
 from mlflow_gcp.resources.credential_record import APPLIED
-from mlflow_gcp.steps.deploy import to_json_dict
-from mlflow_gcp.steps.image import LOG_WRITER
+from mlflow_gcp.steps.image_build import LOG_WRITER
+from mlflow_gcp.steps.service_json import to_json_dict
 from mlflow_gcp.terraform.secrets_tf import SECRETS
 from tests.fake_gcp.server import PROJECT, PROJECT_NUMBER
 from tests.helpers import cli

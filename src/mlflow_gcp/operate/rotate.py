@@ -348,7 +348,8 @@ class Rotation:
     def _pin(self, service, versions: dict[str, str]) -> None:
         """Set the secret versions of the service's environment (a new revision), keeping everything else."""
         from mlflow_gcp.gcp.operations import wait_gapic
-        from mlflow_gcp.steps.deploy import DEPLOY_TIMEOUT, check_ready, from_json_dict, to_json_dict
+        from mlflow_gcp.steps.deploy import DEPLOY_TIMEOUT, check_ready
+        from mlflow_gcp.steps.service_json import from_json_dict, to_json_dict
 
         body = to_json_dict(service)
         for env in body["template"]["containers"][0].get("env", []):

@@ -15,7 +15,6 @@ OrgPolicyError with a hint.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -29,16 +28,20 @@ from mlflow_gcp.gcp.operations import wait, wait_gapic
 from mlflow_gcp.resources import credential_record
 from mlflow_gcp.resources.iam import IamBinding, Policy, has_member, proto_policy_io
 from mlflow_gcp.resources.live_service import pinned_versions, service_ready, urls_told_to_server
-from mlflow_gcp.service_spec import SECRET_ENV_VARS, SERVICE_URLS_VAR, ServiceInputs, build_service, own_urls
+from mlflow_gcp.service_spec import SECRET_ENV_VARS, ServiceInputs, build_service, own_urls
 from mlflow_gcp.steps import egress
 from mlflow_gcp.steps.connector import RetiredConnector
+from mlflow_gcp.steps.public_access import (
+    DOMAIN_RESTRICTED_SHARING,
+    INVOKER_IAM_FIELD,
+    INVOKER_ROLE,
+    PUBLIC_MEMBER,
+    is_invoker_iam_disabled_refused,
+    refuses_public_members,
+)
+from mlflow_gcp.steps.service_json import diff, from_json_dict, merged, to_json_dict
 
 DEPLOY_TIMEOUT = 900.0
-INVOKER_ROLE = "roles/run.invoker"
-PUBLIC_MEMBER = "allUsers"
-INVOKER_IAM_FIELD = "invokerIamDisabled"
-REQUIRE_INVOKER_IAM = "constraints/run.managed.requireInvokerIam"
-DOMAIN_RESTRICTED_SHARING = "constraints/iam.allowedPolicyMemberDomains"
 # Fields of the service itself; every other owned field is in the revision template, and Cloud Run rolls out a
 # new revision for it, the current one serving until the new one is ready
 # (https://cloud.google.com/run/docs/managing/revisions).
@@ -47,112 +50,6 @@ NEW_REVISION = Effect(Impact.REVISION, "new revision: the current one serves unt
 ROLLOUT_LABEL = "mlflow-gcp-new-password"
 # Set by `credentials rotate` around its rollouts: it keeps the record of the admin password itself.
 ROTATION_ACTIVE = "rotation.active"
-
-
-def to_json_dict(service: Any, *, defaults: bool = False) -> dict[str, Any]:
-    """A run_v2.Service as its REST JSON dict; with `defaults`, fields at their default value are included."""
-    from google.cloud import run_v2
-    from google.protobuf import json_format
-
-    if defaults:
-        return run_v2.Service.to_dict(service, use_integers_for_enums=False, preserving_proto_field_name=False)
-    return json_format.MessageToDict(run_v2.Service.pb(service))
-
-
-def from_json_dict(data: dict[str, Any]):
-    from google.cloud import run_v2
-
-    return run_v2.Service.from_json(json.dumps(data), ignore_unknown_fields=True)
-
-
-def _field_name(path: tuple[str, ...]) -> str:
-    """A readable name for a differing field: `image`, `env`, `scaling`, `labels.managed-by`..."""
-    if path[:2] == ("template", "containers"):
-        return path[3] if len(path) > 3 else "containers"
-    if path[0] == "template" and len(path) > 1:
-        return path[1]
-    if path[0] == "labels":
-        return ".".join(path)
-    return path[0]
-
-
-def diff(owned: Any, want: Any, live: Any, path: tuple[str, ...] = ()) -> list[str]:
-    """The fields `owned` (the desired REST dict) sets whose value differs between `want` and `live` (both
-    printed with their defaults, so a value reset to its default is seen). The containers list is compared
-    element by element on the keys we set; other lists are owned whole."""
-    if isinstance(owned, dict):
-        out: list[str] = []
-        for key, sub in owned.items():
-            w = want.get(key) if isinstance(want, dict) else None
-            lv = live.get(key) if isinstance(live, dict) else None
-            out += diff(sub, w, lv, (*path, key))
-        return out
-    if path and path[-1] == "containers" and isinstance(owned, list):
-        live_list = live if isinstance(live, list) else []
-        want_list = want if isinstance(want, list) else []
-        if len(live_list) != len(owned):
-            return [_field_name(path)]
-        out = []
-        for i, sub in enumerate(owned):
-            out += diff(sub, want_list[i] if i < len(want_list) else None, live_list[i], (*path, str(i)))
-        return out
-    return [] if want == live else [_field_name(path)]
-
-
-def merged(live: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
-    """The live service with the desired fields laid over it: maps are merged (labels and annotations of
-    others are kept), containers merged by position, other lists replaced."""
-    out = dict(live)
-    for key, value in desired.items():
-        if isinstance(value, dict) and isinstance(live.get(key), dict):
-            out[key] = merged(live[key], value)
-        elif key == "containers" and isinstance(live.get(key), list):
-            old = live[key]
-            out[key] = [
-                merged(old[i], item) if i < len(old) and isinstance(old[i], dict) else item
-                for i, item in enumerate(value)
-            ]
-        else:
-            out[key] = value
-    return out
-
-
-def _violation_types(exc: gexc.GoogleAPICallError) -> list[str]:
-    types = []
-    for detail in exc.details or ():
-        violations = detail.get("violations", []) if isinstance(detail, dict) else getattr(detail, "violations", ())
-        for violation in violations or ():
-            kind = violation.get("type") if isinstance(violation, dict) else getattr(violation, "type", "")
-            types.append(str(kind or ""))
-    return types
-
-
-def _field_violations(exc: gexc.GoogleAPICallError) -> list[str]:
-    out = []
-    for detail in exc.details or ():
-        items = (
-            detail.get("fieldViolations", []) if isinstance(detail, dict) else getattr(detail, "field_violations", ())
-        )
-        for item in items or ():
-            if isinstance(item, dict):
-                out.append(f"{item.get('field', '')} {item.get('description', '')}")
-            else:
-                out.append(f"{getattr(item, 'field', '')} {getattr(item, 'description', '')}")
-    return out
-
-
-def is_invoker_iam_disabled_refused(exc: BaseException) -> bool:
-    """Cloud Run refuses `invokerIamDisabled`: an organization policy requires invoker IAM checks (a
-    PreconditionFailure violation), or the API does not know the field (a BadRequest field violation)."""
-    if not isinstance(exc, (gexc.BadRequest, gexc.FailedPrecondition, gexc.PreconditionFailed)):
-        return False
-    if REQUIRE_INVOKER_IAM in _violation_types(exc):
-        return True
-    return any(INVOKER_IAM_FIELD in v or "invoker_iam_disabled" in v for v in _field_violations(exc))
-
-
-def refuses_public_members(exc: BaseException) -> bool:
-    return isinstance(exc, gexc.GoogleAPICallError) and DOMAIN_RESTRICTED_SHARING in _violation_types(exc)
 
 
 class CloudRunService(Resource):
@@ -452,11 +349,3 @@ def resources(ctx: StepContext) -> Iterator[Resource]:
         retired = RetiredConnector(ctx, used_by_service=False)
         retired.used_by_service = (service.connector_seen or "").rsplit("/", 1)[-1] == retired.name
         yield retired
-
-
-def service_urls_of(service: dict[str, Any]) -> list[str]:
-    """The MLFLOW_GCP_SERVICE_URLS value of a service in the REST JSON shape (tests, status)."""
-    for item in service.get("template", {}).get("containers", [{}])[0].get("env", []):
-        if item.get("name") == SERVICE_URLS_VAR:
-            return [u for u in item.get("value", "").split(",") if u]
-    return []
