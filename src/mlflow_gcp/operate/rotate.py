@@ -21,10 +21,7 @@ Either way the undoing or finishing is shielded from a second Ctrl-C, and the me
 
 from __future__ import annotations
 
-import signal
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mlflow_gcp.config import SECRET_MLFLOW, SECRET_MYSQL, Settings
@@ -33,65 +30,12 @@ from mlflow_gcp.gcp import retry
 from mlflow_gcp.gcp.clients import Clients
 from mlflow_gcp.operate import login as login_mod
 from mlflow_gcp.operate.rotation_lease import Lease
+from mlflow_gcp.operate.rotation_rollback import RollBack
+from mlflow_gcp.operate.rotation_stops import Log, RotationError, Shield, reason
 from mlflow_gcp.operate.server_check import Check, check_health, wait_for_login
 from mlflow_gcp.resources import credential_record as record
 from mlflow_gcp.resources import live_service
 from mlflow_gcp.resources.secret import add_version_once, new_password, set_version_state, split_credentials
-
-Log = Callable[[str], None]
-
-
-class RotationError(MlflowGcpError):
-    """A rotation stopped midway; the message says what is in place and the hint how to finish."""
-
-
-class RotationInterrupted(RotationError):
-    """Ctrl-C or SIGTERM stopped a rotation; what was in progress has been undone or finished."""
-
-    exit_code = 130
-
-
-class Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM arrived during a rotation."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signal_name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-
-
-class Shield:
-    """While a rotation runs, SIGINT and SIGTERM stop the stage in progress once (as `Interrupted`); from then on
-    (and while the rotation finishes) further signals are ignored with a note, so that the undoing or finishing
-    cannot itself be cut short and leave the server and its database disagreeing."""
-
-    def __init__(self, log: Log) -> None:
-        self.log = log
-        self.raised = False  # set once the first signal has been turned into an exception, or by `hold`
-        self.note = "interrupted again: ignored until the undoing is done (the server and the database agree then)"
-
-    def _handle(self, signum: int, frame) -> None:
-        if self.raised:
-            self.log(self.note)
-            return
-        self.raised = True
-        raise Interrupted(signum)
-
-    def hold(self, note: str | None = None) -> None:
-        """From now on signals are only noted (with `note`)."""
-        self.raised = True
-        self.note = note or self.note
-
-    @contextmanager
-    def installed(self) -> Iterator[Shield]:
-        if threading.current_thread() is not threading.main_thread():  # signal handlers live in the main thread
-            yield self
-            return
-        previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield self
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
 
 
 @dataclass
@@ -122,7 +66,7 @@ def _command(mlflow: bool, database: bool) -> str:
     return " ".join(["mlflow-gcp credentials rotate", *flags])
 
 
-class Rotation:
+class Rotation(RollBack):
     def __init__(
         self, settings: Settings, *, mlflow: bool, database: bool, clients: Clients | None = None, log: Log = print
     ) -> None:
@@ -249,7 +193,7 @@ class Rotation:
                 self._pin(service, floating)
             except Exception as error:
                 raise RotationError(
-                    f"Pinning the secret versions in use failed ({_reason(error)}). No password was changed: the old "
+                    f"Pinning the secret versions in use failed ({reason(error)}). No password was changed: the old "
                     "login keeps working.",
                     f"Fix the cause and run `{self.command}` again.",
                 ) from error
@@ -264,7 +208,7 @@ class Rotation:
                 version = add_version_once(client, self._secret_path(item.secret_id), value)
             except Exception as error:
                 raise RotationError(
-                    f"Adding a new version to the secret {item.secret_id} failed ({_reason(error)}). No password "
+                    f"Adding a new version to the secret {item.secret_id} failed ({reason(error)}). No password "
                     f"was changed: the old login keeps working.{self._unused_note()}",
                     f"Fix the cause and run `{self.command}` again.",
                 ) from error
@@ -411,85 +355,6 @@ class Rotation:
                     self.log(f"{item.secret_id}: disabled version {number}")
         return disabled
 
-    # -- recovery ------------------------------------------------------------------------------------------
-    def roll_back(self, error: BaseException) -> RotationError:
-        """Put the old database password and the old versions back, check the old login, and destroy the new
-        versions (never used) so that `latest` is the applied one again; say what is in place."""
-        restored, problems, notes = [], [], []
-        mysql = self._item(SECRET_MYSQL)
-        if self.db_changed and mysql is not None:
-            try:
-                self._set_db_password(
-                    split_credentials(SECRET_MYSQL, mysql.old_value)[1],
-                    f"Putting back the old password of the MySQL user {mysql.login}",
-                )
-                restored.append(f"the MySQL user {mysql.login} has its old password again")
-            except Exception as e:  # reported below with what to do by hand
-                problems.append(
-                    f"putting back the old password of the MySQL user {mysql.login} failed ({_reason(e)}): run "
-                    "`mlflow-gcp up`, which sets it to the recorded version, or "
-                    f"`{self.command}` to finish the rotation"
-                )
-        if self.rollout_started:
-            old = {i.secret_id: i.old_version for i in self.items}
-            try:
-                self.roll_out(old)
-                restored.append(
-                    "the service runs with " + ", ".join(f"version {v} of {s}" for s, v in old.items()) + " again"
-                )
-            except Exception as e:
-                problems.append(f"putting the service back on the old versions failed ({_reason(e)})")
-        if not problems and self.url and self.rollout_started:
-            try:
-                username, password = self._login(new=False)
-                check = wait_for_login(self.url, username, password, log=self.log)
-                if check.unreachable:
-                    notes.append(f"the old login could not be checked: {self.url} cannot be reached ({check.detail})")
-                elif not check.ok:
-                    problems.append(f"the old login is not accepted by {self.url} ({check.detail or check.status})")
-            except MlflowGcpError as e:
-                problems.append(f"the old login could not be checked ({_reason(e)})")
-        if not problems:
-            restored += self._undo_versions(problems)
-        interrupted = isinstance(error, KeyboardInterrupt)
-        message = f"The rotation stopped: {_reason(error)}" + (f" while {self.doing}." if interrupted else ".")
-        if restored:
-            message += " Rolled back: " + "; ".join(restored) + "."
-        if problems:
-            message += " Not rolled back: " + "; ".join(problems) + "."
-        elif notes:
-            message += " The old passwords are in place again (" + "; ".join(notes) + ")."
-        else:
-            checked = " (checked against the service)" if self.rollout_started else ""
-            message += f" The old login keeps working{checked}."
-        hint = f"Run `{self.command}` again." if interrupted else f"Fix the cause and run `{self.command}` again."
-        if problems:
-            hint += (
-                " Until then, `mlflow-gcp up` deploys only the recorded versions (the ones the users have) and puts "
-                "the recorded MySQL password back if needed."
-            )
-        return (RotationInterrupted if interrupted else RotationError)(message, hint)
-
-    def _undo_versions(self, problems: list[str]) -> list[str]:
-        """Destroy the versions this rotation added or took up (never applied) and clear its marks."""
-        client = self.clients.secrets()
-        done = []
-        for item in self.items:
-            try:
-                if item.new_version:
-                    name = f"{self._secret_path(item.secret_id)}/versions/{item.new_version}"
-                    set_version_state(client, name, "DESTROYED")
-                    done.append(f"version {item.new_version} of {item.secret_id} destroyed (never used)")
-                if item.secret_id in self.marked:
-                    self._record(item.secret_id, rotating=None)
-                    self.marked.discard(item.secret_id)
-            except Exception as e:
-                problems.append(
-                    f"destroying the unused version {item.new_version} of {item.secret_id} failed ({_reason(e)}); "
-                    "`mlflow-gcp up` ignores it, and a new rotation takes it up"
-                )
-        return done
-
     # -- the whole thing -----------------------------------------------------------------------------------
     def run(self) -> RotationResult:
         with Shield(self.log).installed() as shield:
@@ -543,23 +408,12 @@ class Rotation:
             disabled = self.disable_old()
         except Exception as error:
             raise RotationError(
-                f"The new login works, but recording it or disabling the old versions failed ({_reason(error)}). "
+                f"The new login works, but recording it or disabling the old versions failed ({reason(error)}). "
                 "The service and the database use the new passwords.",
                 f"Run `{self.command}` again to finish, or disable the old versions with `gcloud secrets versions "
                 "disable VERSION --secret SECRET`.",
             ) from error
         return RotationResult(self.items, disabled, check, self.url)
-
-
-def _reason(error: BaseException) -> str:
-    if isinstance(error, Interrupted):
-        return f"interrupted ({error.signal_name})"
-    if isinstance(error, KeyboardInterrupt):
-        return "interrupted (Ctrl-C)"
-    if isinstance(error, MlflowGcpError):
-        return error.message.rstrip(".")
-    message = getattr(error, "message", None) or str(error)
-    return f"{type(error).__name__}: {message}".rstrip(".")
 
 
 def rotate(
