@@ -81,6 +81,11 @@ class Line:
     extra: list[str] = field(default_factory=list)  # folded grants, shown after the detail
 
 
+def drift_detail(drift: tuple[str, ...]) -> str:
+    """`drift: tier, labels`: the owned fields of a resource whose live value differs, as both views show them."""
+    return "drift: " + ", ".join(drift)
+
+
 def _worse(a: str, b: str) -> str:
     return max(a, b, key=SEVERITY.index)
 
@@ -111,7 +116,7 @@ def resource_lines(inventory, kept: set[str] = frozenset()) -> list[Line]:
             elif state.problem:
                 line = Line(FAILED, entry.step, short_name(state.label), key_detail(resource.kind, state.details))
             elif state.drift:
-                line = Line(DRIFT, entry.step, short_name(state.label), "drift: " + ", ".join(state.drift))
+                line = Line(DRIFT, entry.step, short_name(state.label), drift_detail(state.drift))
             else:
                 mark = KEPT if state.label in kept else OK
                 line = Line(mark, entry.step, short_name(state.label), key_detail(resource.kind, state.details))
@@ -186,7 +191,7 @@ def _show_wide(report) -> None:
             if state.unreadable:
                 details = f"unreadable: {state.unreadable}"
             if state.drift:
-                details = f"drift: {', '.join(state.drift)}" + (f"; {details}" if details else "")
+                details = drift_detail(state.drift) + (f"; {details}" if details else "")
             table.add_row(f"[{MARK_STYLE[mark]}]{mark}[/]", entry.step, escape(state.label), escape(details))
     out.print(table)
 
