@@ -103,7 +103,10 @@ def test_an_unhealthy_server_points_at_its_logs(fake, double):
         in result.stdout
     )
     assert "gcloud run services logs read mlflow --region europe-west1 --project demo-project" in text
-    assert "mlflow-gcp up" not in text
+    # The password was changed behind the tool's back: `up` alone would not fix it (it keeps the recorded one), so
+    # it is not the advice; rotating the database password is (issue 20).
+    assert "Run `mlflow-gcp up`" not in text
+    assert "Run `mlflow-gcp credentials rotate --database`" in text
 
 
 def test_drift_fits_and_advises_up(fake, double):
