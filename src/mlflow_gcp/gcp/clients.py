@@ -55,6 +55,16 @@ def send_once_http():
 
     class SendOnceHttp(httplib2.Http):
         def _conn_request(self, conn, request_uri, method, body, headers):
+            try:
+                return self._send_once(conn, request_uri, method, body, headers)
+            except BaseException:
+                # A request cut short (Ctrl-C or SIGTERM in the middle of it) leaves its connection mid-exchange, and
+                # httplib2 would use it for the next request: that one then waits for an answer that never comes
+                # (a rotation's roll-back timed out that way). Closed, the next request opens a connection of its own.
+                conn.close()
+                raise
+
+        def _send_once(self, conn, request_uri, method, body, headers):
             if method in ("GET", "HEAD"):
                 return super()._conn_request(conn, request_uri, method, body, headers)
             sent: list[bool] = []
