@@ -19,7 +19,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-from mlflow_gcp.config import SECRET_MLFLOW, SECRET_MYSQL
+from mlflow_gcp.config import SECRET_ENV, SECRET_MLFLOW, SECRET_MYSQL
 from mlflow_gcp.service_spec import SECRET_ENV_VARS
 from tests.fake_gcp.server import PROJECT
 
@@ -32,6 +32,7 @@ class MlflowDouble:
         self.revision: str | None = None
         self.admin: tuple[str, str] | None = None
         self.mysql: tuple[str, str] | None = None
+        self.db_host: str | None = None  # DB_HOST of the mlflow-env version the running revision pins
         self.startups = 0
         # Test switch: while set, new revisions keep the admin password they found (their startup fails to align
         # it with the secret).
@@ -101,16 +102,30 @@ class MlflowDouble:
                 ref = (item.get("valueSource") or {}).get("secretKeyRef")
                 if ref and item["name"] in SECRET_ENV_VARS:
                     env[ref["secret"]] = self._secret(ref["secret"], ref.get("version", "latest"))
+            settings = env.get(SECRET_ENV) or ""
+            self.db_host = next((ln[8:] for ln in settings.splitlines() if ln.startswith("DB_HOST=")), None)
             mysql = env.get(SECRET_MYSQL)
             self.mysql = tuple(mysql.split(":", 1)) if mysql else None
             mlflow = env.get(SECRET_MLFLOW)
             if mlflow and not (self.admin_frozen and self.admin is not None):
                 self.admin = tuple(mlflow.split(":", 1))
 
+    def database_instance(self) -> str | None:
+        """The Cloud SQL instance the running revision connects to: the one whose private IP is its DB_HOST
+        (the instance named at creation when it names none, or none is known yet); None when no running instance
+        has that IP."""
+        if self.db_host is None:
+            return self.instance
+        for name, instance in getattr(self.fake, "sql_instances", {}).items():
+            ips = [a["ipAddress"] for a in instance.get("ipAddresses", []) if a.get("type") == "PRIVATE"]
+            if self.db_host in ips and instance.get("state") == "RUNNABLE":
+                return name
+        return None
+
     def database_ok(self) -> bool:
         if self.mysql is None:
             return False
-        users = getattr(self.fake, "sql_users", {}).get(self.instance, [])
+        users = getattr(self.fake, "sql_users", {}).get(self.database_instance(), [])
         return any(u["name"] == self.mysql[0] and u.get("password") == self.mysql[1] for u in users)
 
     # -- HTTP ------------------------------------------------------------------------------------------------

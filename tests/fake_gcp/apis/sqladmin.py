@@ -474,3 +474,8 @@ def register(fake: FakeGoogle) -> None:
     fake.sql_fail_next = fail_next
     fake.sql_set_state = set_state
     fake.sql_busy = busy
+    # For tests/fake_gcp/apis/sqladmin_backups.py: backups, restores and clones run as operations of this API.
+    fake.sql_operation = operation
+    fake.sql_operations = operations
+    fake.sql_connection_range = connection_range
+    fake.sql_next_ip = lambda: next(ip_count)
