@@ -8,7 +8,21 @@ from pathlib import Path
 import typer
 
 from mlflow_gcp import __version__
-from mlflow_gcp.cli import cost, credentials, down, export, help_format, logs, open_ui, status, step, up, users
+from mlflow_gcp.cli import (
+    backup,
+    cost,
+    credentials,
+    down,
+    export,
+    help_format,
+    logs,
+    open_ui,
+    restore,
+    status,
+    step,
+    up,
+    users,
+)
 from mlflow_gcp.cli.console import debug, out
 
 _ = help_format  # imported for its effect on --help
@@ -41,7 +55,7 @@ def root(
     debug.enabled = debug_flag
 
 
-DEPLOY, READ, USE = "Deploy", "Look", "Use"
+DEPLOY, READ, USE, DATA = "Deploy", "Look", "Use", "Backups"
 app.command("up", rich_help_panel=DEPLOY)(up.up)
 app.add_typer(step.app, name="step", rich_help_panel=DEPLOY)
 app.command("down", rich_help_panel=DEPLOY)(down.down)
@@ -52,6 +66,8 @@ app.command("cost", rich_help_panel=READ)(cost.cost)
 app.command("open", rich_help_panel=USE)(open_ui.open_ui)
 app.add_typer(credentials.app, name="credentials", rich_help_panel=USE)
 app.add_typer(users.app, name="users", rich_help_panel=USE)
+app.add_typer(backup.app, name="backup", rich_help_panel=DATA)
+app.command("restore", rich_help_panel=DATA)(restore.restore)
 
 
 def main() -> None:

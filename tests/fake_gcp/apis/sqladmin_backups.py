@@ -176,7 +176,9 @@ def register(fake: FakeGoogle) -> None:
         def failed():
             run["status"] = "FAILED"
             run["endTime"] = rfc3339(now())
-            errors = fake.sql_operations[op["name"]].get("error", {}).get("errors", [{}])
+            # The operation's error (set before this is called, maybe before insert_run has the operation back).
+            ops = [o for o in fake.sql_operations.values() if o["targetId"] == name and o.get("error")]
+            errors = ops[-1]["error"]["errors"] if ops else [{"code": "INTERNAL_ERROR", "message": "Backup failed."}]
             run["error"] = {"kind": "sql#operationError", **{k: errors[0].get(k) for k in ("code", "message")}}
 
         op = fake.sql_operation(project, name, "BACKUP_VOLUME", "sqladmin.backup", finish, on_error=failed)
