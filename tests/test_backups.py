@@ -224,3 +224,20 @@ def test_a_time_without_a_zone_is_a_setting_error(fake):
     result = cli("restore", "--to-time", "2026-12-07T18:30:00", "--yes")
     assert result.exit_code == 2
     assert "no time zone" in flat(result.stderr)
+
+
+# -- the artifact bucket's soft delete ----------------------------------------------------------------------------
+def test_bucket_soft_delete_is_a_setting_shown_in_status(fake, double):
+    name = f"{PROJECT}-mlflow-artifacts"
+    bucket = fake.bucket(name)
+    assert bucket["softDeletePolicy"]["retentionDurationSeconds"] == str(7 * 86400)  # Google's default, kept
+    assert "soft delete: 7 d" in flat(cli("status", "--wide").stdout)
+    result = cli("up", "--bucket-soft-delete-days", "30")
+    assert result.exit_code == 0, result.output
+    assert fake.bucket(name)["softDeletePolicy"]["retentionDurationSeconds"] == str(30 * 86400)
+    fake.clear_log()
+    assert cli("up").exit_code == 0  # remembered
+    assert fake.mutating_requests() == []
+    bad = cli("up", "--bucket-soft-delete-days", "3")
+    assert bad.exit_code == 2
+    assert "7 to 90" in flat(bad.stderr)

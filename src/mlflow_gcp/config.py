@@ -87,6 +87,12 @@ class Settings:
     staging_bucket: str = setting(
         "", "Bucket Cloud Build reads the server's source from (default: PROJECT_cloudbuild).", group="Storage"
     )
+    bucket_soft_delete_days: int = setting(
+        7,
+        "Days a deleted or overwritten artifact can still be restored (bucket soft delete: 0 turns it off, else 7 "
+        "to 90; Google's default is 7).",
+        group="Storage",
+    )
     service_account: str = setting("run-mlflow", "Service account id the server runs as.", group="Deployment")
     build_service_account: str = setting(
         "mlflow-build", "Service account id Cloud Build builds the server image as.", group="Deployment"
@@ -278,6 +284,11 @@ def validate(settings: Settings, *, combinations: bool = True) -> Settings:
             problems.append(f"Bucket name '{s.bucket_name}' breaks Cloud Storage rules: {problem}{hint}.")
         if s.staging_bucket and (problem := bucket_problem(s.staging_bucket)):
             problems.append(f"Staging bucket name '{s.staging_bucket}' breaks Cloud Storage rules: {problem}.")
+    if s.bucket_soft_delete_days != 0 and not 7 <= s.bucket_soft_delete_days <= 90:
+        problems.append(
+            f"Bucket soft delete of {s.bucket_soft_delete_days} days: Cloud Storage keeps deleted objects 7 to 90 "
+            "days, or not at all (0)."
+        )
     problems.extend(_range_problems(s))
     problems.extend(_egress_problems(s))
     problems.extend(_count_problems(s) if combinations else _bound_problems(s))

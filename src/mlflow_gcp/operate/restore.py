@@ -25,11 +25,7 @@ it (the result says how, and what it costs per month meanwhile).
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-import re
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
 from google.api_core import exceptions as gexc
 
@@ -39,122 +35,26 @@ from mlflow_gcp.gcp import retry
 from mlflow_gcp.gcp.clients import Clients
 from mlflow_gcp.gcp.errors import execute, translate
 from mlflow_gcp.operate import login as login_mod
-from mlflow_gcp.operate.backups import Backups, RecoveryWindow, iso
+from mlflow_gcp.operate.backups import Backups, iso
+from mlflow_gcp.operate.restore_plan import (
+    RESTORE_POINT_LABEL,
+    RESTORED_FROM_LABEL,
+    Plan,
+    RestoreError,
+    RestorePoint,
+    RestoreResult,
+    delete_commands,
+    monthly_cost,
+    new_instance_name,
+    private_ip,
+)
 from mlflow_gcp.resources.secret import split_credentials
 from mlflow_gcp.steps.base import Change, Event, Mode, Status, StepContext
 
 Log = Callable[[str], None]
 
-RESTORE_POINT_LABEL = "mlflow-gcp-restore-point"
-RESTORED_FROM_LABEL = "mlflow-gcp-restored-from"
-NAME_SUFFIX = re.compile(r"-restore-(b\d+|t\d{8}-\d{6})$")
-MAX_NAME = 84
 # The live view's lines of the stages that are not steps of `up`.
 STAGES = ("new-instance", "restore-data", "passwords", "verify")
-
-
-class RestoreError(MlflowGcpError):
-    """A restore stopped; the message says where the server is, the hint how to go on."""
-
-
-@dataclass(frozen=True)
-class RestorePoint:
-    backup_id: str = ""
-    time: dt.datetime | None = None
-
-    @property
-    def tag(self) -> str:
-        """What the new instance's name ends with and its label holds: `b<ID>` or `t<YYYYMMDD-HHMMSS>`."""
-        if self.backup_id:
-            return f"b{self.backup_id}"
-        assert self.time is not None
-        return "t" + self.time.astimezone(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-
-    def describe(self) -> str:
-        return f"backup {self.backup_id}" if self.backup_id else f"the state at {iso(self.time)}"
-
-
-def new_instance_name(current: str, point: RestorePoint) -> str:
-    """`mlflow-tracking-database-restore-b1765130000123`: the base name without an earlier restore's suffix."""
-    base = NAME_SUFFIX.sub("", current)
-    suffix = f"-restore-{point.tag}"
-    return base[: MAX_NAME - len(suffix)].rstrip("-") + suffix
-
-
-def private_ip(instance: dict | None) -> str:
-    return next((a["ipAddress"] for a in (instance or {}).get("ipAddresses", []) if a.get("type") == "PRIVATE"), "")
-
-
-@dataclass
-class RestoreResult:
-    point: RestorePoint
-    new_instance: str
-    previous_instance: str
-    url: str
-    already_done: bool = False
-    previous_monthly_usd: float | None = None
-    previous_tier: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "restored": self.point.describe(),
-            "instance": self.new_instance,
-            "previous_instance": self.previous_instance,
-            "previous_instance_monthly_usd": self.previous_monthly_usd,
-            "url": self.url,
-            "already_done": self.already_done,
-            "delete_previous": delete_commands(self.previous_instance) if self.previous_instance else None,
-        }
-
-
-def delete_commands(instance: str) -> str:
-    return f"gcloud sql instances patch {instance} --no-deletion-protection && gcloud sql instances delete {instance}"
-
-
-def monthly_cost(settings: Settings, tier: str, edition: str) -> float | None:
-    """List price of an instance of that tier and its disk, per month (the price table: no request)."""
-    from mlflow_gcp.cost.estimate import SQL_DISK_GIB, PriceBook, _database
-
-    book = PriceBook()
-    line = _database(dataclasses.replace(settings, db_tier=tier, db_edition=edition), book)
-    if line.monthly_usd is None:
-        return None
-    return round(line.monthly_usd + book.price("sql.ssd")[0] * SQL_DISK_GIB, 2)
-
-
-@dataclass
-class Plan:
-    """What prepare() found: the instances, the server's, and what is left to do."""
-
-    previous: str
-    new: str
-    previous_state: dict
-    target: dict | None
-    server_host: str
-    restored: bool  # the new instance holds the restore point (its label says so)
-    moved: bool  # the recorded settings already name the new instance
-    window: RecoveryWindow | None = None
-
-    def steps(self, point: RestorePoint) -> list[str]:
-        """What is left, in words, for --dry-run."""
-        todo = []
-        if self.target is None:
-            how = (
-                "a copy of the settings `up` gives" if point.backup_id else f"a point-in-time clone of {self.previous}"
-            )
-            todo.append(f"create the Cloud SQL instance {self.new} ({how}; 10 to 20 minutes)")
-        if not self.restored:
-            if point.backup_id:
-                todo.append(f"restore backup {point.backup_id} of {self.previous} into {self.new}")
-            todo.append(f"label {self.new} with what it holds")
-        if not self.moved:
-            todo += [
-                f"set the MySQL user's password on {self.new} to the one in use (mysql-credentials)",
-                f"add a version of mlflow-env naming {self.new}, roll out a new revision, record {self.new} as the "
-                "deployment's instance",
-            ]
-        todo.append("check a logged-in call to the server")
-        return todo
 
 
 class Restore:

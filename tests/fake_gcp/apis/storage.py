@@ -103,6 +103,15 @@ def register(fake: FakeGoogle) -> None:
                 412, "At least one of the pre-conditions you specified did not hold.", legacy_reason="conditionNotMet"
             )
 
+    def soft_delete(policy: dict) -> dict:
+        """0 (off) or 7 to 90 days, in seconds, as Cloud Storage accepts it."""
+        seconds = int(policy.get("retentionDurationSeconds") or 0)
+        if seconds != 0 and not 7 * 86400 <= seconds <= 90 * 86400:
+            raise ApiError(
+                400, "The soft delete retention duration must be 0 or between 7 and 90 days.", legacy_reason="invalid"
+            )
+        return {"retentionDurationSeconds": str(seconds), "effectiveTime": TIME}
+
     # -- buckets -----------------------------------------------------------------------------------------
     @fake.route("storage", "POST", "/storage/v1/b")
     def insert_bucket(req: Request):
@@ -153,6 +162,9 @@ def register(fake: FakeGoogle) -> None:
             "locationType": "region" if _REGION.match(location) else "multi-region",
             "rpo": "DEFAULT",
         }
+        # Every new bucket gets a soft delete policy, 7 days unless the request says otherwise
+        # (https://cloud.google.com/storage/docs/soft-delete; JSON: softDeletePolicy.retentionDurationSeconds).
+        bucket["softDeletePolicy"] = soft_delete(body.get("softDeletePolicy") or {"retentionDurationSeconds": "604800"})
         if body.get("labels"):
             bucket["labels"] = dict(body["labels"])
         if body.get("versioning"):
@@ -178,6 +190,8 @@ def register(fake: FakeGoogle) -> None:
                 raise ApiError(400, f"The bucket's {immutable} cannot be changed.", legacy_reason="invalid")
             body.pop(immutable, None)
         iam = body.pop("iamConfiguration", None) or {}
+        if body.get("softDeletePolicy") is not None:
+            bucket["softDeletePolicy"] = soft_delete(body["softDeletePolicy"])
         if req.method == "PUT":
             for key in ("labels", "versioning"):
                 bucket.pop(key, None)
