@@ -241,3 +241,21 @@ def test_bucket_soft_delete_is_a_setting_shown_in_status(fake, double):
     bad = cli("up", "--bucket-soft-delete-days", "3")
     assert bad.exit_code == 2
     assert "7 to 90" in flat(bad.stderr)
+
+
+def test_status_shows_the_newest_backup_its_age_and_the_window(fake, double):
+    text = flat(cli("status").stdout)
+    assert "newest backup none: take one with `mlflow-gcp backup`" in text
+    assert "point in time" in text
+    fake.sql_automated_backup(OLD)
+    fake.sql_backup_runs[OLD][0]["endTime"] = "2020-01-01T00:00:00.000Z"  # long ago
+    document = json.loads(cli("status", "--json").stdout)["backups"]
+    assert document["warning"].startswith("the newest successful backup is") and "more than 36 h" in document["warning"]
+    backup = take_backup()
+    document = json.loads(cli("status", "--json").stdout)["backups"]
+    assert document["newest_successful"]["id"] == backup["id"]
+    assert document["warning"] is None and document["age_hours"] < 1
+    assert document["point_in_time_window"]["earliest"]
+    result = cli("status")
+    assert result.exit_code == 0  # a missing backup is a warning, not a broken deployment
+    assert f"({'on demand'}, {backup['id']})" in flat(result.stdout)

@@ -114,3 +114,46 @@ def _list(settings: Settings, *, as_json: bool) -> None:
         out.print(f"[yellow]Warning:[/] {escape(warning)}: take one with `mlflow-gcp backup`.")
     out.print(f"Point-in-time window: {escape(window.describe())}", soft_wrap=True)
     out.print("Restore with `mlflow-gcp restore BACKUP_ID` or `mlflow-gcp restore --to-time TIME` (a new instance).")
+
+
+def show_backups(summary) -> None:
+    """`status`: the newest successful backup and its age (a warning when none or older than 36 h), and the
+    point-in-time window; lines that fit 80 columns like the resources'."""
+    if summary is None:
+        return
+    from rich.markup import escape
+
+    from mlflow_gcp.cli.names import fit
+    from mlflow_gcp.operate.backups import age
+
+    width = max(out.width, 40)
+
+    def line(mark: str, name: str, detail: str) -> None:
+        style = {"ok": "green", "warn": "yellow", "unknown": "bold red"}[mark]
+        text = fit(detail, max(width - 24, 10))
+        out.print(f"[{style}]{mark:<7}[/] {name:<15} {escape(text)}", soft_wrap=True)
+
+    out.print(fit(f"\nBackups of {summary.instance}", width + 1), soft_wrap=True)
+    if summary.problem:
+        line("unknown", "backups", f"unreadable: {summary.problem}")
+        return
+    newest = summary.newest
+    if newest is None:
+        line("warn", "newest backup", "none: take one with `mlflow-gcp backup`")
+    else:
+        when = newest.ended or newest.time
+        kind = "on demand" if newest.kind == "ON_DEMAND" else newest.kind.lower()
+        mark = "warn" if summary.warning else "ok"
+        line(mark, "newest backup", f"{age(when)} ago ({kind}, {newest.id})")
+    window = summary.window
+    if window.earliest is not None and window.latest is not None:
+        span = f"{_short(window.earliest)} to {_short(window.latest)} UTC"
+        line("ok", "point in time", span)
+    else:
+        line("warn", "point in time", f"no window: {window.problem or 'binary logging is off'}")
+
+
+def _short(when) -> str:
+    import datetime as dt
+
+    return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M")

@@ -67,6 +67,9 @@ def status(
     else:
         _show(report)
     _show_settings(report, wide=wide)
+    from mlflow_gcp.cli.backup import show_backups
+
+    show_backups(report.backups)
     _show_server(report, wide=wide)
     _show_problems(report)
     raise typer.Exit(NOTHING_DEPLOYED if empty else 0 if report.ok else 1)

@@ -289,3 +289,39 @@ def backup_health(runs: list[BackupRun], at: dt.datetime | None = None) -> tuple
     if when is not None and (at or now()) - when > STALE_AFTER:
         return newest, f"the newest successful backup is {age(when, at)} old (more than 36 h)"
     return newest, ""
+
+
+@dataclass(frozen=True)
+class BackupSummary:
+    """What `status` shows of the backups: the newest successful one, its age, a warning, the PITR window."""
+
+    instance: str
+    newest: BackupRun | None
+    warning: str
+    window: RecoveryWindow
+    problem: str = ""  # why the backups could not be read
+
+    def as_dict(self) -> dict[str, Any]:
+        newest = self.newest
+        when = (newest.ended or newest.time) if newest else None
+        return {
+            "instance": self.instance,
+            "newest_successful": newest.as_dict() if newest else None,
+            "age_hours": round((now() - when).total_seconds() / 3600, 1) if when else None,
+            "warning": self.warning or None,
+            "point_in_time_window": self.window.as_dict(),
+            "error": self.problem or None,
+        }
+
+
+def summarize(settings: Settings, clients: Clients | None = None) -> BackupSummary:
+    """Reads only; an unreadable list is said, never raised (status goes on)."""
+    backups = Backups(settings, clients)
+    try:
+        runs = backups.list()
+        window = backups.window()
+    except (MlflowGcpError, gexc.GoogleAPICallError) as error:
+        message = getattr(error, "message", None) or str(error)
+        return BackupSummary(backups.instance, None, "", RecoveryWindow(None, None, "unknown"), message)
+    newest, warning = backup_health(runs)
+    return BackupSummary(backups.instance, newest, warning, window)

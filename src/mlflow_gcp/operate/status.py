@@ -37,6 +37,7 @@ class StatusReport:
     settings: dict[str, Any] | None = None
     # Labels of the resources holding data that stay while the server is gone (after `down`): shown `kept`.
     kept: set[str] = field(default_factory=set)
+    backups: Any = None  # operate.backups.BackupSummary, when the instance runs
 
     @property
     def ok(self) -> bool:
@@ -68,6 +69,7 @@ class StatusReport:
                 for entry in self.inventory.steps
             ],
             "settings": self.settings,
+            "backups": self.backups.as_dict() if self.backups is not None else None,
             "service": {
                 "url": self.url,
                 "checks": [
@@ -165,6 +167,10 @@ def collect_status(
         problems.append("the service has no URL: no live check was made")
         kinds.add(MISSING)
     report = StatusReport(inventory, url, server, problems, kinds, kept=kept)
+    if inventory.outputs.get("database.private_ip"):  # the instance exists and has run: its backups can be read
+        from mlflow_gcp.operate.backups import summarize
+
+        report.backups = summarize(settings, clients)
     if resolution is not None:
         report.settings = resolution.as_dict(inventory.observed_settings())
     return report
