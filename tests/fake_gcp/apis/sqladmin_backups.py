@@ -131,6 +131,8 @@ def register(fake: FakeGoogle) -> None:
             run["description"] = description
         runs.setdefault(name, []).insert(0, run)
         snapshots[(name, run_id)] = snapshot(name)
+        if fake.sql_on_backup is not None:  # an end-to-end test dumps its real database here
+            fake.sql_on_backup(name, run_id)
         return run
 
     def find_run(name: str, run_id: str) -> dict:
@@ -238,9 +240,13 @@ def register(fake: FakeGoogle) -> None:
                 legacy_reason="invalid",
             )
         taken = snapshots[(source_name, run_id)]
-        return fake.sql_operation(
-            project, target_name, "RESTORE_VOLUME", "sqladmin.restore", lambda: apply_snapshot(target_name, taken)
-        )
+
+        def finish():
+            apply_snapshot(target_name, taken)
+            if fake.sql_on_restore is not None:  # an end-to-end test loads its dump into a real database here
+                fake.sql_on_restore(target_name, source_name, run_id)
+
+        return fake.sql_operation(project, target_name, "RESTORE_VOLUME", "sqladmin.restore", finish)
 
     # -- point-in-time clone --------------------------------------------------------------------------------
     @fake.route("sqladmin", "POST", INSTANCE + "/clone")
@@ -326,6 +332,8 @@ def register(fake: FakeGoogle) -> None:
         return {"kind": "sql#operationsList", **({"items": found} if found else {})}
 
     fake.sql_backup_runs = runs
+    fake.sql_on_backup = None  # (instance, backup id) -> None
+    fake.sql_on_restore = None  # (target instance, source instance, backup id) -> None
     fake.sql_data = data
     fake.sql_set_data = set_data
     fake.sql_automated_backup = automated_backup
