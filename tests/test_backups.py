@@ -259,3 +259,55 @@ def test_status_shows_the_newest_backup_its_age_and_the_window(fake, double):
     result = cli("status")
     assert result.exit_code == 0  # a missing backup is a warning, not a broken deployment
     assert f"({'on demand'}, {backup['id']})" in flat(result.stdout)
+
+
+# -- failures put the server back -----------------------------------------------------------------------------------
+def test_a_failed_rollout_puts_the_server_back_on_the_previous_instance(fake, double):
+    backup = take_backup()
+    new = f"{OLD}-restore-b{backup['id']}"
+    # Cloud Run refuses the new revision once (a quota, a policy...): the move fails halfway, after mlflow-env.
+    fake.fail(400, api="run", method="PATCH", message="Revision refused.")
+    result = cli("restore", backup["id"], "--yes")
+    assert result.exit_code == 1
+    text = flat(result.stderr)
+    assert f"The server runs on {OLD} again (checked with a logged-in call)" in text, text
+    assert f"The new instance {new} is kept" in text
+    assert_serving_from(fake, double, OLD)
+    assert recorded_instance(fake) == OLD
+    assert new in fake.sql_instances
+    nothing_deleted(fake)
+    again = cli("restore", backup["id"], "--yes")
+    assert again.exit_code == 0, again.output
+    assert_serving_from(fake, double, new)
+
+
+def test_a_new_instance_that_stops_answering_during_the_move_is_left_and_the_server_goes_back(fake, double):
+    backup = take_backup()
+    new = f"{OLD}-restore-b{backup['id']}"
+    wrapped = fake.after
+    broken = []
+
+    def after(kind, action):
+        if kind.startswith("run.") and not broken and new in fake.sql_instances:
+            broken.append(kind)
+            fake.sql_instances[new]["state"] = "STOPPED"  # the new revision cannot reach its database
+        return wrapped(kind, action)
+
+    fake.after = after
+    result = cli("restore", backup["id"], "--yes")
+    assert result.exit_code == 1
+    assert f"The server runs on {OLD} again" in flat(result.stderr)
+    assert_serving_from(fake, double, OLD)
+    assert recorded_instance(fake) == OLD
+    nothing_deleted(fake)
+
+
+def test_a_failure_before_the_move_leaves_the_server_where_it_was(fake, double):
+    backup = take_backup()
+    fake.fail(403, api="sqladmin", method="PUT", message="The caller may not set passwords.")
+    result = cli("restore", backup["id"], "--yes")
+    assert result.exit_code == 1
+    assert_serving_from(fake, double, OLD)
+    assert recorded_instance(fake) == OLD
+    nothing_deleted(fake)
+    assert cli("restore", backup["id"], "--yes").exit_code == 0
