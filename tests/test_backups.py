@@ -144,6 +144,8 @@ def test_restore_by_id_moves_the_server_to_a_new_instance_and_keeps_the_old_one(
     rerun = cli("restore", backup["id"], "--yes")
     assert rerun.exit_code == 0, rerun.output
     assert "already holds" in flat(rerun.stdout)
+    down = flat(cli("down", "--delete-data", "--dry-run").stdout)
+    assert new in down and f"instance {OLD} " not in f"{down} "
 
 
 def test_restore_sets_the_password_the_secret_holds(fake, double):
