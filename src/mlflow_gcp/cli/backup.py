@@ -67,8 +67,9 @@ def backup(
 @app.command("list")
 @with_settings
 def list_backups(settings: Settings, as_json: bool = JSON_RESULT) -> None:
-    """The automated and on-demand backups of the Cloud SQL instance (time, kind, status) and the point-in-time
-    window its binary logs give. Reads only."""
+    """The automated and on-demand backups of the Cloud SQL instance (time, kind, status).
+
+    Also the point-in-time window its binary logs give. Reads only."""
     _list(settings, as_json=as_json)
 
 

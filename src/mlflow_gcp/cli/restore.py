@@ -55,7 +55,7 @@ def _refuse_without_terminal(settings: Settings, *, yes: bool, dry_run: bool, ba
 @with_settings(precheck=_refuse_without_terminal)
 def restore(
     settings: Settings,
-    backup_id: str = typer.Argument("", metavar="[BACKUP_ID]", help="A backup id from `mlflow-gcp backup list`."),
+    backup_id: str = typer.Argument("", metavar="BACKUP_ID", help="A backup id from `mlflow-gcp backup list`."),
     to_time: str = typer.Option(
         "", "--to-time", metavar="TIME", help="Restore the state at this time (RFC 3339, e.g. 2026-12-07T18:30:00Z)."
     ),
@@ -65,8 +65,9 @@ def restore(
 ) -> None:
     """Restore a backup, or the state at a time, into a NEW Cloud SQL instance and move the server onto it.
 
-    The current instance is never changed: it keeps everything written since, until you delete it. A failure
-    leaves the server on the current instance; running the same command again resumes."""
+    The current instance is never changed: it keeps everything written since, until you delete it.
+
+    A failure leaves the server on the current instance; running the same command again resumes."""
     from rich.markup import escape
 
     from mlflow_gcp.cli.approval import cli_approval
