@@ -41,8 +41,8 @@ def backup(
     `mlflow-gcp backup list`: the automated and on-demand backups and the point-in-time window."""
     from rich.markup import escape
 
+    from mlflow_gcp.engine.base import Event, Status
     from mlflow_gcp.operate.backups import Backups, iso
-    from mlflow_gcp.steps.base import Event, Status
 
     show = err if as_json else out
     backups = Backups(settings)

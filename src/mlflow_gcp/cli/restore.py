@@ -109,16 +109,26 @@ def restore(
         soft_wrap=True,
     )
     if result.previous_instance:
+        import dataclasses
+
+        from mlflow_gcp.cli.down_view import kept_instance_cost
+
+        previous = dataclasses.replace(
+            settings,
+            db_tier=result.previous_tier or settings.db_tier,
+            db_edition=result.previous_edition or "ENTERPRISE",
+        )
+        usd = kept_instance_cost(previous)
         cost = (
-            f"about ${result.previous_monthly_usd:.2f} a month ({result.previous_tier}, list price)"
-            if result.previous_monthly_usd is not None
-            else f"what a {result.previous_tier or 'Cloud SQL'} instance costs (`mlflow-gcp cost`)"
+            f"about ${usd:,.2f} a month ({previous.db_tier}, price table)"
+            if usd
+            else f"what a {previous.db_tier} instance costs (`mlflow-gcp cost`)"
         )
         out.print(
             f"The previous instance {escape(result.previous_instance)} is kept as it was, with what was written after "
             f"that point; it costs {cost} until you delete it:",
             soft_wrap=True,
         )
-        from mlflow_gcp.operate.restore import delete_commands
+        from mlflow_gcp.operate.restore_plan import delete_commands
 
         out.print(f"    {delete_commands(result.previous_instance)}", soft_wrap=True, markup=False)

@@ -217,7 +217,7 @@ class Backups:
     def take(self, why: str, log: Log = lambda message: None) -> BackupRun:
         """An on-demand backup with `why` in its description, waited for until it ends; a failed one is an error
         that says what Google said."""
-        from mlflow_gcp.steps.database import IN_PROGRESS_DEADLINE
+        from mlflow_gcp.steps.sql_calls import IN_PROGRESS_DEADLINE
 
         current = self.require_instance()
         if current.get("state") != "RUNNABLE":

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from google.api_core import exceptions as gexc
 
 from mlflow_gcp.config import SECRET_ENV, SECRET_MYSQL, Settings
+from mlflow_gcp.engine.base import Change, Event, Mode, Status, StepContext
 from mlflow_gcp.errors import MlflowGcpError, OperationFailedError
 from mlflow_gcp.gcp import retry
 from mlflow_gcp.gcp.clients import Clients
@@ -44,12 +45,11 @@ from mlflow_gcp.operate.restore_plan import (
     RestorePoint,
     RestoreResult,
     delete_commands,
-    monthly_cost,
     new_instance_name,
     private_ip,
 )
+from mlflow_gcp.resources import live_service
 from mlflow_gcp.resources.secret import split_credentials
-from mlflow_gcp.steps.base import Change, Event, Mode, Status, StepContext
 
 Log = Callable[[str], None]
 
@@ -96,13 +96,13 @@ class Restore:
             raise translate(e, f"reading the Cloud SQL instance {name}", self.settings.project) from e
 
     def _sql(self, settings: Settings | None = None):
-        from mlflow_gcp.steps.database import SqlCalls
+        from mlflow_gcp.steps.sql_calls import SqlCalls
 
         return SqlCalls(StepContext(settings=settings or self.settings, clients=self.clients))
 
     def _server_host(self, service) -> str:
         """DB_HOST of the mlflow-env version the live service pins: the database the server uses."""
-        version = login_mod.pinned_versions(service).get(SECRET_ENV, login_mod.LATEST)
+        version = live_service.pinned_versions(service).get(SECRET_ENV, live_service.LATEST)
         value, _ = login_mod.access(self.clients, self.settings.project, SECRET_ENV, version)
         return next((line[8:].strip() for line in value.splitlines() if line.startswith("DB_HOST=")), "")
 
@@ -117,7 +117,7 @@ class Restore:
                 "Check --project and --db-instance (`mlflow-gcp status` shows the deployment).",
             )
         labels = current.get("settings", {}).get("userLabels", {}) or {}
-        service = login_mod.read_service(s, self.clients)
+        service = live_service.read_service(s, self.clients)
         if service is None:
             raise RestoreError(
                 f"The Cloud Run service {s.service} does not exist: there is no server to move onto a restored "
@@ -191,9 +191,9 @@ class Restore:
         )
 
     def make_instance(self) -> None:
-        from mlflow_gcp.steps import BY_NAME
-        from mlflow_gcp.steps.database import CREATE_TIMEOUT
-        from mlflow_gcp.steps.engine import load_prerequisites, run_step
+        from mlflow_gcp.engine.loop import run_step
+        from mlflow_gcp.steps import BY_NAME, load_prerequisites
+        from mlflow_gcp.steps.sql_calls import CREATE_TIMEOUT
 
         plan = self.plan
         assert plan is not None
@@ -261,7 +261,7 @@ class Restore:
 
     # -- 2. the data ---------------------------------------------------------------------------------------
     def restore_data(self) -> None:
-        from mlflow_gcp.steps.database import UPDATE_TIMEOUT
+        from mlflow_gcp.steps.sql_calls import UPDATE_TIMEOUT
 
         plan = self.plan
         assert plan is not None and plan.target is not None
@@ -310,7 +310,7 @@ class Restore:
             )
 
         self._say("restore-data", f"restoring backup {self.point.backup_id} of {plan.previous} into {plan.new}")
-        from mlflow_gcp.steps.database import IN_PROGRESS_DEADLINE
+        from mlflow_gcp.steps.sql_calls import IN_PROGRESS_DEADLINE
 
         try:
             operation = retry.call(
@@ -326,14 +326,14 @@ class Restore:
     # -- 3. the passwords ----------------------------------------------------------------------------------
     def align_password(self, service=None) -> None:
         """The MySQL user of the new instance gets the password the server uses (the pinned version)."""
-        from mlflow_gcp.steps.database import SMALL_TIMEOUT
+        from mlflow_gcp.steps.sql_calls import SMALL_TIMEOUT
 
         plan = self.plan
         assert plan is not None
         self._stage("passwords", Status.RUNNING)
         s = self.settings
-        service = service or login_mod.read_service(s, self.clients)
-        version = login_mod.pinned_versions(service).get(SECRET_MYSQL, login_mod.LATEST)
+        service = service or live_service.read_service(s, self.clients)
+        version = live_service.pinned_versions(service).get(SECRET_MYSQL, live_service.LATEST)
         value, number = login_mod.access(self.clients, s.project, SECRET_MYSQL, version)
         login, password = split_credentials(SECRET_MYSQL, value)
         body = {"name": login, "host": "%", "password": password}
@@ -436,10 +436,6 @@ class Restore:
             plan.previous,
             url,
             already_done=plan.moved and plan.new == self.settings.db_instance,
-            previous_monthly_usd=monthly_cost(
-                self.settings, previous.get("tier", ""), previous.get("edition", "ENTERPRISE")
-            )
-            if previous
-            else None,
+            previous_edition=previous.get("edition", "ENTERPRISE") if previous else "",
             previous_tier=previous.get("tier", ""),
         )

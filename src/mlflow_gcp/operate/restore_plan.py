@@ -3,13 +3,11 @@ the result with what the previous instance costs meanwhile (see mlflow_gcp.opera
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import re
 from dataclasses import dataclass
 from typing import Any
 
-from mlflow_gcp.config import Settings
 from mlflow_gcp.errors import MlflowGcpError
 from mlflow_gcp.operate.backups import RecoveryWindow, iso
 
@@ -58,15 +56,15 @@ class RestoreResult:
     previous_instance: str
     url: str
     already_done: bool = False
-    previous_monthly_usd: float | None = None
     previous_tier: str = ""
+    previous_edition: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "restored": self.point.describe(),
             "instance": self.new_instance,
             "previous_instance": self.previous_instance,
-            "previous_instance_monthly_usd": self.previous_monthly_usd,
+            "previous_instance_tier": self.previous_tier or None,
             "url": self.url,
             "already_done": self.already_done,
             "delete_previous": delete_commands(self.previous_instance) if self.previous_instance else None,
@@ -75,17 +73,6 @@ class RestoreResult:
 
 def delete_commands(instance: str) -> str:
     return f"gcloud sql instances patch {instance} --no-deletion-protection && gcloud sql instances delete {instance}"
-
-
-def monthly_cost(settings: Settings, tier: str, edition: str) -> float | None:
-    """List price of an instance of that tier and its disk, per month (the price table: no request)."""
-    from mlflow_gcp.cost.estimate import SQL_DISK_GIB, PriceBook, _database
-
-    book = PriceBook()
-    line = _database(dataclasses.replace(settings, db_tier=tier, db_edition=edition), book)
-    if line.monthly_usd is None:
-        return None
-    return round(line.monthly_usd + book.price("sql.ssd")[0] * SQL_DISK_GIB, 2)
 
 
 @dataclass
