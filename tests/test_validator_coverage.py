@@ -40,6 +40,9 @@ def test_every_declared_route_has_a_reason():
 
 
 def test_the_image_build_fails_on_an_undecided_route(monkeypatch):
+    # The check reads MLflow's own route table: the server image's pins (container/requirements.txt), which the
+    # README's test command installs and CI's lowest-versions run of the tool's floors does not.
+    pytest.importorskip("mlflow")
     monkeypatch.setattr(route_policy, "list_server_routes", lambda: [VALIDATED])
     assert "every served one with a permission decision" in check_mlflow_compat.check_route_policy()
     monkeypatch.setattr(route_policy, "list_server_routes", lambda: [VALIDATED, UNDECIDED])
