@@ -106,8 +106,11 @@ def test_eval_of_a_failed_credentials_fails_and_shows_the_error(tmp_path):
     script under `set -e` stops, and the error reaches the terminal."""
     from mlflow_gcp.cli.project import eval_line
 
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_GCP_")}
-    path = f"{os.path.dirname(sys.executable)}{os.pathsep}{environ.get('PATH', '')}"
+    # A clean environment, as a new shell has: no project from any variable another test of this worker left set, no
+    # gcloud configuration, no credentials (CI failed once with the credentials error instead of this one).
+    environ = {k: os.environ[k] for k in ("PYTHONPATH", "LANG", "LC_ALL") if k in os.environ}
+    environ.update(HOME=str(tmp_path), CLOUDSDK_CONFIG=str(tmp_path / "no-gcloud-config"))
+    path = f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ.get('PATH', '')}"
     script = f"set -e\n{eval_line()}\necho reached"
     done = subprocess.run(
         ["bash", "-c", script],
