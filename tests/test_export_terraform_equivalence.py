@@ -86,6 +86,7 @@ TABLE: dict[str, dict[str, str]] = {
         "uniform_bucket_level_access": "iamConfiguration.uniformBucketLevelAccess.enabled",
         "public_access_prevention": "iamConfiguration.publicAccessPrevention",
         "labels": "labels",
+        "soft_delete_policy.retention_duration_seconds": "softDeletePolicy.retentionDurationSeconds",
     },
     "google_secret_manager_secret": {
         "secret_id": "name",
@@ -341,7 +342,12 @@ def test_the_adopting_module_is_what_up_made_field_for_field(fake, container_dir
             continue
         body = evaluate(raw)
         assert address in live, f"{address}: the module declares it, `up` did not make it"
-        for path in _argument_paths(body):
+        paths = _argument_paths(body)
+        # And the other way: a field of the table the live resource has is one the module sets (a field it left to
+        # the provider's default would be planned back to that default).
+        unset = [p for p, field in TABLE[type_].items() if p not in paths and _at(live[address], field) is not None]
+        assert not unset, f"{address}: the live resource has {unset}, the module does not set them"
+        for path in paths:
             if path in TERRAFORM_ONLY:
                 continue
             assert path in TABLE[type_], f"{address}.{path} is not in the table of module arguments -> API fields"

@@ -1,6 +1,6 @@
 """Read an exported Terraform module back: parse it with python-hcl2, check it against the provider's schema, and
 evaluate the small subset of expressions the module uses (variables, locals, string templates, `==`/`!=`,
-conditionals, `upper()`), with references to other resources' attributes answered by the test."""
+conditionals, `*` of numbers, `upper()`), with references to other resources' attributes answered by the test."""
 
 from __future__ import annotations
 
@@ -149,6 +149,9 @@ class Evaluator:
             if found:
                 equal = self.expression(left) == self.expression(right)
                 return equal if operator == "==" else not equal
+        left, found, right = text.rpartition(" * ")
+        if found and _balanced(left) and _balanced(right):
+            return self.expression(left) * self.expression(right)
         if text.startswith('"') and text.endswith('"'):
             return self.template(text[1:-1])
         call = re.fullmatch(r"(\w+)\((.*)\)", text, re.S)

@@ -37,6 +37,7 @@ VARIANTS: dict[str, dict[str, str]] = {
         "db_user": "mlflow_app",
         "db_ssl_mode": "ALLOW_UNENCRYPTED_AND_ENCRYPTED",
         "bucket": f"{PROJECT}-ml-artifacts",
+        "bucket_soft_delete_days": "30",
         "staging_bucket": f"{PROJECT}-ml-staging",
         "service_account": "ml-runner",
         "build_service_account": "ml-builder",

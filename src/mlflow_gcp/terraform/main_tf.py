@@ -20,7 +20,7 @@ from mlflow_gcp.config import (
 from mlflow_gcp.resources.credential_record import APPLIED
 from mlflow_gcp.service_spec import MANAGED_LABELS, ServiceInputs, build_service, render_env_file, server_settings
 from mlflow_gcp.steps.apis import REQUIRED_APIS
-from mlflow_gcp.steps.bucket import OBJECT_ADMIN
+from mlflow_gcp.steps.bucket import DAY, OBJECT_ADMIN
 from mlflow_gcp.steps.database import CHARSET, COLLATION
 from mlflow_gcp.steps.image import BUILD_DESCRIPTION, BUILD_DISPLAY_NAME
 from mlflow_gcp.steps.image_build import LOG_WRITER, REPOSITORY_WRITER
@@ -242,6 +242,11 @@ class MainTf:
                     "public_access_prevention": "enforced",
                     "labels": Expr("local.labels"),
                     "force_destroy": False,
+                    # The setting is in days, as `up` takes it; 0 turns soft delete off, as in the API.
+                    "soft_delete_policy": Block(
+                        "soft_delete_policy",
+                        body={"retention_duration_seconds": Expr(f"var.bucket_soft_delete_days * {DAY}")},
+                    ),
                 },
                 after_apis=True,
             ),
