@@ -44,7 +44,7 @@ def test_creates_a_private_regional_bucket_with_a_bucket_level_grant(gcs):
     assert bucket["location"] == "EUROPE-WEST1"
     assert bucket["iamConfiguration"]["uniformBucketLevelAccess"]["enabled"] is True
     assert bucket["iamConfiguration"]["publicAccessPrevention"] == "enforced"
-    assert bucket["labels"] == {"managed-by": "mlflow-gcp"}
+    assert bucket["labels"] == {"managed-by": "mlflow-gcp", "mlflow-gcp-deployment": "mlflow"}
     assert gcs.policies[POLICY]["bindings"] == [{"role": OBJECT_ADMIN, "members": [MEMBER]}]
     assert ctx.outputs.get("bucket.name") == BUCKET
 
@@ -82,7 +82,7 @@ def test_settings_changed_by_hand_are_put_back_and_other_labels_kept(gcs):
     bucket = gcs.bucket(BUCKET)
     assert bucket["iamConfiguration"]["publicAccessPrevention"] == "enforced"
     assert bucket["iamConfiguration"]["uniformBucketLevelAccess"]["enabled"] is True
-    assert bucket["labels"] == {"team": "ml", "managed-by": "mlflow-gcp"}
+    assert bucket["labels"] == {"team": "ml", "managed-by": "mlflow-gcp", "mlflow-gcp-deployment": "mlflow"}
 
 
 def test_another_region_is_a_clear_error(gcs):

@@ -58,7 +58,7 @@ def test_first_run_creates_everything_as_specified(networked):
     assert settings_["backupConfiguration"]["binaryLogEnabled"] is True
     assert settings_["deletionProtectionEnabled"] is True
     assert settings_["storageAutoResize"] is True
-    assert settings_["userLabels"] == {"managed-by": "mlflow-gcp"}
+    assert settings_["userLabels"] == {"managed-by": "mlflow-gcp", "mlflow-gcp-deployment": "mlflow"}
     assert [a["type"] for a in instance["ipAddresses"]] == ["PRIVATE"]
     # the password went to Secret Manager before Cloud SQL, and Cloud SQL got that one
     login, password = fake.secret_value("mysql-credentials").split(":", 1)

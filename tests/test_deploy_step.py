@@ -65,7 +65,7 @@ def test_first_run_creates_the_service_in_one_revision_that_knows_its_urls(ready
     assert stored["generation"] == 1  # one rollout: the deterministic URL is known before the service exists
     assert stored["invokerIamDisabled"] is True
     assert stored["ingress"] == "INGRESS_TRAFFIC_ALL"
-    assert stored["labels"] == {"managed-by": "mlflow-gcp"}
+    assert stored["labels"] == {"managed-by": "mlflow-gcp", "mlflow-gcp-deployment": "mlflow"}
     template = stored["template"]
     assert template["serviceAccount"] == f"run-mlflow@{PROJECT}.iam.gserviceaccount.com"
     assert template["vpcAccess"] == {"connector": CONNECTOR, "egress": "PRIVATE_RANGES_ONLY"}
@@ -162,7 +162,7 @@ def test_config_change_updates_only_what_changed_and_keeps_foreign_fields(ready)
     after = fake.run_service("mlflow")
     assert after["template"]["containers"][0]["resources"]["limits"]["memory"] == "2Gi"
     assert after["template"]["scaling"]["maxInstanceCount"] == 4
-    assert after["labels"] == {"managed-by": "mlflow-gcp", "team": "data"}
+    assert after["labels"] == {"managed-by": "mlflow-gcp", "mlflow-gcp-deployment": "mlflow", "team": "data"}
     assert after["annotations"] == {"run.googleapis.com/description": "set by someone else"}
     assert after["template"]["containers"][0]["args"] == ["--extra"]
     assert [r.method for r in fake.mutating_requests()] == ["PATCH"]

@@ -129,9 +129,16 @@ def test_labels_removed_by_hand_are_reported_and_put_back(fake, double):
     assert result.exit_code == 0, result.output
     for secret_id in (SECRET_ENV, SECRET_MYSQL, SECRET_MLFLOW):
         labels = fake.state["secrets"][f"projects/{PROJECT}/secrets/{secret_id}"]["labels"]
-        assert labels == {"team": "data", "managed-by": "mlflow-gcp"}  # theirs kept, ours back
-    assert fake.sql_instances[INSTANCE]["settings"]["userLabels"] == {"managed-by": "mlflow-gcp"}
-    assert fake.compute_addresses[RANGE]["labels"] == {"managed-by": "mlflow-gcp"}
+        assert labels == {
+            "team": "data",
+            "managed-by": "mlflow-gcp",
+            "mlflow-gcp-deployment": "mlflow",
+        }  # theirs kept, ours back
+    assert fake.sql_instances[INSTANCE]["settings"]["userLabels"] == {
+        "managed-by": "mlflow-gcp",
+        "mlflow-gcp-deployment": "mlflow",
+    }
+    assert fake.compute_addresses[RANGE]["labels"] == {"managed-by": "mlflow-gcp", "mlflow-gcp-deployment": "mlflow"}
     assert versions(fake) == before  # no new secret version, no new password
     assert status_json()[0] == 0
 

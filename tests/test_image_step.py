@@ -55,7 +55,7 @@ def test_first_run_creates_the_repository_uploads_and_builds(ready, context_dir)
     assert result.status is Status.CREATED
     repository = fake.registry_repository("mlflow")
     assert repository["format"] == "DOCKER"
-    assert repository["labels"] == {"managed-by": "mlflow-gcp"}
+    assert repository["labels"] == {"managed-by": "mlflow-gcp", "mlflow-gcp-deployment": "mlflow"}
     tag = image_tag(context_dir)
     assert len(tag) == 20
     uri = f"europe-west1-docker.pkg.dev/{PROJECT}/mlflow/mlflow-server:{tag}"
@@ -224,7 +224,11 @@ def test_labels_of_an_existing_repository_are_completed(ready):
     assert ("Artifact Registry repository mlflow", "update", ("labels",)) in [
         (c.resource, c.action, c.fields) for c in result.changes
     ]
-    assert fake.registry_repository("mlflow")["labels"] == {"team": "data", "managed-by": "mlflow-gcp"}
+    assert fake.registry_repository("mlflow")["labels"] == {
+        "team": "data",
+        "managed-by": "mlflow-gcp",
+        "mlflow-gcp-deployment": "mlflow",
+    }
 
 
 def test_a_repository_of_another_format_is_a_clear_error(ready):

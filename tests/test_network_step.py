@@ -31,7 +31,7 @@ def test_first_run_creates_range_and_connection_on_default(gcp):
     assert address["addressType"] == "INTERNAL"
     assert address["prefixLength"] == 20
     assert address["network"].endswith("/projects/demo-project/global/networks/default")
-    assert address["labels"] == {"managed-by": "mlflow-gcp"}
+    assert address["labels"] == {"managed-by": "mlflow-gcp", "mlflow-gcp-deployment": "mlflow"}
     assert gcp.sn_connections["default"]["reservedPeeringRanges"] == [RANGE]
     assert gcp.sn_connections["default"]["network"] == f"projects/{PROJECT_NUMBER}/global/networks/default"
     assert [p["name"] for p in gcp.compute_networks["default"]["peerings"]] == ["servicenetworking-googleapis-com"]

@@ -100,6 +100,24 @@ def region_refusal(move: Move) -> ConfigError:
     )
 
 
+def check_same_region(resolution, command: str) -> None:
+    """`status` and `down` with another region than the recorded one: say where the deployment is, rather than
+    list (or delete) nothing as missing there."""
+    region = next((m for m in planned_moves(resolution) if m.name == "region"), None)
+    if region is None:
+        return
+    project = resolution.settings.project
+    raise ConfigError(
+        f"The deployment is in {region.old} (recorded in mlflow-gcp-settings), not in {region.new}: "
+        f"`mlflow-gcp {command}` reads and deletes only the deployment where it is. Nothing was read in "
+        f"{region.new} and nothing was changed.",
+        f"Run `mlflow-gcp {command}` without --region (or with --region {region.old}). A connector an earlier "
+        f"version left in {region.new} is listed by `gcloud compute networks vpc-access connectors list --region "
+        f"{region.new} --project {project}` and deleted with `gcloud compute networks vpc-access connectors delete "
+        f"NAME --region {region.new} --project {project}`.",
+    )
+
+
 def check(resolution, *, accepted: bool, dry_run: bool, show, ask=None) -> None:
     """Say every move this run makes (on `show`, a console) and refuse it unless accepted: `accepted` (the flag),
     else `ask(question)` on a terminal, else an error naming the flag. A region change is refused even then.

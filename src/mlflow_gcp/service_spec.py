@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlflow_gcp.config import SECRET_ENV, SECRET_FLASK_KEY, SECRET_MLFLOW, SECRET_MYSQL, Settings, extra_host_names
+from mlflow_gcp.labels import deployment_labels
 
 CONTAINER_PORT = 8080
 MANAGED_LABELS = {"managed-by": "mlflow-gcp"}
@@ -99,7 +100,7 @@ def build_service(settings: Settings, inputs: ServiceInputs) -> dict[str, Any]:
     if inputs.service_urls:
         env.append({"name": SERVICE_URLS_VAR, "value": ",".join(inputs.service_urls)})
     return {
-        "labels": dict(MANAGED_LABELS),
+        "labels": deployment_labels(settings),
         "ingress": "INGRESS_TRAFFIC_ALL",
         # MLflow checks the login itself; Cloud Run lets every request reach it.
         "invokerIamDisabled": True,

@@ -38,6 +38,7 @@ def _preflight(settings: Settings, options: dict) -> dict:
 @with_settings(precheck=_confirmable, preflight=_preflight)
 def down(
     settings: Settings,
+    resolution,
     delete_data: bool = typer.Option(
         False, "--delete-data", help="Also delete the database, the bucket and the secrets (asks for the project id)."
     ),
@@ -54,9 +55,12 @@ def down(
     from rich.markup import escape
 
     from mlflow_gcp.cli.down_view import show_plan
+    from mlflow_gcp.cli.left_behind_view import show_left_behind
     from mlflow_gcp.cli.preflight import preflight_or_exit
     from mlflow_gcp.gcp.clients import Clients
     from mlflow_gcp.inventory import read_inventory
+    from mlflow_gcp.moves import check_same_region
+    from mlflow_gcp.operate.left_behind import find_left_behind
     from mlflow_gcp.operate.teardown import (
         DELETE,
         abandoned_notes,
@@ -66,9 +70,10 @@ def down(
         reserved_names,
         run_teardown,
     )
-
-    clients = Clients(settings.project)
     from mlflow_gcp.preflight.permissions import down_permissions
+
+    check_same_region(resolution, "down")
+    clients = Clients(settings.project)
 
     preflight_or_exit(
         settings,
@@ -80,6 +85,7 @@ def down(
     )
     with err.status(f"Reading the deployment in {settings.project}...", spinner="dots"):
         inventory = read_inventory(settings, clients=clients)
+        left_behind = find_left_behind(settings, clients)
     if nothing_deployed(inventory):
         out.print(
             f"Nothing is deployed in {settings.project}: the Google APIs the deployment uses are not enabled there, "
@@ -89,6 +95,7 @@ def down(
     plan = plan_teardown(inventory, delete_data=delete_data)
     to_delete = [r for r in plan if r.action == DELETE]
     show_plan(out, plan, settings, dry_run=dry_run)
+    show_left_behind(out, left_behind, command="down")
     if not to_delete:
         out.print("Nothing to delete." + (" Kept resources are listed above." if plan else ""))
         return

@@ -18,8 +18,17 @@ from mlflow_gcp.config import Settings
 
 OK, MISSING, DRIFT, FAILED, UNKNOWN = "ok", "missing", "drift", "failed", "unknown"
 KEPT = "kept"  # holds data and stays while the server is gone (after `down`)
-MARK_STYLE = {OK: "green", KEPT: "cyan", MISSING: "red", DRIFT: "yellow", FAILED: "bold red", UNKNOWN: "bold red"}
-SEVERITY = [OK, KEPT, DRIFT, MISSING, UNKNOWN, FAILED]
+DELETED = "deleted"  # the deployment's Cloud SQL instance, deleted by hand: `up` would make a NEW, EMPTY one
+MARK_STYLE = {
+    OK: "green",
+    KEPT: "cyan",
+    DELETED: "bold red",
+    MISSING: "red",
+    DRIFT: "yellow",
+    FAILED: "bold red",
+    UNKNOWN: "bold red",
+}
+SEVERITY = [OK, KEPT, DRIFT, MISSING, DELETED, UNKNOWN, FAILED]
 # ResourceState.condition → mark (a resource that could not be read is `unknown`: it may well exist)
 MARKS = {"ok": OK, "missing": MISSING, "drift": DRIFT, "failed": FAILED, "unreadable": UNKNOWN}
 MARK_WIDTH = 7
@@ -39,11 +48,14 @@ def status(
 
     Exit code 0 when everything is present and healthy, 1 when something is missing, differs or fails, 3 when
     nothing is deployed in the project."""
+    from mlflow_gcp.cli.left_behind_view import show_left_behind
     from mlflow_gcp.cli.preflight import preflight_or_exit
     from mlflow_gcp.gcp.clients import Clients
+    from mlflow_gcp.moves import check_same_region
     from mlflow_gcp.operate.status import collect_status
     from mlflow_gcp.operate.teardown import nothing_exists
 
+    check_same_region(resolution, "status")
     clients = Clients(settings.project)
     preflight_or_exit(settings, clients, checks=("project",), skip=skip_preflight)
     if as_json:
@@ -71,6 +83,7 @@ def status(
 
     show_backups(report.backups)
     _show_server(report, wide=wide)
+    show_left_behind(out, report.left_behind, command="status")
     _show_problems(report)
     raise typer.Exit(NOTHING_DEPLOYED if empty else 0 if report.ok else 1)
 
@@ -93,7 +106,7 @@ def _worse(a: str, b: str) -> str:
     return max(a, b, key=SEVERITY.index)
 
 
-def resource_lines(inventory, kept: set[str] = frozenset()) -> list[Line]:
+def resource_lines(inventory, kept: set[str] = frozenset(), deleted: set[str] = frozenset()) -> list[Line]:
     """One line per resource, its grants folded in; a step that could not be read is one `failed` line. A `kept`
     resource (after `down`) is marked so, its grants (gone with the service account) not counted missing."""
     from mlflow_gcp.cli.names import key_detail, short_name, short_role
@@ -114,6 +127,8 @@ def resource_lines(inventory, kept: set[str] = frozenset()) -> list[Line]:
                 continue
             if state.unreadable:
                 line = Line(UNKNOWN, entry.step, short_name(state.label), f"unreadable: {state.unreadable}")
+            elif state.label in deleted:
+                line = Line(DELETED, entry.step, short_name(state.label), "up makes a NEW, EMPTY one")
             elif not state.exists:
                 line = Line(MISSING, entry.step, short_name(state.label), "")
             elif state.problem:
@@ -164,7 +179,7 @@ def _show(report) -> None:
     from mlflow_gcp.cli.names import fit
 
     ctx = report.inventory.ctx
-    lines = resource_lines(report.inventory, report.kept)
+    lines = resource_lines(report.inventory, report.kept, report.deleted)
     width = max(out.width, 40)
     name_width = min(max((len(line.name) for line in lines), default=8), NAME_WIDTH)
     out.print(fit(f"Deployment in {ctx.project} ({ctx.region})", width), soft_wrap=True)
@@ -190,6 +205,7 @@ def _show_wide(report) -> None:
         for item in entry.items:
             state = item.state
             mark = KEPT if state.label in report.kept else MARKS[state.condition]
+            mark = DELETED if state.label in report.deleted else mark
             details = ", ".join(f"{key}: {value}" for key, value in state.details.items())
             if state.unreadable:
                 details = f"unreadable: {state.unreadable}"

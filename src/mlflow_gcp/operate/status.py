@@ -11,6 +11,7 @@ from mlflow_gcp.engine.base import Event
 from mlflow_gcp.errors import MlflowGcpError
 from mlflow_gcp.gcp.clients import Clients
 from mlflow_gcp.inventory import Inventory, read_inventory
+from mlflow_gcp.operate.left_behind import INSTANCE, LeftBehindReport, deleted_instance_note, find_left_behind
 from mlflow_gcp.operate.server_check import Check, ServerReport, check_server
 from mlflow_gcp.remembered import Resolution
 
@@ -38,6 +39,10 @@ class StatusReport:
     # Labels of the resources holding data that stay while the server is gone (after `down`): shown `kept`.
     kept: set[str] = field(default_factory=set)
     backups: Any = None  # operate.backups.BackupSummary, when the instance runs
+    # The deployment's data resources deleted by hand (recorded, now missing): shown `deleted`, with the backups.
+    deleted: set[str] = field(default_factory=set)
+    # Labelled resources of the deployment the settings no longer name (the old instance after a move...).
+    left_behind: LeftBehindReport = field(default_factory=LeftBehindReport)
 
     @property
     def ok(self) -> bool:
@@ -56,7 +61,11 @@ class StatusReport:
                     "resources": [
                         {
                             "resource": item.state.label,
-                            "condition": "kept" if item.state.label in self.kept else item.state.condition,
+                            "condition": "kept"
+                            if item.state.label in self.kept
+                            else "deleted"
+                            if item.state.label in self.deleted
+                            else item.state.condition,
                             "exists": None if item.state.unreadable else item.state.exists,
                             "drift": list(item.state.drift),
                             "problem": item.state.problem or None,
@@ -70,6 +79,9 @@ class StatusReport:
             ],
             "settings": self.settings,
             "backups": self.backups.as_dict() if self.backups is not None else None,
+            "left_behind": [
+                {"resource": i.label, "location": i.location, "delete": i.delete} for i in self.left_behind.items
+            ],
             "service": {
                 "url": self.url,
                 "checks": [
@@ -100,6 +112,18 @@ def kept_resources(inventory: Inventory) -> set[str]:
     }
 
 
+def deleted_resources(inventory: Inventory, resolution: Resolution | None) -> set[str]:
+    """The Cloud SQL instance the deployment had under the same name (it has a record) that no longer exists."""
+    from mlflow_gcp.moves import recorded_data_resources
+
+    recorded = recorded_data_resources(resolution) if resolution is not None else set()
+    return {
+        item.state.label
+        for _, item in inventory.items()
+        if item.state.label in recorded and item.state.label.startswith(INSTANCE) and item.state.condition == "missing"
+    }
+
+
 def collect_status(
     settings: Settings,
     *,
@@ -113,6 +137,7 @@ def collect_status(
     clients = clients or Clients(settings.project)
     inventory = read_inventory(settings, clients=clients, on_event=on_event)
     kept = kept_resources(inventory)
+    deleted = deleted_resources(inventory, resolution)
     problems: list[str] = []
     kinds: set[str] = set()
     seen: set[tuple[str, str]] = set()  # a resource two steps read (mysql-credentials) is one problem
@@ -129,6 +154,9 @@ def collect_status(
             if state.unreadable:
                 problems.append(f"{state.label} could not be read: {state.unreadable}")
                 kinds.add(UNREADABLE)
+            elif state.label in deleted:
+                problems.append(deleted_instance_note(state.label.removeprefix(f"{INSTANCE} "), settings.project))
+                kinds.add(MISSING)
             elif not state.exists:
                 problems.append(f"{state.label} is missing" + (f": {state.problem}" if state.problem else ""))
                 kinds.add(BROKEN if state.problem else MISSING)
@@ -166,11 +194,12 @@ def collect_status(
     else:
         problems.append("the service has no URL: no live check was made")
         kinds.add(MISSING)
-    report = StatusReport(inventory, url, server, problems, kinds, kept=kept)
+    report = StatusReport(inventory, url, server, problems, kinds, kept=kept, deleted=deleted)
     if inventory.outputs.get("database.private_ip"):  # the instance exists and has run: its backups can be read
         from mlflow_gcp.operate.backups import summarize
 
         report.backups = summarize(settings, clients)
+    report.left_behind = find_left_behind(settings, clients)
     if resolution is not None:
         report.settings = resolution.as_dict(inventory.observed_settings())
     return report

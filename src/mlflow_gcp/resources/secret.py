@@ -13,6 +13,7 @@ from google.api_core import exceptions as gexc
 from mlflow_gcp.engine.base import Resource, StepContext
 from mlflow_gcp.errors import MlflowGcpError, OrgPolicyError
 from mlflow_gcp.gcp.errors import is_failed_precondition, org_policy_constraint
+from mlflow_gcp.labels import deployment_labels, lacks_labels, with_labels
 
 MANAGED_LABEL = {"managed-by": "mlflow-gcp"}
 USER_MANAGED = "user-managed"
@@ -200,7 +201,7 @@ class Secret(Resource):
 
     def drift(self, current: SecretState) -> list[str]:
         labels = dict(current.labels)
-        fields = ["labels"] if any(labels.get(k) != v for k, v in MANAGED_LABEL.items()) else []
+        fields = ["labels"] if lacks_labels(labels, self.ctx.settings) else []
         if current.value is None:
             return ["version", *fields]
         if self.follow and current.value != self.make_value():
@@ -218,7 +219,7 @@ class Secret(Resource):
                 lambda: self._client.create_secret(
                     parent=f"projects/{self.ctx.project}",
                     secret_id=self.secret_id,
-                    secret={"replication": replication, "labels": MANAGED_LABEL},
+                    secret={"replication": replication, "labels": deployment_labels(self.ctx.settings)},
                 )
             )
         except gexc.GoogleAPICallError as e:
@@ -238,7 +239,7 @@ class Secret(Resource):
 
     def update(self, current: SecretState, fields: list[str]) -> None:
         if "labels" in fields:  # the live labels kept, ours put back; never a new version for this
-            labels = {**dict(current.labels), **MANAGED_LABEL}
+            labels = with_labels(dict(current.labels), self.ctx.settings)
             self._call(
                 lambda: self._client.update_secret(
                     secret={"name": self.path, "labels": labels}, update_mask={"paths": ["labels"]}

@@ -15,6 +15,7 @@ from google.api_core import exceptions as gexc
 from mlflow_gcp.engine.base import PENDING, Resource, StepContext
 from mlflow_gcp.errors import MlflowGcpError, NameTakenError
 from mlflow_gcp.gcp import retry
+from mlflow_gcp.labels import deployment_labels, lacks_labels, with_labels
 from mlflow_gcp.resources.iam import IamBinding, Policy
 from mlflow_gcp.resources.project import check_owned_bucket
 
@@ -72,8 +73,7 @@ class Bucket(Resource):
             fields.append("uniformBucketLevelAccess")
         if current.iam_configuration.public_access_prevention != ENFORCED:
             fields.append("publicAccessPrevention")
-        labels = current.labels or {}
-        if any(labels.get(k) != v for k, v in MANAGED_LABELS.items()):
+        if lacks_labels(current.labels, self.ctx.settings):
             fields.append("labels")
         if soft_delete_seconds(current) != self.ctx.settings.bucket_soft_delete_days * DAY:
             fields.append("softDeletePolicy")
@@ -83,7 +83,7 @@ class Bucket(Resource):
         bucket = self._client.bucket(self.name)
         bucket.iam_configuration.uniform_bucket_level_access_enabled = True
         bucket.iam_configuration.public_access_prevention = ENFORCED
-        bucket.labels = dict(MANAGED_LABELS)
+        bucket.labels = deployment_labels(self.ctx.settings)
         bucket.soft_delete_policy.retention_duration_seconds = self.ctx.settings.bucket_soft_delete_days * DAY
         # "Already exists": ours (created meanwhile, or a retried insert that had succeeded) or someone else's;
         # the engine's read tells them apart (name_taken below), no message parsing needed.
@@ -107,7 +107,7 @@ class Bucket(Resource):
         if "publicAccessPrevention" in fields:
             current.iam_configuration.public_access_prevention = ENFORCED
         if "labels" in fields:
-            current.labels = {**(current.labels or {}), **MANAGED_LABELS}
+            current.labels = with_labels(current.labels, self.ctx.settings)
         if "softDeletePolicy" in fields:
             current.soft_delete_policy.retention_duration_seconds = self.ctx.settings.bucket_soft_delete_days * DAY
         self._call(lambda: current.patch(retry=None))

@@ -14,6 +14,7 @@ from mlflow_gcp.errors import (
 )
 from mlflow_gcp.gcp import retry
 from mlflow_gcp.gcp.operations import wait_gapic
+from mlflow_gcp.labels import deployment_labels, lacks_labels, with_labels
 from mlflow_gcp.resources.iam import Policy, proto_policy_io
 from mlflow_gcp.resources.project import check_owned_bucket
 from mlflow_gcp.service_spec import MANAGED_LABELS
@@ -53,7 +54,7 @@ class DockerRepository(Resource):
         fields = []
         if current.format_.name != "DOCKER":
             fields.append("format")
-        if any(current.labels.get(k) != v for k, v in MANAGED_LABELS.items()):
+        if lacks_labels(dict(current.labels), self.ctx.settings):
             fields.append("labels")
         return fields
 
@@ -66,7 +67,7 @@ class DockerRepository(Resource):
                     "repository": {
                         "format_": "DOCKER",
                         "description": "MLflow server images (mlflow-gcp)",
-                        "labels": dict(MANAGED_LABELS),
+                        "labels": deployment_labels(self.ctx.settings),
                     },
                 }
             )
@@ -80,7 +81,7 @@ class DockerRepository(Resource):
                 "not Docker images.",
                 "Choose another repository name with --repository.",
             )
-        labels = {**dict(current.labels), **MANAGED_LABELS}
+        labels = with_labels(dict(current.labels), self.ctx.settings)
         self._call(
             lambda: self._client.update_repository(
                 request={"repository": {"name": self.path, "labels": labels}, "update_mask": {"paths": ["labels"]}}
@@ -134,7 +135,7 @@ class StagingBucket(Resource):
         bucket = self._client.bucket(self.name)
         bucket.iam_configuration.uniform_bucket_level_access_enabled = True
         bucket.iam_configuration.public_access_prevention = "enforced"
-        bucket.labels = dict(MANAGED_LABELS)
+        bucket.labels = deployment_labels(self.ctx.settings)
         try:
             self._call(lambda: self._client.create_bucket(bucket, project=self.ctx.project, location=self.ctx.region))
         except gexc.Conflict:

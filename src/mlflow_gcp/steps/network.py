@@ -19,6 +19,7 @@ from mlflow_gcp.errors import MlflowGcpError
 from mlflow_gcp.gcp import retry
 from mlflow_gcp.gcp.errors import execute
 from mlflow_gcp.gcp.operations import settled, wait
+from mlflow_gcp.labels import deployment_labels, lacks_labels, with_labels
 
 MANAGED_DESCRIPTION = "Managed by mlflow-gcp"
 MANAGED_LABELS = {"managed-by": "mlflow-gcp"}
@@ -183,9 +184,7 @@ class PeeringRange(Resource):
         # Its label is how `down` knows this tool made it: put back when removed from a range we made (its
         # description says so), never added to a range made by someone else.
         labels = current.get("labels", {}) or {}
-        if MANAGED_DESCRIPTION in current.get("description", "") and any(
-            labels.get(k) != v for k, v in MANAGED_LABELS.items()
-        ):
+        if MANAGED_DESCRIPTION in current.get("description", "") and lacks_labels(labels, self.ctx.settings):
             fields.append("labels")
         return fields
 
@@ -197,7 +196,7 @@ class PeeringRange(Resource):
             "prefixLength": self.ctx.settings.peering_prefix_length,
             "network": self.network,
             "description": f"Private services access range for Cloud SQL. {MANAGED_DESCRIPTION}.",
-            "labels": MANAGED_LABELS,
+            "labels": deployment_labels(self.ctx.settings),
         }
         operation = retry.call(
             lambda: execute(self._client.insert(project=self.ctx.project, body=address)),
@@ -208,7 +207,7 @@ class PeeringRange(Resource):
     def update(self, current: dict, fields: list[str]) -> None:
         if "labels" in fields:
             body = {
-                "labels": {**current.get("labels", {}), **MANAGED_LABELS},
+                "labels": with_labels(current.get("labels"), self.ctx.settings),
                 "labelFingerprint": current.get("labelFingerprint", ""),
             }
             operation = retry.call(

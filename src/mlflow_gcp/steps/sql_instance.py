@@ -14,8 +14,9 @@ from mlflow_gcp.errors import MlflowGcpError, NameTakenError
 from mlflow_gcp.gcp import retry
 from mlflow_gcp.gcp.errors import execute
 from mlflow_gcp.gcp.operations import settled
+from mlflow_gcp.labels import deployment_labels, lacks_labels, with_labels
 from mlflow_gcp.resources.password_secret import PasswordSecret, require_target
-from mlflow_gcp.resources.secret import MANAGED_LABEL, split_credentials
+from mlflow_gcp.resources.secret import split_credentials
 from mlflow_gcp.steps.network import network_link
 from mlflow_gcp.steps.sql_calls import CREATE_TIMEOUT, UPDATE_TIMEOUT, SqlCalls
 
@@ -82,7 +83,7 @@ class Instance(Resource):
             "backupConfiguration": {"enabled": True, "binaryLogEnabled": True},
             "deletionProtectionEnabled": True,
             "storageAutoResize": True,
-            "userLabels": dict(MANAGED_LABEL),
+            "userLabels": deployment_labels(s),
         }
 
     def _get(self) -> dict | None:
@@ -172,8 +173,7 @@ class Instance(Resource):
             fields.append("backupConfiguration")
         if ip.get("ipv4Enabled", True) is not False:
             fields.append("ipv4Enabled")
-        labels = live.get("userLabels", {}) or {}
-        if any(labels.get(k) != v for k, v in MANAGED_LABEL.items()):
+        if lacks_labels(live.get("userLabels"), s):
             fields.append("labels")
         if self.network != PENDING and not same_network(ip.get("privateNetwork", ""), self.network):
             fields.append("privateNetwork")
@@ -269,7 +269,7 @@ class Instance(Resource):
                     ip["sslMode"] = live_ssl
                 patch["ipConfiguration"] = ip
             elif field == "labels":  # the live labels kept, ours put back
-                patch["userLabels"] = {**current.get("settings", {}).get("userLabels", {}), **MANAGED_LABEL}
+                patch["userLabels"] = with_labels(current.get("settings", {}).get("userLabels"), self.ctx.settings)
         self.sql.write(
             lambda api: api.instances().patch(project=self.ctx.project, instance=self.name, body={"settings": patch}),
             f"Updating the Cloud SQL instance {self.name} ({', '.join(fields)})",

@@ -17,8 +17,9 @@ from mlflow_gcp.config import (
     Settings,
     setting_fields,
 )
+from mlflow_gcp.labels import deployment_labels
 from mlflow_gcp.resources.credential_record import APPLIED
-from mlflow_gcp.service_spec import MANAGED_LABELS, ServiceInputs, build_service, render_env_file, server_settings
+from mlflow_gcp.service_spec import ServiceInputs, build_service, render_env_file, server_settings
 from mlflow_gcp.steps.apis import REQUIRED_APIS
 from mlflow_gcp.steps.bucket import DAY, OBJECT_ADMIN
 from mlflow_gcp.steps.database import CHARSET, COLLATION
@@ -371,7 +372,7 @@ class MainTf:
         return Block(
             "locals",
             body={
-                "labels": dict(MANAGED_LABELS),
+                "labels": deployment_labels(variable_settings()),
                 "apis": list(REQUIRED_APIS),
                 "bucket_name": Expr('var.bucket != "" ? var.bucket : "${var.project}-mlflow-artifacts"'),
                 "image": Expr(f'var.image != "" ? var.image : "{self.image_default}"'),

@@ -173,6 +173,15 @@ def register(fake: FakeGoogle) -> None:
         objects[name] = {}
         return bucket
 
+    # buckets.list (https://cloud.google.com/storage/docs/json_api/v1/buckets/list): the project's buckets, the
+    # `project` parameter required; "items" left out when there are none, as Google does.
+    @fake.route("storage", "GET", "/storage/v1/b")
+    def list_buckets(req: Request):
+        if not req.query.get("project"):
+            raise ApiError(400, "Required parameter: project", legacy_reason="required")
+        items = [buckets[name] for name in sorted(buckets)]
+        return {"kind": "storage#buckets", **({"items": items} if items else {})}
+
     @fake.route("storage", "GET", BUCKET)
     def get_bucket(req: Request):
         bucket = existing(req.params["bucket"])
