@@ -73,6 +73,7 @@ def status(
             soft_wrap=True,
             markup=False,
         )
+        show_left_behind(out, report.left_behind, command="status")
         raise typer.Exit(NOTHING_DEPLOYED)
     if wide:
         _show_wide(report)
