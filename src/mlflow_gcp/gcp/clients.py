@@ -158,6 +158,20 @@ class Clients:
 
         return self._gapic("run.services", "run", run_v2.ServicesClient)
 
+    def run_jobs(self):
+        from google.cloud import run_v2
+
+        return self._gapic("run.jobs", "run", run_v2.JobsClient)
+
+    def run_executions(self):
+        from google.cloud import run_v2
+
+        return self._gapic("run.executions", "run", run_v2.ExecutionsClient)
+
+    # Cloud Logging v2: the discovery client the library bundles (no extra dependency)
+    def logging(self):
+        return self.discovery("logging", "v2")
+
     # Secret Manager v1
     def secrets(self):
         from google.cloud import secretmanager_v1

@@ -8,7 +8,8 @@ of textPayload/jsonPayload/protoPayload, httpRequest) and `nextPageToken`. Listi
 Options:
 - `fake.log_entries`: the project's entries (dicts in LogEntry's shape); `add_log_entry(...)` appends one.
 - Filters: the conjunction of comparisons the tool sends (`a.b="x"`, `timestamp>=".."`, `timestamp>".."`,
-  `severity>=ERROR`, joined by AND) is evaluated; anything else is refused with 400 INVALID_ARGUMENT, as Google
+  `severity>=ERROR`, joined by AND; a field's segment may be quoted, as in `labels."run.googleapis.com/execution_name"`)
+  is evaluated; anything else is refused with 400 INVALID_ARGUMENT, as Google
   refuses a filter it cannot parse (https://cloud.google.com/logging/docs/view/logging-query-language).
 - The Logging API is enabled by default on every project
   (https://cloud.google.com/service-usage/docs/enabled-service#default), so it is not in SERVICE_OF_API.
@@ -22,12 +23,17 @@ from typing import Any
 from tests.fake_gcp.server import PROJECT, ApiError, FakeGoogle, Request
 
 SEVERITIES = ("DEFAULT", "DEBUG", "INFO", "NOTICE", "WARNING", "ERROR", "CRITICAL", "ALERT", "EMERGENCY")
-_CLAUSE = re.compile(r'^\s*([A-Za-z_.]+)\s*(=|>=|>|<=|<)\s*(?:"([^"]*)"|([A-Z]+))\s*$')
+# A field is dotted names, a segment quoted when it holds other characters: labels."run.googleapis.com/execution_name".
+_CLAUSE = re.compile(
+    r'^\s*((?:[A-Za-z_]+|"[^"]+")(?:\.(?:[A-Za-z_]+|"[^"]+"))*)\s*(=|>=|>|<=|<)\s*(?:"([^"]*)"|([A-Z]+))\s*$'
+)
+_SEGMENT = re.compile(r'"([^"]+)"|([A-Za-z_]+)')
 
 
 def _field(entry: dict, path: str) -> Any:
     value: Any = entry
-    for part in path.split("."):
+    for match in _SEGMENT.finditer(path):
+        part = match.group(1) or match.group(2)
         value = value.get(part) if isinstance(value, dict) else None
     return value
 

@@ -1,0 +1,324 @@
+"""The migration job (issue 24): resources/migration_job.py against the fake Cloud Run jobs and Cloud Logging
+(tests/fake_gcp/apis/run_jobs.py): the job made from the service's template and left alone when unchanged, an
+execution run and waited for, its result read from its log lines, and Google's failures and lost answers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mlflow_gcp.errors import ApiDisabledError, MlflowGcpError, PermissionDeniedError
+from mlflow_gcp.gcp.clients import Clients
+from mlflow_gcp.resources.migration_job import MigrationJob, job_body
+from mlflow_gcp.service_spec import ServiceInputs, build_service
+from tests.fake_gcp.apis.run_jobs import JOB, JOBS, RESULT_PREFIX
+from tests.helpers import ALL_APIS_ENABLED, settings
+
+IMAGE = "europe-west1-docker.pkg.dev/demo-project/mlflow/mlflow:3-18-0"
+CONNECTOR = "projects/demo-project/locations/europe-west1/connectors/vpc-connector-mlflow"
+MIGRATED = {
+    "outcome": "migrated",
+    "mlflow": "3.18.0",
+    "tracking_before": "1b5f0d9ad7c1",
+    "tracking_after": "6c2a1e9f0b47",
+    "auth_before": "0a3a4c6d8e21",
+    "auth_after": "0a3a4c6d8e21",
+    "error": None,
+}
+
+
+def template(image: str = IMAGE) -> dict:
+    config = settings()
+    return build_service(
+        config, ServiceInputs(image, CONNECTOR, ("https://mlflow-123456789012.europe-west1.run.app",))
+    )["template"]
+
+
+@pytest.fixture
+def jobs(fake):
+    fake.enabled |= ALL_APIS_ENABLED
+    return fake
+
+
+def migration() -> MigrationJob:
+    config = settings()
+    return MigrationJob(config, Clients(config.project))
+
+
+def sent(fake, method: str, route: str) -> int:
+    return sum(1 for r in fake.requests(api="run") if r.method == method and r.route == route and r.status < 400)
+
+
+def result_line(result: dict) -> str:
+    return RESULT_PREFIX + json.dumps(result)
+
+
+def test_the_job_is_the_service_template_run_once_with_migrate(jobs):
+    migration().ensure(template())
+
+    job = jobs.run_jobs.job("mlflow-migrate")
+    assert job["labels"] == {"managed-by": "mlflow-gcp"}
+    assert job["template"]["taskCount"] == 1
+    task = job["template"]["template"]
+    assert task["maxRetries"] == 0 and task["timeout"] == "1800s"
+    assert task["serviceAccount"] == "run-mlflow@demo-project.iam.gserviceaccount.com"
+    assert task["vpcAccess"] == {"connector": CONNECTOR, "egress": "PRIVATE_RANGES_ONLY"}
+    container = task["containers"][0]
+    assert container["image"] == IMAGE and container["args"] == ["migrate"]
+    assert "ports" not in container and "startupProbe" not in container
+    assert container["resources"] == {"limits": {"cpu": "1", "memory": "1Gi"}}
+    secrets = {e["name"]: e["valueSource"]["secretKeyRef"]["secret"] for e in container["env"] if "valueSource" in e}
+    assert secrets["MYSQL_CREDENTIALS"] == "mysql-credentials"
+    assert all("value" not in e for e in container["env"] if e["name"] != "MLFLOW_GCP_SERVICE_URLS")
+
+
+def test_an_unchanged_job_is_not_sent_again_and_a_changed_one_is_replaced(jobs):
+    job = migration()
+    job.ensure(template())
+    jobs.clear_log()
+
+    job.ensure(template())
+    assert not jobs.mutating_requests()
+
+    job.ensure(template(IMAGE.replace("3-18-0", "3-19-0")))
+    assert sent(jobs, "PATCH", JOB) == 1
+    assert jobs.run_jobs.job("mlflow-migrate")["template"]["template"]["containers"][0]["image"].endswith("3-19-0")
+
+
+def test_a_job_changed_by_hand_is_put_back(jobs):
+    """maxRetries set to 3 in the console: a retried half-migration would run on a half-migrated schema."""
+    job = migration()
+    job.ensure(template())
+    jobs.state["run_jobs"][job.path]["template"]["template"]["maxRetries"] = 3
+
+    job.ensure(template())
+
+    assert sent(jobs, "PATCH", JOB) == 1
+    assert jobs.run_jobs.job("mlflow-migrate")["template"]["template"]["maxRetries"] == 0
+
+
+@pytest.mark.parametrize("how", ["503", "reset"])
+def test_a_create_whose_answer_is_lost_makes_one_job_and_no_patch(jobs, how):
+    jobs.lose_answer(how, api="run", method="POST", route=JOBS)
+
+    migration().ensure(template())
+
+    assert jobs.run_jobs.job("mlflow-migrate") is not None
+    assert sent(jobs, "PATCH", JOB) == 0
+
+
+def test_a_patch_whose_answer_is_lost_is_sent_again_harmlessly(jobs):
+    job = migration()
+    job.ensure(template())
+    jobs.lose_answer("503", api="run", method="PATCH", route=JOB)
+
+    job.ensure(template(IMAGE.replace("3-18-0", "3-19-0")))
+
+    assert jobs.run_jobs.job("mlflow-migrate")["template"]["template"]["containers"][0]["image"].endswith("3-19-0")
+
+
+def test_run_and_wait_reads_the_result_from_the_executions_log_lines(jobs):
+    lines = ["Upgrading the tracking schema", result_line(MIGRATED)]
+    jobs.run_jobs.outcome = lambda job, execution: ("succeeded", lines)
+    jobs.latency["run.execution"] = 0.2
+    job = migration()
+    job.ensure(template())
+    said: list[str] = []
+
+    name = job.start()
+    run = job.wait(name, said.append)
+
+    assert run.name == name and run.state == "succeeded"
+    assert run.exit_result == MIGRATED
+    assert run.log_uri.startswith("https://console.cloud.google.com/logs/")
+    assert name.rsplit("/", 1)[-1] in said[0]
+    query = json.loads(next(r for r in jobs.requests() if r.api == "logging").body)["filter"]
+    assert 'resource.type="cloud_run_job"' in query
+    assert f'labels."run.googleapis.com/execution_name"="{name.rsplit("/", 1)[-1]}"' in query
+
+
+def test_the_result_of_another_execution_is_not_taken(jobs):
+    job = migration()
+    job.ensure(template())
+    first = job.start()
+    assert job.wait(first, lambda _: None).exit_result["outcome"] == "current"
+    jobs.run_jobs.outcome = lambda job, execution: ("succeeded", [result_line(MIGRATED)])
+
+    second = job.wait(job.start(), lambda _: None)
+
+    assert second.name != first and second.exit_result == MIGRATED
+
+
+def test_a_failed_migration_is_failed_with_its_result_and_googles_message(jobs):
+    failed = {**MIGRATED, "outcome": "failed", "tracking_after": None, "error": "Table 'secrets' already exists"}
+    jobs.run_jobs.outcome = lambda job, execution: ("failed", ["Traceback ...", result_line(failed)])
+    job = migration()
+    job.ensure(template())
+
+    run = job.wait(job.start(), lambda _: None)
+
+    assert run.state == "failed"
+    assert run.exit_result == failed
+    assert "failed with message" in run.message
+
+
+def test_a_container_that_died_before_its_result_line_is_failed_without_a_result(jobs):
+    """The container's exit line tells that no result line is coming: no waiting out the log bound for it."""
+    jobs.run_jobs.outcome = lambda job, execution: ("failed", ["Killed"])
+    job = migration()
+    job.ensure(template())
+
+    run = job.wait(job.start(), lambda _: None)
+
+    assert run.state == "failed" and run.exit_result is None
+    assert len([r for r in jobs.requests() if r.api == "logging"]) == 1
+
+
+def test_log_lines_that_reach_logging_late_are_waited_for(jobs):
+    jobs.latency["logging.ingest"] = 0.5
+    job = migration()
+    job.ensure(template())
+    said: list[str] = []
+
+    run = job.wait(job.start(), said.append)
+
+    assert run.state == "succeeded" and run.exit_result["outcome"] == "current"
+    assert any("Cloud Logging" in line for line in said)
+
+
+def test_an_execution_google_cancels_is_cancelled(jobs):
+    jobs.run_jobs.outcome = lambda job, execution: ("cancelled", [])
+    job = migration()
+    job.ensure(template())
+
+    run = job.wait(job.start(), lambda _: None)
+
+    assert run.state == "cancelled" and run.exit_result is None
+
+
+def test_an_execution_cancelled_by_hand_while_waited_for_is_cancelled(jobs):
+    jobs.latency["run.execution"] = 3600
+    job = migration()
+    job.ensure(template())
+    name = job.start()
+
+    run = job.wait(name, lambda _: jobs.run_jobs.cancel(name.rsplit("/", 1)[-1]))
+
+    assert run.state == "cancelled"
+    assert jobs.run_jobs.executions("mlflow-migrate")[0]["cancelledCount"] == 1
+
+
+@pytest.mark.parametrize("how", ["503", "reset"])
+def test_a_run_whose_answer_is_lost_starts_one_execution(jobs, how):
+    jobs.latency["run.execution"] = 0.2
+    job = migration()
+    job.ensure(template())
+    jobs.lose_answer(how, api="run", method="POST", route=JOB + ":run")
+
+    name = job.start()
+
+    executions = jobs.run_jobs.executions("mlflow-migrate")
+    assert [e["name"] for e in executions] == [name]
+    assert job.wait(name, lambda _: None).state == "succeeded"
+
+
+def test_an_interrupted_wait_leaves_the_execution_running_and_a_rerun_waits_for_it(jobs):
+    jobs.latency["run.execution"] = 3600
+    job = migration()
+    job.ensure(template())
+    name = job.start()
+
+    def interrupt(_: str) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        job.wait(name, interrupt)
+    assert job.latest().state == "running"
+
+    again = migration()
+    assert again.start() == name
+    assert again.wait(name, lambda _: jobs.run_jobs.finish(name.rsplit("/", 1)[-1])).state == "succeeded"
+    assert len(jobs.run_jobs.executions("mlflow-migrate")) == 1
+
+
+def test_a_running_execution_of_another_image_is_not_taken_for_ours(jobs):
+    jobs.latency["run.execution"] = 3600
+    job = migration()
+    job.ensure(template())
+    job.start()
+    job.ensure(template(IMAGE.replace("3-18-0", "3-19-0")))
+
+    with pytest.raises(MlflowGcpError, match="another image"):
+        job.start()
+
+
+def test_latest_is_none_without_a_job_then_the_newest_execution(jobs):
+    job = migration()
+    assert job.latest() is None
+    job.ensure(template())
+    assert job.latest() is None
+
+    run = job.wait(job.start(), lambda _: None)
+
+    latest = job.latest()
+    assert latest.name == run.name and latest.state == "succeeded" and latest.exit_result["outcome"] == "current"
+
+
+def test_an_execution_deleted_while_waited_for_is_a_clear_error(jobs):
+    jobs.latency["run.execution"] = 3600
+    job = migration()
+    job.ensure(template())
+    name = job.start()
+
+    def delete(_: str) -> None:
+        Clients("demo-project").run_executions().delete_execution(name=name)
+
+    with pytest.raises(MlflowGcpError, match="is gone"):
+        job.wait(name, delete)
+
+
+def test_a_disabled_cloud_run_api_is_named(jobs):
+    jobs.enabled.discard("run.googleapis.com")
+
+    with pytest.raises(ApiDisabledError, match=r"run\.googleapis\.com"):
+        migration().ensure(template())
+
+
+def test_a_missing_permission_is_named(jobs):
+    jobs.fail(
+        403,
+        times=1,
+        api="run",
+        method="POST",
+        reason="IAM_PERMISSION_DENIED",
+        metadata={"permission": "run.jobs.create", "resource": "projects/demo-project/locations/europe-west1"},
+        message="Permission 'run.jobs.create' denied on resource (or it may not exist).",
+    )
+    job = migration()
+    with pytest.raises(PermissionDeniedError, match=r"run\.jobs\.create"):
+        job.ensure(template())
+
+
+def test_the_cloud_run_library_knows_every_field_of_the_job():
+    from google.cloud import run_v2
+
+    job = run_v2.Job.from_json(json.dumps(job_body(template(), {"managed-by": "mlflow-gcp"})))  # strict
+    assert job.template.template.max_retries == 0
+    for read in ("conditions", "cancelled_count", "succeeded_count", "completion_time", "log_uri", "reconciling"):
+        assert read in run_v2.Execution.meta.fields, read
+    assert "execution_reason" in run_v2.Condition.meta.fields
+
+
+def test_the_fake_refuses_to_cancel_a_finished_execution_and_answers_404_for_a_missing_one(jobs):
+    from google.api_core import exceptions as gexc
+
+    job = migration()
+    job.ensure(template())
+    run = job.wait(job.start(), lambda _: None)
+    executions = Clients("demo-project").run_executions()
+
+    with pytest.raises(gexc.BadRequest, match="already completed"):
+        executions.cancel_execution(name=run.name).result()
+    with pytest.raises(gexc.NotFound):
+        executions.get_execution(name=run.name + "x")
