@@ -4,6 +4,7 @@ execution run and waited for, its result read from its log lines, and Google's f
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import pytest
@@ -263,6 +264,8 @@ def test_latest_is_none_without_a_job_then_the_newest_execution(jobs):
 
     latest = job.latest()
     assert latest.name == run.name and latest.state == "succeeded" and latest.exit_result["outcome"] == "current"
+    created = jobs.run_jobs.executions("mlflow-migrate")[0]["createTime"]
+    assert latest.created == run.created == dt.datetime.fromisoformat(created.replace("Z", "+00:00"))
 
 
 def test_an_execution_deleted_while_waited_for_is_a_clear_error(jobs):

@@ -16,6 +16,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 from mlflow_gcp.config import Settings
@@ -48,6 +49,7 @@ class JobRun:
     exit_result: dict | None  # the parsed `migration result` line, when it could be read
     log_uri: str
     message: str = ""  # Google's word on how it ended (the Completed condition's message)
+    created: datetime | None = None  # the execution's createTime (else startTime), UTC
 
     @property
     def short_name(self) -> str:
@@ -116,6 +118,14 @@ def state_of(execution: Any) -> str:
             return CANCELLED
         return SUCCEEDED if execution.succeeded_count >= max(1, execution.task_count) else FAILED
     return RUNNING
+
+
+def created_at(execution: Any) -> datetime | None:
+    for field in ("create_time", "start_time"):
+        if field in execution:
+            moment = getattr(execution, field)
+            return datetime.fromtimestamp(moment.timestamp(), tz=timezone.utc)
+    return None
 
 
 def completed_message(execution: Any) -> str:
@@ -302,7 +312,9 @@ class MigrationJob:
         if state != RUNNING:
             # A container that ran to its end wrote its result line: worth waiting for Logging to catch up.
             result = self._result(execution, patient=patient and state != CANCELLED, log=log)
-        return JobRun(execution.name, state, result, execution.log_uri, completed_message(execution))
+        return JobRun(
+            execution.name, state, result, execution.log_uri, completed_message(execution), created_at(execution)
+        )
 
     # -- the result line, from Cloud Logging -------------------------------------------------------------------
     def log_filter(self, execution: Any) -> str:
