@@ -11,7 +11,7 @@ import pytest
 
 from mlflow_gcp.cli.console import out
 from mlflow_gcp.config import SECRET_MLFLOW
-from mlflow_gcp.operate import server_check
+from mlflow_gcp.resources import server_check
 from tests.helpers import cli
 from tests.server_double import deploy
 

@@ -42,7 +42,7 @@ def backup(
     from rich.markup import escape
 
     from mlflow_gcp.engine.base import Event, Status
-    from mlflow_gcp.operate.backups import Backups, iso
+    from mlflow_gcp.resources.sql_backups import Backups, iso
 
     show = err if as_json else out
     backups = Backups(settings)
@@ -77,7 +77,7 @@ def _list(settings: Settings, *, as_json: bool) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from mlflow_gcp.operate.backups import Backups, age, backup_health, iso
+    from mlflow_gcp.resources.sql_backups import Backups, age, backup_health, iso
 
     backups = Backups(settings)
     backups.require_instance()
@@ -125,7 +125,7 @@ def show_backups(summary) -> None:
     from rich.markup import escape
 
     from mlflow_gcp.cli.names import fit
-    from mlflow_gcp.operate.backups import age
+    from mlflow_gcp.resources.sql_backups import age
 
     width = max(out.width, 40)
 

@@ -92,7 +92,7 @@ def _refuse_if_database_refused(settings: Settings, clients: Clients, url: str) 
     """Never "MLflow is ready" for a server that cannot use its database (a MySQL password reset by hand)."""
     from mlflow_gcp.errors import MlflowGcpError
     from mlflow_gcp.operate.login import current_login
-    from mlflow_gcp.operate.server_check import checkable, database_refused_after_deploy
+    from mlflow_gcp.resources.server_check import checkable, database_refused_after_deploy
 
     if not checkable(url):
         return

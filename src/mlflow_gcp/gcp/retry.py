@@ -59,6 +59,10 @@ def is_already_exists(exc: BaseException) -> bool:
     return not status and not reason
 
 
+# How long a Cloud SQL mutation waits for another operation on the instance (a backup, maintenance, our own update).
+SQL_IN_PROGRESS_DEADLINE = 30 * 60.0
+
+
 def is_sql_operation_in_progress(exc: BaseException) -> bool:
     """Cloud SQL refuses a second operation on an instance while one runs (409 operationInProgress)."""
     return isinstance(exc, gexc.Conflict) and legacy_reason(exc) == "operationInProgress"

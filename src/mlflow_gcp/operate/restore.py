@@ -36,7 +36,6 @@ from mlflow_gcp.gcp import retry
 from mlflow_gcp.gcp.clients import Clients
 from mlflow_gcp.gcp.errors import execute, translate
 from mlflow_gcp.operate import login as login_mod
-from mlflow_gcp.operate.backups import Backups, iso
 from mlflow_gcp.operate.restore_plan import (
     RESTORE_POINT_LABEL,
     RESTORED_FROM_LABEL,
@@ -50,6 +49,7 @@ from mlflow_gcp.operate.restore_plan import (
 )
 from mlflow_gcp.resources import live_service
 from mlflow_gcp.resources.secret import split_credentials
+from mlflow_gcp.resources.sql_backups import Backups, iso
 
 Log = Callable[[str], None]
 
@@ -310,13 +310,12 @@ class Restore:
             )
 
         self._say("restore-data", f"restoring backup {self.point.backup_id} of {plan.previous} into {plan.new}")
-        from mlflow_gcp.steps.sql_calls import IN_PROGRESS_DEADLINE
 
         try:
             operation = retry.call(
                 lambda: execute(self.api.instances().restoreBackup(project=project, instance=plan.new, body=body)),
                 predicate=sql.write_predicate,
-                deadline=IN_PROGRESS_DEADLINE,
+                deadline=retry.SQL_IN_PROGRESS_DEADLINE,
                 applied=started,
             )
         except gexc.GoogleAPICallError as e:
@@ -367,7 +366,7 @@ class Restore:
 
     # -- 5. the check --------------------------------------------------------------------------------------
     def verify(self, settings: Settings | None = None) -> str:
-        from mlflow_gcp.operate.server_check import check_health, wait_for_login
+        from mlflow_gcp.resources.server_check import check_health, wait_for_login
 
         self._stage("verify", Status.RUNNING)
         login = login_mod.current_login(settings or self.settings, self.clients)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlflow_gcp.errors import MlflowGcpError
-from mlflow_gcp.operate.backups import RecoveryWindow, iso
+from mlflow_gcp.resources.sql_backups import RecoveryWindow, iso
 
 RESTORE_POINT_LABEL = "mlflow-gcp-restore-point"
 RESTORED_FROM_LABEL = "mlflow-gcp-restored-from"

@@ -32,10 +32,10 @@ from mlflow_gcp.operate import login as login_mod
 from mlflow_gcp.operate.rotation_lease import Lease
 from mlflow_gcp.operate.rotation_rollback import RollBack
 from mlflow_gcp.operate.rotation_stops import Log, RotationError, Shield, reason
-from mlflow_gcp.operate.server_check import Check, check_health, wait_for_login
 from mlflow_gcp.resources import credential_record as record
 from mlflow_gcp.resources import live_service
 from mlflow_gcp.resources.secret import add_version_once, new_password, set_version_state, split_credentials
+from mlflow_gcp.resources.server_check import Check, check_health, wait_for_login
 
 
 @dataclass

@@ -7,8 +7,8 @@ from __future__ import annotations
 from mlflow_gcp.config import SECRET_MYSQL
 from mlflow_gcp.errors import MlflowGcpError
 from mlflow_gcp.operate.rotation_stops import RotationError, RotationInterrupted, reason
-from mlflow_gcp.operate.server_check import wait_for_login
 from mlflow_gcp.resources.secret import set_version_state, split_credentials
+from mlflow_gcp.resources.server_check import wait_for_login
 
 
 class RollBack:

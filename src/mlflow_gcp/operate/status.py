@@ -12,8 +12,8 @@ from mlflow_gcp.errors import MlflowGcpError
 from mlflow_gcp.gcp.clients import Clients
 from mlflow_gcp.inventory import Inventory, read_inventory
 from mlflow_gcp.operate.left_behind import INSTANCE, LeftBehindReport, deleted_instance_note, find_left_behind
-from mlflow_gcp.operate.server_check import Check, ServerReport, check_server
 from mlflow_gcp.remembered import Resolution
+from mlflow_gcp.resources.server_check import Check, ServerReport, check_server
 
 DEPLOY_STEP = "deploy"
 
@@ -38,7 +38,7 @@ class StatusReport:
     settings: dict[str, Any] | None = None
     # Labels of the resources holding data that stay while the server is gone (after `down`): shown `kept`.
     kept: set[str] = field(default_factory=set)
-    backups: Any = None  # operate.backups.BackupSummary, when the instance runs
+    backups: Any = None  # resources.sql_backups.BackupSummary, when the instance runs
     # The deployment's data resources deleted by hand (recorded, now missing): shown `deleted`, with the backups.
     deleted: set[str] = field(default_factory=set)
     # Labelled resources of the deployment the settings no longer name (the old instance after a move...).
@@ -196,7 +196,7 @@ def collect_status(
         kinds.add(MISSING)
     report = StatusReport(inventory, url, server, problems, kinds, kept=kept, deleted=deleted)
     if inventory.outputs.get("database.private_ip"):  # the instance exists and has run: its backups can be read
-        from mlflow_gcp.operate.backups import summarize
+        from mlflow_gcp.resources.sql_backups import summarize
 
         report.backups = summarize(settings, clients)
     report.left_behind = find_left_behind(settings, clients)

@@ -76,7 +76,7 @@ class ServerUsers:
     def _call(self, method: str, path: str, *, params: dict | None = None, body: dict | None = None) -> Any:
         import requests
 
-        from mlflow_gcp.operate.server_check import short_cause
+        from mlflow_gcp.resources.server_check import short_cause
 
         try:
             response = requests.request(

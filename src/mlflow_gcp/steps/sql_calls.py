@@ -14,8 +14,6 @@ from mlflow_gcp.gcp.operations import wait
 CREATE_TIMEOUT = 45 * 60.0
 UPDATE_TIMEOUT = 30 * 60.0
 SMALL_TIMEOUT = 10 * 60.0
-# How long a mutation waits for another operation on the instance (a backup, maintenance, our own update).
-IN_PROGRESS_DEADLINE = 30 * 60.0
 
 
 # What SqlCalls.write waits on when a read-back found its write already applied.
@@ -47,7 +45,7 @@ class SqlCalls:
         operation = retry.call(
             lambda: execute(build(self.api)),
             predicate=self.write_predicate,
-            deadline=IN_PROGRESS_DEADLINE,
+            deadline=retry.SQL_IN_PROGRESS_DEADLINE,
             applied=(lambda: APPLIED if applied() else None) if applied else None,
         )
         return self.wait(operation, what, timeout)

@@ -217,7 +217,6 @@ class Backups:
     def take(self, why: str, log: Log = lambda message: None) -> BackupRun:
         """An on-demand backup with `why` in its description, waited for until it ends; a failed one is an error
         that says what Google said."""
-        from mlflow_gcp.steps.sql_calls import IN_PROGRESS_DEADLINE
 
         current = self.require_instance()
         if current.get("state") != "RUNNABLE":
@@ -240,7 +239,7 @@ class Backups:
                     self.api.backupRuns().insert(project=project, instance=instance, body={"description": description})
                 ),
                 predicate=retry.any_of(retry.is_transient, retry.is_sql_operation_in_progress),
-                deadline=IN_PROGRESS_DEADLINE,
+                deadline=retry.SQL_IN_PROGRESS_DEADLINE,
                 applied=mine,
             )
         except gexc.GoogleAPICallError as e:
