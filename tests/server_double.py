@@ -6,6 +6,11 @@ service "starts" with the secret versions its template pins, read from the fake 
 password is brought in line with `mlflow-credentials` then, and the MySQL login of `mysql-credentials` must
 match the fake Cloud SQL user's password, else `/health` answers 503 and API calls 500 (no database).
 
+Issue 24: a revision whose template sets MLFLOW_GCP_MAINTENANCE serves the maintenance app (`/health` 200, every
+other path 503 with Retry-After, no database touched), and `/mlflow-gcp/versions` answers the admin with the MLflow
+version of the revision (its `mlflow-gcp/mlflow-version` annotation, else `version_default`) and the schema
+revisions, taken from `fake.sql_data[instance]["schema"]` when a test set one.
+
 `point_service_at(double)` makes the fake Cloud Run give services the double's URLs, and
 `forbid_non_loopback(monkeypatch)` makes any connection to another host fail the test.
 """
@@ -21,6 +26,7 @@ from urllib.parse import urlsplit
 
 from mlflow_gcp.config import SECRET_ENV, SECRET_MLFLOW, SECRET_MYSQL
 from mlflow_gcp.service_spec import SECRET_ENV_VARS
+from mlflow_gcp.steps.mlflow_version import MAINTENANCE_ENV, VERSION_ANNOTATION
 from tests.fake_gcp.server import PROJECT
 
 REGION = "europe-west1"
@@ -38,6 +44,10 @@ class MlflowDouble:
         # it with the secret).
         self.admin_frozen = False
         self.requests: list[tuple[str, str, int]] = []
+        self.maintenance = ""  # MLFLOW_GCP_MAINTENANCE of the running revision
+        self.mlflow_version: str | None = None  # the running revision's version annotation
+        self.version_default = "3.17.2"  # what a revision without the annotation runs
+        self.has_versions_route = True  # False: a server of an earlier mlflow-gcp, without /mlflow-gcp/versions
         self._lock = threading.RLock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -102,6 +112,12 @@ class MlflowDouble:
                 ref = (item.get("valueSource") or {}).get("secretKeyRef")
                 if ref and item["name"] in SECRET_ENV_VARS:
                     env[ref["secret"]] = self._secret(ref["secret"], ref.get("version", "latest"))
+            self.maintenance = next(
+                (e.get("value", "") for e in service["template"]["containers"][0].get("env", [])
+                 if e["name"] == MAINTENANCE_ENV),
+                "",
+            )
+            self.mlflow_version = (service["template"].get("annotations") or {}).get(VERSION_ANNOTATION)
             settings = env.get(SECRET_ENV) or ""
             self.db_host = next((ln[8:] for ln in settings.splitlines() if ln.startswith("DB_HOST=")), None)
             mysql = env.get(SECRET_MYSQL)
@@ -129,13 +145,26 @@ class MlflowDouble:
         return any(u["name"] == self.mysql[0] and u.get("password") == self.mysql[1] for u in users)
 
     # -- HTTP ------------------------------------------------------------------------------------------------
+    def schema(self) -> str | None:
+        data = getattr(self.fake, "sql_data", {}).get(self.database_instance()) or {}
+        return data.get("schema")
+
     def answer(self, path: str, authorization: str | None) -> tuple[int, dict]:
         self.sync()
         with self._lock:
+            if self.maintenance:
+                if path == "/health":
+                    return 200, {"status": "OK"}
+                return 503, {
+                    "error_code": "TEMPORARILY_UNAVAILABLE",
+                    "message": f"MLflow is being upgraded (maintenance: {self.maintenance}); try again in a few "
+                    "minutes.",
+                }
             db = self.database_ok()
             if path == "/health":
                 return (200, {"status": "OK"}) if db else (503, {"error": "database unreachable"})
-            if not path.startswith("/api/") and not path.startswith("/ajax-api/"):
+            versions = path == "/mlflow-gcp/versions" and self.has_versions_route
+            if not versions and not path.startswith("/api/") and not path.startswith("/ajax-api/"):
                 return 404, {"error": "not found"}
             login = None
             if authorization and authorization.startswith("Basic "):
@@ -147,6 +176,16 @@ class MlflowDouble:
                 return 401, {"error_code": "UNAUTHENTICATED", "message": "You are not authenticated."}
             if not db:
                 return 500, {"error_code": "INTERNAL_ERROR", "message": "Access denied for user (database)"}
+            if versions:
+                version = self.mlflow_version or self.version_default
+                schema = self.schema() or version
+                return 200, {
+                    "mlflow": version,
+                    "tracking_schema": schema,
+                    "tracking_head": version,
+                    "auth_schema": schema,
+                    "auth_head": version,
+                }
             return 200, {"experiments": [{"experiment_id": "0", "name": "Default"}]}
 
     def _handler(self):
@@ -161,6 +200,8 @@ class MlflowDouble:
                 double.requests.append(("GET", path, status))
                 data = json.dumps(body).encode()
                 self.send_response(status)
+                if status == 503 and double.maintenance:
+                    self.send_header("Retry-After", "60")
                 if status == 401:
                     self.send_header("WWW-Authenticate", 'Basic realm="mlflow"')
                 self.send_header("Content-Type", "application/json")

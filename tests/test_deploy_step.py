@@ -125,7 +125,8 @@ def test_second_run_is_unchanged_and_sends_nothing(ready):
     assert result.status is Status.UNCHANGED
     assert fake.mutating_requests() == []
     assert (ctx.outputs.get("service.url") or "").startswith("https://")
-    assert result.resources[0].details["ready"] == "succeeded"
+    service_state = next(r for r in result.resources if r.label.startswith("Cloud Run service"))
+    assert service_state.details["ready"] == "succeeded"
 
 
 def test_dry_run_lists_the_create_and_sends_nothing(ready):
@@ -153,7 +154,7 @@ def test_config_change_updates_only_what_changed_and_keeps_foreign_fields(ready)
     deploy()
     stored = fake.state["run_services"][f"projects/{PROJECT}/locations/europe-west1/services/mlflow"]
     stored["labels"]["team"] = "data"
-    stored["annotations"] = {"run.googleapis.com/description": "set by someone else"}
+    stored.setdefault("annotations", {})["run.googleapis.com/description"] = "set by someone else"
     stored["template"]["containers"][0]["args"] = ["--extra"]
     fake.clear_log()
     result, _ = deploy(memory="2Gi", max_instances=4)
@@ -163,7 +164,7 @@ def test_config_change_updates_only_what_changed_and_keeps_foreign_fields(ready)
     assert after["template"]["containers"][0]["resources"]["limits"]["memory"] == "2Gi"
     assert after["template"]["scaling"]["maxInstanceCount"] == 4
     assert after["labels"] == {"managed-by": "mlflow-gcp", "mlflow-gcp-deployment": "mlflow", "team": "data"}
-    assert after["annotations"] == {"run.googleapis.com/description": "set by someone else"}
+    assert after["annotations"]["run.googleapis.com/description"] == "set by someone else"
     assert after["template"]["containers"][0]["args"] == ["--extra"]
     assert [r.method for r in fake.mutating_requests()] == ["PATCH"]
     fake.clear_log()

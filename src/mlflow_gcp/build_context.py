@@ -127,3 +127,17 @@ def pack(root: Path) -> bytes:
     with gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as compressed:
         compressed.write(raw.getvalue())
     return out.getvalue()
+
+
+def mlflow_pin(root: Path) -> str | None:
+    """The MLflow version the context's requirements.txt pins (`mlflow[auth]==3.17.2`), or None."""
+    import re
+
+    path = root / "requirements.txt"
+    if not path.is_file():
+        return None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        found = re.match(r"\s*mlflow(?:\[[^\]]*\])?\s*==\s*([0-9][0-9A-Za-z.+-]*)\s*(?:#.*)?$", line)
+        if found:
+            return found.group(1)
+    return None

@@ -39,6 +39,8 @@ def run_with_view(
     clients = Clients(settings.project)
     clients.prewarm()
     preflight_or_exit(settings, clients, steps=[step.name for step in steps], skip=skip_preflight, blocking=not dry_run)
+    if not dry_run and "deploy" in {step.name for step in steps}:
+        _refuse_downgrade(settings, clients)
     show = err if as_json else out
     with StepView(steps, planned=dry_run, console=show) as view:
         ctx = StepContext(
@@ -86,6 +88,26 @@ def run_with_view(
         err.print("Fix the cause and run the same command again: finished work is kept and not redone.")
         raise typer.Exit(1 if exit_code else code)
     return report
+
+
+def _refuse_downgrade(settings: Settings, clients: Clients) -> None:
+    """An image older than the MLflow the server runs is refused before any step sends anything (the deploy step
+    refuses it too, and `--dry-run` shows it)."""
+    from mlflow_gcp.errors import MlflowGcpError
+    from mlflow_gcp.operate.login import current_login
+    from mlflow_gcp.steps.mlflow_version import refuse_downgrade
+
+    def admin() -> tuple[str, str] | None:
+        try:
+            login = current_login(settings, clients)
+        except MlflowGcpError:
+            return None
+        return login.username, login.password
+
+    try:
+        refuse_downgrade(settings, clients, admin)
+    except MlflowGcpError as error:
+        raise typer.Exit(show_error(error)) from None
 
 
 def _refuse_if_database_refused(settings: Settings, clients: Clients, url: str) -> None:

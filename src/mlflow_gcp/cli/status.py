@@ -233,6 +233,25 @@ def _show_server(report, *, wide: bool) -> None:
         out.print(_row(mark, [(check.name, 16)], answer, width), soft_wrap=True)
         if check.error and debug.enabled:
             out.print(f"[dim]{escape(check.error)}[/]")
+    _show_mlflow(report.mlflow, width)
+
+
+def _show_mlflow(mlflow: dict | None, width: int) -> None:
+    """The MLflow version the server runs (and the image's, when `up` would upgrade it), and each schema."""
+    if not mlflow:
+        return
+    running = mlflow.get("running") or mlflow.get("server") or "unknown"
+    image = mlflow.get("image")
+    detail = running
+    if image and image != running:
+        detail += f"; `up` upgrades to {image}"
+    out.print(_row(OK if not image or image == running else DRIFT, [("MLflow", 16)], detail, width), soft_wrap=True)
+    for name in ("tracking", "auth"):
+        schema, head = mlflow.get(f"{name}_schema"), mlflow.get(f"{name}_head")
+        if schema is None and head is None:
+            continue
+        text = f"{schema or 'empty'}" + ("" if schema == head else f" (the server's MLflow expects {head})")
+        out.print(_row(OK if schema == head else DRIFT, [(f"{name} schema", 16)], text, width), soft_wrap=True)
 
 
 def _show_problems(report) -> None:

@@ -13,7 +13,7 @@ from mlflow_gcp.gcp.clients import Clients
 from mlflow_gcp.inventory import Inventory, read_inventory
 from mlflow_gcp.operate.left_behind import INSTANCE, LeftBehindReport, deleted_instance_note, find_left_behind
 from mlflow_gcp.remembered import Resolution
-from mlflow_gcp.resources.server_check import Check, ServerReport, check_server
+from mlflow_gcp.resources.server_check import Check, ServerReport, check_server, read_versions
 
 DEPLOY_STEP = "deploy"
 
@@ -43,6 +43,9 @@ class StatusReport:
     deleted: set[str] = field(default_factory=set)
     # Labelled resources of the deployment the settings no longer name (the old instance after a move...).
     left_behind: LeftBehindReport = field(default_factory=LeftBehindReport)
+    # The MLflow version the service runs (its annotation), the image's of this mlflow-gcp, and what the server
+    # says at /mlflow-gcp/versions (the schema revision of each database) when it answers the admin.
+    mlflow: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -82,6 +85,7 @@ class StatusReport:
             "left_behind": [
                 {"resource": i.label, "location": i.location, "delete": i.delete} for i in self.left_behind.items
             ],
+            "mlflow": self.mlflow,
             "service": {
                 "url": self.url,
                 "checks": [
@@ -121,6 +125,20 @@ def deleted_resources(inventory: Inventory, resolution: Resolution | None) -> se
         item.state.label
         for _, item in inventory.items()
         if item.state.label in recorded and item.state.label.startswith(INSTANCE) and item.state.condition == "missing"
+    }
+
+
+def mlflow_versions(settings: Settings, service: Any, reported: dict | None) -> dict[str, Any]:
+    """`{"running", "image", "server", "tracking_schema", "tracking_head", "auth_schema", "auth_head"}`: None where
+    not known (a service of an earlier mlflow-gcp has no annotation, a server in maintenance answers nothing)."""
+    from mlflow_gcp.steps.mlflow_version import VERSION_ANNOTATION, annotation, image_version
+
+    reported = reported or {}
+    return {
+        "running": annotation(service, VERSION_ANNOTATION) or None,
+        "image": image_version(settings),
+        "server": reported.get("mlflow"),
+        **{key: reported.get(key) for key in ("tracking_schema", "tracking_head", "auth_schema", "auth_head")},
     }
 
 
@@ -169,10 +187,12 @@ def collect_status(
     service = inventory.find(DEPLOY_STEP, CloudRunService)
     url = service.current.uri if service is not None and service.current is not None else None
     server = None
+    mlflow = mlflow_versions(settings, service.current, None) if url else None
     if url:
         try:
             login = login_of(clients, settings, service.current)
             server = check_server(url, login.username, login.password)
+            mlflow = mlflow_versions(settings, service.current, read_versions(url, login.username, login.password))
         except MlflowGcpError as error:
             server = ServerReport(url, (Check("login", False, 200, None, error.message),))
         failed = [c for c in server.checks if not c.ok]
@@ -194,7 +214,9 @@ def collect_status(
     else:
         problems.append("the service has no URL: no live check was made")
         kinds.add(MISSING)
-    report = StatusReport(inventory, url, server, problems, kinds, kept=kept, deleted=deleted)
+    report = StatusReport(
+        inventory, url, server, problems, kinds, kept=kept, deleted=deleted, mlflow=mlflow
+    )
     if inventory.outputs.get("database.private_ip"):  # the instance exists and has run: its backups can be read
         from mlflow_gcp.resources.sql_backups import summarize
 

@@ -204,3 +204,24 @@ def database_refused_after_deploy(url: str, username: str, password: str) -> Che
     check = wait_for_login(url, username, password, timeout=min(login_timeout(), 30.0))
     return check if check.status in (500, 503) else None
 
+
+
+VERSIONS_PATH = "/mlflow-gcp/versions"
+
+
+def read_versions(url: str, username: str, password: str, *, timeout: float = TIMEOUT) -> dict | None:
+    """What the server says it runs (admin only): `{"mlflow", "tracking_schema", "tracking_head", "auth_schema",
+    "auth_head"}`; None when it does not answer so (unreachable, in maintenance, or a server of an earlier
+    mlflow-gcp without the route)."""
+    import requests
+
+    try:
+        response = requests.get(
+            url.rstrip("/") + VERSIONS_PATH, auth=(username, password), timeout=timeout, allow_redirects=False
+        )
+        if response.status_code != 200:
+            return None
+        answer = response.json()
+    except (requests.RequestException, ValueError):
+        return None
+    return answer if isinstance(answer, dict) else None

@@ -31,6 +31,7 @@ from mlflow_gcp.resources.live_service import pinned_versions, service_ready, ur
 from mlflow_gcp.service_spec import SECRET_ENV_VARS, ServiceInputs, build_service, own_urls
 from mlflow_gcp.steps import egress
 from mlflow_gcp.steps.connector import RetiredConnector
+from mlflow_gcp.steps.mlflow_version import VERSION_ANNOTATION, image_version
 from mlflow_gcp.steps.public_access import (
     DOMAIN_RESTRICTED_SHARING,
     INVOKER_IAM_FIELD,
@@ -40,6 +41,7 @@ from mlflow_gcp.steps.public_access import (
     refuses_public_members,
 )
 from mlflow_gcp.steps.service_json import diff, from_json_dict, merged, to_json_dict
+from mlflow_gcp.steps.upgrade import MlflowUpgrade
 
 DEPLOY_TIMEOUT = 900.0
 # Fields of the service itself; every other owned field is in the revision template, and Cloud Run rolls out a
@@ -95,6 +97,7 @@ class CloudRunService(Resource):
         )
         # True when public access goes through an allUsers invoker binding instead of invokerIamDisabled.
         self.use_invoker_binding = False
+        self.mlflow_version = image_version(ctx.settings)
 
     # -- desired state -------------------------------------------------------------------------------------
     @functools.cached_property
@@ -135,6 +138,10 @@ class CloudRunService(Resource):
             service["template"]["vpcAccess"]["networkInterfaces"] = []
         if self.use_invoker_binding:
             service.pop(INVOKER_IAM_FIELD, None)
+        if self.mlflow_version:
+            # What the server runs, read by the next `up` to know whether the image it deploys is an upgrade.
+            service.setdefault("annotations", {})[VERSION_ANNOTATION] = self.mlflow_version
+            service["template"].setdefault("annotations", {})[VERSION_ANNOTATION] = self.mlflow_version
         if self.rollouts:
             labels = service["template"].setdefault("labels", {})
             labels.update({ROLLOUT_LABEL: "-".join(mark for _, mark in sorted(self.rollouts.items()))})
@@ -281,6 +288,18 @@ class CloudRunService(Resource):
         check_ready(service, what)
         self._record_admin(service)
 
+    def roll_out(self, body: dict[str, Any], what: str, applied: Callable[[], Any]) -> Any:
+        """Update the service to `body` (the upgrade's revisions) and wait until its revision serves; `applied`
+        reads back whether an update whose answer was lost had been applied."""
+        operation = self._send(
+            lambda: self._client.update_service(request={"service": from_json_dict(body)}), applied=applied
+        )
+        if hasattr(operation, "result"):  # else the service itself, found already updated
+            operation = wait_gapic(operation, what=what, timeout=DEPLOY_TIMEOUT)
+        service = operation
+        check_ready(service, what)
+        return service
+
     def _already_rolled_out(self):
         """The service when it already is as the settings ask (the update was applied), else None."""
         current = self.read()
@@ -341,6 +360,8 @@ def public_invoker_binding(ctx: StepContext, service: CloudRunService) -> IamBin
 
 def resources(ctx: StepContext) -> Iterator[Resource]:
     service = CloudRunService(ctx)
+    # First: an image of another MLflow is an upgrade, done in stages before the service is compared.
+    yield MlflowUpgrade(ctx, service)
     yield service
     if service.use_invoker_binding:
         yield public_invoker_binding(ctx, service)

@@ -1,0 +1,184 @@
+"""The MLflow version each side runs: the image `up` is about to deploy (the `mlflow-version` setting, else the
+pin of the build context's requirements.txt) and the live service (the annotation the deploy step records, else
+its image when it is the one deployed now, else what the server says at /mlflow-gcp/versions, else unknown); and
+the refusal of a downgrade."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from mlflow_gcp import build_context
+from mlflow_gcp.config import Settings
+from mlflow_gcp.errors import MlflowGcpError
+
+VERSION_ANNOTATION = "mlflow-gcp/mlflow-version"
+UPGRADE_ID = "mlflow-gcp/upgrade-id"
+UPGRADE_FROM = "mlflow-gcp/upgrade-from"
+PREVIOUS_IMAGE = "mlflow-gcp/upgrade-previous-image"
+UPGRADE_ANNOTATIONS = (UPGRADE_ID, UPGRADE_FROM, PREVIOUS_IMAGE)
+MAINTENANCE_ENV = "MLFLOW_GCP_MAINTENANCE"
+MAINTENANCE_REASON = "upgrade"
+UNKNOWN = "unknown"
+FIELD = "mlflow"
+SERVING_OUTCOMES = ("current", "migrated")
+NEWER_SCHEMA = "newer-schema"
+
+
+def image_version(settings: Settings) -> str | None:
+    """The MLflow version of the image `up` builds: the `mlflow-version` setting, else the pin of the build
+    context's requirements.txt; None when neither says (a context of one's own without the pin)."""
+    chosen = getattr(settings, "mlflow_version", "")
+    if chosen:
+        return chosen
+    try:
+        return build_context.mlflow_pin(build_context.container_dir())
+    except MlflowGcpError:
+        return None
+
+
+def version_key(version: str) -> tuple[int, ...] | None:
+    """`3.17.2` → (3, 17, 2); None for what is not a plain release number (compared only for equality)."""
+    if not re.fullmatch(r"\d+(\.\d+)*", version):
+        return None
+    return tuple(int(part) for part in version.split("."))
+
+
+def is_older(image: str, running: str) -> bool:
+    a, b = version_key(image), version_key(running)
+    return a is not None and b is not None and a < b
+
+
+def annotation(service: Any, key: str) -> str:
+    return service.template.annotations.get(key, "") or service.annotations.get(key, "")
+
+
+def in_maintenance(service: Any) -> bool:
+    return any(env.name == MAINTENANCE_ENV for c in service.template.containers[:1] for env in c.env)
+
+
+def running_image(service: Any) -> str:
+    return service.template.containers[0].image if service.template.containers else ""
+
+
+@dataclass(frozen=True)
+class MlflowVersions:
+    """What runs and what `up` is about to deploy."""
+
+    running: str  # the live server's MLflow version, or "unknown"
+    image: str  # the new image's
+    upgrade_id: str = ""  # set while the service is in maintenance for an upgrade a run has not finished
+    previous_image: str = ""  # the image that served before that upgrade
+    source: str = ""  # how `running` is known: annotation, image, server, or "" (unknown)
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.upgrade_id) or self.running != self.image
+
+    @property
+    def downgrade(self) -> bool:
+        return not self.upgrade_id and is_older(self.image, self.running)
+
+    def describe(self) -> str:
+        return (
+            f"MLflow {self.running} → {self.image}: database schema migration (irreversible); a backup is taken first"
+        )
+
+
+def live_versions(
+    service: Any, image: str, *, new_image_uri: str = "", login: tuple[str, str] | None = None
+) -> MlflowVersions:
+    """The versions, the running one known from the service's annotation, else from its image when it is the one
+    `up` deploys, else from the server's /mlflow-gcp/versions (admin login), else unknown."""
+    if service is not None and annotation(service, UPGRADE_ID) and in_maintenance(service):
+        return MlflowVersions(
+            annotation(service, UPGRADE_FROM) or UNKNOWN,
+            image,
+            annotation(service, UPGRADE_ID),
+            annotation(service, PREVIOUS_IMAGE),
+            "annotation",
+        )
+    if service is None:
+        return MlflowVersions(UNKNOWN, image)
+    recorded = annotation(service, VERSION_ANNOTATION)
+    if recorded:
+        return MlflowVersions(recorded, image, source="annotation")
+    if new_image_uri and running_image(service) == new_image_uri:
+        return MlflowVersions(image, image, source="image")
+    reported = server_reported(service.uri, login)
+    if reported:
+        return MlflowVersions(reported, image, source="server")
+    return MlflowVersions(UNKNOWN, image)
+
+
+def server_reported(url: str, login: tuple[str, str] | None) -> str:
+    """The MLflow version the server says it runs (an earlier tool's server has no such route: "")."""
+    from mlflow_gcp.resources.server_check import checkable, read_versions
+
+    if not url or login is None or not checkable(url):
+        return ""
+    answer = read_versions(url, *login)
+    return str((answer or {}).get("mlflow") or "")
+
+
+def downgrade_error(versions: MlflowVersions, newest_backup: str) -> MlflowGcpError:
+    restore = (
+        f"To go back to MLflow {versions.image} with the data as it was before the upgrade, restore a backup taken "
+        f"before it into a new instance: the newest successful one is {newest_backup} "
+        "(`mlflow-gcp backup list` shows them all; `mlflow-gcp restore BACKUP_ID`)."
+        if newest_backup
+        else "No successful backup of the instance was found (`mlflow-gcp backup list`)."
+    )
+    return MlflowGcpError(
+        f"The server runs MLflow {versions.running}, newer than the MLflow {versions.image} of the image this "
+        f"mlflow-gcp would deploy: MLflow {versions.image} cannot use a schema migrated by {versions.running}, and "
+        "a migration cannot be undone in place. Nothing was changed.",
+        f"Stay on MLflow {versions.running}: run `mlflow-gcp up --mlflow-version {versions.running}` (remembered), or "
+        f"install the mlflow-gcp that deployed it. {restore}",
+    )
+
+
+def newest_backup_named(settings: Settings, clients: Any) -> str:
+    """`1234 (2026-12-07T18:30:00Z)`, the newest successful backup of the instance; "" when none or unreadable."""
+    from google.api_core import exceptions as gexc
+
+    from mlflow_gcp.resources.sql_backups import Backups, iso
+
+    try:
+        newest = Backups(settings, clients).newest_successful()
+    except (MlflowGcpError, gexc.GoogleAPICallError):
+        return ""
+    return f"{newest.id} ({iso(newest.ended or newest.time)})" if newest else ""
+
+
+def refuse_downgrade(settings: Settings, clients: Any, login: Callable[[], tuple[str, str] | None]) -> None:
+    """Before any step of `up` runs: a deployment running a newer MLflow than this image is refused. What cannot be
+    read here (nothing deployed yet, an API not enabled) is left to the deploy step, which checks again."""
+    from google.api_core import exceptions as gexc
+
+    from mlflow_gcp.resources.live_service import read_service
+
+    image = image_version(settings)
+    if image is None:
+        return
+    try:
+        service = read_service(settings, clients)
+    except (MlflowGcpError, gexc.GoogleAPICallError):
+        return
+    if service is None:
+        return
+    versions = live_versions(service, image)
+    if versions.running == UNKNOWN and not annotation(service, VERSION_ANNOTATION):
+        versions = live_versions(service, image, login=login())
+    if versions.downgrade:
+        raise downgrade_error(versions, newest_backup_named(settings, clients))
+
+
+def new_upgrade_id() -> str:
+    return secrets.token_hex(4)
+
+
+Log = Callable[[str], None]
