@@ -325,3 +325,70 @@ def test_the_fake_refuses_to_cancel_a_finished_execution_and_answers_404_for_a_m
         executions.cancel_execution(name=run.name).result()
     with pytest.raises(gexc.NotFound):
         executions.get_execution(name=run.name + "x")
+
+
+def test_transient_errors_on_the_way_are_retried(jobs):
+    job = migration()
+    job.ensure(template())
+    jobs.fail(503, times=2, api="run", method="GET", path_contains="/executions/")
+    jobs.fail(429, times=1, api="run", method="POST", path_contains=":run")
+    jobs.fail(500, times=2, api="logging")
+
+    run = job.wait(job.start(), lambda _: None)
+
+    assert run.state == "succeeded" and run.exit_result["outcome"] == "current"
+    assert len(jobs.run_jobs.executions("mlflow-migrate")) == 1
+
+
+def test_logs_that_cannot_be_read_leave_the_result_unknown_and_say_why(jobs):
+    """The caller lacks logging.logEntries.list: the execution's state is still known; the result is not."""
+    job = migration()
+    job.ensure(template())
+    jobs.fail(403, times=1, api="logging", reason="IAM_PERMISSION_DENIED", message="Permission denied.")
+    said: list[str] = []
+
+    run = job.wait(job.start(), said.append)
+
+    assert run.state == "succeeded" and run.exit_result is None
+    assert any("could not be read from Cloud Logging" in line for line in said)
+
+
+def test_a_job_deleted_by_hand_before_it_runs_is_a_clear_error(jobs):
+    job = migration()
+    job.ensure(template())
+    Clients("demo-project").run_jobs().delete_job(name=job.path).result()
+
+    with pytest.raises(MlflowGcpError, match="does not exist"):
+        job.start()
+
+
+@pytest.mark.parametrize("how", ["503", "reset"])
+def test_delete_removes_the_job_and_its_executions_once(jobs, how):
+    job = migration()
+    assert job.delete() is False
+    job.ensure(template())
+    job.wait(job.start(), lambda _: None)
+    jobs.lose_answer(how, api="run", method="DELETE", route=JOB)
+
+    assert job.delete() is True
+
+    assert jobs.run_jobs.job("mlflow-migrate") is None and not jobs.run_jobs.executions("mlflow-migrate")
+    assert job.latest() is None
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_faults_make_one_job_and_one_execution(jobs, seed):
+    """Chaos (tests/fake_gcp/chaos.py) on every request: transient errors before, lost answers after the commit."""
+    from tests.fake_gcp.chaos import Chaos
+
+    jobs.chaos = Chaos(seed, transient_rate=0.2, lost_rate=0.5)
+    job = migration()
+    job.ensure(template())
+    job.ensure(template(IMAGE.replace("3-18-0", "3-19-0")))
+
+    run = job.wait(job.start(), lambda _: None)
+
+    assert run.state == "succeeded" and run.exit_result["outcome"] == "current"
+    assert len(jobs.state["run_jobs"]) == 1 and len(jobs.run_jobs.executions("mlflow-migrate")) == 1
+    image = jobs.run_jobs.executions("mlflow-migrate")[0]["template"]["containers"][0]["image"]
+    assert image.endswith("3-19-0")

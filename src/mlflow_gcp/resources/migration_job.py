@@ -169,6 +169,22 @@ class MigrationJob:
         if self.drift(body, current):
             self._update(body)
 
+    def delete(self) -> bool:
+        """Delete the job and its executions (`down`); False when there was none. Sent again after a lost answer,
+        the delete meets 404: the job is gone either way."""
+        from google.api_core import exceptions as gexc
+
+        if self.read() is None:
+            return False
+        client = self.clients.run_jobs()
+        what = f"deleting the Cloud Run job {self.name}"
+        try:
+            operation = self._call(lambda: client.delete_job(name=self.path), what)
+        except gexc.NotFound:
+            return True  # our delete, its answer lost (or someone else's meanwhile)
+        self._wait(operation, what)
+        return True
+
     def drift(self, body: dict[str, Any], current: Any) -> list[str]:
         from google.cloud import run_v2
 
