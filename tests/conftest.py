@@ -51,3 +51,16 @@ def short_waits(fake, monkeypatch):
     bound end later than Google's delay, never sooner."""
     monkeypatch.setenv("MLFLOW_GCP_WAIT_SCALE", "0.01")
     return fake
+
+
+@pytest.fixture
+def double(fake, tmp_path, monkeypatch):
+    """A deployment `up` made in the fake, its service answering through the MLflow double (tests/server_double.py).
+    A new login gets 5 s to work after a rollout instead of 120: a test that breaks the server is not kept waiting.
+    A test module with a `double` of its own uses that one."""
+    from tests.server_double import deploy
+
+    monkeypatch.setenv("MLFLOW_GCP_LOGIN_TIMEOUT", "5")
+    server = deploy(fake, tmp_path, monkeypatch)
+    yield server
+    server.stop()

@@ -35,3 +35,8 @@ def cli(*args: str, env: dict[str, str] | None = None, input: str | None = None)
     from mlflow_gcp.cli import app
 
     return CliRunner().invoke(app, list(args), env=env, input=input, catch_exceptions=False)
+
+
+def flat(text: str) -> str:
+    """The output on one line, as a sentence can be searched in it whatever the terminal's width wrapped."""
+    return " ".join(text.split())

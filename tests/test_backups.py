@@ -12,22 +12,9 @@ import pytest
 
 from mlflow_gcp.config import SECRET_MYSQL
 from tests.fake_gcp.server import PROJECT
-from tests.helpers import cli
-from tests.server_double import deploy
+from tests.helpers import cli, flat
 
 OLD = "mlflow-tracking-database"
-
-
-@pytest.fixture
-def double(fake, tmp_path, monkeypatch):
-    monkeypatch.setenv("MLFLOW_GCP_LOGIN_TIMEOUT", "5")
-    server = deploy(fake, tmp_path, monkeypatch)
-    yield server
-    server.stop()
-
-
-def flat(text: str) -> str:
-    return " ".join(text.split())
 
 
 def take_backup(why: str = "taken by hand") -> dict:

@@ -8,13 +8,9 @@ import json
 
 import pytest
 
-from tests.helpers import cli
+from tests.helpers import cli, flat
 
 INSTANCE = "mlflow-tracking-database"
-
-
-def flat(text: str) -> str:
-    return " ".join(text.split())
 
 
 @pytest.fixture

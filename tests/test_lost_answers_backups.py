@@ -14,7 +14,7 @@ import pytest
 from tests.helpers import cli
 from tests.test_backups import OLD, assert_serving_from, nothing_deleted, recorded_instance, take_backup
 from tests.test_lost_answers import sent
-from tests.test_restore_interrupted import AFTER, BEFORE, double  # noqa: F401 (fixture)
+from tests.test_restore_interrupted import AFTER, BEFORE
 
 BACKUP_METHODS = [("sqladmin", "POST", "/v1/projects/{project}/instances/{instance}/backupRuns")]
 # What `restore BACKUP_ID` sends on a deployment made by `up` ...
@@ -52,7 +52,7 @@ def prepare_id(fake) -> tuple[str, str]:
     return backup["id"], f"{OLD}-restore-b{backup['id']}"
 
 
-def assert_restored_once(fake, double, new: str) -> None:  # noqa: F811
+def assert_restored_once(fake, double, new: str) -> None:
     assert_serving_from(fake, double, new)
     assert recorded_instance(fake) == new
     assert fake.sql_data[new] == BEFORE
@@ -61,7 +61,7 @@ def assert_restored_once(fake, double, new: str) -> None:  # noqa: F811
     nothing_deleted(fake)
 
 
-def test_the_lists_cover_every_mutating_method_backup_and_restore_send(fake, double):  # noqa: F811
+def test_the_lists_cover_every_mutating_method_backup_and_restore_send(fake, double):
     take_backup()
     assert sent(fake) == set(BACKUP_METHODS)
     backup_id, _ = prepare_id(fake)
@@ -74,7 +74,7 @@ def test_the_lists_cover_every_mutating_method_backup_and_restore_send(fake, dou
 
 
 @pytest.mark.parametrize("how", ["503", "reset"])
-def test_backup_is_taken_once_when_its_answer_is_lost(fake, double, how):  # noqa: F811
+def test_backup_is_taken_once_when_its_answer_is_lost(fake, double, how):
     lost = fake.lose_answer(how, api="sqladmin", method="POST", route=BACKUP_METHODS[0][2])
     result = take_backup()
     assert lost.times == 0
@@ -92,7 +92,7 @@ TIME_CASES = [(*m, "503") for m in TIME_METHODS] + [(*CLONE, "reset")]
 
 
 @pytest.mark.parametrize("api,method,route,how", RESTORE_CASES, ids=lambda v: v)
-def test_restore_by_id_converges_when_an_answer_is_lost(fake, double, api, method, route, how):  # noqa: F811
+def test_restore_by_id_converges_when_an_answer_is_lost(fake, double, api, method, route, how):
     backup_id, new = prepare_id(fake)
     lost = fake.lose_answer(how, api=api, method=method, route=route)
     result = cli("restore", backup_id, "--yes")
@@ -109,7 +109,7 @@ def test_restore_by_id_converges_when_an_answer_is_lost(fake, double, api, metho
 
 
 @pytest.mark.parametrize("api,method,route,how", TIME_CASES, ids=lambda v: v)
-def test_restore_to_a_time_converges_when_an_answer_is_lost(fake, double, api, method, route, how):  # noqa: F811
+def test_restore_to_a_time_converges_when_an_answer_is_lost(fake, double, api, method, route, how):
     stamp, new = prepare_time(fake)
     fake.clear_log()
     lost = fake.lose_answer(how, api=api, method=method, route=route)

@@ -10,7 +10,7 @@ import pytest
 from mlflow_gcp.config import SECRET_MLFLOW, SECRET_MYSQL
 from mlflow_gcp.gcp.clients import Clients
 from tests.fake_gcp.server import PROJECT
-from tests.helpers import cli
+from tests.helpers import cli, flat
 from tests.server_double import api_login, deploy
 from tests.test_credentials import credentials, db_password, pinned, team_login_works, versions
 
@@ -36,10 +36,6 @@ def lose(how: str, secret_id: str) -> None:
         client.destroy_secret_version(name=f"{secret_path(secret_id)}/versions/1")
     elif how == "disabled":
         client.disable_secret_version(name=f"{secret_path(secret_id)}/versions/1")
-
-
-def flat(text: str) -> str:
-    return " ".join(text.split())
 
 
 # -- item 1: a lost password ------------------------------------------------------------------------------

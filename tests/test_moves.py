@@ -10,7 +10,7 @@ import pytest
 
 from mlflow_gcp.settings_document import SETTINGS_SECRET
 from tests.fake_gcp.server import PROJECT
-from tests.helpers import cli
+from tests.helpers import cli, flat
 
 SERVICE = f"projects/{PROJECT}/locations/europe-west1/services/mlflow"
 
@@ -25,10 +25,6 @@ def team_db(fake, container_dir):
     assert result.exit_code == 0, result.output
     fake.clear_log()
     return fake
-
-
-def flat(text: str) -> str:
-    return " ".join(text.split())
 
 
 def test_reset_all_keeps_the_names_of_the_resources_that_exist(team_db):

@@ -15,7 +15,6 @@ import time
 import pytest
 
 from tests.helpers import cli
-from tests.server_double import deploy
 from tests.test_backups import (
     OLD,
     assert_serving_from,
@@ -48,14 +47,6 @@ STAGES_BY_TIME = {
     "revision rolled out, not recorded": r"^deploy\s+updated",
     "recorded": r"restore: the server runs on",
 }
-
-
-@pytest.fixture
-def double(fake, tmp_path, monkeypatch):
-    monkeypatch.setenv("MLFLOW_GCP_LOGIN_TIMEOUT", "5")
-    server = deploy(fake, tmp_path, monkeypatch)
-    yield server
-    server.stop()
 
 
 def start(*args: str) -> subprocess.Popen:

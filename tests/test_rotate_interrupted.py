@@ -20,8 +20,7 @@ import pytest
 
 from mlflow_gcp.config import SECRET_MLFLOW, SECRET_MYSQL
 from tests.fake_gcp.server import PROJECT
-from tests.helpers import cli
-from tests.server_double import deploy
+from tests.helpers import cli, flat
 from tests.test_credentials import (
     ROTATE_SECRETS,
     _pinned_value,
@@ -33,18 +32,6 @@ from tests.test_credentials import (
     versions,
 )
 from tests.test_resume import kill_when
-
-
-@pytest.fixture
-def double(fake, tmp_path, monkeypatch):
-    monkeypatch.setenv("MLFLOW_GCP_LOGIN_TIMEOUT", "5")
-    server = deploy(fake, tmp_path, monkeypatch)
-    yield server
-    server.stop()
-
-
-def flat(text: str) -> str:
-    return " ".join(text.split())
 
 
 def assert_service_runs_with_the_database_password(fake, double) -> None:

@@ -9,21 +9,7 @@ import pytest
 from mlflow_gcp.config import SECRET_ENV, SECRET_MLFLOW, SECRET_MYSQL
 from mlflow_gcp.settings_document import SETTINGS_SECRET
 from tests.fake_gcp.server import PROJECT
-from tests.helpers import cli
-from tests.server_double import deploy
-
-
-@pytest.fixture
-def double(fake, tmp_path, monkeypatch):
-    monkeypatch.setenv("MLFLOW_GCP_LOGIN_TIMEOUT", "5")
-    server = deploy(fake, tmp_path, monkeypatch)
-    yield server
-    server.stop()
-
-
-def flat(text: str) -> str:
-    return " ".join(text.split())
-
+from tests.helpers import cli, flat
 
 ENCODINGS = {
     "utf-16-bom": lambda text: text.encode("utf-16"),

@@ -11,14 +11,10 @@ import pytest
 from mlflow_gcp.gcp.clients import Clients
 from mlflow_gcp.settings_document import SETTINGS_SECRET
 from tests.fake_gcp.server import PROJECT
-from tests.helpers import cli
+from tests.helpers import cli, flat
 
 RECORD = f"projects/{PROJECT}/secrets/{SETTINGS_SECRET}"
 NAMES = ("--db-instance", "team-db3", "--service", "team-svc")
-
-
-def flat(text: str) -> str:
-    return " ".join(text.split())
 
 
 def recorded(fake) -> dict:
