@@ -30,11 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 REQUIRED_ATTRIBUTES = {
     "mlflow.store.db.utils": ("_initialize_tables", "_get_schema_version",
-                              "_get_latest_schema_revision", "_upgrade_db"),
+                              "_get_latest_schema_revision", "_upgrade_db", "_get_alembic_config"),
     "mlflow.server.auth.db.utils": ("_get_alembic_config", "migrate"),
     "mlflow.server.auth.sqlalchemy_store.SqlAlchemyStore": ("init_db", "has_user", "create_user",
                                                              "authenticate_user", "update_user", "get_user"),
-    "mlflow.server.auth.config.AuthConfig": ("auth_cache_ttl_seconds", "auth_cache_max_size"),
+    # database_uri: read by mlflow_gcp_server.versions.
+    "mlflow.server.auth.config.AuthConfig": ("auth_cache_ttl_seconds", "auth_cache_max_size", "database_uri"),
     "mlflow.environment_variables": (
         "MLFLOW_AUTH_CONFIG_PATH", "MLFLOW_FLASK_SERVER_SECRET_KEY", "MLFLOW_SERVER_ALLOWED_HOSTS",
         "MLFLOW_SERVER_CORS_ALLOWED_ORIGINS", "MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD",
@@ -51,7 +52,7 @@ REQUIRED_ATTRIBUTES = {
     "alembic.operations.Operations": ("create_table", "create_foreign_key"),
     # Wrapped by mlflow_gcp_server.permission_cache.
     "mlflow.server.auth": ("sender_is_admin", "authorize", "_run_requirement", "authenticate_request",
-                           "workspace_context"),
+                           "workspace_context", "auth_config"),
 }
 
 

@@ -1,10 +1,14 @@
 """Container entrypoint: configure and start `mlflow server` behind MLflow's basic-auth login.
 
 Reads the secrets as the deploy step exposes them (see `mlflow_gcp.service_spec` in the deploy
-tool), prepares the MySQL databases (created, migrated, admin user in line with the secret) and
-then runs `mlflow server` in this process, so MLflow is imported once and the start stays as fast
-as a plain `mlflow server`. Secrets reach MLflow through environment variables and a private
-file, never through argv or logs.
+tool), prepares the MySQL databases (an empty one gets fresh schemas; a schema not at this image's
+head is refused, never migrated at start; admin user in line with the secret) and then runs
+`mlflow server` in this process, so MLflow is imported once and the start stays as fast as a plain
+`mlflow server`. Secrets reach MLflow through environment variables and a private file, never
+through argv or logs.
+
+Modes (container/README.md): no argument serves; `migrate` is the migration job (exit 0, 3 for a
+newer schema, 1 for a failure); MLFLOW_GCP_MAINTENANCE set serves the maintenance answer.
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ AUTH_CACHE_TTL_SECONDS = 120
 # How long to wait for MySQL to accept connections (Cloud SQL restarts, maintenance).
 DATABASE_WAIT_VAR = "MLFLOW_GCP_DATABASE_WAIT_SECONDS"
 DEFAULT_DATABASE_WAIT_SECONDS = 60
+# Set on the revision `mlflow-gcp up` deploys while it backs up and migrates: its value is the reason.
+MAINTENANCE_VAR = "MLFLOW_GCP_MAINTENANCE"
+MAINTENANCE_REASON_MAX_LENGTH = 100
 # A db-f1-micro allows ~250 connections; each instance keeps at most 5 + 5 for the runs.
 SIZING_DEFAULTS = {
     "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": "5",
@@ -136,22 +143,50 @@ def database_wait_seconds() -> int:
     return int(value) if value.isdigit() else DEFAULT_DATABASE_WAIT_SECONDS
 
 
-def prepare_databases(config: ServerConfig, auth_db_uri: str) -> None:
+def database_engines(config: ServerConfig, ca_file: str):
     import sqlalchemy as sa
     from mlflow_gcp_server import database
-    from mlflow_gcp_server.admin import sync_admin_user
+    from mlflow_gcp_server.migration import Engines
 
-    server = sa.create_engine(database.mysql_uri(config.mysql, config.db_host, config.db_port), poolclass=sa.NullPool)
-    tracking = sa.create_engine(
-        database.mysql_uri(config.mysql, config.db_host, config.db_port, config.db_name), poolclass=sa.NullPool
+    def engine(uri: str) -> sa.Engine:
+        return sa.create_engine(uri, poolclass=sa.NullPool)
+
+    auth_db_uri = database.mysql_uri(config.mysql, config.db_host, config.db_port, config.auth_db_name, ca_file)
+    return Engines(
+        server=engine(database.mysql_uri(config.mysql, config.db_host, config.db_port, "", ca_file)),
+        tracking=engine(database.mysql_uri(config.mysql, config.db_host, config.db_port, config.db_name, ca_file)),
+        auth=engine(auth_db_uri),
+        auth_uri=auth_db_uri,
     )
-    auth = sa.create_engine(auth_db_uri, poolclass=sa.NullPool)
-    database.wait_for_server(server, database_wait_seconds())
-    database.create_databases(server, (config.db_name, config.auth_db_name))
-    with database.migration_lock(server):
-        _logger.info("Tracking schema: %s.", database.upgrade_tracking_schema(tracking))
-        _logger.info("Auth schema: %s.", database.upgrade_auth_schema(auth))
-        _logger.info("Admin user '%s': %s.", config.admin.user, sync_admin_user(auth_db_uri, config.admin))
+
+
+def prepare_databases(config: ServerConfig, ca_file: str) -> None:
+    """Serving: create the schemas of an empty database, refuse one that is not at this image's head."""
+    from mlflow_gcp_server import migration
+
+    engines = database_engines(config, ca_file)
+    migration.prepare(engines, database_wait_seconds(), (config.db_name, config.auth_db_name))
+    migration.prepare_for_serving(engines, config.admin, _logger.info)
+
+
+def run_migration(config: ServerConfig, ca_file: str) -> int:
+    """The migration job: both schemas to this image's heads; the result as the last line on stderr."""
+    import sqlalchemy as sa
+    from mlflow_gcp_server import migration
+
+    secrets = (config.mysql.password, config.admin.password, config.flask_secret_key)
+    engines = database_engines(config, ca_file)
+    try:
+        migration.prepare(engines, database_wait_seconds(), (config.db_name, config.auth_db_name))
+    except (sa.exc.SQLAlchemyError, TimeoutError) as error:
+        result = migration.MigrationResult(migration.FAILED, migration.mlflow_version(),
+                                           error=migration.error_text(error, secrets))
+    else:
+        result = migration.migrate(engines, config.admin, secrets, _logger.info)
+    if result.error:
+        _logger.error("Migration %s: %s", result.outcome, result.error)
+    _logger.info(result.line())
+    return result.exit_code
 
 
 def run_mlflow_server(config: ServerConfig) -> None:
@@ -171,12 +206,37 @@ def database_error_line(error: Exception) -> str:
     return f"Cannot prepare the MySQL databases: {type(original).__name__}: {original}"
 
 
-def main() -> None:
+def maintenance_reason() -> str:
+    return " ".join(os.environ.get(MAINTENANCE_VAR, "").split())[:MAINTENANCE_REASON_MAX_LENGTH]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`entrypoint.py`: serve (or, with MLFLOW_GCP_MAINTENANCE set, the maintenance answer);
+    `entrypoint.py migrate`: the migration job, which migrates even with MLFLOW_GCP_MAINTENANCE set (a job made
+    from the maintenance revision's template has it)."""
+    arguments = sys.argv[1:] if argv is None else argv
     configure_logging()
+    if arguments not in ([], ["migrate"]):
+        _logger.error("Unknown arguments %s: run with no argument to serve, or `migrate`.", arguments)
+        sys.exit(2)
+    migrate = arguments == ["migrate"]
+    if not migrate and (reason := maintenance_reason()):
+        from mlflow_gcp_server import maintenance
+
+        _logger.info("Maintenance (%s): every request but /health answers 503; no database is opened.", reason)
+        maintenance.serve(int(os.environ.get("PORT") or "8080"), reason)
+        return
     try:
         config = read_config(os.environ)
     except ConfigError as error:
         _logger.error("Configuration error: %s", error)
+        if migrate:  # the job's contract: exit 1 and the result line
+            from mlflow_gcp_server import migration
+
+            result = migration.MigrationResult(migration.FAILED, migration.mlflow_version(),
+                                               error=f"configuration error: {error}")
+            _logger.info(result.line())
+            sys.exit(result.exit_code)
         sys.exit(2)
     for name in RAW_SECRET_VARS:
         os.environ.pop(name, None)
@@ -190,13 +250,19 @@ def main() -> None:
     backend_uri = mysql_uri(config.mysql, config.db_host, config.db_port, config.db_name, ca_file)
     # Set before MLflow is imported: its auth module reads the configuration at import time.
     os.environ.update(server_environment(config, backend_uri, write_auth_config(config, auth_db_uri)))
+    if migrate:
+        sys.exit(run_migration(config, ca_file))
     if not config.service_urls:
         _logger.warning("MLFLOW_GCP_SERVICE_URLS is not set: accepting hosts %s.", allowed_hosts(config)[0])
 
     import sqlalchemy as sa
+    from mlflow_gcp_server.migration import SchemaRefused
 
     try:
-        prepare_databases(config, auth_db_uri)
+        prepare_databases(config, ca_file)
+    except SchemaRefused as refused:
+        _logger.error("%s", refused)
+        sys.exit(1)
     except (sa.exc.SQLAlchemyError, TimeoutError) as error:
         _logger.error(database_error_line(error))
         sys.exit(1)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from fnmatch import fnmatch
 
-from mlflow_gcp_server import storage_locations
+from mlflow_gcp_server import storage_locations, versions
 from mlflow_gcp_server.route_policy import classify, is_allowed
 
 FORBIDDEN = 403
@@ -91,5 +91,6 @@ def create_app():
     origins = os.environ.get("MLFLOW_SERVER_CORS_ALLOWED_ORIGINS", "")
     server = create_basic_auth_app()
     storage_locations.install(flask_app)  # after MLflow's login and permission checks
+    versions.install(flask_app)  # admins only: MLflow's fail-closed auth, then the view's own check
     return CloudRunGuard(permission_cache.ClearOnAccessChange(server, cache),
                          tuple(filter(None, (o.strip() for o in origins.split(",")))))

@@ -66,6 +66,8 @@ FAMILIES: tuple[RouteFamily, ...] = (
           "webhooks make the server send requests to a URL a caller chooses"),
     _allow("ui", ("/", "/static-files", "/build", "/favicon.ico", "/signup"),
            "the MLflow UI (a static single-page app; /signup is the admin's user form)"),
+    _allow("mlflow-gcp", ("/mlflow-gcp/versions",),
+           "this server's MLflow version and schema revisions, read by `mlflow-gcp status` (admins only)"),
     _allow("public", ("/health", "/version", f"{API}/mlflow/server-info"),
            "health check, version and server capabilities (no tenant data)"),
     _allow("tracking", (

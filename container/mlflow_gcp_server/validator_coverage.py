@@ -29,6 +29,8 @@ DECLARED_ADMIN_ONLY: dict[tuple[str, str], str] = {
     ("GET", "/build/<path:filename>"): "Flask's own static route for the UI bundle; the UI loads the same files "
                                         "from /static-files, which MLflow serves to everyone",
     ("POST", "/api/2.0/mlflow/users/create-ui"): "the admin's form that creates users",
+    ("GET", "/mlflow-gcp/versions"): "this deployment's own route: the MLflow version and schema revisions, for "
+                                     "`mlflow-gcp status` (mlflow_gcp_server.versions)",
     **_both_apis("POST", "/2.0mlflow/experiments/search-datasets",
                  "a rule MLflow declares without the slash (sic); the real route has a validator"),
     **_both_apis("GET", "/2.0/mlflow/unified-traces", "Databricks' unified trace search (not used by the OSS UI)"),

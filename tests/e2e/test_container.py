@@ -119,6 +119,49 @@ def test_unreachable_database_fails_with_one_clear_line(tmp_path: Path):
     assert not any(value in result.stderr for value in secret_values.values())
 
 
+def migration_result(stderr: str) -> dict:
+    import json
+
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("mlflow-gcp: migration result: "), stderr[-2000:]
+    return json.loads(last.removeprefix("mlflow-gcp: migration result: "))
+
+
+def run_migration(env: dict[str, str]) -> subprocess.CompletedProcess:
+    env = {**env, "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    return subprocess.run([sys.executable, str(ENTRYPOINT), "migrate"], env=env, capture_output=True, text=True,
+                          timeout=SUBPROCESS_HANG_GUARD)
+
+
+def test_the_migration_job_on_an_unreachable_database_exits_1_with_the_failed_result():
+    secret_values = Secrets(new_password(), "admin", new_password())
+    env = container_env(rehearsal_settings(), secret_values, db_port=1)  # nothing listens on port 1
+    result = run_migration({**env, "MLFLOW_GCP_DATABASE_WAIT_SECONDS": "0"})
+    assert result.returncode == 1
+    found = migration_result(result.stderr)
+    assert found["outcome"] == "failed" and "OperationalError" in found["error"]
+    assert found["tracking_before"] is None and found["mlflow"] == "3.17.2"
+    assert "Traceback" not in result.stderr
+    assert not any(value in result.stderr + result.stdout for value in secret_values.values())
+
+
+def test_the_migration_job_with_a_malformed_secret_exits_1_with_the_failed_result():
+    secret = secrets.token_urlsafe(16)
+    env = container_env(rehearsal_settings(), Secrets(new_password(), "admin", new_password()), 3306)
+    env["MYSQL_CREDENTIALS"] = f"no-colon-{secret}"
+    result = run_migration(env)
+    assert result.returncode == 1
+    found = migration_result(result.stderr)
+    assert found["outcome"] == "failed" and "MYSQL_CREDENTIALS" in found["error"]
+    assert secret not in result.stderr + result.stdout
+
+
+def test_an_unknown_mode_fails_fast():
+    result = subprocess.run([sys.executable, str(ENTRYPOINT), "upgrade"], capture_output=True, text=True,
+                            timeout=SUBPROCESS_HANG_GUARD, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+    assert result.returncode == 2 and "`migrate`" in result.stderr
+
+
 def load_entrypoint():
     sys.path.insert(0, str(CONTAINER_DIR))
     import entrypoint
