@@ -392,3 +392,20 @@ def test_random_faults_make_one_job_and_one_execution(jobs, seed):
     assert len(jobs.state["run_jobs"]) == 1 and len(jobs.run_jobs.executions("mlflow-migrate")) == 1
     image = jobs.run_jobs.executions("mlflow-migrate")[0]["template"]["containers"][0]["image"]
     assert image.endswith("3-19-0")
+
+
+def test_interrupted_while_reading_the_result_a_rerun_reads_it(jobs):
+    jobs.latency["logging.ingest"] = 0.5
+    job = migration()
+    job.ensure(template())
+    name = job.start()
+
+    def interrupt_when_waiting_for_logs(line: str) -> None:
+        if "Cloud Logging" in line:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        job.wait(name, interrupt_when_waiting_for_logs)
+
+    latest = migration().latest()
+    assert latest.name == name and latest.state == "succeeded" and latest.exit_result["outcome"] == "current"

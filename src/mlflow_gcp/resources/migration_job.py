@@ -128,6 +128,13 @@ def created_at(execution: Any) -> datetime | None:
     return None
 
 
+def ended_lately(execution: Any) -> bool:
+    """Ended within the time Logging may take to show its lines (or its end time unknown)."""
+    if "completion_time" not in execution:
+        return True
+    return time.time() - execution.completion_time.timestamp() < LOG_INGEST_SECONDS
+
+
 def completed_message(execution: Any) -> str:
     completed = next((c for c in execution.conditions if c.type_ == "Completed"), None)
     return completed.message if completed is not None else ""
@@ -305,10 +312,11 @@ class MigrationJob:
             ) from e
         return self._run(final, patient=True, log=log)
 
-    def latest(self) -> JobRun | None:
-        """The newest execution of the job (running or ended), or None when the job or any execution is missing."""
+    def latest(self, log: Callable[[str], None] | None = None) -> JobRun | None:
+        """The newest execution of the job (running or ended), or None when the job or any execution is missing.
+        One that ended moments ago (a command interrupted while it read the result) has its result waited for."""
         newest = next(iter(self._executions()), None)
-        return self._run(newest, patient=False) if newest is not None else None
+        return self._run(newest, patient=True, log=log) if newest is not None else None
 
     def _executions(self) -> list[Any]:
         """The job's executions, newest first; none when the job does not exist."""
@@ -326,8 +334,9 @@ class MigrationJob:
         state = state_of(execution)
         result = None
         if state != RUNNING:
-            # A container that ran to its end wrote its result line: worth waiting for Logging to catch up.
-            result = self._result(execution, patient=patient and state != CANCELLED, log=log)
+            # A container that ran to its end lately wrote its result line: worth waiting for Logging to catch up.
+            patient = patient and state != CANCELLED and ended_lately(execution)
+            result = self._result(execution, patient=patient, log=log)
         return JobRun(
             execution.name, state, result, execution.log_uri, completed_message(execution), created_at(execution)
         )
