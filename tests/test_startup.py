@@ -1,20 +1,24 @@
-"""Start-up (issue 25): `--help` loads no Google library, and a run builds only the command it names; the others
-keep their name and help. The figures are in benchmarks/startup_bench.py (no timed test)."""
+"""Start-up (issue 25): `--help` loads neither a Google library nor a command's module, Rich's console nor
+pydantic; a command's module loads when that command is named. The figures are in benchmarks/startup_bench.py (no
+timed test)."""
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 import subprocess
 import sys
 
+import pytest
 import typer.main
 
-from mlflow_gcp.cli import app
-from mlflow_gcp.cli.lazy import for_argv
+from mlflow_gcp.cli import Root, app
+from mlflow_gcp.cli.help_format import PanelCommand, PanelGroup, summary
+from mlflow_gcp.cli.lazy import build
 
 PROBE = """
-import io, sys, contextlib
+import io, json, sys, contextlib
 sys.argv = ["mlflow-gcp", *sys.argv[1:]]
 try:
     with contextlib.redirect_stdout(io.StringIO()):
@@ -22,37 +26,68 @@ try:
         main()
 except SystemExit:
     pass
-print(sorted(m for m in sys.modules if m.split(".")[0] in ("google", "googleapiclient", "grpc", "httplib2")))
+print(json.dumps(sorted(sys.modules)))
 """
+GOOGLE = ("google", "googleapiclient", "grpc", "httplib2")
+# Typer's Rich help (Markdown, tracebacks) and its pydantic coercion of parameters: no help needs them.
+NEVER_FOR_HELP = ("typer.rich_utils", "rich.markdown", "rich.traceback", "pydantic", "markdown_it", "pygments")
 
 
-def test_help_imports_no_google_module(tmp_path):
-    for args in (["--help"], ["up", "--help"], ["credentials", "--help"]):
-        done = subprocess.run(
-            [sys.executable, "-c", PROBE, *args], cwd=tmp_path, env=dict(os.environ), capture_output=True, text=True
-        )
-        assert done.returncode == 0, done.stderr
-        assert done.stdout.strip() == "[]", (args, done.stdout)
+def modules_after(*args: str, tmp_path) -> set[str]:
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, *args], cwd=tmp_path, env=dict(os.environ), capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    return set(json.loads(done.stdout))
 
 
-def names_and_help(group) -> dict[str, str]:
-    return {name: command.get_short_help_str() for name, command in group.commands.items()}
+def loaded(modules: set[str], prefixes) -> list[str]:
+    return sorted(m for m in modules if m.split(".")[0] in prefixes or m in prefixes)
 
 
-def test_the_named_command_is_whole_and_the_others_keep_name_and_help():
-    full = typer.main.get_command(app)
-    lean = typer.main.get_command(for_argv(app, ["up", "--project", "p", "--help"]))
-    assert names_and_help(lean) == names_and_help(full)
-    assert [p.name for p in lean.commands["up"].params] == [p.name for p in full.commands["up"].params]
-    assert [p.name for p in lean.commands["status"].params] == []
-    deep = typer.main.get_command(for_argv(app, ["step", "apis"]))
-    assert names_and_help(deep.commands["step"]) == names_and_help(full.commands["step"])
-    assert len(deep.commands["step"].commands["apis"].params) == len(full.commands["step"].commands["apis"].params)
-    assert deep.commands["step"].commands["network"].params == []
+@pytest.mark.parametrize(
+    "args", [["--help"], ["up", "--help"], ["credentials", "--help"], ["step", "apis", "--help"]], ids=" ".join
+)
+def test_help_imports_no_google_module_nor_rich_help_nor_pydantic(args, tmp_path):
+    modules = modules_after(*args, tmp_path=tmp_path)
+    assert loaded(modules, GOOGLE) == []
+    assert [m for m in modules if m.startswith(NEVER_FOR_HELP)] == []
+
+
+def test_the_command_list_imports_no_command_module_nor_the_settings(tmp_path):
+    modules = modules_after("--help", tmp_path=tmp_path)
+    commands = {f"mlflow_gcp.cli.{entry.target.split(':')[0]}" for entry in Root.entries}
+    assert sorted(commands & modules) == []
+    assert [m for m in ("mlflow_gcp.config", "mlflow_gcp.steps", "rich.console") if m in modules] == []
+    up = modules_after("up", "--help", tmp_path=tmp_path)
+    assert "mlflow_gcp.cli.up" in up and "mlflow_gcp.cli.status" not in up
+
+
+def test_each_registered_summary_and_panel_is_the_command_s_own():
+    """The root group lists its commands from Root.entries without importing them: what it says must be what
+    the command itself says."""
+    for entry in Root.entries:
+        command = build(entry)
+        assert command.name == entry.name
+        assert " ".join(summary(command).split()) == entry.summary, entry.name
+        assert command.rich_help_panel == entry.panel
+
+
+def every_command(command, path=()):
+    yield path, command
+    for name in getattr(command, "list_commands", lambda ctx: [])(None):
+        yield from every_command(command.get_command(None, name), (*path, name))
+
+
+def test_every_command_groups_its_help_in_sections():
+    """Each command and group is built with the classes that write the sections (cls=PanelCommand/PanelGroup)."""
+    commands = list(every_command(typer.main.get_command(app)))
+    assert len(commands) > 20
+    for path, command in commands:
+        assert isinstance(command, PanelGroup if hasattr(command, "list_commands") else PanelCommand), path
 
 
 def help_text(run, monkeypatch, capsys) -> str:
-    monkeypatch.setenv("COLUMNS", "100")
     try:
         run()
     except SystemExit as exit:
@@ -60,11 +95,13 @@ def help_text(run, monkeypatch, capsys) -> str:
     return capsys.readouterr().out
 
 
-def test_a_command_s_help_printed_by_it_alone_is_the_same(monkeypatch, capsys):
+@pytest.mark.parametrize("columns", ["80", "120"])
+def test_a_command_s_help_printed_by_it_alone_is_the_same(monkeypatch, capsys, columns):
     from mlflow_gcp.cli import lazy, main
 
-    monkeypatch.setattr(lazy, "_program_name", lambda: "mlflow-gcp")  # pytest's __main__ would name itself
-    for path in (["up"], ["step"], ["step", "apis"], ["credentials"], ["users", "add"]):
+    monkeypatch.setenv("COLUMNS", columns)
+    monkeypatch.setattr(lazy, "program_name", lambda: "mlflow-gcp")  # pytest's __main__ would name itself
+    for path in (["up"], ["step"], ["step", "apis"], ["credentials"], ["users", "add"], ["backup", "list"]):
         monkeypatch.setattr(sys, "argv", ["mlflow-gcp", *path, "--help"])
         fast = help_text(main, monkeypatch, capsys)
         whole = help_text(functools.partial(app, [*path, "--help"], prog_name="mlflow-gcp"), monkeypatch, capsys)

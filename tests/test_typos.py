@@ -26,13 +26,14 @@ def test_reset_of_a_misspelt_setting_is_refused_before_any_request(fake):
 @pytest.mark.parametrize(
     "args, suggestion",
     [
+        (("stauts",), "Did you mean 'status'?"),
         (("step", "apsi"), "Did you mean 'apis'?"),
         (("up", "--db-teir", "db-g1-small"), "--db-tier"),
         (("up", "--vpc-egress", "dirct"), "Did you mean direct?"),
         (("up", "--db-edition", "ENTERPRISE_PLSU"), "Did you mean ENTERPRISE_PLUS?"),
         (("credentials", "--format", "jsno"), "Did you mean json?"),
     ],
-    ids=["step", "flag", "vpc-egress", "db-edition", "format"],
+    ids=["command", "step", "flag", "vpc-egress", "db-edition", "format"],
 )
 def test_a_typo_gets_the_closest_name_before_any_request(fake, args, suggestion):
     result = cli(*args)

@@ -14,7 +14,6 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from mlflow_gcp.config import ENV_PREFIX, env_var, setting_fields
 from mlflow_gcp.errors import ConfigError
 
 # Longest first: the UTF-32 LE mark begins with the UTF-16 LE one.
@@ -111,12 +110,16 @@ def load(path: Path) -> dict[str, str]:
 
 
 def setting_variables() -> list[str]:
+    from mlflow_gcp.config import env_var, setting_fields
+
     return [env_var(f.name) for f in setting_fields()]
 
 
 def unknown_variables(names: Iterable[str]) -> list[tuple[str, str | None]]:
     """(name, closest setting variable or None) for each MLFLOW_GCP_* name that is neither a setting nor one of
     OTHER_VARIABLES."""
+    from mlflow_gcp.config import ENV_PREFIX
+
     settings = setting_variables()
     known = set(settings) | OTHER_VARIABLES
     suffixes = {name.removeprefix(ENV_PREFIX): name for name in settings}
@@ -129,8 +132,11 @@ def unknown_variables(names: Iterable[str]) -> list[tuple[str, str | None]]:
 
 
 def warnings(from_file: Mapping[str, str], environment: Mapping[str, str]) -> list[str]:
+    names = [name for name in [*from_file, *environment] if name.startswith("MLFLOW_GCP_")]
+    if not set(names) - OTHER_VARIABLES:
+        return []  # without reading the settings' declarations (start-up)
     messages = []
-    for name, close in unknown_variables([*from_file, *environment]):
+    for name, close in unknown_variables(names):
         where = "in .env" if name in from_file else "in the environment"
         guess = f"did you mean {close}?" if close else "see `mlflow-gcp up --help` for the settings."
         messages.append(f"{name} ({where}) is not a setting of mlflow-gcp and is ignored: {guess}")

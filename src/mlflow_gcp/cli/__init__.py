@@ -1,5 +1,5 @@
-"""The `mlflow-gcp` command line. Importing it must stay cheap: Google libraries load only when a command
-talks to Google."""
+"""The `mlflow-gcp` command line. Importing it must stay cheap: a command's module loads only when that command
+runs or shows its help (cli/lazy.py), Google libraries only when a command talks to Google."""
 
 from __future__ import annotations
 
@@ -8,38 +8,89 @@ from pathlib import Path
 import typer
 
 from mlflow_gcp import __version__
-from mlflow_gcp.cli import (
-    backup,
-    cost,
-    credentials,
-    down,
-    export,
-    help_format,
-    logs,
-    open_ui,
-    restore,
-    status,
-    step,
-    up,
-    users,
-)
-from mlflow_gcp.cli.console import debug, out
+from mlflow_gcp.cli.lazy import Entry, LazyGroup, print_help_directly
 
-_ = help_format  # imported for its effect on --help
+DEPLOY, READ, USE, DATA = "Deploy", "Look", "Use", "Backups"
+
+
+class Root(LazyGroup):
+    entries = (
+        Entry(
+            "up",
+            "up:up",
+            DEPLOY,
+            "Create or update the whole deployment. Safe to rerun: what exists and matches is left alone.",
+        ),
+        Entry("step", "step:app", DEPLOY, "Run one setup step. Steps it needs must have run before."),
+        Entry(
+            "down",
+            "down:down",
+            DEPLOY,
+            "Delete the deployment in reverse order, keeping the data (database, "
+            "bucket, secrets) unless --delete-data.",
+        ),
+        Entry("export", "export:app", DEPLOY, "Write the deployment in another tool's format."),
+        Entry(
+            "status",
+            "status:status",
+            READ,
+            "Show what exists, what differs from the configuration, and whether the server answers. Reads only.",
+        ),
+        Entry(
+            "logs",
+            "logs:logs",
+            READ,
+            "Show the server's recent log lines (Cloud Logging, the Cloud Run service's entries). Reads only.",
+        ),
+        Entry(
+            "cost",
+            "cost:cost",
+            READ,
+            "Estimate what the deployment costs per month, from Google's price catalog "
+            "for the region when it can be read, otherwise from a price table shipped with the tool (its date and "
+            "source are printed). Reads only.",
+        ),
+        Entry(
+            "open",
+            "open_ui:open_ui",
+            USE,
+            "Open the MLflow UI in the browser (it asks for the login of "
+            "`mlflow-gcp credentials`). Without a browser or a terminal, print its URL.",
+        ),
+        Entry(
+            "credentials", "credentials:app", USE, "Print the login of the MLflow server; `rotate` gives new passwords."
+        ),
+        Entry("users", "users:app", USE, "Users of the MLflow server and their permissions."),
+        Entry(
+            "backup",
+            "backup:app",
+            DATA,
+            "Take an on-demand Cloud SQL backup now; `list` shows the backups and the point-in-time window.",
+        ),
+        Entry(
+            "restore",
+            "restore:restore",
+            DATA,
+            "Restore a backup, or the state at a time, into a NEW Cloud SQL instance and move the server onto it.",
+        ),
+    )
+
 
 app = typer.Typer(
     name="mlflow-gcp",
+    cls=Root,
     help="A secured MLflow tracking server on Google Cloud, with one command.",
     no_args_is_help=True,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,  # Click's plain help, in sections (cli/help_format.py)
     pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    # Help as wide as the terminal up to 120 columns (Click's own limit is 80).
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120},
 )
 
 
 def _version(value: bool) -> None:
     if value:
-        out.print(f"mlflow-gcp {__version__}")
+        print(f"mlflow-gcp {__version__}")
         raise typer.Exit()
 
 
@@ -52,22 +103,9 @@ def root(
 
     Settings come from flags, MLFLOW_GCP_* environment variables, or a .env file in the working directory.
     """
+    from mlflow_gcp.cli.console import debug  # not at the top: `mlflow-gcp --help` draws nothing with Rich
+
     debug.enabled = debug_flag
-
-
-DEPLOY, READ, USE, DATA = "Deploy", "Look", "Use", "Backups"
-app.command("up", rich_help_panel=DEPLOY)(up.up)
-app.add_typer(step.app, name="step", rich_help_panel=DEPLOY)
-app.command("down", rich_help_panel=DEPLOY)(down.down)
-app.add_typer(export.app, name="export", rich_help_panel=DEPLOY)
-app.command("status", rich_help_panel=READ)(status.status)
-app.command("logs", rich_help_panel=READ)(logs.logs)
-app.command("cost", rich_help_panel=READ)(cost.cost)
-app.command("open", rich_help_panel=USE)(open_ui.open_ui)
-app.add_typer(credentials.app, name="credentials", rich_help_panel=USE)
-app.add_typer(users.app, name="users", rich_help_panel=USE)
-app.add_typer(backup.app, name="backup", rich_help_panel=DATA)
-app.command("restore", rich_help_panel=DATA)(restore.restore)
 
 
 def main() -> None:
@@ -75,15 +113,17 @@ def main() -> None:
     import sys
 
     from mlflow_gcp import env_file
-    from mlflow_gcp.cli.console import err, show_error
     from mlflow_gcp.errors import MlflowGcpError
 
     try:
         from_file = env_file.load(Path.cwd() / ".env")
     except MlflowGcpError as error:
+        from mlflow_gcp.cli.console import show_error
+
         sys.exit(show_error(error))
     for warning in env_file.warnings(from_file, os.environ):
-        err.print(f"[yellow]Warning:[/] {warning}", markup=True, highlight=False)
-    from mlflow_gcp.cli.lazy import run
+        from mlflow_gcp.cli.console import err
 
-    run(app, sys.argv[1:])
+        err.print(f"[yellow]Warning:[/] {warning}", markup=True, highlight=False)
+    if not print_help_directly(app, sys.argv[1:]):
+        app()

@@ -9,6 +9,7 @@ import sys
 import typer
 
 from mlflow_gcp.cli.console import err, out
+from mlflow_gcp.cli.help_format import PanelCommand, PanelGroup
 from mlflow_gcp.cli.options import JSON_RESULT, with_settings
 from mlflow_gcp.config import Settings
 
@@ -22,6 +23,7 @@ def stage_view(names: list[str], console):
 
 
 app = typer.Typer(
+    cls=PanelGroup,
     help="Take an on-demand Cloud SQL backup now; `list` shows the backups and the point-in-time window.",
     invoke_without_command=True,
 )
@@ -64,7 +66,7 @@ def backup(
     out.print(f"Restore it into a new instance with: [bold]mlflow-gcp restore {run.id}[/]", soft_wrap=True)
 
 
-@app.command("list")
+@app.command("list", cls=PanelCommand)
 @with_settings
 def list_backups(settings: Settings, as_json: bool = JSON_RESULT) -> None:
     """The automated and on-demand backups of the Cloud SQL instance (time, kind, status).

@@ -12,6 +12,7 @@ import typer
 
 from mlflow_gcp.cli.choices import choice, metavar
 from mlflow_gcp.cli.console import err, out
+from mlflow_gcp.cli.help_format import PanelCommand, PanelGroup
 from mlflow_gcp.cli.options import with_settings
 from mlflow_gcp.config import Settings
 from mlflow_gcp.errors import ConfigError
@@ -67,6 +68,7 @@ def render(variables: dict[str, str], fmt: Format) -> str:
 
 
 app = typer.Typer(
+    cls=PanelGroup,
     help="Print the login of the MLflow server; `rotate` gives new passwords.", invoke_without_command=True
 )
 
@@ -97,7 +99,7 @@ def credentials(
     sys.stdout.flush()
 
 
-@app.command("rotate")
+@app.command("rotate", cls=PanelCommand)
 @with_settings
 def rotate(
     settings: Settings,

@@ -8,14 +8,16 @@ from pathlib import Path
 import typer
 
 from mlflow_gcp.cli.console import err, out
+from mlflow_gcp.cli.help_format import PanelCommand, PanelGroup
 from mlflow_gcp.cli.options import with_settings
 from mlflow_gcp.config import Settings
 from mlflow_gcp.errors import ConfigError
 
-app = typer.Typer(help="Write the deployment in another tool's format.", no_args_is_help=True)
+app = typer.Typer(
+    cls=PanelGroup,help="Write the deployment in another tool's format.", no_args_is_help=True)
 
 
-@app.command("terraform")
+@app.command("terraform", cls=PanelCommand)
 @with_settings
 def terraform(
     settings: Settings,

@@ -1,99 +1,99 @@
-"""Start-up: Typer turns every command's parameters into Click options before it parses anything (about 40
-settings on each of 20 commands). A run needs only the command it names; the others keep their name and help
-(for `--help`, and for "No such command … Did you mean") but lose their parameters."""
+"""Start-up: the commands are registered by name, module and summary, and a command's module is imported (and its
+~40 parameters built) only when that command runs, its help is asked for, or shell completion needs it.
+`mlflow-gcp --help` imports none of them (Click's "lazy group" pattern)."""
 
 from __future__ import annotations
 
-import copy
-import inspect
+import difflib
+import importlib
 import os
+import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import typer
 import typer.main
 
-
-def _stub(info):
-    """The command with its name, help and panel, and no parameters."""
-    original = info.callback
-
-    def stub() -> None:  # never run: the real command is kept when it is named
-        raise AssertionError(f"stub of {getattr(original, '__name__', 'a command')} called")
-
-    stub.__doc__ = inspect.getdoc(original) if original is not None else None
-    stubbed = copy.copy(info)
-    stubbed.callback = stub
-    return stubbed
+from mlflow_gcp.cli.help_format import PanelCommand, PanelGroup, format_commands
 
 
-def trimmed(app: typer.Typer, words: Sequence[str]) -> typer.Typer:
-    """A copy of `app` that keeps whole only the command `words` name (the first word at each level of groups)."""
-    name = words[0] if words else None
-    lean = copy.copy(app)
-    lean.registered_commands = [c if c.name == name else _stub(c) for c in app.registered_commands]
-    groups = []
-    for group in app.registered_groups:
-        kept = copy.copy(group)
-        kept.typer_instance = trimmed(group.typer_instance, words[1:] if group.name == name else ())
-        groups.append(kept)
-    lean.registered_groups = groups
-    return lean
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    target: str  # "module:attribute" under mlflow_gcp.cli: a command function or a typer.Typer group
+    panel: str
+    summary: str  # the command's help up to its first blank line (test_startup checks they agree)
 
 
-def for_argv(app: typer.Typer, argv: Sequence[str]) -> typer.Typer:
-    """The app to run for these arguments. Shell completion (Click's `_PROG_COMPLETE` variable) reads the words
-    from elsewhere and gets the whole app."""
-    if any(key.startswith("_") and key.endswith("_COMPLETE") for key in os.environ):
-        return app
-    return trimmed(app, [arg for arg in argv if not arg.startswith("-")])
+def build(entry: Entry):
+    """The Click command of `entry`, built as Typer would build it inside the root group."""
+    module, attribute = entry.target.split(":")
+    target = getattr(importlib.import_module(f"mlflow_gcp.cli.{module}"), attribute)
+    holder = typer.Typer(rich_markup_mode=None, add_completion=False)
+    holder.callback()(_nothing)  # a group, so that the command keeps its name
+    if isinstance(target, typer.Typer):
+        holder.add_typer(target, name=entry.name, rich_help_panel=entry.panel)
+    else:
+        holder.command(entry.name, rich_help_panel=entry.panel, cls=PanelCommand)(target)
+    return typer.main.get_group(holder).commands[entry.name]
 
 
-def run(app: typer.Typer, argv: Sequence[str]) -> None:
-    """Run the command line. The help of a command is printed by that command alone: the options before it
-    need no parsing then, and parsing them would cost Typer a pydantic import (a third of `up --help`)."""
-    lean = for_argv(app, argv)
-    if "--help" in argv or "-h" in argv:
-        _without_unused_rich_modules()
-        command = typer.main.get_command(lean)
-        path: list[str] = []
-        for word in (arg for arg in argv if not arg.startswith("-")):
-            if not hasattr(command, "commands"):
-                break  # a command's argument or option value
-            command = command.commands.get(word)
-            if command is None:
-                break  # not a command: Click says so
-            path.append(word)
-        if command is not None and path:
-            settings = getattr(app.info, "context_settings", None) or {}
-            names = settings.get("help_option_names", ["--help"])
-            command.main(["--help"], prog_name=" ".join([_program_name(), *path]), help_option_names=names)
-            return
-    lean()
+def _nothing() -> None:
+    pass
 
 
-def _program_name() -> str:
-    try:
-        from click.utils import _detect_program_name
+class LazyGroup(PanelGroup):
+    """The root group: its commands come from `entries`, built on first use."""
 
-        return _detect_program_name()
-    except ImportError:  # a Click without it: the name of the console script
-        return "mlflow-gcp"
+    entries: tuple[Entry, ...] = ()
+
+    def list_commands(self, ctx) -> list[str]:
+        return [entry.name for entry in self.entries]
+
+    def get_command(self, ctx, name: str):
+        if name not in self.commands:
+            entry = next((entry for entry in self.entries if entry.name == name), None)
+            if entry is None:
+                return None
+            self.commands[name] = build(entry)
+        return self.commands[name]
+
+    def resolve_command(self, ctx, args):
+        """As Typer's, whose "Did you mean" looks only at the commands built already."""
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and name not in self.list_commands(ctx) and not ctx.resilient_parsing:
+            close = difflib.get_close_matches(name, self.list_commands(ctx))
+            guess = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            ctx.fail(f"No such command {name!r}.{guess}")
+        return super().resolve_command(ctx, args)
+
+    def format_commands(self, ctx, formatter) -> None:
+        format_commands([(entry.panel, entry.name, entry.summary) for entry in self.entries], formatter)
 
 
-class _Unused:
-    def __init__(self, *args, **kwargs) -> None:
-        raise RuntimeError("rich.markdown / rich.traceback are not loaded while help is printed")
+def print_help_directly(app: typer.Typer, argv: Sequence[str]) -> bool:
+    """`mlflow-gcp [GROUP] COMMAND --help`: print the help of the command the words name, by that command alone,
+    and return True. The options before it are not parsed: Typer coerces even the unset `--help` of the root
+    group with pydantic, whose import would be a third of `up --help`. False when the words name no command
+    (Click then parses all and says what is wrong)."""
+    if "--help" not in argv and "-h" not in argv:
+        return False
+    command, path = typer.main.get_command(app), []
+    for word in (arg for arg in argv if not arg.startswith("-")):
+        if not hasattr(command, "get_command"):
+            break  # a command's argument or option value
+        command = command.get_command(None, word)  # a group's commands need no context to be found
+        if command is None:
+            return False  # not a command: Click says so
+        path.append(word)
+    if not path:
+        return False
+    settings = app.info.context_settings or {}  # what the root's context would pass down: -h, the width
+    command.main(["--help"], prog_name=" ".join([program_name(), *path]), **settings)
+    return True
 
 
-def _without_unused_rich_modules() -> None:
-    """Typer's help formatter imports rich.markdown (markdown-it) and rich.traceback, which help in "rich" markup
-    mode with pretty exceptions off never uses: a third of `--help`. While help is printed (the process then
-    ends), they are stand-ins that fail loudly if ever used."""
-    import sys
-    import types
-
-    for name, attribute in (("rich.markdown", "Markdown"), ("rich.traceback", "Traceback")):
-        if name not in sys.modules:
-            stand_in = types.ModuleType(name)
-            setattr(stand_in, attribute, _Unused)
-            sys.modules[name] = stand_in
+def program_name() -> str:
+    """As Click names the program in its usage line: `python -m PACKAGE`, or the script's file name."""
+    package = getattr(sys.modules.get("__main__"), "__package__", None)
+    return f"python -m {package}" if package else os.path.basename(sys.argv[0])

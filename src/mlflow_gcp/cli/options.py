@@ -9,6 +9,7 @@ from collections.abc import Callable
 import typer
 
 from mlflow_gcp.cli.console import err, handled_errors
+from mlflow_gcp.cli.help_format import ADVANCED
 from mlflow_gcp.config import Settings, env_var, flag, setting_fields, validate
 
 _TYPES = {"str": str, "int": int}
@@ -23,7 +24,10 @@ JSON_RESULT = typer.Option(
     False, "--json", help="Print the outcome as one JSON document on stdout (full names); progress goes to stderr."
 )
 SKIP_PREFLIGHT = typer.Option(
-    False, "--skip-preflight", help="Do not check credentials, project, billing, permissions and org policies first."
+    False,
+    "--skip-preflight",
+    help="Do not check credentials, project, billing, permissions and org policies first.",
+    rich_help_panel=ADVANCED,
 )
 # The options of the commands that apply steps (`up`, `step NAME`).
 DRY_RUN = typer.Option(False, "--dry-run", help="Show what would change; change nothing.")
@@ -36,6 +40,7 @@ EXIT_CODE = typer.Option(
     "--detailed-exitcode",
     help="With --dry-run, for CI: exit 0 when there is nothing to change, 2 when changes are pending, 1 on any "
     "error (as terraform plan -detailed-exitcode).",
+    rich_help_panel=ADVANCED,
 )
 MOVE_TO_NEW_RESOURCES = typer.Option(
     False,
@@ -44,6 +49,7 @@ MOVE_TO_NEW_RESOURCES = typer.Option(
         "Accept that a changed name (--db-instance, --db-name, --auth-db-name, --bucket, --network, --service) "
         "moves the live server to NEW, EMPTY resources; the old ones keep the data and keep billing."
     ),
+    rich_help_panel=ADVANCED,
 )
 RESET = typer.Option(
     [],
@@ -57,6 +63,7 @@ RESET = typer.Option(
         "of the deployment's resources). Settings are remembered with the deployment: a flag changes only what it "
         "names, for good."
     ),
+    rich_help_panel=ADVANCED,
 )
 
 
@@ -86,7 +93,8 @@ def _setting_parameters() -> tuple[inspect.Parameter, ...]:
             flag(f.name),
             envvar=env_var(f.name),
             help=f.metadata["help"],
-            rich_help_panel=f.metadata["group"] + " settings",
+            # The project and region come first, with the command's common options; other settings by group.
+            rich_help_panel=None if f.metadata["group"] == "Project" else f.metadata["group"] + " settings",
             show_default=bool(default) or isinstance(default, int),
             show_envvar=False,  # one line under the options says it for all: MLFLOW_GCP_<NAME>
             metavar=_metavar(f),
@@ -166,7 +174,11 @@ def with_settings(
 
     own = [p for p in signature.parameters.values() if p.name not in ("settings", "resolution")]
     context = inspect.Parameter(CONTEXT, inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
-    wrapper.__signature__ = signature.replace(parameters=[*own, context, *_setting_parameters()])
+    settings = _setting_parameters()
+    # --project, --region: listed first (Typer passes every parameter by name)
+    first = [p.replace(kind=p.POSITIONAL_OR_KEYWORD) for p in settings if p.default.rich_help_panel is None]
+    rest = [p for p in settings if p.default.rich_help_panel is not None]
+    wrapper.__signature__ = signature.replace(parameters=[*first, *own, context, *rest])
     wrapper.__doc__ = inspect.cleandoc(command.__doc__ or "") + SETTINGS_EPILOG
     return wrapper
 

@@ -10,10 +10,12 @@ import sys
 import typer
 
 from mlflow_gcp.cli.console import err, out
+from mlflow_gcp.cli.help_format import PanelCommand, PanelGroup
 from mlflow_gcp.cli.options import with_settings
 from mlflow_gcp.config import Settings
 
-app = typer.Typer(help="Users of the MLflow server and their permissions.", no_args_is_help=True)
+app = typer.Typer(
+    cls=PanelGroup,help="Users of the MLflow server and their permissions.", no_args_is_help=True)
 
 PASSWORD_STDIN = typer.Option(
     False, "--password-stdin",
@@ -61,7 +63,7 @@ def _show_password(name: str, password: str, generated: bool) -> None:
         sys.stdout.flush()
 
 
-@app.command("list")
+@app.command("list", cls=PanelCommand)
 @with_settings
 def list_users(
     settings: Settings,
@@ -88,11 +90,11 @@ def list_users(
         out.print(f"{escape(user.name):<32} {role}")
 
 
-@app.command("add")
+@app.command("add", cls=PanelCommand)
 @with_settings
 def add(
     settings: Settings,
-    name: str = typer.Argument(..., help="The new user's login."),
+    name: str = typer.Argument(..., metavar="NAME", help="The new user's login."),
     admin: bool = typer.Option(False, "--admin", help="Make the user an admin (every permission, user management)."),
     password_stdin: bool = PASSWORD_STDIN,
 ) -> None:
@@ -104,19 +106,19 @@ def add(
     _show_password(name, password, generated=not password_stdin)
 
 
-@app.command("remove")
+@app.command("remove", cls=PanelCommand)
 @with_settings
-def remove(settings: Settings, name: str = typer.Argument(..., help="The user to remove.")) -> None:
+def remove(settings: Settings, name: str = typer.Argument(..., metavar="NAME", help="The user to remove.")) -> None:
     """Remove a user (its runs and models stay). The admin of mlflow-credentials cannot be removed."""
     _server(settings).remove(name)
     err.print(f"Removed the user {name}.")
 
 
-@app.command("password")
+@app.command("password", cls=PanelCommand)
 @with_settings
 def password(
     settings: Settings,
-    name: str = typer.Argument(..., help="The user whose password is reset."),
+    name: str = typer.Argument(..., metavar="NAME", help="The user whose password is reset."),
     password_stdin: bool = PASSWORD_STDIN,
 ) -> None:
     """Reset a user's password: a generated one printed once (or --password-stdin)."""
@@ -127,11 +129,11 @@ def password(
     _show_password(name, new, generated=not password_stdin)
 
 
-@app.command("grant")
+@app.command("grant", cls=PanelCommand)
 @with_settings
 def grant(
     settings: Settings,
-    name: str = typer.Argument(..., help="The user."),
+    name: str = typer.Argument(..., metavar="NAME", help="The user."),
     experiment: str = typer.Option("", "--experiment", help="An experiment, by name or id."),
     model: str = typer.Option("", "--model", help="A registered model, by name."),
     permission: str = typer.Option(..., "--permission", help="READ, EDIT, MANAGE or NO_PERMISSIONS."),
