@@ -14,6 +14,16 @@ def no_gcloud_project(monkeypatch, tmp_path_factory):
         monkeypatch.delenv(name, raising=False)
 
 
+@pytest.fixture(autouse=True)
+def fresh_run_state():
+    """The project and flags of a test's last command (what hints add to the commands they suggest) are not left
+    for the next test of the worker: `eval_line()` once carried another test's --project in CI."""
+    yield
+    from mlflow_gcp.cli.project import forget
+
+    forget()
+
+
 @pytest.fixture
 def fake(monkeypatch, tmp_path):
     """A fresh fake of the Google APIs, with the tool pointed at it."""

@@ -63,7 +63,10 @@ def backup(
         f"[green]Backup {run.id}[/] of {escape(backups.instance)} taken at {iso(run.time)} ({run.status}).",
         soft_wrap=True,
     )
-    out.print(f"Restore it into a new instance with: [bold]mlflow-gcp restore {run.id}[/]", soft_wrap=True)
+    from mlflow_gcp.cli.project import command
+
+    restore = command(f"mlflow-gcp restore {run.id}")
+    out.print(f"Restore it into a new instance with: [bold]{restore}[/]", soft_wrap=True)
 
 
 @app.command("list", cls=PanelCommand)
@@ -113,10 +116,16 @@ def _list(settings: Settings, *, as_json: bool) -> None:
         out.print(table)
     else:
         out.print(f"No backup of {escape(settings.db_instance)} yet.")
+    from mlflow_gcp.cli.project import with_identity_flags
+
     if warning:
-        out.print(f"[yellow]Warning:[/] {escape(warning)}: take one with `mlflow-gcp backup`.")
+        out.print(f"[yellow]Warning:[/] {escape(warning)}: {with_identity_flags('take one with `mlflow-gcp backup`')}.")
     out.print(f"Point-in-time window: {escape(window.describe())}", soft_wrap=True)
-    out.print("Restore with `mlflow-gcp restore BACKUP_ID` or `mlflow-gcp restore --to-time TIME` (a new instance).")
+    out.print(
+        with_identity_flags(
+            "Restore with `mlflow-gcp restore BACKUP_ID` or `mlflow-gcp restore --to-time TIME` (a new instance)."
+        )
+    )
 
 
 def show_backups(summary) -> None:

@@ -34,11 +34,11 @@ def show_error(error: BaseException, step: str | None = None) -> int:
         err.print("".join(traceback.format_exception(error)), markup=False, end="")
     where = f" in step {step}" if step else ""
     if isinstance(error, MlflowGcpError):
-        from mlflow_gcp.cli.project import with_project_flag
+        from mlflow_gcp.cli.project import with_identity_flags
 
-        err.print(f"[bold red]Error{where}:[/] {with_project_flag(error.message)}", soft_wrap=False)
+        err.print(f"[bold red]Error{where}:[/] {with_identity_flags(error.message)}", soft_wrap=False)
         if error.hint:
-            err.print(f"[bold]What to do:[/] {with_project_flag(error.hint)}")
+            err.print(f"[bold]What to do:[/] {with_identity_flags(error.hint)}")
         return error.exit_code
     err.print(f"[bold red]Unexpected error{where}:[/] {type(error).__name__}: {error}", markup=True)
     if not debug.enabled:
@@ -48,18 +48,21 @@ def show_error(error: BaseException, step: str | None = None) -> int:
 
 def bullets(console: Console, items: list[str | tuple[str, str]]) -> None:
     """A list whose long items wrap under their own text, not under the bullet. An item may be (text, hint):
-    the hint goes under it after "What to do:". No markup is read from the items."""
+    the hint goes under it after "What to do:". No markup is read from the items. The `mlflow-gcp ...` commands
+    they suggest get the flags that reach this run's deployment."""
     from rich.table import Table
     from rich.text import Text
+
+    from mlflow_gcp.cli.project import with_identity_flags
 
     grid = Table.grid()
     grid.add_column(width=4, no_wrap=True)
     grid.add_column(overflow="fold")
     for item in items:
         text, hint = item if isinstance(item, tuple) else (item, "")
-        grid.add_row("  - ", Text(text))
+        grid.add_row("  - ", Text(with_identity_flags(text)))
         if hint:
-            grid.add_row("", Text.assemble(("What to do: ", "bold"), hint))
+            grid.add_row("", Text.assemble(("What to do: ", "bold"), with_identity_flags(hint)))
     console.print(grid)
 
 

@@ -104,7 +104,9 @@ def dry_run_line(settings: Settings) -> str:
     from mlflow_gcp.cost.price_table import TABLE_DATE
 
     result = estimate(settings, storage_gb=10.0)
-    return (
+    from mlflow_gcp.cli.project import with_identity_flags
+
+    return with_identity_flags(
         f"Estimated cost: about ${result.monthly_total_usd:,.0f}/month at rest plus "
         f"${result.per_1000_requests_usd:.3f} per 1,000 requests (price table of {TABLE_DATE}; "
         "`mlflow-gcp cost` for details and current prices)."

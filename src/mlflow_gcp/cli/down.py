@@ -129,7 +129,9 @@ def down(
         for removal in unsupported:
             out.print(f"  - {escape(removal.label)}")
     kept_data = [r for r in plan if r.action != DELETE and holds_data(r.resource)]
-    note = " The data is kept: `mlflow-gcp up` brings the service back on it." if kept_data else ""
+    from mlflow_gcp.cli.project import with_identity_flags
+
+    note = with_identity_flags(" The data is kept: `mlflow-gcp up` brings the service back on it.") if kept_data else ""
     out.print("[green]Done.[/]" + note)
 
 

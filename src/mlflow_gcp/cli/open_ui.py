@@ -32,7 +32,9 @@ def open_ui(
     if print_only or not _terminal() or not _open(url):
         out.print(url, markup=False, soft_wrap=True)
         return
-    err.print(f"Opened {url} (the login: `mlflow-gcp credentials`).", markup=False)
+    from mlflow_gcp.cli.project import with_identity_flags
+
+    err.print(with_identity_flags(f"Opened {url} (the login: `mlflow-gcp credentials`)."), markup=False)
 
 
 def _terminal() -> bool:

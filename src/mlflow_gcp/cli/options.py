@@ -148,7 +148,7 @@ def with_settings(
 
             # A command run `--offline` sends no request: the recorded settings are not read then.
             online = not kwargs.get("offline", False)
-            found = settle(click_context, values["project"])
+            found = settle(click_context, values)
             if found is not None and not found.from_flag:
                 from rich.markup import escape
 

@@ -1,16 +1,24 @@
 """The project of this run: found (mlflow_gcp.project), and added to the commands the hints suggest when a flag
-gave it (a rerun without it would look elsewhere). cli.options says it once on stderr when no flag gave it."""
+gave it (a rerun without it would look elsewhere), with the other flags that say where the deployment is
+(--region and the resource names, when given as flags and not at their default). cli.options says the project
+once on stderr when no flag gave it.
+
+Every `mlflow-gcp ...` command the CLI prints in backticks goes through `with_identity_flags` (errors, their
+hints, status's problems and advice, the lines that end a command), or `command` for a bare command line."""
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 
 from mlflow_gcp.project import FLAG, PROJECT_VARIABLE, ProjectSource, find_project
 
 
 class _Current:
-    source: ProjectSource | None = None
+    def __init__(self) -> None:
+        self.source: ProjectSource | None = None
+        self.flags: dict[str, str] = {}  # --region, --service...: given as flags, not at their default; by setting
 
 
 current = _Current()
@@ -18,9 +26,21 @@ current = _Current()
 _COMMAND = re.compile(r"`(mlflow-gcp(?: [^`]*)?)`")
 
 
-def settle(click_context, given: str) -> ProjectSource | None:
-    """This run's project (None when none is found), from the project setting as Typer read it and the rest."""
+def settle(click_context, values: dict) -> ProjectSource | None:
+    """This run's project (None when none is found), from the project setting as Typer read it and the rest;
+    and the flags a suggested command must repeat to reach the same deployment."""
     from mlflow_gcp import env_file
+    from mlflow_gcp.config import setting_fields
+    from mlflow_gcp.moves import IDENTITY
+
+    given = values["project"]
+    defaults = {f.name: f.default for f in setting_fields()}
+    current.flags = {
+        name: str(values[name])
+        for name in IDENTITY
+        if getattr(click_context.get_parameter_source(name), "name", "") == "COMMANDLINE"
+        and values[name] != defaults[name]
+    }
 
     kind = getattr(click_context.get_parameter_source("project"), "name", "")
     given_from = {"COMMANDLINE": FLAG, "ENVIRONMENT": PROJECT_VARIABLE}.get(kind)
@@ -35,25 +55,41 @@ def settle(click_context, given: str) -> ProjectSource | None:
     return found
 
 
-def with_project_flag(text: str) -> str:
-    """`mlflow-gcp step apis` → `mlflow-gcp step apis --project ID` in `text` when the project came from a flag
-    (a command that names a project already is left alone)."""
+def identity_flags() -> list[tuple[str, str]]:
+    """(flag, value) a command suggested to the user needs to reach this run's deployment."""
+    from mlflow_gcp.config import flag
+
     source = current.source
-    if source is None or not source.from_flag:
+    found = [("--project", source.project)] if source is not None and source.from_flag else []
+    return found + [(flag(name), value) for name, value in current.flags.items()]
+
+
+def with_identity_flags(text: str) -> str:
+    """`mlflow-gcp step apis` → `mlflow-gcp step apis --project ID --region R` in `text`, for the flags of
+    `identity_flags` (one the command names already is left alone; a `--help` command is left alone)."""
+    flags = identity_flags()
+    if not flags:
         return text
 
     def add(match: re.Match) -> str:
         command = match.group(1)
-        if "--project" in command or "--help" in command:
+        if "--help" in command:
             return match.group(0)
-        return f"`{command} --project {source.project}`"
+        named = set(command.split())
+        extra = [f"{name} {shlex.quote(value)}" for name, value in flags if name not in named]
+        return f"`{' '.join([command, *extra])}`"
 
     return _COMMAND.sub(add, text)
 
 
 def command(text: str) -> str:
-    """A command line to print (no backticks), with --project when a flag gave the project."""
-    return with_project_flag(f"`{text}`")[1:-1]
+    """A command line to print (no backticks), with the identity flags it needs."""
+    return with_identity_flags(f"`{text}`")[1:-1]
+
+
+def forget() -> None:
+    """A new run (a test's next command in the same process) starts with no project nor flags."""
+    current.source, current.flags = None, {}
 
 
 def eval_line() -> str:

@@ -14,6 +14,7 @@ import typer
 
 from mlflow_gcp.cli.console import bullets, debug, err, out
 from mlflow_gcp.cli.options import SKIP_PREFLIGHT, WIDE, with_settings
+from mlflow_gcp.cli.project import with_identity_flags
 from mlflow_gcp.config import Settings
 
 OK, MISSING, DRIFT, FAILED, UNKNOWN = "ok", "missing", "drift", "failed", "unknown"
@@ -69,7 +70,7 @@ def status(
     if empty and not wide:
         out.print(
             f"Nothing is deployed in {settings.project} (region {settings.region}): run "
-            f"`mlflow-gcp up --project {settings.project}`",
+            + with_identity_flags(f"`mlflow-gcp up --project {settings.project}`"),
             soft_wrap=True,
             markup=False,
         )
@@ -326,4 +327,5 @@ def _show_settings(report, *, wide: bool) -> None:
         rest = len(settings["values"]) - shown
         out.print(f"[dim]{rest} other setting(s) at their default; --wide lists them all.[/]", soft_wrap=True)
     if not version:
-        out.print("The next `mlflow-gcp up` records these settings; flags then change only what they name.")
+        next_up = with_identity_flags("The next `mlflow-gcp up` records these settings")
+        out.print(f"{next_up}; flags then change only what they name.")
