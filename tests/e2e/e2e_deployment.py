@@ -149,3 +149,11 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+
+
+def own_databases(monkeypatch, user: str, name: str, auth_name: str) -> None:
+    """`mlflow-gcp` (through the fake Google APIs) deploys a server that names this MySQL user and these databases:
+    a test file's own, not the rehearsal's, as they share one MariaDB server."""
+    monkeypatch.setenv("MLFLOW_GCP_DB_USER", user)
+    monkeypatch.setenv("MLFLOW_GCP_DB_NAME", name)
+    monkeypatch.setenv("MLFLOW_GCP_AUTH_DB_NAME", auth_name)

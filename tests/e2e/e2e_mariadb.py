@@ -5,7 +5,10 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,3 +138,16 @@ class MariaDB:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+@contextmanager
+def running_mariadb(prefix: str, root_password: str) -> Iterator[MariaDB]:
+    """A MariaDB server in a temporary directory of its own, accepting only encrypted connections like the Cloud SQL
+    instance `up` makes (sslMode ENCRYPTED_ONLY); stopped and removed at the end."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        server = MariaDB(Path(tmp), free_port(), root_password, tls=True)
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()

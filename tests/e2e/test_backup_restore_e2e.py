@@ -14,17 +14,15 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
-import tempfile
 import uuid
 from pathlib import Path
 
 import pytest
-from e2e_deployment import ServerProcess, google_endpoints, new_password
-from e2e_mariadb import MariaDB, binary, free_port
+from e2e_deployment import ServerProcess, google_endpoints, new_password, own_databases
+from e2e_mariadb import MariaDB, binary, free_port, running_mariadb
 from mlflow.tracking import MlflowClient
-from tests.fake_gcp.server import PROJECT, FakeGoogle
+from tests.fake_gcp.server import PROJECT
 from tests.helpers import cli
-from tests.server_double import deploy
 
 from conftest import CLIENT_ENV, Rehearsal, server_log_path
 from mlflow_gcp.service_spec import SERVICE_URLS_VAR, container_environment
@@ -38,39 +36,17 @@ OLD = "mlflow-tracking-database"
 
 
 @pytest.fixture
-def fake(monkeypatch, tmp_path):
-    google = FakeGoogle()
-    monkeypatch.setenv("MLFLOW_GCP_API_ENDPOINT", google.start())
-    monkeypatch.setenv("MLFLOW_GCP_RETRY_DELAY", "0.01")
-    monkeypatch.setenv("MLFLOW_GCP_POLL_MIN", "0.01")
-    monkeypatch.setenv("MLFLOW_GCP_PROJECT", PROJECT)
-    monkeypatch.setenv("MLFLOW_GCP_REGION", "europe-west1")
-    monkeypatch.setenv("MLFLOW_GCP_DB_USER", DB_USER)
-    monkeypatch.setenv("MLFLOW_GCP_DB_NAME", DB_NAME)
-    monkeypatch.setenv("MLFLOW_GCP_AUTH_DB_NAME", AUTH_DB_NAME)
-    monkeypatch.setenv("MLFLOW_GCP_LOGIN_TIMEOUT", "5")
-    monkeypatch.chdir(tmp_path)
-    yield google
-    google.stop()
-
-
-@pytest.fixture
-def double(fake, tmp_path, monkeypatch):
-    server = deploy(fake, tmp_path, monkeypatch)
-    yield server
-    server.stop()
+def fake(fake, monkeypatch):
+    """The fake Google APIs (tests/conftest.py); the deployment names this file's own user and databases."""
+    own_databases(monkeypatch, DB_USER, DB_NAME, AUTH_DB_NAME)
+    return fake
 
 
 @pytest.fixture
 def new_mariadb():
     """The MariaDB server that stands for the new Cloud SQL instance."""
-    with tempfile.TemporaryDirectory(prefix="mlflow-e2e-restored-") as tmp:
-        server = MariaDB(Path(tmp), free_port(), new_password(), tls=True)
-        server.start()
-        try:
-            yield server
-        finally:
-            server.stop()
+    with running_mariadb("mlflow-e2e-restored-", new_password()) as server:
+        yield server
 
 
 def drop_databases(mariadb: MariaDB) -> None:

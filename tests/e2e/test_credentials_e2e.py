@@ -11,12 +11,11 @@ import socket
 import uuid
 
 import pytest
-from e2e_deployment import ServerProcess, google_endpoints
+from e2e_deployment import ServerProcess, google_endpoints, own_databases
 from e2e_mariadb import free_port
 from mlflow.tracking import MlflowClient
-from tests.fake_gcp.server import PROJECT, FakeGoogle
+from tests.fake_gcp.server import PROJECT
 from tests.helpers import cli, settings
-from tests.server_double import deploy
 
 from conftest import CLIENT_ENV, Rehearsal, server_log_path
 from mlflow_gcp.config import SECRET_MYSQL
@@ -31,27 +30,10 @@ SERVICE = "projects/demo-project/locations/europe-west1/services/mlflow"
 
 
 @pytest.fixture
-def fake(monkeypatch, tmp_path):
-    google = FakeGoogle()
-    monkeypatch.setenv("MLFLOW_GCP_API_ENDPOINT", google.start())
-    monkeypatch.setenv("MLFLOW_GCP_RETRY_DELAY", "0.01")
-    monkeypatch.setenv("MLFLOW_GCP_POLL_MIN", "0.01")
-    monkeypatch.setenv("MLFLOW_GCP_PROJECT", PROJECT)
-    monkeypatch.setenv("MLFLOW_GCP_REGION", "europe-west1")
-    monkeypatch.setenv("MLFLOW_GCP_DB_USER", DB_USER)
-    monkeypatch.setenv("MLFLOW_GCP_DB_NAME", DB_NAME)
-    monkeypatch.setenv("MLFLOW_GCP_AUTH_DB_NAME", AUTH_DB_NAME)
-    monkeypatch.setenv("MLFLOW_GCP_LOGIN_TIMEOUT", "5")
-    monkeypatch.chdir(tmp_path)
-    yield google
-    google.stop()
-
-
-@pytest.fixture
-def double(fake, tmp_path, monkeypatch):
-    server = deploy(fake, tmp_path, monkeypatch)
-    yield server
-    server.stop()
+def fake(fake, monkeypatch):
+    """The fake Google APIs (tests/conftest.py); the deployment names this file's own user and databases."""
+    own_databases(monkeypatch, DB_USER, DB_NAME, AUTH_DB_NAME)
+    return fake
 
 
 def secret_value(fake, secret_id: str, version: str) -> str:
