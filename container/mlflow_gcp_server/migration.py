@@ -117,8 +117,10 @@ def migrate(engines: Engines, admin, secrets: tuple[str, ...], log: Callable[[st
 def refusal(state: schema.SchemaState, mlflow: str) -> str:
     if state.newer:
         where = f"is at revision {state.revision}, newer than this image's MLflow {mlflow} knows (head {state.head})"
+    elif state.revision:
+        where = f"is at revision {state.revision}, this image's MLflow {mlflow} needs {state.head}"
     else:
-        where = f"is at revision {state.describe()}, this image's MLflow {mlflow} needs {state.head}"
+        where = f"has {state.describe()}, this image's MLflow {mlflow} needs {state.head}"
     return f"The {state.name} database schema {where}: not served and not migrated at start; {UPGRADE_HINT}."
 
 

@@ -38,7 +38,9 @@ class SchemaState:
     def describe(self) -> str:
         if self.empty:
             return "empty"
-        return self.revision or "no revision (MLflow before 3.6)"
+        if self.revision:
+            return self.revision
+        return "no revision (a user store of MLflow before 3.6)" if self.name == AUTH else "no revision"
 
 
 def _tracking_script():

@@ -329,3 +329,19 @@ def test_guard_refuses_requests_from_other_web_origins():
     assert status(b"https://mlflow-123.europe-west1.run.app") == 200
     assert status(b"http://localhost:3000") == 403
     assert status(b"null") == 403
+
+
+def test_the_migration_error_is_one_line_without_secrets_and_the_refusal_names_both_revisions():
+    sys.path.insert(0, str(CONTAINER_DIR))
+    from mlflow_gcp_server import migration, schema
+
+    password = new_password()
+    error = RuntimeError(f"INSERT INTO users VALUES ('admin',\n '{password}')")
+    assert migration.error_text(error, ("", password)) == "RuntimeError: INSERT INTO users VALUES ('admin', '***')"
+    behind = schema.SchemaState(schema.AUTH, None, "f1a2b3c4d5e6", known=True, has_tables=True)
+    assert migration.refusal(behind, "3.17.2") == (
+        "The auth database schema has no revision (a user store of MLflow before 3.6), this image's "
+        "MLflow 3.17.2 needs f1a2b3c4d5e6: not served and not migrated at start; run `mlflow-gcp up`, which "
+        "migrates it with a backup first.")
+    result = migration.MigrationResult(migration.NEWER_SCHEMA, "3.17.2", "f00d", "f00d", "a1", "a1", "newer")
+    assert result.exit_code == 3 and result.line().startswith("migration result: {\"outcome\": \"newer-schema\"")
