@@ -409,3 +409,28 @@ def test_interrupted_while_reading_the_result_a_rerun_reads_it(jobs):
 
     latest = migration().latest()
     assert latest.name == name and latest.state == "succeeded" and latest.exit_result["outcome"] == "current"
+
+
+@pytest.mark.parametrize(
+    "fields,state",
+    [
+        ({"conditions": [{"type_": "Completed", "state": "CONDITION_PENDING"}], "running_count": 1}, "running"),
+        ({"conditions": [{"type_": "Completed", "state": "CONDITION_SUCCEEDED"}], "succeeded_count": 1}, "succeeded"),
+        ({"conditions": [{"type_": "Completed", "state": "CONDITION_FAILED"}], "failed_count": 1}, "failed"),
+        (
+            {"conditions": [{"type_": "Completed", "state": "CONDITION_FAILED", "execution_reason": "CANCELLED"}]},
+            "cancelled",
+        ),
+        # Ended, its Completed condition not written yet: the counts tell.
+        ({"completion_time": {"seconds": 1}, "task_count": 1, "succeeded_count": 1}, "succeeded"),
+        ({"completion_time": {"seconds": 1}, "task_count": 1, "failed_count": 1}, "failed"),
+        ({"completion_time": {"seconds": 1}, "task_count": 1, "cancelled_count": 1}, "cancelled"),
+        ({}, "running"),
+    ],
+)
+def test_the_state_of_an_execution(fields, state):
+    from google.cloud import run_v2
+
+    from mlflow_gcp.resources.migration_job import state_of
+
+    assert state_of(run_v2.Execution(**fields)) == state
