@@ -12,6 +12,7 @@ import sys
 
 import pytest
 import typer.main
+from typer.testing import CliRunner
 
 from mlflow_gcp.cli import Root, app
 from mlflow_gcp.cli.help_format import PanelCommand, PanelGroup, summary
@@ -107,3 +108,15 @@ def test_a_command_s_help_printed_by_it_alone_is_the_same(monkeypatch, capsys, c
         whole = help_text(functools.partial(app, [*path, "--help"], prog_name="mlflow-gcp"), monkeypatch, capsys)
         assert fast == whole, path
         assert f"Usage: {' '.join(['mlflow-gcp', *path])} " in fast
+
+
+def test_a_command_registered_the_usual_way_is_listed_and_runs():
+    """A command added with `@app.command()` (not to Root.entries) is not lost: listed and found."""
+    extra = typer.Typer(cls=Root, rich_markup_mode=None)
+    extra.callback()(lambda: None)
+    extra.command("hello", cls=PanelCommand, rich_help_panel="Look")(lambda: print("hi"))
+    group = typer.main.get_command(extra)
+    assert group.list_commands(None)[-1] == "hello"
+    result = CliRunner().invoke(extra, ["--help"])
+    assert "hello" in result.stdout.split("Look:")[1]
+    assert CliRunner().invoke(extra, ["hello"]).stdout == "hi\n"

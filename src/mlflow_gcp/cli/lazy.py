@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import typer
 import typer.main
 
-from mlflow_gcp.cli.help_format import PanelCommand, PanelGroup, format_commands
+from mlflow_gcp.cli.help_format import PanelCommand, PanelGroup, format_commands, summary
 
 
 @dataclass(frozen=True)
@@ -43,12 +43,14 @@ def _nothing() -> None:
 
 
 class LazyGroup(PanelGroup):
-    """The root group: its commands come from `entries`, built on first use."""
+    """The root group: its commands come from `entries`, built on first use (a command registered on the Typer
+    app as usual is built at once, and listed after them)."""
 
     entries: tuple[Entry, ...] = ()
 
     def list_commands(self, ctx) -> list[str]:
-        return [entry.name for entry in self.entries]
+        names = [entry.name for entry in self.entries]
+        return names + [name for name in self.commands if name not in names]
 
     def get_command(self, ctx, name: str):
         if name not in self.commands:
@@ -68,7 +70,12 @@ class LazyGroup(PanelGroup):
         return super().resolve_command(ctx, args)
 
     def format_commands(self, ctx, formatter) -> None:
-        format_commands([(entry.panel, entry.name, entry.summary) for entry in self.entries], formatter)
+        rows = [(entry.panel, entry.name, entry.summary) for entry in self.entries]
+        listed = {entry.name for entry in self.entries}
+        for name, command in self.commands.items():
+            if name not in listed and not command.hidden:
+                rows.append((getattr(command, "rich_help_panel", None), name, summary(command)))
+        format_commands(rows, formatter)
 
 
 def print_help_directly(app: typer.Typer, argv: Sequence[str]) -> bool:
