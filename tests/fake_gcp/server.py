@@ -587,6 +587,22 @@ class LongRunningStore:
         return dict(op)
 
     def get(self, name: str) -> dict[str, Any]:
-        if name not in self.ops:
-            raise not_found(f"Operation {name}")
-        return dict(self.ops[name])
+        return operation_named(self.ops, name)
+
+
+def operation_named(operations: dict[str, dict], name: str) -> dict[str, Any]:
+    """`operations.get`: a copy of the operation as it stands, or 404."""
+    if name not in operations:
+        raise not_found(f"Operation {name}")
+    return dict(operations[name])
+
+
+def route_regional_operations(fake: FakeGoogle, api: str, version: str, operations: dict[str, dict]) -> None:
+    """`operations.get` of an API whose google.longrunning operations are named
+    `projects/P/locations/L/operations/O` (Cloud Build, Artifact Registry, Cloud Run)."""
+
+    @fake.route(api, "GET", f"/{version}/projects/{{project}}/locations/{{location}}/operations/{{operation}}")
+    def get_operation(req: Request) -> dict[str, Any]:
+        return operation_named(
+            operations, "projects/{project}/locations/{location}/operations/{operation}".format(**req.params)
+        )

@@ -12,7 +12,7 @@ import json
 import re
 import uuid
 
-from tests.fake_gcp.server import ApiError, FakeGoogle, Request, already_exists, not_found
+from tests.fake_gcp.server import ApiError, FakeGoogle, Request, already_exists, not_found, route_regional_operations
 
 TYPE = "type.googleapis.com/google.devtools.artifactregistry.v1."
 REPOSITORIES = "/v1/projects/{project}/locations/{location}/repositories"
@@ -238,13 +238,7 @@ def register(fake: FakeGoogle) -> None:
 
         return start(name.split("/repositories/")[0], finish, EMPTY, "artifactregistry.delete")
 
-    @fake.route("artifactregistry", "GET", "/v1/projects/{project}/locations/{location}/operations/{operation}")
-    def get_operation(req: Request):
-        name = f"projects/{req.params['project']}/locations/{req.params['location']}/operations/"
-        name += req.params["operation"]
-        if name not in operations:
-            raise not_found(f'Operation "{name}"')
-        return dict(operations[name])
+    route_regional_operations(fake, "artifactregistry", "v1", operations)
 
     # -- helpers for the Cloud Build fake and tests ------------------------------------------------------
     def push(image: str, digest: str) -> str | None:

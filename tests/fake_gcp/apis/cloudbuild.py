@@ -60,7 +60,16 @@ import uuid
 from tests.fake_gcp.apis.artifactregistry import _IMAGE as IMAGE
 from tests.fake_gcp.apis.cloudresourcemanager import OWNER
 from tests.fake_gcp.apis.iam import ACT_AS_ROLES
-from tests.fake_gcp.server import PROJECT_NUMBER, ApiError, FakeGoogle, Request, not_found, parse_message
+from tests.fake_gcp.server import (
+    PROJECT_NUMBER,
+    ApiError,
+    FakeGoogle,
+    Request,
+    not_found,
+    operation_named,
+    parse_message,
+    route_regional_operations,
+)
 
 BUILD_TYPE = "type.googleapis.com/google.devtools.cloudbuild.v1.Build"
 METADATA_TYPE = "type.googleapis.com/google.devtools.cloudbuild.v1.BuildOperationMetadata"
@@ -401,17 +410,8 @@ def register(fake: FakeGoogle) -> None:
             build["finishTime"] = TIME
         return build
 
-    @fake.route("cloudbuild", "GET", "/v1/projects/{project}/locations/{location}/operations/{operation}")
-    def get_operation(req: Request):
-        name = f"projects/{req.params['project']}/locations/{req.params['location']}/operations/"
-        name += req.params["operation"]
-        if name not in operations:
-            raise not_found(f"Operation {name}")
-        return dict(operations[name])
+    route_regional_operations(fake, "cloudbuild", "v1", operations)
 
     @fake.route("cloudbuild", "GET", "/v1/operations/{name=**}")
     def get_global_operation(req: Request):
-        name = "operations/" + req.params["name"]
-        if name not in operations:
-            raise not_found(f"Operation {name}")
-        return dict(operations[name])
+        return operation_named(operations, "operations/" + req.params["name"])

@@ -37,6 +37,17 @@ _NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 FAKE_CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIFAKECAFORTESTSONLY\n-----END CERTIFICATE-----\n"
 
 
+def instance_already_exists() -> ApiError:
+    """A new instance's name (insert, clone, ...) that is in use, or was deleted less than a week ago."""
+    return ApiError(
+        409,
+        "The Cloud SQL instance already exists. When you delete an instance, you can't reuse the name of the "
+        "deleted instance until one week from the deletion date.",
+        status="ALREADY_EXISTS",
+        legacy_reason="instanceAlreadyExists",
+    )
+
+
 def _version_key(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in version.split("_")[1:] if part.isdigit())
 
@@ -172,13 +183,7 @@ def register(fake: FakeGoogle) -> None:
         if not _NAME.match(name) or len(name) > 84:
             raise ApiError(400, "Invalid request: instance name (" + name + ").", legacy_reason="invalid")
         if name in instances or name in reserved:
-            raise ApiError(
-                409,
-                "The Cloud SQL instance already exists. When you delete an instance, you can't reuse the name of "
-                "the deleted instance until one week from the deletion date.",
-                status="ALREADY_EXISTS",
-                legacy_reason="instanceAlreadyExists",
-            )
+            raise instance_already_exists()
         version = body.get("databaseVersion", "MYSQL_8_0")
         if version not in VERSIONS:
             raise ApiError(400, f"Invalid request: Invalid database version {version}.", legacy_reason="invalid")

@@ -36,6 +36,7 @@ import copy
 import datetime as dt
 import itertools
 
+from tests.fake_gcp.apis.sqladmin import instance_already_exists
 from tests.fake_gcp.server import ApiError, FakeGoogle, Request
 
 INSTANCE = "/v1/projects/{project}/instances/{instance}"
@@ -258,13 +259,7 @@ def register(fake: FakeGoogle) -> None:
         if not name:
             raise ApiError(400, "Invalid request: destinationInstanceName is required.", legacy_reason="invalid")
         if name in instances or name in fake.sql_reserved:
-            raise ApiError(
-                409,
-                "The Cloud SQL instance already exists. When you delete an instance, you can't reuse the name of "
-                "the deleted instance until one week from the deletion date.",
-                status="ALREADY_EXISTS",
-                legacy_reason="instanceAlreadyExists",
-            )
+            raise instance_already_exists()
         if source["state"] != "RUNNABLE":
             raise not_running()
         taken = snapshot(source_name)
