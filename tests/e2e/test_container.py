@@ -345,3 +345,24 @@ def test_the_migration_error_is_one_line_without_secrets_and_the_refusal_names_b
         "migrates it with a backup first.")
     result = migration.MigrationResult(migration.NEWER_SCHEMA, "3.17.2", "f00d", "f00d", "a1", "a1", "newer")
     assert result.exit_code == 3 and result.line().startswith("migration result: {\"outcome\": \"newer-schema\"")
+
+
+@pytest.mark.parametrize("version, pinned", [("", "the pin"), ("3.18.0", "mlflow[auth]==3.18.0"),
+                                             ("3.18.0; touch /tmp/x", None)])
+def test_the_build_arg_mlflow_version_replaces_the_pin_or_fails_the_build(tmp_path: Path, version, pinned):
+    """The Dockerfile's install step, run by sh with pip replaced by printing what it would install."""
+    instructions = dockerfile_instructions()
+    assert ("ARG", 'MLFLOW_VERSION=""') in instructions
+    step = next(arguments for keyword, arguments in instructions if keyword == "RUN" and "MLFLOW_VERSION" in arguments)
+    assert step.endswith("pip install --no-cache-dir -r requirements.txt")
+    (tmp_path / "requirements.txt").write_text((CONTAINER_DIR / "requirements.txt").read_text())
+    result = subprocess.run(["sh", "-c", step.replace("pip install --no-cache-dir -r", "cat")], cwd=tmp_path,
+                            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "MLFLOW_VERSION": version},
+                            capture_output=True, text=True, timeout=60)
+    if pinned is None:
+        assert result.returncode != 0 and "MLFLOW_VERSION must be a release number" in result.stderr
+        return
+    assert result.returncode == 0, result.stderr
+    requirements = (CONTAINER_DIR / "requirements.txt").read_text().splitlines()
+    expected = next(line for line in requirements if line.startswith("mlflow[auth]==")) if version == "" else pinned
+    assert [line for line in result.stdout.splitlines() if line.startswith("mlflow")] == [expected]
