@@ -434,3 +434,32 @@ def test_the_state_of_an_execution(fields, state):
     from mlflow_gcp.resources.migration_job import state_of
 
     assert state_of(run_v2.Execution(**fields)) == state
+
+
+def test_the_job_takes_what_the_live_template_carries_that_a_task_needs(jobs):
+    """A live service read back (to_json_dict) carries more than build_service: a container name, a secret mounted
+    as a volume, the execution environment, Direct VPC egress with the connector cleared."""
+    live = template()
+    live["containers"][0]["name"] = "mlflow-1"
+    live["containers"][0]["volumeMounts"] = [{"name": "creds", "mountPath": "/secrets"}]
+    live["volumes"] = [{"name": "creds", "secret": {"secret": "mlflow-credentials", "items": [{"path": "c"}]}}]
+    live["executionEnvironment"] = "EXECUTION_ENVIRONMENT_GEN2"
+    live["vpcAccess"] = {
+        "connector": "",
+        "networkInterfaces": [{"network": "default", "subnetwork": "default"}],
+        "egress": "PRIVATE_RANGES_ONLY",
+    }
+    live["annotations"] = {"mlflow-gcp/mlflow-version": "3.18.0"}
+    job = migration()
+
+    job.ensure(live)
+    jobs.clear_log()
+    job.ensure(live)
+
+    assert not jobs.mutating_requests()
+    task = jobs.run_jobs.job("mlflow-migrate")["template"]["template"]
+    assert task["volumes"] == live["volumes"] and task["containers"][0]["volumeMounts"] == [
+        {"name": "creds", "mountPath": "/secrets"}
+    ]
+    assert task["executionEnvironment"] == "EXECUTION_ENVIRONMENT_GEN2"
+    assert task["vpcAccess"]["networkInterfaces"] == [{"network": "default", "subnetwork": "default"}]

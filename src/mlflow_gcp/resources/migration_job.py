@@ -72,7 +72,9 @@ def job_body(template: dict[str, Any], labels: dict[str, str]) -> dict[str, Any]
         task_container["args"] = list(MIGRATE_ARGS)
         containers.append(task_container)
     task: dict[str, Any] = {"containers": containers, "maxRetries": 0, "timeout": f"{TASK_TIMEOUT_SECONDS}s"}
-    for field in ("serviceAccount", "vpcAccess"):
+    # What the task shares with a revision: who it runs as, its way into the VPC, its volumes (a secret mounted as a
+    # file), its sandbox and the key of its image.
+    for field in ("serviceAccount", "vpcAccess", "volumes", "executionEnvironment", "encryptionKey"):
         if template.get(field):
             task[field] = copy.deepcopy(template[field])
     return {
