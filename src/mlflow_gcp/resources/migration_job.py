@@ -29,7 +29,8 @@ JOB_SUFFIX = "-migrate"
 MIGRATE_ARGS = ["migrate"]
 TASK_TIMEOUT_SECONDS = 1800
 RESULT_PREFIX = "mlflow-gcp: migration result: "
-# Cloud Run writes "Container called exit(N)." to run.googleapis.com/varlog/system when the task's container ends.
+# Cloud Run writes "Container called exit(N)." to run.googleapis.com/varlog/system when the task's container ends
+# (as public Cloud Run job logs show): once it is there, a result line that is not is not coming.
 EXIT_MARK = "Container called exit("
 # Log entries reach the Logging API a little after they are written ("it might take a few minutes for the log
 # entries to appear", https://cloud.google.com/logging/docs/view/logs-explorer-interface); scaled by

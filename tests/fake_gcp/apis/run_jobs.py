@@ -16,12 +16,14 @@ google-cloud-run):
   `runningCount: 1` meanwhile; then `completionTime`, `succeededCount` or `failedCount`, and the condition of type
   `Completed` in state CONDITION_SUCCEEDED or CONDITION_FAILED (`executionReason` NON_ZERO_EXIT_CODE).
   `:cancel` of a running execution ends it with `cancelledCount: 1` and `executionReason` CANCELLED; of a finished
-  one it is refused with 400 FAILED_PRECONDITION.
+  one it is refused with 400 FAILED_PRECONDITION (the fake's choice: the reference does not say). The conditions'
+  messages are modelled on gcloud's output; the tool reads states and counts, never the wording.
 - `logUri` points at the Logs Explorer with the execution's filter. The container's lines go to Cloud Logging as
   entries of resource type `cloud_run_job` (labels job_name, location, project_id) with the entry labels
   `run.googleapis.com/execution_name`, `.../task_index`, `.../task_attempt`, on the log run.googleapis.com/stderr,
   as gcloud's `run jobs executions logs read` filters them; the exit is reported on run.googleapis.com/varlog/system
-  ("Container called exit(1)."). Entries reach the Logging API after the latency `logging.ingest`: a reader right
+  ("Container called exit(1).", as public Cloud Run job logs show it, e.g. in Airflow's CloudRunExecuteJobOperator
+  tests). Entries reach the Logging API after the latency `logging.ingest`: a reader right
   after the completion may not see them yet (https://cloud.google.com/logging/docs/view/logs-explorer-interface:
   "it might take a few minutes for the log entries to appear").
 
