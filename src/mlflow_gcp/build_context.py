@@ -141,3 +141,19 @@ def mlflow_pin(root: Path) -> str | None:
         if found:
             return found.group(1)
     return None
+
+
+def image_tag(root: Path, mlflow_version: str = "") -> str:
+    """The image's tag: the context's hash; with an MLflow version other than the context's pin (the
+    `mlflow-version` setting, passed to the build as MLFLOW_VERSION), a hash of both: another image."""
+    tag = context_hash(root)
+    if not mlflow_version or mlflow_version == mlflow_pin(root):
+        return tag
+    return hashlib.sha256(f"{tag}\0mlflow=={mlflow_version}".encode()).hexdigest()[:TAG_LENGTH]
+
+
+def build_args(root: Path, mlflow_version: str = "") -> list[str]:
+    """`docker build` arguments the settings add: `--build-arg MLFLOW_VERSION=...` for a version other than the pin."""
+    if not mlflow_version or mlflow_version == mlflow_pin(root):
+        return []
+    return ["--build-arg", f"MLFLOW_VERSION={mlflow_version}"]

@@ -114,6 +114,14 @@ class Settings:
         choices=("automatic", "user-managed"),
         metavar="MODE",
     )
+    mlflow_version: str = setting(
+        "",
+        "MLflow version of the server image (default: the one this mlflow-gcp pins and tests, in "
+        "container/requirements.txt). Remembered: a team that upgrades mlflow-gcp stays on its MLflow with it; "
+        "another version is an upgrade, with a backup first.",
+        group="Deployment",
+        metavar="VERSION",
+    )
     extra_hosts: str = setting(
         "",
         "Other host names the server answers to, comma-separated (a custom domain or a load balancer in front).",
@@ -160,6 +168,7 @@ def flag(name: str) -> str:
 
 
 _PROJECT = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+_MLFLOW_VERSION = re.compile(r"^\d+\.\d+(\.\d+)?([a-z]+\d*)?$")
 _REGION = re.compile(r"^[a-z]+-[a-z]+[0-9]+$")
 _RESOURCE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _SERVICE_ACCOUNT = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
@@ -296,6 +305,8 @@ def validate(settings: Settings, *, combinations: bool = True) -> Settings:
         problems.append(f"Memory '{s.memory}' must look like 512Mi or 2Gi.")
     if not _CPU.match(s.cpu):
         problems.append(f"CPU '{s.cpu}' must be 1, 2, 4, 6, 8 or millicores such as 500m.")
+    if s.mlflow_version and not _MLFLOW_VERSION.match(s.mlflow_version):
+        problems.append(f"MLflow version '{s.mlflow_version}' must be a release number such as 3.17.2.")
     if problems:
         raise ConfigError(" ".join(problems))
     return settings

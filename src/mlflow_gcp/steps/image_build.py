@@ -79,7 +79,7 @@ class ServerImage(Resource):
         self.staging = staging
         self.build_account = build_account
         self.context_dir: Path = build_context.container_dir()
-        self.tag = build_context.context_hash(self.context_dir)
+        self.tag = build_context.image_tag(self.context_dir, ctx.settings.mlflow_version)
         self.uri = image_uri(ctx, self.tag)
         super().__init__(ctx, self.uri)
         self.tag_path = f"{repository.path}/packages/{IMAGE_NAME}/tags/{self.tag}"
@@ -144,7 +144,18 @@ class ServerImage(Resource):
         region = self.ctx.region
         build = {
             "source": {"storage_source": {"bucket": bucket, "object_": obj, "generation": generation}},
-            "steps": [{"name": BUILDER, "args": ["build", "-t", self.uri, "."]}],
+            "steps": [
+                {
+                    "name": BUILDER,
+                    "args": [
+                        "build",
+                        *build_context.build_args(self.context_dir, self.ctx.settings.mlflow_version),
+                        "-t",
+                        self.uri,
+                        ".",
+                    ],
+                }
+            ],
             "images": [self.uri],
             "timeout": {"seconds": BUILD_TIMEOUT},
             "tags": ["mlflow-gcp"],

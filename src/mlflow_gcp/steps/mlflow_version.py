@@ -31,9 +31,8 @@ NEWER_SCHEMA = "newer-schema"
 def image_version(settings: Settings) -> str | None:
     """The MLflow version of the image `up` builds: the `mlflow-version` setting, else the pin of the build
     context's requirements.txt; None when neither says (a context of one's own without the pin)."""
-    chosen = getattr(settings, "mlflow_version", "")
-    if chosen:
-        return chosen
+    if settings.mlflow_version:
+        return settings.mlflow_version
     try:
         return build_context.mlflow_pin(build_context.container_dir())
     except MlflowGcpError:
