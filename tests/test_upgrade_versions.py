@@ -62,3 +62,10 @@ def test_a_version_that_is_no_release_number_is_refused(fake):
     result = cli("up", "--mlflow-version", "latest", "--dry-run")
     assert result.exit_code != 0
     assert "must be a release number such as 3.17.2" in " ".join(result.output.split())
+
+
+def test_down_has_nothing_of_the_version_to_delete(fake, double):  # noqa: F811
+    result = cli("down", "--yes")
+    assert result.exit_code == 0, result.output
+    assert "MLflow version of" not in result.output
+    assert fake.run_service("mlflow") is None

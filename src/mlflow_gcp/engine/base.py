@@ -258,6 +258,9 @@ class Resource(ABC):
     # A resource that should not exist (a connector left by a switch to Direct VPC egress): absent, nothing is
     # made and status does not list it; present, `drift` says whether `update` deletes it.
     absent_is_desired: ClassVar[bool] = False
+    # False for what is read through another resource and goes with it (the MLflow version the service runs):
+    # status shows it, `down` has nothing of its own to delete.
+    deletable: ClassVar[bool] = True
 
     def __init__(self, ctx: StepContext, name: str) -> None:
         self.ctx = ctx

@@ -95,7 +95,7 @@ def plan_teardown(inventory: Inventory, *, delete_data: bool) -> list[Removal]:
         if entry.step in NEVER_TOUCHED_STEPS:
             continue
         for item in reversed(entry.items):
-            if item.current is None:
+            if item.current is None or not item.resource.deletable:
                 continue
             resource = item.resource
             if _is_default_network(entry.step, resource):

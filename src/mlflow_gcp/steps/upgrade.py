@@ -64,6 +64,7 @@ class MlflowUpgrade(Resource):
 
     kind = "MLflow version of"
     absent_is_desired = True
+    deletable = False  # the service's annotation: it goes with the service
 
     def __init__(self, ctx: StepContext, service: Any) -> None:
         super().__init__(ctx, ctx.settings.service)
