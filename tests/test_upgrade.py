@@ -287,3 +287,17 @@ def test_status_shows_the_version_and_each_schema(fake, double, tmp_path):
     }
     flat = " ".join(cli("status").output.split())
     assert f"MLflow {OLD}; `up` upgrades to {NEW}" in flat
+
+
+def test_after_a_rolled_back_upgrade_the_next_one_migrates_anew(fake, double, tmp_path):
+    """The failed execution of the upgrade rolled back is not taken for the next upgrade's: a new backup, a new
+    execution."""
+    fake.run_jobs.outcome = fails_halfway(fake)
+    pin(tmp_path, NEW)
+    assert cli("up", "--yes").exit_code != 0
+    fake.run_jobs.outcome = migrates(fake)
+    result = cli("up", "--yes")
+    assert result.exit_code == 0, result.output
+    assert_upgraded(fake, double)
+    assert len(fake.run_jobs.executions("mlflow-migrate")) == 2
+    assert len(upgrade_backups()) == 2

@@ -144,6 +144,12 @@ class MlflowUpgrade(Resource):
         return body
 
 
+def after_backup(run, backup) -> bool:
+    """The execution was created after the backup ended: this upgrade's (an earlier one's is not)."""
+    taken = backup.ended or backup.time
+    return taken is not None and run.created is not None and run.created >= taken
+
+
 class Upgrade:
     def __init__(self, resource: MlflowUpgrade, versions: MlflowVersions) -> None:
         self.resource = resource
@@ -232,7 +238,7 @@ class Upgrade:
 
         job = MigrationJob(self.settings, self.ctx.clients)
         latest = job.latest()
-        if latest is not None and latest.state != "running" and self.after_backup(latest.name, backup):
+        if latest is not None and latest.state != "running" and after_backup(latest, backup):
             self.log(f"migration {latest.short_name} (run by an earlier run) {latest.state}")
             return latest
         live = self.resource.service.read()
@@ -243,14 +249,6 @@ class Upgrade:
         result = job.wait(execution, self.log)
         self.log(f"migration {result.short_name} {result.state}")
         return result
-
-    def after_backup(self, execution: str, backup) -> bool:
-        """The execution was created after the backup ended: it is this upgrade's (an earlier one's is not)."""
-        taken = backup.ended or backup.time
-        client = self.ctx.clients.run_executions()
-        found = self.ctx.call("run", lambda: client.get_execution(name=execution))
-        created = found.create_time
-        return taken is not None and created is not None and created >= taken
 
     @staticmethod
     def job_line(result) -> str:
