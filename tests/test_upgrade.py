@@ -301,3 +301,14 @@ def test_after_a_rolled_back_upgrade_the_next_one_migrates_anew(fake, double, tm
     assert_upgraded(fake, double)
     assert len(fake.run_jobs.executions("mlflow-migrate")) == 2
     assert len(upgrade_backups()) == 2
+
+
+def test_down_deletes_the_migration_job_with_the_service(fake, double, tmp_path):
+    fake.run_jobs.outcome = migrates(fake)
+    pin(tmp_path, NEW)
+    assert cli("up", "--yes").exit_code == 0
+    assert "Cloud Run job mlflow-migrate" in " ".join(cli("status").output.split())
+    result = cli("down", "--yes")
+    assert result.exit_code == 0, result.output
+    assert fake.run_jobs.job("mlflow-migrate") is None
+    assert fake.run_service("mlflow") is None

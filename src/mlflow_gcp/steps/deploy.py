@@ -41,7 +41,7 @@ from mlflow_gcp.steps.public_access import (
     refuses_public_members,
 )
 from mlflow_gcp.steps.service_json import diff, from_json_dict, merged, to_json_dict
-from mlflow_gcp.steps.upgrade import MlflowUpgrade
+from mlflow_gcp.steps.upgrade import MigrationJobResource, MlflowUpgrade
 
 DEPLOY_TIMEOUT = 900.0
 # Fields of the service itself; every other owned field is in the revision template, and Cloud Run rolls out a
@@ -363,6 +363,8 @@ def resources(ctx: StepContext) -> Iterator[Resource]:
     # First: an image of another MLflow is an upgrade, done in stages before the service is compared.
     yield MlflowUpgrade(ctx, service)
     yield service
+    # Made by the first upgrade; listed here so that status shows it and `down` deletes it (before the service).
+    yield MigrationJobResource(ctx)
     if service.use_invoker_binding:
         yield public_invoker_binding(ctx, service)
     if service.direct:

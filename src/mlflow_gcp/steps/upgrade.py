@@ -150,6 +150,38 @@ def after_backup(run, backup) -> bool:
     return taken is not None and run.created is not None and run.created >= taken
 
 
+class MigrationJobResource(Resource):
+    """The Cloud Run job upgrades migrate with, made by the first upgrade (resources/migration_job.py): nothing
+    to make or compare here; status lists it, and `down` deletes it with the service."""
+
+    kind = "Cloud Run job"
+    absent_is_desired = True
+
+    def __init__(self, ctx: StepContext) -> None:
+        from mlflow_gcp.resources.migration_job import MigrationJob
+
+        self.job = MigrationJob(ctx.settings, ctx.clients)
+        super().__init__(ctx, self.job.name)
+
+    def read(self) -> Any | None:
+        from google.api_core import exceptions as gexc
+
+        client = self.ctx.clients.run_jobs()
+        try:
+            return self.ctx.call("run", lambda: client.get_job(name=self.job.path))
+        except gexc.NotFound:
+            return None
+
+    def create(self) -> None:  # absent_is_desired: never asked
+        raise NotImplementedError
+
+    def details(self, current: Any) -> dict[str, str]:
+        return {"executions": str(current.execution_count)}
+
+    def delete(self, current: Any) -> None:
+        self.job.delete()
+
+
 class Upgrade:
     def __init__(self, resource: MlflowUpgrade, versions: MlflowVersions) -> None:
         self.resource = resource
