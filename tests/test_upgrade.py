@@ -312,3 +312,30 @@ def test_down_deletes_the_migration_job_with_the_service(fake, double, tmp_path)
     assert result.exit_code == 0, result.output
     assert fake.run_jobs.job("mlflow-migrate") is None
     assert fake.run_service("mlflow") is None
+
+
+def test_after_down_the_kept_databases_are_migrated_before_the_server_is_made(fake, double, tmp_path):
+    """`down` keeps the data; a newer mlflow-gcp's `up` must not make a server that refuses the old schema."""
+    assert cli("down", "--yes").exit_code == 0
+    fake.run_jobs.outcome = migrates(fake)
+    pin(tmp_path, NEW)
+    fake.clear_log()
+    plan = cli("up", "--dry-run")
+    assert f"MLflow unknown → {NEW}" in " ".join(plan.output.split())
+    result = cli("up")  # no server to interrupt: not asked
+    assert result.exit_code == 0, result.output
+    at = positions(fake)
+    creates = [i for i, r in enumerate(fake.mutating_requests()) if r.api == "run" and r.route.endswith("/services")]
+    assert at["backup"][0] < at["job-run"][0] < creates[0]
+    assert_upgraded(fake, double)
+
+
+def test_after_down_a_failed_migration_restores_and_deploys_no_server(fake, double, tmp_path):
+    assert cli("down", "--yes").exit_code == 0
+    fake.run_jobs.outcome = fails_halfway(fake)
+    pin(tmp_path, NEW)
+    result = cli("up", "--yes")
+    assert result.exit_code != 0
+    assert "No server was deployed" in " ".join(result.output.split())
+    assert fake.sql_data[INSTANCE] == DATA
+    assert fake.run_service("mlflow") is None

@@ -23,6 +23,8 @@ UPGRADE_ANNOTATIONS = (UPGRADE_ID, UPGRADE_FROM, PREVIOUS_IMAGE)
 MAINTENANCE_ENV = "MLFLOW_GCP_MAINTENANCE"
 MAINTENANCE_REASON = "upgrade"
 UNKNOWN = "unknown"
+# StepContext.created_now holds this for the Cloud SQL instance the run created: its databases are empty.
+INSTANCE_CREATED = "sql-instance:{}"
 FIELD = "mlflow"
 SERVING_OUTCOMES = ("current", "migrated")
 NEWER_SCHEMA = "newer-schema"
@@ -72,6 +74,9 @@ class MlflowVersions:
     upgrade_id: str = ""  # set while the service is in maintenance for an upgrade a run has not finished
     previous_image: str = ""  # the image that served before that upgrade
     source: str = ""  # how `running` is known: annotation, image, server, or "" (unknown)
+    # No service runs (after `down`, or deleted by hand) but the instance was there before this run: its databases
+    # may hold a schema of any MLflow, which the new server would refuse to serve. Nothing to put in maintenance.
+    no_server: bool = False
 
     @property
     def pending(self) -> bool:

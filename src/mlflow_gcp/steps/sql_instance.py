@@ -185,7 +185,10 @@ class Instance(Resource):
 
     # -- apply --------------------------------------------------------------------------------------------
     def create(self) -> None:
+        from mlflow_gcp.steps.mlflow_version import INSTANCE_CREATED
+
         s = self.ctx.settings
+        self.ctx.created_now.add(INSTANCE_CREATED.format(self.name))  # empty databases: nothing to migrate
         _, password = split_credentials(SECRET_MYSQL, self.ctx.secret_value(SECRET_MYSQL, "database"))
         body = {
             "name": self.name,

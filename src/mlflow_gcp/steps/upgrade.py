@@ -29,6 +29,7 @@ from mlflow_gcp.engine.base import Effect, Impact, Resource, StepContext
 from mlflow_gcp.errors import MlflowGcpError, OperationFailedError
 from mlflow_gcp.steps.mlflow_version import (
     FIELD,
+    INSTANCE_CREATED,
     MAINTENANCE_ENV,
     MAINTENANCE_REASON,
     NEWER_SCHEMA,
@@ -83,7 +84,10 @@ class MlflowUpgrade(Resource):
             return None
         live = self.service.read()
         if live is None:
-            return None
+            instance = self.ctx.outputs.get("database.instance")
+            if instance is None or INSTANCE_CREATED.format(instance) in self.ctx.created_now:
+                return None  # a first deploy: the server makes fresh schemas in the empty databases
+            return MlflowVersions(UNKNOWN, self.image, no_server=True)
         self.live = live
         return live_versions(live, self.image, new_image_uri=self.service.image, login=self.login())
 
@@ -91,6 +95,11 @@ class MlflowUpgrade(Resource):
         return [FIELD] if current.pending else []
 
     def effect(self, field: str, current: MlflowVersions) -> Effect:
+        if current.no_server:
+            # Nothing runs to interrupt, and the server about to be made refuses a schema not at its head: the
+            # plan says it, `up` does it without asking (after `down`, every `up` would ask otherwise); the backup
+            # comes first and a failure restores it. `--mlflow-version` keeps the version the data was served with.
+            return Effect(Impact.NONE, current.describe())
         return Effect(Impact.RESTART, current.describe())
 
     def problem(self, current: MlflowVersions | None) -> MlflowGcpError | None:
@@ -195,6 +204,9 @@ class Upgrade:
 
     def run(self) -> None:
         v = self.versions
+        if v.no_server:
+            self.without_server()
+            return
         if not self.upgrade_id:
             self.maintenance()
         backup = self.backup()
@@ -228,6 +240,28 @@ class Upgrade:
             "for why. Meanwhile stay on your MLflow with `mlflow-gcp up --mlflow-version "
             f"{v.running}` (remembered); once the cause is fixed, `mlflow-gcp up` tries the upgrade again, with a "
             "new backup first.",
+        )
+
+    def without_server(self) -> None:
+        """No service runs but the databases were there: backed up and migrated before the service is made. Each
+        run takes its own backup (no revision holds the upgrade's id; nothing writes to the databases meanwhile)."""
+        self.upgrade_id = new_upgrade_id()
+        self.log(f"no server runs on {self.settings.db_instance}, which holds databases: they are migrated first")
+        backup = self.backup()
+        result = self.migrate(backup)
+        outcome = (result.exit_result or {}).get("outcome")
+        if result.state == "succeeded" and outcome in (*SERVING_OUTCOMES, None):
+            self.log(f"the databases are at MLflow {self.versions.image} (schema {outcome or 'migrated'})")
+            return
+        line = self.job_line(result)
+        if outcome != NEWER_SCHEMA:
+            self.restore(backup)
+        raise MigrationFailed(
+            f"The databases of {self.settings.db_instance} could not be brought to MLflow {self.versions.image} "
+            f"({line}). " + ("Nothing was changed." if outcome == NEWER_SCHEMA else f"Backup {backup.id}, taken just "
+            "before, was restored onto the instance.") + " No server was deployed.",
+            "Deploy the MLflow the databases were last used with: `mlflow-gcp up --mlflow-version VERSION` "
+            "(remembered; `mlflow-gcp backup list` shows the backups with the versions of the upgrades).",
         )
 
     # -- 1. maintenance ------------------------------------------------------------------------------------
@@ -274,7 +308,8 @@ class Upgrade:
             self.log(f"migration {latest.short_name} (run by an earlier run) {latest.state}")
             return latest
         live = self.resource.service.read()
-        job.ensure(self.resource.serving_body(live)["template"])
+        template = self.resource.serving_body(live) if live is not None else self.resource.service.desired(None)
+        job.ensure(template["template"])
         # An execution still running (a run stopped while it waited) is waited for, not started again.
         execution = job.start()
         self.log(f"migration {execution.rsplit('/', 1)[-1]} of the job {self.settings.service}-migrate runs")
