@@ -276,12 +276,16 @@ class MigrationJob:
         known = {e.name for e in before}
         client = self.clients.run_jobs()
 
-        def run() -> str:
-            return client.run_job(name=self.path).metadata.name
-
         def started_anyway() -> str | None:
             new = [e for e in self._executions() if e.name not in known]
             return new[0].name if new else None
+
+        def run() -> str:
+            metadata = client.run_job(name=self.path).metadata  # the Execution; looked up should it be missing
+            name = metadata.name if metadata is not None else started_anyway()
+            if not name:
+                raise MlflowGcpError(f"Google started the Cloud Run job {self.name} but named no execution.")
+            return name
 
         return self._call(run, f"running the Cloud Run job {self.name}", applied=started_anyway)
 
