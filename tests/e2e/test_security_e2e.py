@@ -233,6 +233,19 @@ def test_a_non_admin_cannot_make_admin_only_writes(rehearsal: Rehearsal, non_adm
     assert not wrong, "\n".join(wrong)
 
 
+def test_routes_declared_admin_only_are_refused_to_a_non_admin(rehearsal: Rehearsal, non_admin, server_routes):
+    """MLflow's auth has no decision for these (validator_coverage.DECLARED_ADMIN_ONLY, /mlflow-gcp/versions among
+    them): fail-closed keeps them to admins."""
+    from mlflow_gcp_server.validator_coverage import DECLARED_ADMIN_ONLY
+
+    served = {(method, route.path) for route in server_routes for method in route.methods}
+    declared = sorted((method, sample_path(rule)) for method, rule in DECLARED_ADMIN_ONLY if (method, rule) in served)
+    assert ("GET", "/mlflow-gcp/versions") in declared
+    wrong = [f"{method} {path}: {status}" for method, path in declared
+             if (status := call(rehearsal, method, path, auth=non_admin)) != 403]
+    assert not wrong, "\n".join(wrong)
+
+
 def test_refused_families_stay_refused_to_anyone_claiming_to_be_local(rehearsal: Rehearsal, non_admin,
                                                                      server_routes):
     refused = [(method, path) for verdict, method, path in route_requests(server_routes) if verdict == "deny"]
