@@ -339,3 +339,27 @@ def test_after_down_a_failed_migration_restores_and_deploys_no_server(fake, doub
     assert "No server was deployed" in " ".join(result.output.split())
     assert fake.sql_data[INSTANCE] == DATA
     assert fake.run_service("mlflow") is None
+
+
+def test_an_execution_started_before_the_backup_and_still_running_is_not_taken_for_the_upgrades(
+    fake, double, tmp_path
+):
+    from mlflow_gcp.gcp.clients import Clients
+    from mlflow_gcp.resources.migration_job import MigrationJob
+    from tests.helpers import settings
+
+    fake.run_jobs.outcome = migrates(fake)
+    pin(tmp_path, NEW)
+    assert cli("up", "--yes").exit_code == 0
+    fake.latency["run.execution"] = 600.0
+    stray = MigrationJob(settings(), Clients("demo-project")).start()  # someone ran the job by hand
+    pin(tmp_path, "3.19.0")
+    result = cli("up", "--yes")
+    assert result.exit_code != 0
+    flat = " ".join(result.output.split())
+    assert f"The migration {stray.rsplit('/', 1)[-1]}" in flat and "started before this upgrade's backup" in flat
+    fake.run_jobs.finish(stray.rsplit("/", 1)[-1])
+    fake.latency["run.execution"] = 0.0
+    again = cli("up", "--yes")
+    assert again.exit_code == 0, again.output
+    assert version_of(fake) == "3.19.0"

@@ -307,6 +307,14 @@ class Upgrade:
         if latest is not None and latest.state != "running" and after_backup(latest, backup):
             self.log(f"migration {latest.short_name} (run by an earlier run) {latest.state}")
             return latest
+        if latest is not None and latest.state == "running" and not after_backup(latest, backup):
+            # Started before this upgrade's backup: it may write what the backup does not hold.
+            raise MlflowGcpError(
+                f"The migration {latest.short_name} of the job {job.name}, started before this upgrade's backup "
+                f"{backup.id}, is still running. The server stays in maintenance.",
+                f"Wait until it ends, or cancel it (`gcloud run jobs executions cancel {latest.short_name} --region "
+                f"{self.settings.region} --project {self.settings.project}`), then run `mlflow-gcp up` again.",
+            )
         live = self.resource.service.read()
         template = self.resource.serving_body(live) if live is not None else self.resource.service.desired(None)
         job.ensure(template["template"])
