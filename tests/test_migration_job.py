@@ -463,3 +463,19 @@ def test_the_job_takes_what_the_live_template_carries_that_a_task_needs(jobs):
     ]
     assert task["executionEnvironment"] == "EXECUTION_ENVIRONMENT_GEN2"
     assert task["vpcAccess"]["networkInterfaces"] == [{"network": "default", "subnetwork": "default"}]
+
+
+def test_a_job_whose_image_cannot_be_pulled_is_a_clear_error_and_a_rerun_sends_it_again(jobs):
+    from mlflow_gcp.errors import OperationFailedError
+
+    jobs.run_jobs.missing_images.add(IMAGE)
+    job = migration()
+    with pytest.raises(OperationFailedError, match="not found"):
+        job.ensure(template())
+
+    jobs.run_jobs.missing_images.clear()  # the image pushed at last
+    job.ensure(template())
+    run = job.wait(job.start(), lambda _: None)
+
+    assert run.state == "succeeded"
+    assert jobs.run_jobs.job("mlflow-migrate")["terminalCondition"]["state"] == "CONDITION_SUCCEEDED"

@@ -176,7 +176,9 @@ class MigrationJob:
                     f"The Cloud Run job {self.name} was refused as existing, yet cannot be read.",
                     "Run the same command again in a minute.",
                 )
-        if self.drift(body, current):
+        # A job whose last change failed (its image could not be pulled) is sent again even when unchanged: Google
+        # checks it anew, and runs no job that is not ready.
+        if self.drift(body, current) or current.terminal_condition.state.name == "CONDITION_FAILED":
             self._update(body)
 
     def delete(self) -> bool:

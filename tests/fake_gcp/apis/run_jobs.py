@@ -17,7 +17,8 @@ google-cloud-run):
   `Completed` in state CONDITION_SUCCEEDED or CONDITION_FAILED (`executionReason` NON_ZERO_EXIT_CODE).
   `:cancel` of a running execution ends it with `cancelledCount: 1` and `executionReason` CANCELLED; of a finished
   one it is refused with 400 FAILED_PRECONDITION (the fake's choice: the reference does not say). The conditions'
-  messages are modelled on gcloud's output; the tool reads states and counts, never the wording.
+  messages are modelled on gcloud's output ("Task migrate-vnttt-task0 failed with message: The container exited
+  with an error.", https://github.com/googlecodelabs/feedback/issues/1369); the tool reads states and counts.
 - `logUri` points at the Logs Explorer with the execution's filter. The container's lines go to Cloud Logging as
   entries of resource type `cloud_run_job` (labels job_name, location, project_id) with the entry labels
   `run.googleapis.com/execution_name`, `.../task_index`, `.../task_attempt`, on the log run.googleapis.com/stderr,
@@ -34,6 +35,10 @@ Test controls (`fake.run_jobs`):
 - `cancel(execution_id)`: someone cancels the execution in the console.
 - `finish(execution_id)`: the execution ends now (as `outcome` says), whatever its latency.
 - `job(name)`, `executions(job)`: the stored job (REST JSON) or None; a job's executions, newest first.
+- `missing_images`: images that cannot be pulled. A job created or replaced with one ends its operation in error
+  and its `terminalCondition` is CONDITION_FAILED, reason CONTAINER_MISSING, "Image '...' not found." (as Prefect
+  saw it: https://github.com/PrefectHQ/prefect/pull/21712); `:run` of a job in that state is refused with 400
+  FAILED_PRECONDITION (the fake's choice: how Google refuses it is not documented).
 """
 
 from __future__ import annotations
@@ -110,6 +115,7 @@ class RunJobsControl:
     def __init__(self, jobs: dict[str, dict], executions: dict[str, dict]) -> None:
         self._jobs, self._executions = jobs, executions
         self.outcome: Callable[[dict, dict], tuple[str, list[str]]] = default_outcome
+        self.missing_images: set[str] = set()  # images Google cannot pull: a job made with one fails
         self.cancel: Callable[[str], None] = lambda execution_id: None  # set by register
         self.finish: Callable[[str], None] = lambda execution_id: None  # set by register
 
@@ -173,24 +179,34 @@ def register(fake: FakeGoogle) -> None:
             if "value" in item and "valueSource" in item:
                 raise ApiError(400, f"env {item['name']}: value and valueSource are mutually exclusive.")
 
-    def job_operation(req: Request, job: dict, apply: Callable[[], None]) -> dict:
+    def job_operation(req: Request, job: dict, apply: Callable[[], str | None]) -> dict:
         job["reconciling"] = True
         job["terminalCondition"] = ready("CONDITION_RECONCILING")
         op = operation(parent(req), JOB_TYPE, job)
 
         def complete() -> None:
-            apply()
-            finish(op, JOB_TYPE, job)
+            error = apply()
+            finish(op, JOB_TYPE, job, {"code": 9, "message": error} if error else None)
 
         fake.after("run.jobs", complete)
         fake.tick()
         return dict(op)
 
-    def settle(job: dict) -> Callable[[], None]:
-        def apply() -> None:
+    def settle(job: dict) -> Callable[[], str | None]:
+        """The job's change applied: Ready, or failed when its image cannot be found (CONTAINER_MISSING)."""
+
+        def apply() -> str | None:
             job["reconciling"] = False
             job["observedGeneration"] = job["generation"]
+            containers = job.get("template", {}).get("template", {}).get("containers", [])
+            missing = [c["image"] for c in containers if c.get("image") in control.missing_images]
+            if missing:
+                message = f"Image '{missing[0]}' not found."
+                failed = {**ready("CONDITION_FAILED"), "message": message, "reason": "CONTAINER_MISSING"}
+                job["terminalCondition"] = failed
+                return message
             job["terminalCondition"] = ready()
+            return None
 
         return apply
 
@@ -390,6 +406,12 @@ def register(fake: FakeGoogle) -> None:
         from google.cloud import run_v2
 
         body = parse_message(req.raw, run_v2.RunJobRequest)
+        if job.get("terminalCondition", {}).get("state") == "CONDITION_FAILED":
+            raise ApiError(
+                400,
+                f"Job '{req.params['job']}' is not ready: {job['terminalCondition'].get('message', '')}",
+                status="FAILED_PRECONDITION",
+            )
         if body.get("etag") and body["etag"] != job["etag"]:
             raise ApiError(409, "Etag mismatch: the job was changed concurrently.", status="ABORTED")
         overrides = body.get("overrides", {})
