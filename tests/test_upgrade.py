@@ -336,7 +336,7 @@ def test_after_down_a_failed_migration_restores_and_deploys_no_server(fake, doub
     pin(tmp_path, NEW)
     result = cli("up", "--yes")
     assert result.exit_code != 0
-    assert "No server was deployed" in " ".join(result.output.split())
+    assert "No server uses it" in " ".join(result.output.split())
     assert fake.sql_data[INSTANCE] == DATA
     assert fake.run_service("mlflow") is None
 
@@ -363,3 +363,27 @@ def test_an_execution_started_before_the_backup_and_still_running_is_not_taken_f
     again = cli("up", "--yes")
     assert again.exit_code == 0, again.output
     assert version_of(fake) == "3.19.0"
+
+
+def test_a_backup_from_before_the_upgrade_is_migrated_before_restore_moves_the_server_onto_it(fake, double, tmp_path):
+    """Restored into a new instance, a backup taken under MLflow 3.17.2 holds its schema: the server of 3.18.0
+    would refuse it, so the restore's deploy migrates it (a backup of the new instance first) before the move."""
+    from tests.test_backups import take_backup
+
+    backup = take_backup()
+    fake.run_jobs.outcome = migrates(fake)
+    pin(tmp_path, NEW)
+    assert cli("up", "--yes").exit_code == 0
+    new = f"{INSTANCE}-restore-b{backup['id']}"
+
+    def migrates_the_restored(job, execution):
+        fake.sql_set_data(new, {**fake.sql_data[new], "schema": NEW})
+        return "succeeded", [result_line("migrated")]
+
+    fake.run_jobs.outcome = migrates_the_restored
+    result = cli("restore", backup["id"], "--yes")
+    assert result.exit_code == 0, result.output
+    assert fake.sql_data[new] == {**DATA, "schema": NEW}
+    assert fake.sql_data[INSTANCE] == {**DATA, "schema": NEW}  # the previous instance, untouched
+    assert double.database_instance() == new and version_of(fake) == NEW
+    assert len(fake.run_jobs.executions("mlflow-migrate")) == 2

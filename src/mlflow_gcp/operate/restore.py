@@ -345,11 +345,17 @@ class Restore:
         self.log(f"the MySQL user {login} of {plan.new} has the password of version {number} of {SECRET_MYSQL}")
 
     # -- 4. the move ---------------------------------------------------------------------------------------
-    def run_up(self, settings: Settings) -> None:
+    def run_up(self, settings: Settings, *, moving: bool = False) -> None:
+        """`up`'s steps with `settings`; `moving`: onto the restored instance, whose data (the backup's) the deploy
+        step migrates to the image's MLflow first, as after an upgrade since the backup (steps/upgrade.py)."""
         from mlflow_gcp.orchestrator import run_concurrently
         from mlflow_gcp.steps import STEPS
+        from mlflow_gcp.steps.mlflow_version import DATABASE_MOVING
 
-        report = run_concurrently(list(STEPS), self._context(settings))
+        ctx = self._context(settings)
+        if moving:
+            ctx.outputs.set(DATABASE_MOVING, settings.db_instance)
+        report = run_concurrently(list(STEPS), ctx)
         if not report.ok:
             error = report.first_error()
             raise OperationFailedError(
@@ -360,7 +366,7 @@ class Restore:
     def move(self) -> None:
         plan = self.plan
         assert plan is not None
-        self.run_up(self.new_settings())
+        self.run_up(self.new_settings(), moving=True)
         plan.moved = True
         self.log(f"the server runs on {plan.new}, recorded as the deployment's instance")
 

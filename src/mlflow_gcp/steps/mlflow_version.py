@@ -23,6 +23,9 @@ UPGRADE_ANNOTATIONS = (UPGRADE_ID, UPGRADE_FROM, PREVIOUS_IMAGE)
 MAINTENANCE_ENV = "MLFLOW_GCP_MAINTENANCE"
 MAINTENANCE_REASON = "upgrade"
 UNKNOWN = "unknown"
+# Set in StepContext.outputs by `restore` while it moves the server onto a restored instance: the data there is the
+# backup's, of whichever MLflow made it, and is migrated (backup first) before the server uses it.
+DATABASE_MOVING = "database.moving"
 # StepContext.created_now holds this for the Cloud SQL instance the run created: its databases are empty.
 INSTANCE_CREATED = "sql-instance:{}"
 FIELD = "mlflow"

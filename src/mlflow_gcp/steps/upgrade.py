@@ -28,6 +28,7 @@ from mlflow_gcp.config import SECRET_MLFLOW
 from mlflow_gcp.engine.base import Effect, Impact, Resource, StepContext
 from mlflow_gcp.errors import MlflowGcpError, OperationFailedError
 from mlflow_gcp.steps.mlflow_version import (
+    DATABASE_MOVING,
     FIELD,
     INSTANCE_CREATED,
     MAINTENANCE_ENV,
@@ -83,6 +84,8 @@ class MlflowUpgrade(Resource):
         if self.image is None:
             return None
         live = self.service.read()
+        if live is not None and self.ctx.outputs.get(DATABASE_MOVING):
+            return MlflowVersions(UNKNOWN, self.image, no_server=True)  # no server uses the restored data yet
         if live is None:
             instance = self.ctx.outputs.get("database.instance")
             if instance is None or INSTANCE_CREATED.format(instance) in self.ctx.created_now:
@@ -246,7 +249,7 @@ class Upgrade:
         """No service runs but the databases were there: backed up and migrated before the service is made. Each
         run takes its own backup (no revision holds the upgrade's id; nothing writes to the databases meanwhile)."""
         self.upgrade_id = new_upgrade_id()
-        self.log(f"no server runs on {self.settings.db_instance}, which holds databases: they are migrated first")
+        self.log(f"no server uses {self.settings.db_instance}, which holds databases: they are migrated first")
         backup = self.backup()
         result = self.migrate(backup)
         outcome = (result.exit_result or {}).get("outcome")
@@ -259,7 +262,7 @@ class Upgrade:
         raise MigrationFailed(
             f"The databases of {self.settings.db_instance} could not be brought to MLflow {self.versions.image} "
             f"({line}). " + ("Nothing was changed." if outcome == NEWER_SCHEMA else f"Backup {backup.id}, taken just "
-            "before, was restored onto the instance.") + " No server was deployed.",
+            "before, was restored onto the instance.") + " No server uses it.",
             "Deploy the MLflow the databases were last used with: `mlflow-gcp up --mlflow-version VERSION` "
             "(remembered; `mlflow-gcp backup list` shows the backups with the versions of the upgrades).",
         )
