@@ -387,3 +387,25 @@ def test_a_backup_from_before_the_upgrade_is_migrated_before_restore_moves_the_s
     assert fake.sql_data[INSTANCE] == {**DATA, "schema": NEW}  # the previous instance, untouched
     assert double.database_instance() == new and version_of(fake) == NEW
     assert len(fake.run_jobs.executions("mlflow-migrate")) == 2
+
+
+def test_going_back_to_the_older_mlflow_is_a_restore_with_its_version(fake, double, tmp_path):
+    """After an upgrade, the way back: a backup taken before it restored into a new instance, served by the older
+    MLflow (`--mlflow-version`, remembered); the upgraded instance stays untouched."""
+    from tests.test_backups import take_backup
+
+    backup = take_backup()
+    fake.run_jobs.outcome = migrates(fake)
+    pin(tmp_path, NEW)
+    assert cli("up", "--yes").exit_code == 0
+    assert cli("up", "--mlflow-version", OLD, "--dry-run").exit_code != 0  # a downgrade in place is refused
+    fake.run_jobs.outcome = lambda job, execution: ("succeeded", [result_line("current")])
+    result = cli("restore", backup["id"], "--mlflow-version", OLD, "--yes")
+    assert result.exit_code == 0, result.output
+    new = f"{INSTANCE}-restore-b{backup['id']}"
+    assert double.database_instance() == new and version_of(fake) == OLD
+    assert fake.sql_data[new] == DATA and fake.sql_data[INSTANCE] == {**DATA, "schema": NEW}
+    fake.clear_log()
+    again = cli("up")  # the version is remembered
+    assert again.exit_code == 0, again.output
+    assert version_of(fake) == OLD and fake.mutating_requests() == []
