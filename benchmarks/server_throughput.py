@@ -1,13 +1,18 @@
-"""Logging rate with the login on and off: `log_metric` and `log_batch` calls per second.
+"""Logging rate of the guarded server against the same MLflow without our additions (issue 19).
 
-- login on: the container's entrypoint (basic-auth, credential cache on), Cloud Run environment;
-- login off: plain `mlflow server` on the same MariaDB, one worker, same pool settings.
-The real mlflow client logs to each for DURATION seconds, sequentially and from THREADS threads, as the admin of
-mlflow-credentials or (--as-user) as a user who is not an admin (MLflow then checks the user's permissions on every
-request; the server caches them, see container/mlflow_gcp_server/permission_cache.py).
-Target: the rate with login at least 0.9x the rate without (issue 19).
+Both servers are the container's entrypoint on the same MariaDB databases, with the same environment, the same
+basic_auth.ini (login cache, admin, default permission) and one worker; they differ only in the app uvicorn serves:
+- guarded: `--app-name mlflow-gcp` (route policy, storage-location checks, permission cache: mlflow_gcp_server.app);
+- stock: `--app-name basic-auth` (MLflow's own login and permission checks, nothing of ours).
+The real mlflow client logs to each, as the admin of mlflow-credentials or (--as-user) as a user who is not an admin
+(MLflow then checks the user's permissions on every request). Each round runs every workload on both servers in turn
+(the order alternating from round to round), so that the load of other work on the machine hits both alike.
+Per workload: the median over the rounds of the per-round ratio guarded / stock, and its spread (lowest-highest),
+for calls per second (wall) and for the servers' CPU time per call (stock / guarded: above 1 the guarded server
+spends less). CPU time per call is the steadier figure on a shared machine.
+Target: every ratio >= 0.9x.
 
-    python benchmarks/server_throughput.py [--duration 8] [--threads 4]
+    python benchmarks/server_throughput.py [--rounds 5] [--seconds 3] [--threads 4] [--as-user]
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
@@ -37,19 +43,33 @@ from e2e_mariadb import free_port  # noqa: E402
 from server_start import Servers, rehearsal_servers  # noqa: E402
 
 BATCH_SIZE = 100
+GUARDED, STOCK = "guarded", "stock"
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# The container's entrypoint, serving MLflow's own basic-auth app instead of ours (the child process's program).
+SERVE_STOCK = f"""
+import sys
+sys.path.insert(0, {str(ENTRYPOINT.parent)!r})
+import entrypoint
+arguments = entrypoint.server_arguments
+entrypoint.server_arguments = lambda config: [
+    "basic-auth" if argument == "mlflow-gcp" else argument for argument in arguments(config)]
+entrypoint.main()
+"""
 
 
 def start(command: list[str], env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
     with log.open("ab") as output:
         process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 180
     while time.monotonic() < deadline and process.poll() is None:
         try:
             if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
                 return process
         except requests.RequestException:
             time.sleep(0.1)
-    raise RuntimeError(f"server did not start; see {log}")
+    raise RuntimeError(f"server did not start:\n{log.read_text(errors='replace')[-3000:]}")
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -57,8 +77,25 @@ def stop(process: subprocess.Popen) -> None:
     process.wait(timeout=30)
 
 
-def calls_per_second(call, duration: float, threads: int) -> float:
-    deadline = time.monotonic() + duration
+def cpu_seconds(session: int) -> float:
+    """User + system CPU time of every live process of a session (the entrypoint and its uvicorn)."""
+    total = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as file:
+                fields = file.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session:  # fields after the name: state ppid pgrp session ... utime(11) stime(12)
+            total += int(fields[11]) + int(fields[12])
+    return total / TICKS
+
+
+def run_calls(call, seconds: float, threads: int) -> tuple[int, float]:
+    """(calls made, wall seconds) with `threads` threads calling for `seconds`."""
+    deadline = time.monotonic() + seconds
     counts = [0] * threads
 
     def worker(index: int) -> None:
@@ -69,16 +106,18 @@ def calls_per_second(call, duration: float, threads: int) -> float:
     started = time.monotonic()
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(worker, range(threads)))
-    return sum(counts) / (time.monotonic() - started)
+    return sum(counts), time.monotonic() - started
 
 
 class Target:
-    """One server under test: its client (with or without the login) and a run to log to."""
+    """One server under test: its process, its client and a run to log to."""
 
-    def __init__(self, tracking_uri: str, login: tuple[str, str] | None):
+    def __init__(self, process: subprocess.Popen, tracking_uri: str, login: tuple[str, str]):
+        self.process = process
         self.tracking_uri = tracking_uri
         self.login = login
         self.local = threading.local()
+        with_login(login)
         experiment_id = self.client().create_experiment(f"throughput-{time.time_ns()}")
         self.run_id = self.client().create_run(experiment_id).info.run_id
 
@@ -88,12 +127,6 @@ class Target:
         if not hasattr(self.local, "client"):
             self.local.client = MlflowClient(self.tracking_uri)
         return self.local.client
-
-    def credentials(self):
-        # The client reads the login from the environment at each request; set it per target.
-        return (
-            {"MLFLOW_TRACKING_USERNAME": self.login[0], "MLFLOW_TRACKING_PASSWORD": self.login[1]} if self.login else {}
-        )
 
     def log_metric(self, index: int, step: int) -> None:
         self.client().log_metric(self.run_id, f"metric_{index}", 0.5, step=step)
@@ -105,63 +138,100 @@ class Target:
         metrics = [Metric(f"batch_{index}_{i}", 0.5, now, step) for i in range(BATCH_SIZE)]
         self.client().log_batch(self.run_id, metrics=metrics)
 
+    def measure(self, method: str, seconds: float, threads: int) -> tuple[float, float]:
+        """(calls per second, server CPU seconds per call)."""
+        with_login(self.login)
+        cpu_before = cpu_seconds(self.process.pid)
+        calls, wall = run_calls(getattr(self, method), seconds, threads)
+        cpu = cpu_seconds(self.process.pid) - cpu_before
+        return calls / wall, cpu / max(calls, 1)
 
-def with_environment(values: dict[str, str]):
-    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
-        os.environ.pop(name, None)
-    os.environ.update(values)
+
+def with_login(login: tuple[str, str]) -> None:
+    # The client reads the login from the environment at each request.
+    os.environ.update({"MLFLOW_TRACKING_USERNAME": login[0], "MLFLOW_TRACKING_PASSWORD": login[1]})
 
 
-def measure(targets: dict[str, Target], duration: float, threads: int, rounds: int = 3):
-    """Rounds alternate between the servers so that machine noise hits both alike; medians."""
-    scenarios = {
+@dataclass
+class Figures:
+    rates: dict[str, list[float]] = field(default_factory=lambda: {GUARDED: [], STOCK: []})
+    cpu: dict[str, list[float]] = field(default_factory=lambda: {GUARDED: [], STOCK: []})
+
+    def rate_ratios(self) -> list[float]:
+        return [g / s for g, s in zip(self.rates[GUARDED], self.rates[STOCK], strict=True)]
+
+    def cpu_ratios(self) -> list[float]:
+        return [s / g for g, s in zip(self.cpu[GUARDED], self.cpu[STOCK], strict=True)]
+
+
+def workloads(threads: int) -> dict[str, tuple[str, int]]:
+    return {
         "log_metric 1 thread": ("log_metric", 1),
         f"log_metric {threads} threads": ("log_metric", threads),
-        "log_batch(100) 1 thread": ("log_batch", 1),
-        f"log_batch(100) {threads} threads": ("log_batch", threads),
+        f"log_batch({BATCH_SIZE}) 1 thread": ("log_batch", 1),
+        f"log_batch({BATCH_SIZE}) {threads} threads": ("log_batch", threads),
     }
-    results = {name: {scenario: [] for scenario in scenarios} for name in targets}
-    for target in targets.values():  # warm-up: connections, caches
-        with_environment(target.credentials())
-        calls_per_second(target.log_metric, 1.0, 1)
-    for scenario, (method, thread_count) in scenarios.items():
-        for _ in range(rounds):
-            for name, target in targets.items():
-                with_environment(target.credentials())
-                rate = calls_per_second(getattr(target, method), duration / rounds, thread_count)
-                results[name][scenario].append(rate)
-    return {
-        name: {scenario: statistics.median(rates) for scenario, rates in by_scenario.items()}
-        for name, by_scenario in results.items()
-    }
+
+
+def measure(targets: dict[str, Target], rounds: int, seconds: float, threads: int) -> dict[str, Figures]:
+    for target in targets.values():  # warm-up: connections, caches, code paths
+        for method in ("log_metric", "log_batch"):
+            target.measure(method, 1.0, threads)
+    results = {name: Figures() for name in workloads(threads)}
+    for round_number in range(rounds):
+        order = [GUARDED, STOCK] if round_number % 2 == 0 else [STOCK, GUARDED]
+        for name, (method, thread_count) in workloads(threads).items():
+            for side in order:
+                rate, cpu = targets[side].measure(method, seconds, thread_count)
+                results[name].rates[side].append(rate)
+                results[name].cpu[side].append(cpu)
+        print(f"round {round_number + 1}/{rounds} done", file=sys.stderr)
+    return results
 
 
 BENCH_USER = ("bench-user", "bench-user-password-1234")
 
 
-def start_both(servers: Servers, work_dir: Path, as_user: bool = False) -> tuple[list[subprocess.Popen],
-                                                                                  dict[str, Target]]:
-    login_port, plain_port = free_port(), free_port()
-    env = container_env(servers.settings, servers.secrets, servers.mariadb.port, (f"http://127.0.0.1:{login_port}",))
-    env.update(google_endpoints(servers.google.url, work_dir), PORT=str(login_port))
-    processes = [start([sys.executable, str(ENTRYPOINT)], env, login_port, servers.log)]
-    processes.append(start(servers.plain_command(plain_port), servers.plain_env(), plain_port, servers.log))
+def start_both(servers: Servers, as_user: bool) -> tuple[list[subprocess.Popen], dict[str, Target]]:
+    processes, urls = {}, {}
+    for side, command in ((GUARDED, [sys.executable, str(ENTRYPOINT)]),
+                          (STOCK, [sys.executable, "-c", SERVE_STOCK])):
+        port = free_port()
+        env = container_env(servers.settings, servers.secrets, servers.mariadb.port, (f"http://127.0.0.1:{port}",))
+        env.update(google_endpoints(servers.google.url, servers.work_dir), PORT=str(port))
+        processes[side] = start(command, env, port, servers.log)
+        urls[side] = f"http://127.0.0.1:{port}"
     login = (servers.secrets.admin_user, servers.secrets.admin_password)
-    if as_user:
-        created = requests.post(f"http://127.0.0.1:{login_port}/api/2.0/mlflow/users/create", auth=login, timeout=60,
+    if as_user:  # one auth database: the user exists on both servers
+        created = requests.post(f"{urls[GUARDED]}/api/2.0/mlflow/users/create", auth=login, timeout=60,
                                 json={"username": BENCH_USER[0], "password": BENCH_USER[1]})
         created.raise_for_status()
         login = BENCH_USER
-    with_environment({"MLFLOW_TRACKING_USERNAME": login[0], "MLFLOW_TRACKING_PASSWORD": login[1]})
-    targets = {"login on": Target(f"http://127.0.0.1:{login_port}", login)}
-    with_environment({})
-    targets["login off"] = Target(f"http://127.0.0.1:{plain_port}", None)
-    return processes, targets
+    # The experiments are created by the login that logs (a non-admin gets MANAGE on what they create).
+    return list(processes.values()), {side: Target(processes[side], urls[side], login) for side in processes}
+
+
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):5.2f}x ({min(values):.2f}-{max(values):.2f})"
+
+
+def report(results: dict[str, Figures], rounds: int, as_user: bool) -> None:
+    print(f"guarded (mlflow-gcp app) vs stock `--app-name basic-auth`, same MLflow, MariaDB, auth settings; "
+          f"{'a non-admin user' if as_user else 'the admin'}; median of {rounds} interleaved rounds (spread)")
+    print(f"{'workload':>28} {'calls/s guarded':>15} {'stock':>7} {'ratio':>22}   "
+          f"{'CPU ms/call guarded':>19} {'stock':>6} {'ratio':>22}")
+    for name, figures in results.items():
+        print(f"{name:>28} {statistics.median(figures.rates[GUARDED]):15.1f} "
+              f"{statistics.median(figures.rates[STOCK]):7.1f} {spread(figures.rate_ratios()):>22}   "
+              f"{statistics.median(figures.cpu[GUARDED]) * 1000:19.2f} "
+              f"{statistics.median(figures.cpu[STOCK]) * 1000:6.2f} {spread(figures.cpu_ratios()):>22}")
+    print("ratios: calls/s guarded / stock; CPU stock / guarded. Target: every ratio >= 0.90x")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=9.0)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=3.0, help="per workload, server and round")
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--as-user", action="store_true", help="log as a user who is not an admin")
     arguments = parser.parse_args()
@@ -169,16 +239,12 @@ def main() -> None:
     with rehearsal_servers() as servers:
         processes = []
         try:
-            processes, targets = start_both(servers, servers.work_dir, arguments.as_user)
-            results = measure(targets, arguments.duration, arguments.threads)
+            processes, targets = start_both(servers, arguments.as_user)
+            results = measure(targets, arguments.rounds, arguments.seconds, arguments.threads)
         finally:
             for process in processes:
                 stop(process)
-    print(f"{'calls/s (median of 3 rounds)':>30} {'login on':>9} {'login off':>9} {'ratio':>6}")
-    for scenario, rate in results["login on"].items():
-        off = results["login off"][scenario]
-        print(f"{scenario:>30} {rate:9.1f} {off:9.1f} {rate / off:6.2f}x")
-    print("target: ratio >= 0.90x")
+    report(results, arguments.rounds, arguments.as_user)
 
 
 if __name__ == "__main__":

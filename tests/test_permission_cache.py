@@ -207,3 +207,25 @@ def test_an_unhashable_argument_is_asked_every_time_not_an_error(server):
     assert auth.authorize("carl", ("experiment", "7"), [{"unhashable": "requirement"}])
     assert auth.authorize("carl", ("experiment", "7"), [{"unhashable": "requirement"}])
     assert fake.calls.count("authorize") == 2
+
+
+def test_requirements_holding_lists_are_cached_per_content(server):
+    fake, auth, _ = server
+    fake.allowed.add(("carl", "7"))
+    ask = lambda fallback: auth.authorize("carl", ("experiment", "7"), [("run", "*", "update", fallback)])  # noqa: E731
+    assert ask([("experiment", "7")]) and ask([("experiment", "7")])
+    assert fake.calls.count("authorize") == 1
+    assert ask([("experiment", "8")])  # another fallback: another decision
+    assert fake.calls.count("authorize") == 2
+
+
+def test_a_run_lookup_holding_something_mutable_is_copied_deeply(clock):
+    fake = FakeAuth()
+    namespace = wrapped(fake)
+    namespace._run_requirement = lambda run_id, action: (("experiment", "7"), [("experiment", "7", action, ["x"])])
+    install(PermissionCache(TTL, clock=clock), namespace)
+    first = namespace._run_requirement("run-1", "update")
+    first[1][0][3].append("changed by a caller")
+    first[1].append("extra requirement")
+    expected = (("experiment", "7"), [("experiment", "7", "update", ["x"])])
+    assert namespace._run_requirement("run-1", "update") == expected

@@ -103,6 +103,31 @@ def _hashable(value: Any) -> Hashable:
     return value
 
 
+def _decision_key(username, anchor, requirements, workspace) -> Hashable:
+    # MLflow passes a list of Requirement named tuples of strings and tuples: one tuple of them is a key as it is
+    # (the common case, asked on every request); anything else is turned into tuples all the way down.
+    if type(requirements) is list:
+        key = ("authorize", username, anchor, tuple(requirements), workspace)
+        try:
+            hash(key)
+            return key
+        except TypeError:
+            pass
+    return ("authorize", username, _hashable(anchor), _hashable(requirements), workspace)
+
+
+def _own_copy(found):
+    """A copy of a run lookup `(anchor, [requirements])` its caller may extend: a new list is enough when what it
+    holds cannot change (hashable all the way down); anything else is copied deeply."""
+    if type(found) is tuple and len(found) == 2 and type(found[1]) is list:
+        try:
+            hash((found[0], tuple(found[1])))
+        except TypeError:
+            return copy.deepcopy(found)
+        return found[0], list(found[1])
+    return copy.deepcopy(found)
+
+
 def install(cache: PermissionCache, auth=None) -> None:
     """Put the cached lookups in place of MLflow's in `mlflow.server.auth` (once per process)."""
     if auth is None:
@@ -116,14 +141,14 @@ def install(cache: PermissionCache, auth=None) -> None:
         return cache.cached(("is_admin", username), sender_is_admin)
 
     def cached_authorize(username, anchor, requirements) -> bool:
-        key = ("authorize", username, _hashable(anchor), _hashable(requirements), _workspace(auth))
+        key = _decision_key(username, anchor, requirements, _workspace(auth))
         return cache.cached(key, lambda: authorize(username, anchor, requirements), keep=bool)
 
     def cached_run_requirement(run_id, action):
         # Callers extend the requirement list they get: each gets its own copy.
         found = cache.cached(("run", run_id, action), lambda: run_requirement(run_id, action),
                              keep=lambda value: value is not None)
-        return copy.deepcopy(found)
+        return _own_copy(found)
 
     auth.sender_is_admin = cached_sender_is_admin
     auth.authorize = cached_authorize
