@@ -12,7 +12,7 @@ for calls per second (wall) and for the servers' CPU time per call (stock / guar
 spends less). CPU time per call is the steadier figure on a shared machine.
 Target: every ratio >= 0.9x.
 
-    python benchmarks/server_throughput.py [--rounds 5] [--seconds 3] [--threads 4] [--as-user]
+    python benchmarks/server_throughput.py [--rounds 5] [--seconds 3] [--threads 4] [--as-user] [--cache-seconds 0]
 """
 
 from __future__ import annotations
@@ -69,6 +69,8 @@ def start(command: list[str], env: dict[str, str], port: int, log: Path) -> subp
                 return process
         except requests.RequestException:
             time.sleep(0.1)
+    if process.poll() is None:
+        stop(process)
     raise RuntimeError(f"server did not start:\n{log.read_text(errors='replace')[-3000:]}")
 
 
@@ -192,15 +194,24 @@ def measure(targets: dict[str, Target], rounds: int, seconds: float, threads: in
 BENCH_USER = ("bench-user", "bench-user-password-1234")
 
 
-def start_both(servers: Servers, as_user: bool) -> tuple[list[subprocess.Popen], dict[str, Target]]:
+def start_both(servers: Servers, as_user: bool, cache_seconds: str | None = None
+               ) -> tuple[list[subprocess.Popen], dict[str, Target]]:
     processes, urls = {}, {}
-    for side, command in ((GUARDED, [sys.executable, str(ENTRYPOINT)]),
-                          (STOCK, [sys.executable, "-c", SERVE_STOCK])):
-        port = free_port()
-        env = container_env(servers.settings, servers.secrets, servers.mariadb.port, (f"http://127.0.0.1:{port}",))
-        env.update(google_endpoints(servers.google.url, servers.work_dir), PORT=str(port))
-        processes[side] = start(command, env, port, servers.log)
-        urls[side] = f"http://127.0.0.1:{port}"
+    try:
+        for side, command in ((GUARDED, [sys.executable, str(ENTRYPOINT)]),
+                              (STOCK, [sys.executable, "-c", SERVE_STOCK])):
+            port = free_port()
+            env = container_env(servers.settings, servers.secrets, servers.mariadb.port,
+                                (f"http://127.0.0.1:{port}",))
+            env.update(google_endpoints(servers.google.url, servers.work_dir), PORT=str(port))
+            if cache_seconds is not None:
+                env["MLFLOW_GCP_PERMISSION_CACHE_SECONDS"] = cache_seconds
+            processes[side] = start(command, env, port, servers.log)
+            urls[side] = f"http://127.0.0.1:{port}"
+    except BaseException:
+        for process in processes.values():
+            stop(process)
+        raise
     login = (servers.secrets.admin_user, servers.secrets.admin_password)
     if as_user:  # one auth database: the user exists on both servers
         created = requests.post(f"{urls[GUARDED]}/api/2.0/mlflow/users/create", auth=login, timeout=60,
@@ -215,8 +226,9 @@ def spread(values: list[float]) -> str:
     return f"{statistics.median(values):5.2f}x ({min(values):.2f}-{max(values):.2f})"
 
 
-def report(results: dict[str, Figures], rounds: int, as_user: bool) -> None:
-    print(f"guarded (mlflow-gcp app) vs stock `--app-name basic-auth`, same MLflow, MariaDB, auth settings; "
+def report(results: dict[str, Figures], rounds: int, as_user: bool, cache_seconds: str | None) -> None:
+    cache = "" if cache_seconds is None else f", permission cache {cache_seconds} s"
+    print(f"guarded (mlflow-gcp app{cache}) vs stock `--app-name basic-auth`, same MLflow, MariaDB, auth settings; "
           f"{'a non-admin user' if as_user else 'the admin'}; median of {rounds} interleaved rounds (spread)")
     print(f"{'workload':>28} {'calls/s guarded':>15} {'stock':>7} {'ratio':>22}   "
           f"{'CPU ms/call guarded':>19} {'stock':>6} {'ratio':>22}")
@@ -234,17 +246,18 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="per workload, server and round")
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--as-user", action="store_true", help="log as a user who is not an admin")
+    parser.add_argument("--cache-seconds", help="the guarded server's permission cache (0: off; default: the image's)")
     arguments = parser.parse_args()
     os.environ.update({"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "NO_PROXY": "127.0.0.1"})
     with rehearsal_servers() as servers:
         processes = []
         try:
-            processes, targets = start_both(servers, arguments.as_user)
+            processes, targets = start_both(servers, arguments.as_user, arguments.cache_seconds)
             results = measure(targets, arguments.rounds, arguments.seconds, arguments.threads)
         finally:
             for process in processes:
                 stop(process)
-    report(results, arguments.rounds, arguments.as_user)
+    report(results, arguments.rounds, arguments.as_user, arguments.cache_seconds)
 
 
 if __name__ == "__main__":
