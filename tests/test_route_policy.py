@@ -31,7 +31,8 @@ PATHS = [
     "/get-artifact", "/model-versions/get-artifact", "/api//2.0//mlflow/assistant", "/api/2.0/mlflow/users/create",
     "/graphql", "/v1/traces", "/v1/tracesx", "/api/2.0/mlflow/demo/generate", "/unknown", "/api/2.0/mlflow/unknown",
     *(concrete + tail for family in FAMILIES for prefix in family.prefixes for tail in ("", "/x", "x")
-      for concrete in {prefix.replace(API, "/api/2.0"), prefix.replace(API, "/ajax-api/3.0")} if "\\" not in concrete),
+      for concrete in dict.fromkeys((prefix.replace(API, "/api/2.0"), prefix.replace(API, "/ajax-api/3.0")))
+      if "\\" not in concrete),
 ]
 
 
