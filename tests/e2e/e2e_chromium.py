@@ -60,6 +60,7 @@ class Chromium:
         self._condition = threading.Condition()
         self._write_lock = threading.Lock()
         self.auth_challenges = 0
+        self.network_events: list[dict] = []  # Network.* events of pages that enabled the Network domain
         threading.Thread(target=self._read_messages, daemon=True).start()
 
     def _read_messages(self) -> None:
@@ -75,6 +76,9 @@ class Chromium:
             with self._condition:
                 self._replies[message["id"]] = message
                 self._condition.notify_all()
+        elif message.get("method", "").startswith("Network."):
+            with self._condition:
+                self.network_events.append(message)
         elif message.get("method") == "Fetch.requestPaused":
             self._post("Fetch.continueRequest", {"requestId": message["params"]["requestId"]},
                        message.get("sessionId"))
