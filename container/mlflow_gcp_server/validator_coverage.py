@@ -33,6 +33,7 @@ DECLARED_ADMIN_ONLY: dict[tuple[str, str], str] = {
                                      "`mlflow-gcp status` (mlflow_gcp_server.versions)",
     **_both_apis("POST", "/2.0mlflow/experiments/search-datasets",
                  "a rule MLflow declares without the slash (sic); the real route has a validator"),
+    # The OSS UI calls neither: tests/e2e/test_ui_nonadmin_e2e.py walks its pages as a non-admin.
     **_both_apis("GET", "/2.0/mlflow/unified-traces", "Databricks' unified trace search (not used by the OSS UI)"),
     **_both_apis("GET", "/2.0/mlflow/get-online-trace-details", "Databricks' online traces (not used by the OSS UI)"),
     **{key: reason for method in ("GET", "PATCH", "DELETE") for key, reason in _both_apis(
