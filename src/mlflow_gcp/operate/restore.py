@@ -124,6 +124,7 @@ class Restore:
                 "database.",
                 "Run `mlflow-gcp up` first.",
             )
+        self._refuse_an_upgrade(service)
         server_host = self._server_host(service)
         if labels.get(RESTORE_POINT_LABEL) == self.point.tag:
             # A rerun after the move was recorded: the deployment's instance is the restored one.
@@ -175,6 +176,34 @@ class Restore:
                 )
         self.plan = plan
         return plan
+
+    def _refuse_an_upgrade(self, service) -> None:
+        """A restore moves the server onto restored data at the MLflow the service runs; it does not upgrade it too.
+        With an image of a NEWER MLflow than the service records (a newer mlflow-gcp, a pending upgrade), the move
+        would upgrade the server untold, and putting it back after a failure would meet the upgrade on the previous
+        instance: refused before anything, with the two ways on. The way back after an upgrade (an OLDER image,
+        `--mlflow-version OLD`) stays allowed: the restored data is migrated to it, the upgraded instance untouched."""
+        from mlflow_gcp.steps.mlflow_version import is_older, pending_upgrade, upgrade_unfinished
+
+        s = self.settings
+        started_from = upgrade_unfinished(service)
+        if started_from:
+            raise RestoreError(
+                f"An MLflow upgrade (from MLflow {started_from}) did not finish: the server is in maintenance. "
+                "Nothing was changed.",
+                "Run `mlflow-gcp up` to finish the upgrade (or roll it back), then run the restore again.",
+            )
+        pending = pending_upgrade(s, service)
+        if pending is None or is_older(pending[1], pending[0]):
+            return
+        running, image = pending
+        argument = self.point.backup_id or f"--to-time {iso(self.point.time)}"
+        raise RestoreError(
+            f"The server runs MLflow {running}, and this mlflow-gcp deploys MLflow {image}: the restore would also "
+            "upgrade MLflow, which it does not do. Nothing was changed.",
+            f"Restore on MLflow {running}: `mlflow-gcp restore {argument} --mlflow-version {running}` "
+            f"(remembered). Or upgrade first with `mlflow-gcp up` (a backup is taken first), then restore.",
+        )
 
     # -- 1. the new instance -------------------------------------------------------------------------------
     def new_settings(self) -> Settings:

@@ -8,7 +8,9 @@ The version a service uses is the one its user has, recorded on the secret (reso
    users.update). From the mark on, the MySQL user may have either password: `up` puts the recorded one back
    for sure, a new `rotate` finishes;
 3. roll out a revision: the deploy step, run with fresh outputs, pins the new versions (for MLflow the
-   container brings the admin password in line with the secret at startup);
+   container brings the admin password in line with the secret at startup). It keeps the image the service runs:
+   a rotation never upgrades MLflow nor rolls out this mlflow-gcp's image (an upgrade pending is said, and left
+   to `up`; one that stopped in maintenance is refused before anything changes);
 4. check the new login against the live service (an unreachable server fails at once, with the reason);
 5. record the new versions as applied, then disable the versions the service no longer uses.
 A failure in 1 to 4 puts the old database password back and the service back on the old versions, checks the
@@ -86,6 +88,7 @@ class Rotation(RollBack):
         self._service = None
         self._pins: dict[str, str] = {}
         self.doing = "preparing"  # the stage in progress, for the message of an interruption
+        self.told_pending = False
 
     # -- helpers -------------------------------------------------------------------------------------------
     def _secret_path(self, secret_id: str) -> str:
@@ -160,6 +163,7 @@ class Rotation(RollBack):
         return out
 
     def check_prerequisites(self) -> None:
+        self.check_mlflow_version()
         try:
             self._deploy_context()
         except MlflowGcpError as error:
@@ -167,6 +171,27 @@ class Rotation(RollBack):
                 f"The deployment is not complete, so nothing was rotated: {error.message}",
                 error.hint or "Run `mlflow-gcp up` first.",
             ) from error
+
+    def check_mlflow_version(self) -> None:
+        """A rotation changes passwords, never MLflow: its rollouts keep the image the service runs, so an MLflow
+        upgrade this mlflow-gcp would make stays `up`'s to do (asked, a backup first), and is said here. An upgrade
+        that stopped with the server in maintenance is refused: the new login could not be checked."""
+        from mlflow_gcp.steps.mlflow_version import pending_upgrade, upgrade_unfinished
+
+        started_from = upgrade_unfinished(self._service)
+        if started_from:
+            raise RotationError(
+                f"An MLflow upgrade (from MLflow {started_from}) did not finish: the server answers 503 in "
+                "maintenance, so a new login could not be checked. Nothing was changed.",
+                f"Run `mlflow-gcp up` to finish the upgrade (or roll it back), then `{self.command}`.",
+            )
+        pending = pending_upgrade(self.settings, self._service)
+        if pending and not self.told_pending:
+            self.told_pending = True
+            self.log(
+                f"an MLflow upgrade is pending ({pending[0]} → {pending[1]}): the rotation keeps the image the server "
+                "runs; run `mlflow-gcp up` to upgrade (a backup is taken first)"
+            )
 
     def check_reachable(self) -> None:
         """The new login is checked against the live server at the end: one that cannot be reached from here
@@ -254,11 +279,21 @@ class Rotation(RollBack):
         deployment that is not complete stops the rotation before it starts."""
         if self._ctx is None:
             from mlflow_gcp.engine.base import Mode, StepContext
-            from mlflow_gcp.steps import load_prerequisites
+            from mlflow_gcp.engine.loop import run_step
+            from mlflow_gcp.steps import prerequisites
             from mlflow_gcp.steps.deploy import ROTATION_ACTIVE
+            from mlflow_gcp.steps.mlflow_version import KEEP_RUNNING_IMAGE
+            from mlflow_gcp.steps.mlflow_version import running_image as live_service_image
 
             ctx = StepContext(settings=self.settings, clients=self.clients, mode=Mode.APPLY)
-            load_prerequisites(("deploy",), ctx)
+            # The image step is not read: the rollouts keep the image the service runs (not this mlflow-gcp's,
+            # which may be another MLflow, or not built yet).
+            check = ctx.for_step("", Mode.CHECK)
+            for step in prerequisites(("deploy",)):
+                if step.name != "image":
+                    run_step(step, check)
+            ctx.outputs.set("image.uri", live_service_image(self._service))
+            ctx.outputs.set(KEEP_RUNNING_IMAGE, "1")
             ctx.outputs.set(ROTATION_ACTIVE, "1")
             self._ctx = ctx
         return self._ctx

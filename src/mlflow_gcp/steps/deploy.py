@@ -31,7 +31,7 @@ from mlflow_gcp.resources.live_service import pinned_versions, service_ready, ur
 from mlflow_gcp.service_spec import SECRET_ENV_VARS, ServiceInputs, build_service, own_urls
 from mlflow_gcp.steps import egress
 from mlflow_gcp.steps.connector import RetiredConnector
-from mlflow_gcp.steps.mlflow_version import VERSION_ANNOTATION, image_version
+from mlflow_gcp.steps.mlflow_version import KEEP_RUNNING_IMAGE, VERSION_ANNOTATION, image_version
 from mlflow_gcp.steps.public_access import (
     DOMAIN_RESTRICTED_SHARING,
     INVOKER_IAM_FIELD,
@@ -97,7 +97,8 @@ class CloudRunService(Resource):
         )
         # True when public access goes through an allUsers invoker binding instead of invokerIamDisabled.
         self.use_invoker_binding = False
-        self.mlflow_version = image_version(ctx.settings)
+        # A rotation keeps the live image (its image.uri output): the version recorded on the service stays as it is.
+        self.mlflow_version = None if ctx.outputs.get(KEEP_RUNNING_IMAGE) else image_version(ctx.settings)
 
     # -- desired state -------------------------------------------------------------------------------------
     @functools.cached_property

@@ -28,6 +28,9 @@ UNKNOWN = "unknown"
 DATABASE_MOVING = "database.moving"
 # StepContext.created_now holds this for the Cloud SQL instance the run created: its databases are empty.
 INSTANCE_CREATED = "sql-instance:{}"
+# Set in StepContext.outputs by `credentials rotate`: its rollouts keep the image the service runs (its `image.uri`
+# output is the live image) and neither upgrade MLflow nor change the version recorded on the service.
+KEEP_RUNNING_IMAGE = "deploy.keep-running-image"
 FIELD = "mlflow"
 SERVING_OUTCOMES = ("current", "migrated")
 NEWER_SCHEMA = "newer-schema"
@@ -182,6 +185,24 @@ def refuse_downgrade(settings: Settings, clients: Any, login: Callable[[], tuple
         versions = live_versions(service, image, login=login())
     if versions.downgrade:
         raise downgrade_error(versions, newest_backup_named(settings, clients))
+
+
+def upgrade_unfinished(service: Any) -> str:
+    """The MLflow version an upgrade started from when it left the service in maintenance (a run stopped before the
+    new version served); else ""."""
+    if service is None or not (annotation(service, UPGRADE_ID) and in_maintenance(service)):
+        return ""
+    return annotation(service, UPGRADE_FROM) or UNKNOWN
+
+
+def pending_upgrade(settings: Settings, service: Any) -> tuple[str, str] | None:
+    """(running, image) when the image this mlflow-gcp deploys runs another MLflow than the one the live service
+    records (`up` would upgrade, or refuse a downgrade); None when they agree or either is not known."""
+    image = image_version(settings)
+    running = annotation(service, VERSION_ANNOTATION) if service is not None else ""
+    if image is None or not running or running == image:
+        return None
+    return running, image
 
 
 def new_upgrade_id() -> str:

@@ -31,6 +31,7 @@ from mlflow_gcp.steps.mlflow_version import (
     DATABASE_MOVING,
     FIELD,
     INSTANCE_CREATED,
+    KEEP_RUNNING_IMAGE,
     MAINTENANCE_ENV,
     MAINTENANCE_REASON,
     NEWER_SCHEMA,
@@ -81,8 +82,8 @@ class MlflowUpgrade(Resource):
         return user, password
 
     def read(self) -> MlflowVersions | None:
-        if self.image is None:
-            return None
+        if self.image is None or self.ctx.outputs.get(KEEP_RUNNING_IMAGE):
+            return None  # a rotation's rollout keeps the image the service runs: nothing to upgrade
         live = self.service.read()
         if live is not None and self.ctx.outputs.get(DATABASE_MOVING):
             return MlflowVersions(UNKNOWN, self.image, no_server=True)  # no server uses the restored data yet
