@@ -67,6 +67,32 @@ def test_writes_the_module_files_and_the_build_context(module_dir):
         assert wait in readme
 
 
+def test_the_mlflow_version_setting_is_the_image_the_module_builds(fake, container_dir, tmp_path):
+    """`--mlflow-version` (remembered by `up`): the image tag is the one `up` gives that image, and the copied build
+    context pins that MLflow, so `gcloud builds submit --tag` (no build arguments) builds it (issue 24)."""
+    from mlflow_gcp import build_context
+
+    pinned = build_context.mlflow_pin(container_dir)
+    other = "3.1.4" if pinned != "3.1.4" else "3.2.0"
+    directory = tmp_path / "tf"
+    export(directory, "--mlflow-version", other)
+    tag = build_context.image_tag(container_dir, other)
+    assert tag != build_context.context_hash(container_dir)
+    assert read_tfvars(directory / "terraform.tfvars")["image"].endswith(f":{tag}")
+    copied = directory / "server-image"
+    assert build_context.mlflow_pin(copied) == other
+    original = (container_dir / "requirements.txt").read_text().splitlines()
+    written = (copied / "requirements.txt").read_text().splitlines()
+    assert [a for a, b in zip(original, written, strict=True) if a != b] == [f"mlflow[auth]=={pinned}"]
+    readme = " ".join((directory / "README.md").read_text().split())
+    assert f"pins MLflow {other}, the `mlflow-version` setting" in readme
+    plain = tmp_path / "plain"
+    export(plain)
+    assert read_tfvars(plain / "terraform.tfvars")["image"].endswith(f":{build_context.context_hash(container_dir)}")
+    assert (plain / "server-image" / "requirements.txt").read_text() == (container_dir / "requirements.txt").read_text()
+    assert "the `mlflow-version` setting" not in (plain / "README.md").read_text()
+
+
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_every_declared_variable_changes_something_and_every_setting_is_accounted_for(
     fake, container_dir, tmp_path, variant

@@ -152,6 +152,18 @@ def image_tag(root: Path, mlflow_version: str = "") -> str:
     return hashlib.sha256(f"{tag}\0mlflow=={mlflow_version}".encode()).hexdigest()[:TAG_LENGTH]
 
 
+def requirements_for(root: Path, mlflow_version: str = "") -> str | None:
+    """requirements.txt as the image of `mlflow_version` installs it (the MLflow pin replaced, as the Dockerfile
+    does with MLFLOW_VERSION), for a copy of the context built without build arguments (`export terraform`); None
+    when the version is the pin's (or none is set)."""
+    import re
+
+    if not build_args(root, mlflow_version):
+        return None
+    text = (root / "requirements.txt").read_text(encoding="utf-8")
+    return re.sub(r"(?m)^mlflow\[auth\]==.*$", f"mlflow[auth]=={mlflow_version}", text)
+
+
 def build_args(root: Path, mlflow_version: str = "") -> list[str]:
     """`docker build` arguments the settings add: `--build-arg MLFLOW_VERSION=...` for a version other than the pin."""
     if not mlflow_version or mlflow_version == mlflow_pin(root):

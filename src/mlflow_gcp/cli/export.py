@@ -44,7 +44,10 @@ def terraform(
         adopt = read_live_deployment(settings)
     context = build_context.container_dir()
     module = build_module(
-        settings, image_tag=build_context.context_hash(context), adopt=adopt, with_imports=with_imports
+        settings,
+        image_tag=build_context.image_tag(context, settings.mlflow_version),
+        adopt=adopt,
+        with_imports=with_imports,
     )
     owned = [*OWNED_FILES, BUILD_CONTEXT_DIR]
     existing = [name for name in owned if (directory / name).exists()]
@@ -67,5 +70,10 @@ def terraform(
         target = directory / BUILD_CONTEXT_DIR / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes((context / relative).read_bytes())
+    # The `mlflow-version` setting: the copy pins that MLflow, so `gcloud builds submit --tag` (no build arguments)
+    # builds the image `up` would, under the tag `up` gives it.
+    requirements = build_context.requirements_for(context, settings.mlflow_version)
+    if requirements is not None:
+        (directory / BUILD_CONTEXT_DIR / "requirements.txt").write_text(requirements, encoding="utf-8")
     out.print(f"Wrote the Terraform module to {directory}/ ({', '.join(module.files)}, {BUILD_CONTEXT_DIR}/).")
     err.print(f"Next: cd {directory} && terraform init && terraform plan   (see {directory}/README.md)")

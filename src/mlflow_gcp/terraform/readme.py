@@ -44,6 +44,25 @@ replication block would replace the secrets and destroy their versions, the pass
 `variables.tf` changes the deployment."""
 
 
+def mlflow_version_note(settings: Settings) -> str:
+    """With the `mlflow-version` setting (another MLflow than the tool's pin): what the copied context installs."""
+    from mlflow_gcp import build_context
+
+    try:
+        pinned = build_context.mlflow_pin(build_context.container_dir())
+    except Exception:
+        return ""
+    if not settings.mlflow_version or pinned in (None, settings.mlflow_version):
+        return ""
+    return f"""
+
+Its `requirements.txt` pins MLflow {settings.mlflow_version}, the `mlflow-version` setting, in place of the tested
+{pinned} of this mlflow-gcp: the image is the one `mlflow-gcp up` builds with that setting, under the tag `up` gives
+it. Terraform does not migrate the database: the server of a newer MLflow refuses a database that holds data of an
+older one (it makes fresh schemas only in an empty one). Upgrade with `mlflow-gcp up --mlflow-version VERSION`
+(a backup first, the migration run apart, rolled back if it fails), then export again (`--force`)."""
+
+
 def module_readme(settings: Settings, image: str, *, adopted: bool) -> str:
     if adopted:
         commands = """```bash
@@ -73,7 +92,7 @@ record and for `mlflow-env` and the session key. The service's template labels a
 The service runs `{image}`, the image running at export. To build a new one from the tool's `container/` directory
 (copied here as `{BUILD_CONTEXT_DIR}/`), see `mlflow-gcp up`, or build it with
 `gcloud builds submit {BUILD_CONTEXT_DIR} --project {settings.project} --region {settings.region} --tag IMAGE`
-and set `image`."""
+and set `image`.""" + mlflow_version_note(settings)
     else:
         commands = f"""The server image must exist before the service is made, so the first apply makes the APIs and the
 Artifact Registry repository, then the image is built, then everything else:
@@ -116,7 +135,8 @@ Cloud SQL and Secret Manager through write-only arguments (`password_wo`, `secre
         image_section = f"""## The server image
 
 The service runs `{image}`. `mlflow-gcp up` builds it from the tool's `container/` directory, copied here as
-`{BUILD_CONTEXT_DIR}/` (its tag is the hash of that directory); the commands above build it with Cloud Build.
+`{BUILD_CONTEXT_DIR}/` (its tag is the hash of that directory); the commands above build it with Cloud Build.\
+{mlflow_version_note(settings)}
 
 In organisations where Cloud Build's default account holds no role (secure by default, since 2024), build as
 the module's `mlflow-build` account instead: add `--service-account=projects/{settings.project}/serviceAccounts/`
