@@ -133,3 +133,16 @@ def test_step_deploy_asks_for_the_upgrade_as_up_does(fake, double, tmp_path):
     assert_upgraded(fake, double)
     at = positions(fake)
     assert at["backup"][0] < at["job-run"][0] < at["revision"][-1]
+
+
+def test_rotate_with_a_newer_image_of_the_same_mlflow_keeps_the_servers_image(fake, double, tmp_path):
+    """A newer mlflow-gcp with the same MLflow (another build context): rotated on the image the server runs; the
+    image of this mlflow-gcp, not built yet, is neither built nor required."""
+    before = image(fake)
+    (tmp_path / "build-context" / "entrypoint.py").write_text("# a newer mlflow-gcp's server, the same MLflow\n")
+    result = cli("credentials", "rotate", "--mlflow")
+    assert result.exit_code == 0, result.output
+    assert "the server runs another image than this mlflow-gcp's: the rotation keeps it" in flat(result.output)
+    assert image(fake) == before and version_of(fake) == OLD
+    assert not [r for r in fake.mutating_requests() if r.api == "cloudbuild"]
+    assert_converged(fake, double)

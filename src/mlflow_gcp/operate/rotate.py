@@ -185,13 +185,33 @@ class Rotation(RollBack):
                 "maintenance, so a new login could not be checked. Nothing was changed.",
                 f"Run `mlflow-gcp up` to finish the upgrade (or roll it back), then `{self.command}`.",
             )
+        if self.told_pending:
+            return
+        self.told_pending = True
         pending = pending_upgrade(self.settings, self._service)
-        if pending and not self.told_pending:
-            self.told_pending = True
+        if pending:
             self.log(
                 f"an MLflow upgrade is pending ({pending[0]} → {pending[1]}): the rotation keeps the image the server "
                 "runs; run `mlflow-gcp up` to upgrade (a backup is taken first)"
             )
+        elif not self._runs_this_image():
+            self.log(
+                "the server runs another image than this mlflow-gcp's: the rotation keeps it; `mlflow-gcp up` rolls "
+                "out this one"
+            )
+
+    def _runs_this_image(self) -> bool:
+        from mlflow_gcp import build_context
+        from mlflow_gcp.engine.base import StepContext
+        from mlflow_gcp.steps.image_storage import image_uri
+        from mlflow_gcp.steps.mlflow_version import running_image
+
+        try:
+            tag = build_context.image_tag(build_context.container_dir(), self.settings.mlflow_version)
+        except (MlflowGcpError, OSError):
+            return True  # not known here: nothing to say
+        ours = image_uri(StepContext(settings=self.settings, clients=self.clients), tag)
+        return running_image(self._service) == ours
 
     def check_reachable(self) -> None:
         """The new login is checked against the live server at the end: one that cannot be reached from here
