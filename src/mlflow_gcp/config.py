@@ -116,9 +116,8 @@ class Settings:
     )
     mlflow_version: str = setting(
         "",
-        "MLflow version of the server image (default: the one this mlflow-gcp pins and tests, in "
-        "container/requirements.txt). Remembered: a team that upgrades mlflow-gcp stays on its MLflow with it; "
-        "another version is an upgrade, with a backup first.",
+        "MLflow of the server image (default: the tested pin). Remembered, so upgrading mlflow-gcp keeps it; "
+        "a change is an upgrade, backup first.",
         group="Deployment",
         metavar="VERSION",
     )
