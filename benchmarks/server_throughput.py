@@ -1,18 +1,22 @@
-"""Logging rate of the guarded server against the same MLflow without our additions (issue 19).
+"""Logging rate of the guarded server against the same MLflow with the login off and with its own login (issue 19).
 
-Both servers are the container's entrypoint on the same MariaDB databases, with the same environment, the same
+Every server is the container's entrypoint on the same MariaDB databases, with the same environment, the same
 basic_auth.ini (login cache, admin, default permission) and one worker; they differ only in the app uvicorn serves:
-- guarded: `--app-name mlflow-gcp` (route policy, storage-location checks, permission cache: mlflow_gcp_server.app);
-- stock: `--app-name basic-auth` (MLflow's own login and permission checks, nothing of ours).
+- guarded: `--app-name mlflow-gcp` (login, route policy, storage-location checks, permission cache:
+  mlflow_gcp_server.app), the image as deployed;
+- open: no `--app-name` (plain `mlflow server`: no login, no permission check), the issue's "login off" baseline:
+  what the login and every check cost together;
+- stock: `--app-name basic-auth` (MLflow's own login and permission checks, nothing of ours): what our additions cost.
 The real mlflow client logs to each, as the admin of mlflow-credentials or (--as-user) as a user who is not an admin
-(MLflow then checks the user's permissions on every request). Each round runs every workload on both servers in turn
-(the order alternating from round to round), so that the load of other work on the machine hits both alike.
-Per workload: the median over the rounds of the per-round ratio guarded / stock, and its spread (lowest-highest),
-for calls per second (wall) and for the servers' CPU time per call (stock / guarded: above 1 the guarded server
-spends less). CPU time per call is the steadier figure on a shared machine.
-Target: every ratio >= 0.9x.
+(MLflow then checks the user's permissions on every request; the open server ignores the login). Each round runs
+every workload on every server in turn (the order rotating from round to round), so that the load of other work on
+the machine hits all alike. Per workload and baseline: the median over the rounds of the per-round ratio guarded /
+baseline, and its spread (lowest-highest), for calls per second (wall) and for the servers' CPU time per call
+(baseline / guarded: above 1 the guarded server spends less). CPU time per call is the steadier figure on a shared
+machine. Target: every ratio >= 0.9x.
 
-    python benchmarks/server_throughput.py [--rounds 5] [--seconds 3] [--threads 4] [--as-user] [--cache-seconds 0]
+    python benchmarks/server_throughput.py [--baseline open|stock|both] [--rounds 5] [--seconds 3] [--threads 4]
+                                           [--as-user] [--cache-seconds 0]
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from e2e_mariadb import free_port  # noqa: E402
 from server_start import Servers, rehearsal_servers  # noqa: E402
 
 BATCH_SIZE = 100
-GUARDED, STOCK = "guarded", "stock"
+GUARDED, OPEN, STOCK = "guarded", "open", "stock"
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -55,6 +59,22 @@ import entrypoint
 arguments = entrypoint.server_arguments
 entrypoint.server_arguments = lambda config: [
     "basic-auth" if argument == "mlflow-gcp" else argument for argument in arguments(config)]
+entrypoint.main()
+"""
+# The container's entrypoint with the login off: plain `mlflow server`, no `--app-name` (the issue's baseline).
+SERVE_OPEN = f"""
+import sys
+sys.path.insert(0, {str(ENTRYPOINT.parent)!r})
+import entrypoint
+arguments = entrypoint.server_arguments
+
+def without_app(config):
+    result = list(arguments(config))
+    index = result.index("--app-name")
+    del result[index:index + 2]
+    return result
+
+entrypoint.server_arguments = without_app
 entrypoint.main()
 """
 
@@ -156,14 +176,20 @@ def with_login(login: tuple[str, str]) -> None:
 
 @dataclass
 class Figures:
-    rates: dict[str, list[float]] = field(default_factory=lambda: {GUARDED: [], STOCK: []})
-    cpu: dict[str, list[float]] = field(default_factory=lambda: {GUARDED: [], STOCK: []})
+    """Per side, one figure per round."""
 
-    def rate_ratios(self) -> list[float]:
-        return [g / s for g, s in zip(self.rates[GUARDED], self.rates[STOCK], strict=True)]
+    rates: dict[str, list[float]] = field(default_factory=dict)
+    cpu: dict[str, list[float]] = field(default_factory=dict)
 
-    def cpu_ratios(self) -> list[float]:
-        return [s / g for g, s in zip(self.cpu[GUARDED], self.cpu[STOCK], strict=True)]
+    def add(self, side: str, rate: float, cpu: float) -> None:
+        self.rates.setdefault(side, []).append(rate)
+        self.cpu.setdefault(side, []).append(cpu)
+
+    def rate_ratios(self, baseline: str) -> list[float]:
+        return [g / b for g, b in zip(self.rates[GUARDED], self.rates[baseline], strict=True)]
+
+    def cpu_ratios(self, baseline: str) -> list[float]:
+        return [b / g for g, b in zip(self.cpu[GUARDED], self.cpu[baseline], strict=True)]
 
 
 def workloads(threads: int) -> dict[str, tuple[str, int]]:
@@ -180,13 +206,15 @@ def measure(targets: dict[str, Target], rounds: int, seconds: float, threads: in
         for method in ("log_metric", "log_batch"):
             target.measure(method, 1.0, threads)
     results = {name: Figures() for name in workloads(threads)}
+    sides = list(targets)
     for round_number in range(rounds):
-        order = [GUARDED, STOCK] if round_number % 2 == 0 else [STOCK, GUARDED]
+        shift = round_number % len(sides)  # each side goes first, second, ... in turn
+        order = sides[shift:] + sides[:shift]
+        if round_number // len(sides) % 2:
+            order.reverse()
         for name, (method, thread_count) in workloads(threads).items():
             for side in order:
-                rate, cpu = targets[side].measure(method, seconds, thread_count)
-                results[name].rates[side].append(rate)
-                results[name].cpu[side].append(cpu)
+                results[name].add(side, *targets[side].measure(method, seconds, thread_count))
         print(f"round {round_number + 1}/{rounds} done", file=sys.stderr)
     return results
 
@@ -194,12 +222,19 @@ def measure(targets: dict[str, Target], rounds: int, seconds: float, threads: in
 BENCH_USER = ("bench-user", "bench-user-password-1234")
 
 
-def start_both(servers: Servers, as_user: bool, cache_seconds: str | None = None
-               ) -> tuple[list[subprocess.Popen], dict[str, Target]]:
+COMMANDS = {
+    GUARDED: [sys.executable, str(ENTRYPOINT)],
+    OPEN: [sys.executable, "-c", SERVE_OPEN],
+    STOCK: [sys.executable, "-c", SERVE_STOCK],
+}
+
+
+def start_all(servers: Servers, sides: list[str], as_user: bool, cache_seconds: str | None = None
+              ) -> tuple[list[subprocess.Popen], dict[str, Target]]:
     processes, urls = {}, {}
     try:
-        for side, command in ((GUARDED, [sys.executable, str(ENTRYPOINT)]),
-                              (STOCK, [sys.executable, "-c", SERVE_STOCK])):
+        for side in sides:
+            command = COMMANDS[side]
             port = free_port()
             env = container_env(servers.settings, servers.secrets, servers.mariadb.port,
                                 (f"http://127.0.0.1:{port}",))
@@ -213,7 +248,7 @@ def start_both(servers: Servers, as_user: bool, cache_seconds: str | None = None
             stop(process)
         raise
     login = (servers.secrets.admin_user, servers.secrets.admin_password)
-    if as_user:  # one auth database: the user exists on both servers
+    if as_user:  # one auth database: the user exists on every server
         created = requests.post(f"{urls[GUARDED]}/api/2.0/mlflow/users/create", auth=login, timeout=60,
                                 json={"username": BENCH_USER[0], "password": BENCH_USER[1]})
         created.raise_for_status()
@@ -226,22 +261,33 @@ def spread(values: list[float]) -> str:
     return f"{statistics.median(values):5.2f}x ({min(values):.2f}-{max(values):.2f})"
 
 
-def report(results: dict[str, Figures], rounds: int, as_user: bool, cache_seconds: str | None) -> None:
+BASELINE_TITLES = {
+    OPEN: "open: the same `mlflow server` with the login off (no --app-name)",
+    STOCK: "stock: MLflow's own `--app-name basic-auth`",
+}
+
+
+def report(results: dict[str, Figures], baselines: list[str], rounds: int, as_user: bool,
+           cache_seconds: str | None) -> None:
     cache = "" if cache_seconds is None else f", permission cache {cache_seconds} s"
-    print(f"guarded (mlflow-gcp app{cache}) vs stock `--app-name basic-auth`, same MLflow, MariaDB, auth settings; "
+    print(f"guarded (mlflow-gcp app{cache}); same entrypoint, environment, MLflow, MariaDB, one worker; "
           f"{'a non-admin user' if as_user else 'the admin'}; median of {rounds} interleaved rounds (spread)")
-    print(f"{'workload':>28} {'calls/s guarded':>15} {'stock':>7} {'ratio':>22}   "
-          f"{'CPU ms/call guarded':>19} {'stock':>6} {'ratio':>22}")
-    for name, figures in results.items():
-        print(f"{name:>28} {statistics.median(figures.rates[GUARDED]):15.1f} "
-              f"{statistics.median(figures.rates[STOCK]):7.1f} {spread(figures.rate_ratios()):>22}   "
-              f"{statistics.median(figures.cpu[GUARDED]) * 1000:19.2f} "
-              f"{statistics.median(figures.cpu[STOCK]) * 1000:6.2f} {spread(figures.cpu_ratios()):>22}")
-    print("ratios: calls/s guarded / stock; CPU stock / guarded. Target: every ratio >= 0.90x")
+    for baseline in baselines:
+        print(f"\nguarded vs {BASELINE_TITLES[baseline]}")
+        print(f"{'workload':>28} {'calls/s guarded':>15} {baseline:>7} {'ratio':>22}   "
+              f"{'CPU ms/call guarded':>19} {baseline:>6} {'ratio':>22}")
+        for name, figures in results.items():
+            print(f"{name:>28} {statistics.median(figures.rates[GUARDED]):15.1f} "
+                  f"{statistics.median(figures.rates[baseline]):7.1f} {spread(figures.rate_ratios(baseline)):>22}   "
+                  f"{statistics.median(figures.cpu[GUARDED]) * 1000:19.2f} "
+                  f"{statistics.median(figures.cpu[baseline]) * 1000:6.2f} {spread(figures.cpu_ratios(baseline)):>22}")
+    print("\nratios: calls/s guarded / baseline; CPU baseline / guarded. Target: every ratio >= 0.90x")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", choices=("open", "stock", "both"), default="both",
+                        help="open: the login off (the issue's baseline); stock: MLflow's own basic-auth app")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=3.0, help="per workload, server and round")
     parser.add_argument("--threads", type=int, default=4)
@@ -249,15 +295,16 @@ def main() -> None:
     parser.add_argument("--cache-seconds", help="the guarded server's permission cache (0: off; default: the image's)")
     arguments = parser.parse_args()
     os.environ.update({"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "NO_PROXY": "127.0.0.1"})
+    baselines = [OPEN, STOCK] if arguments.baseline == "both" else [arguments.baseline]
     with rehearsal_servers() as servers:
         processes = []
         try:
-            processes, targets = start_both(servers, arguments.as_user, arguments.cache_seconds)
+            processes, targets = start_all(servers, [GUARDED, *baselines], arguments.as_user, arguments.cache_seconds)
             results = measure(targets, arguments.rounds, arguments.seconds, arguments.threads)
         finally:
             for process in processes:
                 stop(process)
-    report(results, arguments.rounds, arguments.as_user, arguments.cache_seconds)
+    report(results, baselines, arguments.rounds, arguments.as_user, arguments.cache_seconds)
 
 
 if __name__ == "__main__":
