@@ -5,6 +5,7 @@ Run by the Dockerfile after `pip install` (and by the e2e tests). It checks that
   where `mlflow_gcp_server.database.unique_foreign_key_names` renames duplicate foreign-key names
   (the MySQL fix for MLflow issues 9642 / 10964), and that after the fix every name is unique;
 - the private MLflow functions, settings and classes the entrypoint and the GCS plugin use exist;
+- MLflow's FastAPI permission middleware is where `mlflow_gcp_server.fastapi_passthrough` wraps it;
 - the `gs` artifact repository entry point resolves to this container's signing repository;
 - the `mlflow-gcp` app resolves to this container's guard, and every route of the server (Flask
   url_map and FastAPI routes) falls in a route family of `mlflow_gcp_server.route_policy`, the
@@ -52,7 +53,10 @@ REQUIRED_ATTRIBUTES = {
     "alembic.operations.Operations": ("create_table", "create_foreign_key"),
     # Wrapped by mlflow_gcp_server.permission_cache.
     "mlflow.server.auth": ("sender_is_admin", "authorize", "_run_requirement", "authenticate_request",
-                           "workspace_context", "auth_config"),
+                           "workspace_context", "auth_config",
+                           # Used by mlflow_gcp_server.fastapi_passthrough.
+                           "get_routed_asgi_path", "_find_fastapi_validator", "_native_fastapi_routes",
+                           "_scope_matches_native_route", "add_fastapi_permission_middleware"),
 }
 
 
@@ -80,6 +84,25 @@ def check_basic_auth_app() -> None:
 
     if _find_app("basic-auth") != "mlflow.server.auth:create_app":
         raise CompatibilityError("the 'basic-auth' app no longer points to mlflow.server.auth:create_app")
+
+
+def permission_middleware_app():
+    """MLflow's FastAPI app around an empty Flask app, with the basic-auth app's permission middleware."""
+    from flask import Flask
+    from mlflow.server.auth import add_fastapi_permission_middleware
+    from mlflow.server.fastapi_app import create_fastapi_app
+
+    fastapi_app = create_fastapi_app(Flask("check"))
+    add_fastapi_permission_middleware(fastapi_app)
+    return fastapi_app
+
+
+def check_fastapi_passthrough() -> None:
+    from mlflow_gcp_server import fastapi_passthrough
+
+    if not fastapi_passthrough.install(permission_middleware_app()):
+        raise CompatibilityError("MLflow's FastAPI permission middleware (an @app.middleware('http') function named "
+                                 f"{fastapi_passthrough.MLFLOW_DISPATCH_NAME}) is not where fastapi_passthrough looks")
 
 
 def check_gs_plugin() -> None:
@@ -201,6 +224,7 @@ def check_auth_migrations() -> str:
 
 def main() -> int:
     checks = (("MLflow internals", check_required_attributes), ("basic-auth app", check_basic_auth_app),
+              ("FastAPI permission middleware", check_fastapi_passthrough),
               ("gs plugin", check_gs_plugin), ("signing credentials", check_signing_credentials),
               ("auth migrations on MySQL", check_auth_migrations), ("route policy", check_route_policy),
               ("storage locations", check_storage_locations))

@@ -83,13 +83,14 @@ def create_app():
     from mlflow.server import app as flask_app
     from mlflow.server.auth import create_app as create_basic_auth_app
 
-    from mlflow_gcp_server import permission_cache
+    from mlflow_gcp_server import fastapi_passthrough, permission_cache
 
     cache = permission_cache.PermissionCache(permission_cache.ttl_from_environment())
     permission_cache.install(cache)
     # The service's own URLs, as the entrypoint gives them to MLflow (comma-separated, `*` patterns).
     origins = os.environ.get("MLFLOW_SERVER_CORS_ALLOWED_ORIGINS", "")
     server = create_basic_auth_app()
+    fastapi_passthrough.install(server)  # MLflow's FastAPI permission middleware only where it can decide
     storage_locations.install(flask_app)  # after MLflow's login and permission checks
     versions.install(flask_app)  # admins only: MLflow's fail-closed auth, then the view's own check
     return CloudRunGuard(permission_cache.ClearOnAccessChange(server, cache),

@@ -1,0 +1,79 @@
+"""MLflow's FastAPI permission middleware is skipped only where it would pass the request on unchanged
+(container/mlflow_gcp_server/fastapi_passthrough.py): routes served by the Flask mount, which Flask's own checks
+authorize. Routes FastAPI serves itself still meet MLflow's middleware (an anonymous OTLP post is refused)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "container"))
+
+import check_mlflow_compat
+from mlflow_gcp_server import fastapi_passthrough
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def scope(method: str, path: str) -> dict:
+    return {"type": "http", "method": method, "path": path, "raw_path": path.encode(), "root_path": "",
+            "query_string": b"", "headers": [(b"host", b"localhost")], "http_version": "1.1", "scheme": "http",
+            "server": ("localhost", 80), "client": None}
+
+
+def answer(app, method: str, path: str) -> tuple[int, bytes]:
+    sent = []
+    body = [{"type": "http.request", "body": b"", "more_body": False}]
+
+    async def receive():
+        return body.pop() if body else {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(app(scope(method, path), receive, send))
+    status = next(message["status"] for message in sent if message["type"] == "http.response.start")
+    return status, b"".join(message.get("body", b"") for message in sent if message["type"] == "http.response.body")
+
+
+@pytest.fixture(scope="module")
+def wrapped():
+    app = check_mlflow_compat.permission_middleware_app()
+    assert fastapi_passthrough.install(app)
+    middleware = app.build_middleware_stack()
+    while not isinstance(middleware, fastapi_passthrough.SkipWhenPassThrough):
+        middleware = middleware.app
+    return app, middleware
+
+
+def test_the_pinned_mlflow_has_the_middleware_where_it_is_wrapped():
+    check_mlflow_compat.check_fastapi_passthrough()
+
+
+def test_install_does_nothing_without_mlflows_middleware():
+    from flask import Flask
+    from mlflow.server.fastapi_app import create_fastapi_app
+
+    assert not fastapi_passthrough.install(create_fastapi_app(Flask("bare")))
+
+
+@pytest.mark.parametrize(("method", "path"), [("POST", "/api/2.0/mlflow/runs/log-metric"),
+                                              ("POST", "/api/2.0/mlflow/runs/log-batch"),
+                                              ("GET", "/ajax-api/2.0/mlflow/experiments/get")])
+def test_flask_routes_skip_mlflows_middleware(wrapped, method, path):
+    assert wrapped[1].passes_through(scope(method, path))
+
+
+@pytest.mark.parametrize(("method", "path"), [("POST", "/v1/traces"), ("POST", "/gateway/x/mlflow/invocations"),
+                                              ("GET", "/ajax-api/3.0/jobs/x")])
+def test_routes_with_a_fastapi_validator_meet_mlflows_middleware(wrapped, method, path):
+    assert not wrapped[1].passes_through(scope(method, path))
+
+
+def test_a_native_route_still_refuses_an_anonymous_caller(wrapped):
+    status, body = answer(wrapped[0], "POST", "/v1/traces")
+    assert status == 401
+    assert b"not authenticated" in body
