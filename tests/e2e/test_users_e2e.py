@@ -100,8 +100,13 @@ def test_password_from_stdin_admin_users_and_model_grants(rehearsal, users):
     )
     assert created.ok  # an admin manages users
 
+    old_login = ("dave", "x" * 16)
+    assert call(rehearsal, "GET", SEARCH, old_login, params={"max_results": 1}).ok  # now in MLflow's login cache
+    assert call(rehearsal, "GET", SEARCH, ("dave", "x" * 15 + "y"), params={"max_results": 1}).status_code == 401
     assert users("password", "dave", "--password-stdin", stdin="dave-new-password-0123\n").exit_code == 0
     assert call(rehearsal, "GET", SEARCH, ("dave", "dave-new-password-0123"), params={"max_results": 1}).ok
+    # The instance that served the change forgets the cached login at once (the README's bound).
+    assert call(rehearsal, "GET", SEARCH, old_login, params={"max_results": 1}).status_code == 401
 
     model = call(
         rehearsal,
