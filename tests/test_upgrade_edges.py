@@ -146,3 +146,25 @@ def test_rotate_with_a_newer_image_of_the_same_mlflow_keeps_the_servers_image(fa
     assert image(fake) == before and version_of(fake) == OLD
     assert not [r for r in fake.mutating_requests() if r.api == "cloudbuild"]
     assert_converged(fake, double)
+
+
+def test_restore_on_a_service_of_an_earlier_tool_asks_for_its_version_before_any_change(fake, double, tmp_path):
+    """No version annotation (an earlier mlflow-gcp): the version the server reports decides; a server that says
+    none is refused too (the restore could upgrade it on the way), and `up` first records the version."""
+    from tests.test_backups import take_backup
+
+    backup = take_backup()
+    stored = fake.state["run_services"]["projects/demo-project/locations/europe-west1/services/mlflow"]
+    stored["annotations"].pop("mlflow-gcp/mlflow-version")
+    stored["template"]["annotations"].pop("mlflow-gcp/mlflow-version")
+    double.version_default, double.mlflow_version = OLD, None
+    pin(tmp_path, NEW)
+    fake.clear_log()
+    reported = cli("restore", backup["id"], "--yes")
+    assert reported.exit_code != 0
+    assert f"--mlflow-version {OLD}" in flat(reported.output) and "would also upgrade MLflow" in flat(reported.output)
+    double.has_versions_route = False
+    unknown = cli("restore", backup["id"], "--yes")
+    assert unknown.exit_code != 0
+    assert "is not recorded" in flat(unknown.output) and "Run `mlflow-gcp up` first" in flat(unknown.output)
+    assert fake.mutating_requests() == []

@@ -183,7 +183,7 @@ class Restore:
         would upgrade the server untold, and putting it back after a failure would meet the upgrade on the previous
         instance: refused before anything, with the two ways on. The way back after an upgrade (an OLDER image,
         `--mlflow-version OLD`) stays allowed: the restored data is migrated to it, the upgraded instance untouched."""
-        from mlflow_gcp.steps.mlflow_version import is_older, pending_upgrade, upgrade_unfinished
+        from mlflow_gcp.steps.mlflow_version import UNKNOWN, is_older, pending_upgrade, upgrade_unfinished
 
         s = self.settings
         started_from = upgrade_unfinished(service)
@@ -193,8 +193,15 @@ class Restore:
                 "Nothing was changed.",
                 "Run `mlflow-gcp up` to finish the upgrade (or roll it back), then run the restore again.",
             )
-        pending = pending_upgrade(s, service)
-        if pending is None or is_older(pending[1], pending[0]):
+        pending = pending_upgrade(s, service) or self._reported(service)
+        if pending is not None and pending[0] == UNKNOWN:
+            raise RestoreError(
+                "The MLflow version the server runs is not recorded (an earlier mlflow-gcp deployed it) and the server "
+                "does not say it: the restore could upgrade MLflow on the way, which it does not do. Nothing was "
+                "changed.",
+                "Run `mlflow-gcp up` first (it records the version, and asks before an upgrade), then restore.",
+            )
+        if pending is None or pending[0] == pending[1] or is_older(pending[1], pending[0]):
             return
         running, image = pending
         argument = self.point.backup_id or f"--to-time {iso(self.point.time)}"
@@ -204,6 +211,21 @@ class Restore:
             f"Restore on MLflow {running}: `mlflow-gcp restore {argument} --mlflow-version {running}` "
             f"(remembered). Or upgrade first with `mlflow-gcp up` (a backup is taken first), then restore.",
         )
+
+    def _reported(self, service) -> tuple[str, str] | None:
+        """(running, image) for a service without the version annotation (an earlier tool's) and a pinned image:
+        the version the server reports (admin login), or "unknown"; None when the annotation or no pin says."""
+        from mlflow_gcp.steps import mlflow_version as mv
+
+        image = mv.image_version(self.settings)
+        if image is None or mv.annotation(service, mv.VERSION_ANNOTATION):
+            return None
+        try:
+            current = login_mod.current_login(self.settings, self.clients)
+            login: tuple[str, str] | None = (current.username, current.password)
+        except MlflowGcpError:
+            login = None
+        return mv.live_versions(service, image, login=login).running, image
 
     # -- 1. the new instance -------------------------------------------------------------------------------
     def new_settings(self) -> Settings:
