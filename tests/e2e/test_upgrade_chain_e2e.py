@@ -33,6 +33,8 @@ from e2e_mariadb import MariaDB, binary, free_port
 from e2e_old_mlflow import OLD_MLFLOW, OldServer, old_mlflow_python
 from e2e_schema import ENTRYPOINT_HANG_GUARD, RESULT_PREFIX, heads
 from e2e_upgrade_data import CLOSED_EXPERIMENT, EXPERIMENT, second_user_access, snapshot
+from mlflow.server import get_app_client
+from mlflow.tracking import MlflowClient
 from tests.fake_gcp.server import PROJECT
 from tests.helpers import cli, flat
 from tests.server_double import build_context, forbid_non_loopback
@@ -76,6 +78,7 @@ class CloudRun:
         self.started: list[tuple[str, str]] = []  # (revision, "old" | "image" | "maintenance")
         self.errors: list[str] = []
         self.executions: list[tuple[int, dict]] = []  # exit status and result of each migrate run
+        self.job_environments: list[dict[str, str]] = []
         self.dumps: dict[str, Path] = {}
         self._wrap_rollouts()
         fake.run_jobs.outcome = self.run_migration
@@ -133,6 +136,7 @@ class CloudRun:
 
     def start(self, service: dict) -> ServerProcess | OldServer:
         template, revision = service["template"], service["latestCreatedRevision"]
+        assert not {"command", "args"} & set(template["containers"][0]), template["containers"][0]
         env = self.environment(template["containers"])
         if (template.get("annotations") or {}).get(VERSION_ANNOTATION) == OLD_MLFLOW and not env.get(MAINTENANCE_ENV):
             self.started.append((revision, "old"))
@@ -157,11 +161,20 @@ class CloudRun:
 
     # -- the migration job's executions ----------------------------------------------------------------------
     def run_migration(self, job: dict, execution: dict) -> tuple[str, list[str]]:
+        """The task as Cloud Run runs it: the image's ENTRYPOINT (`python /app/entrypoint.py`, which a `command`
+        would replace) with the container's args; a job's environment has no PORT or K_SERVICE but CLOUD_RUN_JOB
+        and the rest (https://cloud.google.com/run/docs/container-contract#jobs-env-vars)."""
         task = job["template"]["template"]
+        container = task["containers"][0]
+        assert "command" not in container, container
         env = self.environment(task["containers"])
-        args = task["containers"][0].get("args", [])
-        done = subprocess.run([sys.executable, str(ENTRYPOINT), *args], env=env, capture_output=True, text=True,
-                              timeout=ENTRYPOINT_HANG_GUARD)
+        for name in ("PORT", "K_SERVICE"):
+            env.pop(name)
+        env.update(CLOUD_RUN_JOB=job["name"].rsplit("/", 1)[-1], CLOUD_RUN_EXECUTION=execution["name"].rsplit(
+            "/", 1)[-1], CLOUD_RUN_TASK_INDEX="0", CLOUD_RUN_TASK_ATTEMPT="0", CLOUD_RUN_TASK_COUNT="1")
+        self.job_environments.append(env)
+        done = subprocess.run([sys.executable, str(ENTRYPOINT), *container.get("args", [])], env=env,
+                              capture_output=True, text=True, timeout=ENTRYPOINT_HANG_GUARD)
         lines = done.stderr.strip().splitlines()
         result = json.loads(lines[-1].removeprefix(RESULT_PREFIX)) if lines and lines[-1].startswith(
             RESULT_PREFIX) else {}
@@ -249,6 +262,14 @@ def cloud_run(fake, rehearsal, old_python, tmp_path, monkeypatch):
     drop_databases(rehearsal.mariadb)
 
 
+def use_the_login(monkeypatch) -> None:
+    """The client's environment as the README's `eval "$(mlflow-gcp credentials)"` sets it."""
+    login = json.loads(cli("credentials", "--format", "json").stdout)
+    for key, value in {**CLIENT_ENV, "MLFLOW_TRACKING_USERNAME": login["MLFLOW_TRACKING_USERNAME"],
+                       "MLFLOW_TRACKING_PASSWORD": login["MLFLOW_TRACKING_PASSWORD"]}.items():
+        monkeypatch.setenv(key, value)
+
+
 def kinds(fake) -> list[str]:
     """The upgrade's mutating requests in order, by kind."""
     found = []
@@ -270,7 +291,7 @@ def test_up_upgrades_an_older_mlflows_deployment_through_the_real_job_after_a_fa
     deployed = cli("up", "--mlflow-version", OLD_MLFLOW)
     assert deployed.exit_code == 0, deployed.output + "\n".join(cloud_run.errors)
     assert [kind for _, kind in cloud_run.started] == ["old"] and not cloud_run.errors, cloud_run.errors
-    made = cloud_run.server.client_script("fill")
+    made = cloud_run.server.client_script("fill")  # the team's older client, on the older server
     assert made.pop("second_user_access") == EXPECTED_ACCESS, made
     mariadb = cloud_run.mariadb
     old_revision = execute(mariadb, DB_NAME, "SELECT version_num FROM alembic_version")[0][0]
@@ -288,8 +309,7 @@ def test_up_upgrades_an_older_mlflows_deployment_through_the_real_job_after_a_fa
     assert [kind for _, kind in cloud_run.started] == ["old", "maintenance", "old"], cloud_run.errors
     assert execute(mariadb, DB_NAME, "SELECT version_num FROM alembic_version")[0][0] == old_revision
     read = cloud_run.server.client_script("read")
-    assert read.pop("second_user_access") == EXPECTED_ACCESS
-    assert read == made
+    assert read.pop("second_user_access") == EXPECTED_ACCESS and read == made
 
     # The table removed by hand: `up` again migrates with a new backup and serves the image on the new schema.
     execute(mariadb, DB_NAME, "DROP TABLE secrets")
@@ -303,14 +323,13 @@ def test_up_upgrades_an_older_mlflows_deployment_through_the_real_job_after_a_fa
     assert [kind for _, kind in cloud_run.started][-2:] == ["maintenance", "image"], cloud_run.errors
     assert not cloud_run.errors, cloud_run.errors
 
-    login = json.loads(cli("credentials", "--format", "json").stdout)
-    for key, value in {**CLIENT_ENV, **login}.items():
-        if key.startswith("MLFLOW_TRACKING_") or key in CLIENT_ENV:
-            monkeypatch.setenv(key, value)
-    from mlflow.server import get_app_client
-    from mlflow.tracking import MlflowClient
+    # The job ran with the secret versions the serving revision pins.
+    serving = fake.state["run_services"][SERVICE]["template"]["containers"][0]["env"]
+    job = fake.run_jobs.job("mlflow-migrate")["template"]["template"]["containers"][0]["env"]
+    assert [e for e in job if "valueSource" in e] == [e for e in serving if "valueSource" in e]
 
-    url = cloud_run.front.url
+    use_the_login(monkeypatch)
+    url = cloud_run.front.url  # the service's URL: Cloud Run's front, the new revision's server behind it
     assert snapshot(MlflowClient(tracking_uri=url), get_app_client("basic-auth", tracking_uri=url)) == made
     assert second_user_access(MlflowClient, url) == EXPECTED_ACCESS
 
