@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "container"))
+# MLflow's middleware and Starlette are the server image's pins (container/requirements.txt), which the README's test
+# command installs and CI's lowest-versions run of the tool's floors does not.
+pytest.importorskip("mlflow")
 
 import check_mlflow_compat
 from mlflow_gcp_server import fastapi_passthrough
