@@ -75,6 +75,7 @@ class Restore:
         self.on_event = on_event or (lambda event: None)
         self.approve = approve
         self.plan: Plan | None = None
+        self.way_back: tuple[object, str] | None = None  # (the service before the move, its MLflow): an older image
 
     # -- helpers -------------------------------------------------------------------------------------------
     @property
@@ -201,6 +202,8 @@ class Restore:
                 "changed.",
                 "Run `mlflow-gcp up` first (it records the version, and asks before an upgrade), then restore.",
             )
+        if pending is not None and pending[0] != pending[1] and is_older(pending[1], pending[0]):
+            self.way_back = (service, pending[0])  # put back as it was on a failure (operate/restore_wayback.py)
         if pending is None or pending[0] == pending[1] or is_older(pending[1], pending[0]):
             return
         running, image = pending
@@ -450,21 +453,29 @@ class Restore:
             f"The new instance {plan.new} is kept (delete it with `{delete_commands(plan.new)}`, or run the restore "
             "again)."
         )
+        done = f"The server runs on {plan.previous} again"
         try:
             self.log(f"putting the server back on {plan.previous}")
-            self.run_up(self.previous_settings())
+            if self.way_back:
+                from mlflow_gcp.operate.restore_wayback import put_back
+
+                done = put_back(self, *self.way_back)
+            else:
+                self.run_up(self.previous_settings())
             self.verify(self.previous_settings())
         except Exception as second:  # said with what to do by hand
             detail = second.message if isinstance(second, MlflowGcpError) else str(second)
             return RestoreError(
                 f"The restore stopped ({reason}), and putting the server back on {plan.previous} failed too "
                 f"({detail}). {kept}",
-                f"Run `mlflow-gcp up --db-instance {plan.previous}` to put the server back on the previous instance, "
+                f"Run `mlflow-gcp up --db-instance {plan.previous}"
+                + (f" --mlflow-version {self.way_back[1]}" if self.way_back else "")
+                + "` to put the server back on the previous instance, "
                 "or run the restore again.",
             )
         return RestoreError(
-            f"The restore stopped ({reason}). The server runs on {plan.previous} again (checked with a logged-in "
-            f"call), and {plan.previous} was not changed. {kept}",
+            f"The restore stopped ({reason}). {done} (checked with a logged-in call), and {plan.previous} was not "
+            f"changed. {kept}",
             "Fix the cause and run the same command again: what is done is not redone.",
         )
 
