@@ -11,6 +11,7 @@ import pytest
 
 from mlflow_gcp.errors import ApiDisabledError, MlflowGcpError, PermissionDeniedError
 from mlflow_gcp.gcp.clients import Clients
+from mlflow_gcp.resources import migration_job
 from mlflow_gcp.resources.migration_job import MigrationJob, job_body
 from mlflow_gcp.service_spec import ServiceInputs, build_service
 from tests.fake_gcp.apis.run_jobs import JOB, JOBS, RESULT_PREFIX
@@ -174,6 +175,51 @@ def test_a_container_that_died_before_its_result_line_is_failed_without_a_result
 
     assert run.state == "failed" and run.exit_result is None
     assert len([r for r in jobs.requests() if r.api == "logging"]) == 1
+
+
+def logging_reads(fake) -> int:
+    return len([r for r in fake.requests() if r.api == "logging"])
+
+
+@pytest.mark.parametrize(
+    "reason, detail",
+    [
+        ("SECRETS_ACCESS_CHECK_FAILED", "Permission denied on secret: projects/demo-project/secrets/mlflow-env"),
+        ("CONTAINER_MISSING", f"Image '{IMAGE}' not found."),
+        ("VPC_NETWORK_NOT_FOUND", "VPC connector vpc-connector-mlflow is not ready."),
+    ],
+)
+def test_an_execution_whose_container_never_started_ends_at_once_with_googles_message(jobs, reason, detail):
+    """Cloud Run could not start the container: it wrote no line, not even its exit. The execution says so; the
+    result is read once instead of waiting out the log bound for lines that never come."""
+    jobs.latency["logging.ingest"] = 60.0  # lines late: only the execution can tell that none is coming
+    jobs.run_jobs.outcome = lambda job, execution: ("not_started", [])
+    jobs.run_jobs.start_failure = (reason, detail)
+    job = migration()
+    job.ensure(template())
+
+    run = job.wait(job.start(), lambda _: None)
+
+    assert run.state == "failed" and run.exit_result is None
+    assert "failed to start" in run.message and detail in run.message
+    assert logging_reads(jobs) == 1
+
+
+def test_a_container_that_ran_and_exited_without_a_result_line_still_waits_for_late_lines(jobs, monkeypatch):
+    """Exited non-zero with its lines still on their way to Logging: waited for up to the bound (made small)."""
+    monkeypatch.setattr(migration_job, "LOG_INGEST_SECONDS", 2.0)
+    jobs.latency["logging.ingest"] = 60.0
+    jobs.run_jobs.outcome = lambda job, execution: ("failed", ["Killed"])
+    job = migration()
+    job.ensure(template())
+    said: list[str] = []
+
+    run = job.wait(job.start(), said.append)
+
+    assert run.state == "failed" and run.exit_result is None
+    assert "exited with an error" in run.message
+    assert logging_reads(jobs) > 1
+    assert any("Cloud Logging" in line for line in said)
 
 
 def test_log_lines_that_reach_logging_late_are_waited_for(jobs):

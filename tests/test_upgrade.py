@@ -211,6 +211,23 @@ def test_a_failed_migration_is_rolled_back(fake, double, tmp_path):
     assert double.answer("/health", None)[0] == 200
 
 
+def test_a_migration_whose_container_never_started_is_rolled_back_with_googles_reason(fake, double, tmp_path):
+    """Cloud Run could not start the job's container (its secret unreadable): no log line at all. The upgrade does
+    not wait out the log bound (one Logging read) and says Google's reason."""
+    fake.latency["logging.ingest"] = 60.0
+    fake.run_jobs.outcome = lambda job, execution: ("not_started", [])
+    fake.run_jobs.start_failure = ("SECRETS_ACCESS_CHECK_FAILED", "Permission denied on secret: mlflow-env.")
+    pin(tmp_path, NEW)
+    result = cli("up", "--yes")
+    assert result.exit_code != 0
+    flat = " ".join(result.output.split())
+    assert "failed to start: Permission denied on secret: mlflow-env." in flat
+    assert "rolled back" in flat and "Traceback" not in result.output
+    assert len([r for r in fake.requests() if r.api == "logging"]) == 1
+    assert fake.sql_data[INSTANCE] == DATA
+    assert version_of(fake) == OLD
+
+
 def test_a_newer_schema_is_refused_and_the_previous_image_serves_again(fake, double, tmp_path):
     previous_image = service(fake)["template"]["containers"][0]["image"]
     fake.run_jobs.outcome = lambda job, execution: ("failed", [result_line("newer-schema")])

@@ -123,6 +123,25 @@ def state_of(execution: Any) -> str:
     return RUNNING
 
 
+def never_started(execution: Any) -> bool:
+    """Failed without its container running (a secret version it cannot read, an image it cannot pull, a VPC
+    connector not ready): no line of it will reach Logging, not even the exit line. Told by the failed `Completed`
+    (or `Started`) condition carrying a Condition.CommonReason
+    (https://cloud.google.com/run/docs/reference/rest/v2/Condition#CommonReason) and no NON_ZERO_EXIT_CODE, the
+    execution reason of a container that ran and exited."""
+    from google.cloud import run_v2
+
+    undefined = run_v2.Condition.CommonReason.COMMON_REASON_UNDEFINED
+    for c in execution.conditions:
+        if c.type_ not in ("Completed", "Started") or c.state.name != "CONDITION_FAILED":
+            continue
+        if c.execution_reason == run_v2.Condition.ExecutionReason.NON_ZERO_EXIT_CODE:
+            return False
+        if c.reason != undefined:
+            return True
+    return False
+
+
 def created_at(execution: Any) -> datetime | None:
     for field in ("create_time", "start_time"):
         if field in execution:
@@ -344,7 +363,9 @@ class MigrationJob:
         result = None
         if state != RUNNING:
             # A container that ran to its end lately wrote its result line: worth waiting for Logging to catch up.
-            patient = patient and state != CANCELLED and ended_lately(execution)
+            # One that never started wrote nothing: Logging is read once (no waiting out the bound) and Google's
+            # message says why.
+            patient = patient and state != CANCELLED and not never_started(execution) and ended_lately(execution)
             result = self._result(execution, patient=patient, log=log)
         return JobRun(
             execution.name, state, result, execution.log_uri, completed_message(execution), created_at(execution)

@@ -336,7 +336,8 @@ class Upgrade:
             return f"{found.get('outcome', result.state)}: {found['error']}"
         if found:
             return f"outcome {found.get('outcome')}"
-        return f"the job's execution {result.name.rsplit('/', 1)[-1]} {result.state}"
+        said = f": {result.message}" if result.message else ""  # Google's word, e.g. the task failed to start
+        return f"the job's execution {result.name.rsplit('/', 1)[-1]} {result.state}{said}"
 
     # -- 4. serving --------------------------------------------------------------------------------------
     def serve(self) -> None:

@@ -30,8 +30,23 @@ google-cloud-run):
 
 Test controls (`fake.run_jobs`):
 - `outcome(job, execution) -> (status, lines)`: how an execution ends, called when it completes; status is
-  "succeeded", "failed" or "cancelled" (Google stops the execution: a job's task deadline, an out-of-memory kill
-  reported as cancelled). Default: succeeded, with the line of a migration that found both schemas current.
+  "succeeded", "failed", "cancelled" (Google stops the execution: a job's task deadline, an out-of-memory kill
+  reported as cancelled) or "not_started" (see `start_failure`; its lines are ignored). Default: succeeded, with
+  the line of a migration that found both schemas current.
+- `start_failure = (reason, detail)`: how an execution whose outcome is "not_started" fails: Cloud Run could not
+  start its task's container (a secret version it cannot access, an image it cannot pull at execution time, a VPC
+  connector not ready). The container writes nothing, so there is no line in Logging, not even the exit line. As
+  Google's reference describes the parts: the task's `lastAttemptResult` has no `exitCode` ("This may be unset if
+  the container was unable to exit cleanly with a code due to some other failure. See status field",
+  https://cloud.google.com/run/docs/reference/rest/v2/projects.locations.jobs.executions.tasks#TaskAttemptResult)
+  and a non-OK `status`; `failedCount: 1`; the condition `reason` is one of Condition.CommonReason
+  (SECRETS_ACCESS_CHECK_FAILED, CONTAINER_MISSING, CONTAINER_PERMISSION_DENIED, VPC_NETWORK_NOT_FOUND, ...,
+  https://cloud.google.com/run/docs/reference/rest/v2/Condition#CommonReason). The fake's choices where the
+  reference is silent: the `Started` condition and the `Completed` condition both CONDITION_FAILED with that
+  `reason` and no `executionReason` (NON_ZERO_EXIT_CODE is for a container that exited), the message
+  "Task {execution}-task0 failed to start: {detail}" (the secret message as Cloud Run words a revision that cannot
+  read a secret: https://github.com/sourcegraph/sourcegraph-public-snapshot/pull/59045). The fake serves no
+  tasks API: the task's result is carried on the execution's conditions only.
 - `cancel(execution_id)`: someone cancels the execution in the console.
 - `finish(execution_id)`: the execution ends now (as `outcome` says), whatever its latency.
 - `job(name)`, `executions(job)`: the stored job (REST JSON) or None; a job's executions, newest first.
@@ -89,6 +104,13 @@ CURRENT_RESULT = {
     "error": None,
 }
 FAILED_TASK = "Task {execution}-task0 failed with message: The container exited with an error."
+# A task Cloud Run could not start (the fake's wording: Google's reference gives none).
+NOT_STARTED_TASK = "Task {execution}-task0 failed to start: {detail}"
+SECRET_NOT_ACCESSIBLE = (
+    "spec.template.spec.containers[0].env[0].value_from.secret_key_ref.name: Permission denied on secret: "
+    "projects/demo-project/secrets/mlflow-env/versions/latest for service account "
+    "run-mlflow@demo-project.iam.gserviceaccount.com."
+)
 
 
 def now() -> datetime:
@@ -116,6 +138,7 @@ class RunJobsControl:
         self._jobs, self._executions = jobs, executions
         self.outcome: Callable[[dict, dict], tuple[str, list[str]]] = default_outcome
         self.missing_images: set[str] = set()  # images Google cannot pull: a job made with one fails
+        self.start_failure: tuple[str, str] = ("SECRETS_ACCESS_CHECK_FAILED", SECRET_NOT_ACCESSIBLE)
         self.cancel: Callable[[str], None] = lambda execution_id: None  # set by register
         self.finish: Callable[[str], None] = lambda execution_id: None  # set by register
 
@@ -308,12 +331,14 @@ def register(fake: FakeGoogle) -> None:
             template["timeout"] = overrides["timeout"]
         return template
 
-    def condition(kind: str, state: str, message: str = "", reason: str = "") -> dict:
+    def condition(kind: str, state: str, message: str = "", reason: str = "", common: str = "") -> dict:
         out = {"type": kind, "state": state, "lastTransitionTime": rfc3339(now())}
         if message:
             out["message"] = message
         if reason:
             out["executionReason"] = reason
+        if common:
+            out["reason"] = common
         return out
 
     def write_logs(job: dict, execution: dict, lines: list[str], exit_code: int | None, start: datetime) -> None:
@@ -373,6 +398,15 @@ def register(fake: FakeGoogle) -> None:
             execution["conditions"][0] = condition("Completed", "CONDITION_FAILED", message, "NON_ZERO_EXIT_CODE")
             error = {"code": 9, "message": message}
             write_logs(job, execution, lines, 1, start)
+        elif status == "not_started":  # Cloud Run could not start the container: no line at all
+            execution["failedCount"] = 1
+            common, detail = control.start_failure
+            message = NOT_STARTED_TASK.format(execution=short, detail=detail)
+            execution["conditions"][0] = condition("Completed", "CONDITION_FAILED", message, common=common)
+            for i, c in enumerate(execution["conditions"]):
+                if c["type"] == "Started":
+                    execution["conditions"][i] = condition("Started", "CONDITION_FAILED", message, common=common)
+            error = {"code": 9, "message": message}
         elif status == "cancelled":
             execution["cancelledCount"] = 1
             message = "The execution was cancelled."
@@ -387,6 +421,7 @@ def register(fake: FakeGoogle) -> None:
             latest["completionStatus"] = {
                 "succeeded": "EXECUTION_SUCCEEDED",
                 "failed": "EXECUTION_FAILED",
+                "not_started": "EXECUTION_FAILED",
                 "cancelled": "EXECUTION_CANCELLED",
             }[status]
         finish(op, EXECUTION_TYPE, execution, error)
