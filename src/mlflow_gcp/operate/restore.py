@@ -31,7 +31,7 @@ from google.api_core import exceptions as gexc
 
 from mlflow_gcp.config import SECRET_ENV, SECRET_MYSQL, Settings
 from mlflow_gcp.engine.base import Change, Event, Mode, Status, StepContext
-from mlflow_gcp.errors import MlflowGcpError, OperationFailedError
+from mlflow_gcp.errors import OperationFailedError
 from mlflow_gcp.gcp import retry
 from mlflow_gcp.gcp.clients import Clients
 from mlflow_gcp.gcp.errors import execute, translate
@@ -43,10 +43,10 @@ from mlflow_gcp.operate.restore_plan import (
     RestoreError,
     RestorePoint,
     RestoreResult,
-    delete_commands,
     new_instance_name,
     private_ip,
 )
+from mlflow_gcp.operate.restore_versions import refuse_an_upgrade
 from mlflow_gcp.resources import live_service
 from mlflow_gcp.resources.secret import split_credentials
 from mlflow_gcp.resources.sql_backups import Backups, iso
@@ -125,7 +125,7 @@ class Restore:
                 "database.",
                 "Run `mlflow-gcp up` first.",
             )
-        self._refuse_an_upgrade(service)
+        self.way_back = refuse_an_upgrade(self.settings, self.clients, self.point, service)
         server_host = self._server_host(service)
         if labels.get(RESTORE_POINT_LABEL) == self.point.tag:
             # A rerun after the move was recorded: the deployment's instance is the restored one.
@@ -177,58 +177,6 @@ class Restore:
                 )
         self.plan = plan
         return plan
-
-    def _refuse_an_upgrade(self, service) -> None:
-        """A restore moves the server onto restored data at the MLflow the service runs; it does not upgrade it too.
-        With an image of a NEWER MLflow than the service records (a newer mlflow-gcp, a pending upgrade), the move
-        would upgrade the server untold, and putting it back after a failure would meet the upgrade on the previous
-        instance: refused before anything, with the two ways on. The way back after an upgrade (an OLDER image,
-        `--mlflow-version OLD`) stays allowed: the restored data is migrated to it, the upgraded instance untouched."""
-        from mlflow_gcp.steps.mlflow_version import UNKNOWN, is_older, pending_upgrade, upgrade_unfinished
-
-        s = self.settings
-        started_from = upgrade_unfinished(service)
-        if started_from:
-            raise RestoreError(
-                f"An MLflow upgrade (from MLflow {started_from}) did not finish: the server is in maintenance. "
-                "Nothing was changed.",
-                "Run `mlflow-gcp up` to finish the upgrade (or roll it back), then run the restore again.",
-            )
-        pending = pending_upgrade(s, service) or self._reported(service)
-        if pending is not None and pending[0] == UNKNOWN:
-            raise RestoreError(
-                "The MLflow version the server runs is not recorded (an earlier mlflow-gcp deployed it) and the server "
-                "does not say it: the restore could upgrade MLflow on the way, which it does not do. Nothing was "
-                "changed.",
-                "Run `mlflow-gcp up` first (it records the version, and asks before an upgrade), then restore.",
-            )
-        if pending is not None and pending[0] != pending[1] and is_older(pending[1], pending[0]):
-            self.way_back = (service, pending[0])  # put back as it was on a failure (operate/restore_wayback.py)
-        if pending is None or pending[0] == pending[1] or is_older(pending[1], pending[0]):
-            return
-        running, image = pending
-        argument = self.point.backup_id or f"--to-time {iso(self.point.time)}"
-        raise RestoreError(
-            f"The server runs MLflow {running}, and this mlflow-gcp deploys MLflow {image}: the restore would also "
-            "upgrade MLflow, which it does not do. Nothing was changed.",
-            f"Restore on MLflow {running}: `mlflow-gcp restore {argument} --mlflow-version {running}` "
-            f"(remembered). Or upgrade first with `mlflow-gcp up` (a backup is taken first), then restore.",
-        )
-
-    def _reported(self, service) -> tuple[str, str] | None:
-        """(running, image) for a service without the version annotation (an earlier tool's) and a pinned image:
-        the version the server reports (admin login), or "unknown"; None when the annotation or no pin says."""
-        from mlflow_gcp.steps import mlflow_version as mv
-
-        image = mv.image_version(self.settings)
-        if image is None or mv.annotation(service, mv.VERSION_ANNOTATION):
-            return None
-        try:
-            current = login_mod.current_login(self.settings, self.clients)
-            login: tuple[str, str] | None = (current.username, current.password)
-        except MlflowGcpError:
-            login = None
-        return mv.live_versions(service, image, login=login).running, image
 
     # -- 1. the new instance -------------------------------------------------------------------------------
     def new_settings(self) -> Settings:
@@ -446,38 +394,9 @@ class Restore:
 
     # -- recovery ------------------------------------------------------------------------------------------
     def roll_back(self, error: BaseException) -> RestoreError:
-        plan = self.plan
-        assert plan is not None
-        reason = error.message.rstrip(".") if isinstance(error, MlflowGcpError) else f"{type(error).__name__}: {error}"
-        kept = (
-            f"The new instance {plan.new} is kept (delete it with `{delete_commands(plan.new)}`, or run the restore "
-            "again)."
-        )
-        done = f"The server runs on {plan.previous} again"
-        try:
-            self.log(f"putting the server back on {plan.previous}")
-            if self.way_back:
-                from mlflow_gcp.operate.restore_wayback import put_back
+        from mlflow_gcp.operate.restore_put_back import roll_back
 
-                done = put_back(self, *self.way_back)
-            else:
-                self.run_up(self.previous_settings())
-            self.verify(self.previous_settings())
-        except Exception as second:  # said with what to do by hand
-            detail = second.message if isinstance(second, MlflowGcpError) else str(second)
-            return RestoreError(
-                f"The restore stopped ({reason}), and putting the server back on {plan.previous} failed too "
-                f"({detail}). {kept}",
-                f"Run `mlflow-gcp up --db-instance {plan.previous}"
-                + (f" --mlflow-version {self.way_back[1]}" if self.way_back else "")
-                + "` to put the server back on the previous instance, "
-                "or run the restore again.",
-            )
-        return RestoreError(
-            f"The restore stopped ({reason}). {done} (checked with a logged-in call), and {plan.previous} was not "
-            f"changed. {kept}",
-            "Fix the cause and run the same command again: what is done is not redone.",
-        )
+        return roll_back(self, error)
 
     # -- the whole thing -----------------------------------------------------------------------------------
     def run(self) -> RestoreResult:

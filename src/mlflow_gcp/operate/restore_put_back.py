@@ -1,0 +1,94 @@
+"""Putting the server back on the previous instance after a failed restore (`roll_back`): `up`'s steps with the
+previous instance, except after a restore onto an OLDER MLflow (`restore BACKUP --mlflow-version OLD`, the way back
+after an upgrade). There `up`'s steps cannot do it: with the older image they meet the downgrade refusal (the
+previous instance is migrated to the newer MLflow), and once the service runs the older image they would deploy it
+onto that instance, which it refuses. So the service template read before the move (its image, settings and pinned
+secret versions) is put back as it was, as the upgrade's own roll-back does (steps/upgrade.py,
+`roll_back_template`), and the settings record names the previous instance and MLflow again."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from mlflow_gcp.config import Settings
+from mlflow_gcp.errors import MlflowGcpError
+from mlflow_gcp.operate.restore_plan import RestoreError, delete_commands
+
+
+def template_of(service: Any) -> dict[str, Any]:
+    from mlflow_gcp.steps.service_json import to_json_dict
+
+    return to_json_dict(service).get("template", {}) if service is not None else {}
+
+
+def put_back(restore, before: Any, running: str) -> str:
+    """The service as it was `before` the move, on MLflow `running`; says what was done."""
+    from mlflow_gcp.engine.loop import run_step
+    from mlflow_gcp.gcp import retry
+    from mlflow_gcp.gcp.operations import wait_gapic
+    from mlflow_gcp.resources import live_service
+    from mlflow_gcp.steps import BY_NAME
+    from mlflow_gcp.steps.deploy import DEPLOY_TIMEOUT, check_ready
+    from mlflow_gcp.steps.mlflow_version import VERSION_ANNOTATION
+    from mlflow_gcp.steps.service_json import from_json_dict, to_json_dict
+
+    previous: Settings = dataclasses.replace(restore.previous_settings(), mlflow_version=running)
+    live = live_service.read_service(previous, restore.clients)
+    if live is not None and template_of(live) == template_of(before):
+        return "The previous revision still serves (the service was not changed)"
+    body = to_json_dict(live) if live is not None else to_json_dict(before)
+    body["template"] = template_of(before)
+    annotations = body.setdefault("annotations", {})
+    version = (to_json_dict(before).get("annotations") or {}).get(VERSION_ANNOTATION)
+    if version:
+        annotations[VERSION_ANNOTATION] = version
+    else:
+        annotations.pop(VERSION_ANNOTATION, None)
+    what = f"Putting back the previous revision of {previous.service}"
+    client = restore.clients.run_services()
+
+    def applied():  # an update whose answer was lost: read back
+        current = live_service.read_service(previous, restore.clients)
+        return current if template_of(current) == template_of(before) else None
+
+    operation = retry.call(lambda: client.update_service(request={"service": from_json_dict(body)}), applied=applied)
+    service = wait_gapic(operation, what=what, timeout=DEPLOY_TIMEOUT) if hasattr(operation, "result") else operation
+    check_ready(service, what)
+    # The move may have recorded the restore's settings: the previous instance and MLflow are the deployment's again.
+    run_step(BY_NAME["settings"], restore._context(previous))
+    return f"The previous image (MLflow {running}) serves again on {previous.db_instance}"
+
+
+def roll_back(restore, error: BaseException) -> RestoreError:
+    """Put the server back on the previous instance after a failed move; the error that says what happened."""
+    plan = restore.plan
+    assert plan is not None
+    reason = error.message.rstrip(".") if isinstance(error, MlflowGcpError) else f"{type(error).__name__}: {error}"
+    kept = (
+        f"The new instance {plan.new} is kept (delete it with `{delete_commands(plan.new)}`, or run the restore "
+        "again)."
+    )
+    done = f"The server runs on {plan.previous} again"
+    try:
+        restore.log(f"putting the server back on {plan.previous}")
+        if restore.way_back:
+            done = put_back(restore, *restore.way_back)
+        else:
+            restore.run_up(restore.previous_settings())
+        restore.verify(restore.previous_settings())
+    except Exception as second:  # said with what to do by hand
+        detail = second.message if isinstance(second, MlflowGcpError) else str(second)
+        return RestoreError(
+            f"The restore stopped ({reason}), and putting the server back on {plan.previous} failed too "
+            f"({detail}). {kept}",
+            f"Run `mlflow-gcp up --db-instance {plan.previous}"
+            + (f" --mlflow-version {restore.way_back[1]}" if restore.way_back else "")
+            + "` to put the server back on the previous instance, "
+            "or run the restore again.",
+        )
+    return RestoreError(
+        f"The restore stopped ({reason}). {done} (checked with a logged-in call), and {plan.previous} was not "
+        f"changed. {kept}",
+        "Fix the cause and run the same command again: what is done is not redone.",
+    )
