@@ -130,6 +130,19 @@ class MariaDB:
         return pymysql.connect(host="127.0.0.1", port=self.port, user="root",
                                password=self.root_password, database=database, autocommit=True, ssl=ssl)
 
+    def execute(self, database: str | None, *statements: str) -> list[tuple]:
+        """Run the statements as root in one connection; the rows of the last one."""
+        connection = self.connect(database)
+        try:
+            rows: list[tuple] = []
+            with connection.cursor() as cursor:
+                for statement in statements:
+                    cursor.execute(statement)
+                    rows = list(cursor.fetchall())
+            return rows
+        finally:
+            connection.close()
+
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.terminate()

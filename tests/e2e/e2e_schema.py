@@ -50,16 +50,7 @@ class Databases:
                                   str(mariadb.ca_file))
 
     def execute(self, name: str | None, *statements: str) -> list[tuple]:
-        connection = self.rehearsal.mariadb.connect(name)
-        try:
-            rows: list[tuple] = []
-            with connection.cursor() as cursor:
-                for statement in statements:
-                    cursor.execute(statement)
-                    rows = list(cursor.fetchall())
-            return rows
-        finally:
-            connection.close()
+        return self.rehearsal.mariadb.execute(name, *statements)
 
     def drop(self) -> None:
         self.execute(None, *(f"DROP DATABASE IF EXISTS `{name}`" for name in (self.runs, self.auth)))

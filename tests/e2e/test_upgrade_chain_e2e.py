@@ -216,20 +216,7 @@ class CloudRun:
 
 
 def drop_databases(mariadb: MariaDB) -> None:
-    execute(mariadb, None, *(f"DROP DATABASE IF EXISTS `{name}`" for name in (DB_NAME, AUTH_DB_NAME)))
-
-
-def execute(mariadb: MariaDB, name: str | None, *statements: str) -> list[tuple]:
-    connection = mariadb.connect(name)
-    try:
-        rows: list[tuple] = []
-        with connection.cursor() as cursor:
-            for statement in statements:
-                cursor.execute(statement)
-                rows = list(cursor.fetchall())
-        return rows
-    finally:
-        connection.close()
+    mariadb.execute(None, *(f"DROP DATABASE IF EXISTS `{name}`" for name in (DB_NAME, AUTH_DB_NAME)))
 
 
 @pytest.fixture
@@ -294,10 +281,10 @@ def test_up_upgrades_an_older_mlflows_deployment_through_the_real_job_after_a_fa
     made = cloud_run.server.client_script("fill")  # the team's older client, on the older server
     assert made.pop("second_user_access") == EXPECTED_ACCESS, made
     mariadb = cloud_run.mariadb
-    old_revision = execute(mariadb, DB_NAME, "SELECT version_num FROM alembic_version")[0][0]
+    old_revision = mariadb.execute(DB_NAME, "SELECT version_num FROM alembic_version")[0][0]
 
     # A failed attempt: a table in the migration's way. The dump is loaded, the older server serves again.
-    execute(mariadb, DB_NAME, IN_THE_WAY)
+    mariadb.execute(DB_NAME, IN_THE_WAY)
     fake.clear_log()
     failed = cli("up", "--mlflow-version", NEW, "--yes")
     assert failed.exit_code != 0, failed.output
@@ -307,12 +294,12 @@ def test_up_upgrades_an_older_mlflows_deployment_through_the_real_job_after_a_fa
     assert "secrets" in flat(failed.output) and "already exists" in flat(failed.output), failed.output
     assert kinds(fake) == ["revision", "backup", "job-run", "restore", "revision"], kinds(fake)
     assert [kind for _, kind in cloud_run.started] == ["old", "maintenance", "old"], cloud_run.errors
-    assert execute(mariadb, DB_NAME, "SELECT version_num FROM alembic_version")[0][0] == old_revision
+    assert mariadb.execute(DB_NAME, "SELECT version_num FROM alembic_version")[0][0] == old_revision
     read = cloud_run.server.client_script("read")
     assert read.pop("second_user_access") == EXPECTED_ACCESS and read == made
 
     # The table removed by hand: `up` again migrates with a new backup and serves the image on the new schema.
-    execute(mariadb, DB_NAME, "DROP TABLE secrets")
+    mariadb.execute(DB_NAME, "DROP TABLE secrets")
     fake.clear_log()
     upgraded = cli("up", "--mlflow-version", NEW, "--yes")
     assert upgraded.exit_code == 0, upgraded.output + "\n".join(cloud_run.errors)

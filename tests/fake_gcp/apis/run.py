@@ -33,8 +33,9 @@ SERVICE_TYPE = "type.googleapis.com/google.cloud.run.v2.Service"
 SERVICES = "/v2/projects/{project}/locations/{location}/services"
 SERVICE = SERVICES + "/{service}"
 TIME = "2026-11-26T00:00:00.000000Z"
-# Output-only fields: Google ignores them in requests.
-OUTPUT_ONLY = {
+# Output-only fields: Google ignores them in requests. Those of every Cloud Run v2 resource (services, jobs), then
+# the service's own.
+RESOURCE_OUTPUT_ONLY = frozenset({
     "uid",
     "generation",
     "createTime",
@@ -46,13 +47,15 @@ OUTPUT_ONLY = {
     "observedGeneration",
     "terminalCondition",
     "conditions",
+    "reconciling",
+    "satisfiesPzs",
+})
+OUTPUT_ONLY = RESOURCE_OUTPUT_ONLY | {
     "latestReadyRevision",
     "latestCreatedRevision",
     "trafficStatuses",
     "uri",
     "urls",
-    "reconciling",
-    "satisfiesPzs",
 }
 REGION_CODES = {
     "europe-west1": "ew",

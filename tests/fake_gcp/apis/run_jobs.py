@@ -67,6 +67,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from urllib.parse import quote
 
+from tests.fake_gcp.apis.run import RESOURCE_OUTPUT_ONLY
 from tests.fake_gcp.server import ApiError, FakeGoogle, Request, already_exists, not_found, parse_message
 
 JOB_TYPE = "type.googleapis.com/google.cloud.run.v2.Job"
@@ -75,24 +76,7 @@ JOBS = "/v2/projects/{project}/locations/{location}/jobs"
 JOB = JOBS + "/{job}"
 EXECUTIONS = JOB + "/executions"
 EXECUTION = EXECUTIONS + "/{execution}"
-OUTPUT_ONLY = {
-    "uid",
-    "generation",
-    "createTime",
-    "updateTime",
-    "deleteTime",
-    "expireTime",
-    "creator",
-    "lastModifier",
-    "observedGeneration",
-    "terminalCondition",
-    "conditions",
-    "executionCount",
-    "latestCreatedExecution",
-    "reconciling",
-    "satisfiesPzs",
-    "etag",
-}
+OUTPUT_ONLY = RESOURCE_OUTPUT_ONLY | {"executionCount", "latestCreatedExecution", "etag"}
 RESULT_PREFIX = "mlflow-gcp: migration result: "
 CURRENT_RESULT = {
     "outcome": "current",
