@@ -34,6 +34,7 @@ from mlflow_gcp.operate import login as login_mod
 from mlflow_gcp.operate.rotation_lease import Lease
 from mlflow_gcp.operate.rotation_rollback import RollBack
 from mlflow_gcp.operate.rotation_stops import Log, RotationError, Shield, reason
+from mlflow_gcp.operate.rotation_versions import kept_image_line, refuse_an_unfinished_upgrade
 from mlflow_gcp.resources import credential_record as record
 from mlflow_gcp.resources import live_service
 from mlflow_gcp.resources.secret import add_version_once, new_password, set_version_state, split_credentials
@@ -173,45 +174,13 @@ class Rotation(RollBack):
             ) from error
 
     def check_mlflow_version(self) -> None:
-        """A rotation changes passwords, never MLflow: its rollouts keep the image the service runs, so an MLflow
-        upgrade this mlflow-gcp would make stays `up`'s to do (asked, a backup first), and is said here. An upgrade
-        that stopped with the server in maintenance is refused: the new login could not be checked."""
-        from mlflow_gcp.steps.mlflow_version import pending_upgrade, upgrade_unfinished
-
-        started_from = upgrade_unfinished(self._service)
-        if started_from:
-            raise RotationError(
-                f"An MLflow upgrade (from MLflow {started_from}) did not finish: the server answers 503 in "
-                "maintenance, so a new login could not be checked. Nothing was changed.",
-                f"Run `mlflow-gcp up` to finish the upgrade (or roll it back), then `{self.command}`.",
-            )
-        if self.told_pending:
-            return
-        self.told_pending = True
-        pending = pending_upgrade(self.settings, self._service)
-        if pending:
-            self.log(
-                f"an MLflow upgrade is pending ({pending[0]} → {pending[1]}): the rotation keeps the image the server "
-                "runs; run `mlflow-gcp up` to upgrade (a backup is taken first)"
-            )
-        elif not self._runs_this_image():
-            self.log(
-                "the server runs another image than this mlflow-gcp's: the rotation keeps it; `mlflow-gcp up` rolls "
-                "out this one"
-            )
-
-    def _runs_this_image(self) -> bool:
-        from mlflow_gcp import build_context
-        from mlflow_gcp.engine.base import StepContext
-        from mlflow_gcp.steps.image_storage import image_uri
-        from mlflow_gcp.steps.mlflow_version import running_image
-
-        try:
-            tag = build_context.image_tag(build_context.container_dir(), self.settings.mlflow_version)
-        except (MlflowGcpError, OSError):
-            return True  # not known here: nothing to say
-        ours = image_uri(StepContext(settings=self.settings, clients=self.clients), tag)
-        return running_image(self._service) == ours
+        """A rotation changes passwords, never MLflow (operate/rotation_versions.py)."""
+        refuse_an_unfinished_upgrade(self._service, self.command)
+        if not self.told_pending:
+            self.told_pending = True
+            line = kept_image_line(self.settings, self.clients, self._service)
+            if line:
+                self.log(line)
 
     def check_reachable(self) -> None:
         """The new login is checked against the live server at the end: one that cannot be reached from here

@@ -1,0 +1,54 @@
+"""The MLflow a rotation meets (issue 24): a rotation changes passwords, never MLflow. Its rollouts keep the image the
+service runs, so an MLflow upgrade this mlflow-gcp would make stays `up`'s to do (asked, a backup first), and is said.
+An upgrade that stopped with the server in maintenance is refused: the new login could not be checked."""
+
+from __future__ import annotations
+
+from mlflow_gcp.config import Settings
+from mlflow_gcp.errors import MlflowGcpError
+from mlflow_gcp.gcp.clients import Clients
+from mlflow_gcp.operate.rotation_stops import RotationError
+
+
+def refuse_an_unfinished_upgrade(service, command: str) -> None:
+    from mlflow_gcp.steps.mlflow_version import upgrade_unfinished
+
+    started_from = upgrade_unfinished(service)
+    if started_from:
+        raise RotationError(
+            f"An MLflow upgrade (from MLflow {started_from}) did not finish: the server answers 503 in "
+            "maintenance, so a new login could not be checked. Nothing was changed.",
+            f"Run `mlflow-gcp up` to finish the upgrade (or roll it back), then `{command}`.",
+        )
+
+
+def kept_image_line(settings: Settings, clients: Clients, service) -> str | None:
+    """What the rotation says about the image it keeps, when it is not this mlflow-gcp's; None when it is."""
+    from mlflow_gcp.steps.mlflow_version import pending_upgrade
+
+    pending = pending_upgrade(settings, service)
+    if pending:
+        return (
+            f"an MLflow upgrade is pending ({pending[0]} → {pending[1]}): the rotation keeps the image the server "
+            "runs; run `mlflow-gcp up` to upgrade (a backup is taken first)"
+        )
+    if not runs_this_image(settings, clients, service):
+        return (
+            "the server runs another image than this mlflow-gcp's: the rotation keeps it; `mlflow-gcp up` rolls "
+            "out this one"
+        )
+    return None
+
+
+def runs_this_image(settings: Settings, clients: Clients, service) -> bool:
+    from mlflow_gcp import build_context
+    from mlflow_gcp.engine.base import StepContext
+    from mlflow_gcp.steps.image_storage import image_uri
+    from mlflow_gcp.steps.mlflow_version import running_image
+
+    try:
+        tag = build_context.image_tag(build_context.container_dir(), settings.mlflow_version)
+    except (MlflowGcpError, OSError):
+        return True  # not known here: nothing to say
+    ours = image_uri(StepContext(settings=settings, clients=clients), tag)
+    return running_image(service) == ours
