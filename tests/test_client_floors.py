@@ -33,6 +33,15 @@ def test_cloud_run_knows_every_field_of_the_service():
         assert read in run_v2.Service.meta.fields, read
 
 
+def test_cloud_run_reads_every_reason_google_gives_a_job_execution_that_never_started():
+    # An execution's conditions are parsed strictly for enums: a reason the library does not know is a ParseError,
+    # not a dropped field (google-cloud-run before 0.10.18 has no VPC_NETWORK_NOT_FOUND).
+    from google.cloud import run_v2
+
+    known = {reason.name for reason in run_v2.Condition.CommonReason}
+    assert {"SECRETS_ACCESS_CHECK_FAILED", "CONTAINER_MISSING", "VPC_NETWORK_NOT_FOUND"} <= known
+
+
 def test_cloud_build_knows_the_build_account_and_its_logging():
     from google.cloud.devtools import cloudbuild_v1
 
