@@ -13,17 +13,13 @@ import pytest
 from mlflow_gcp.config import SECRET_ENV, SECRET_MLFLOW, SECRET_MYSQL
 from mlflow_gcp.labels import DEPLOYMENT_LABEL
 from tests.fake_gcp.server import PROJECT
-from tests.helpers import cli
+from tests.helpers import cli, flat
 
 INSTANCE = "mlflow-tracking-database"
 BUCKET = f"{PROJECT}-mlflow-artifacts"
 RANGE = "mlflow-private-services"
 SERVICE = f"projects/{PROJECT}/locations/europe-west1/services/mlflow"
 OURS = {"managed-by": "mlflow-gcp", DEPLOYMENT_LABEL: "mlflow"}
-
-
-def flat(text: str) -> str:
-    return " ".join(text.split())
 
 
 @pytest.fixture
