@@ -74,6 +74,15 @@ START_FAILURE = (
 )
 
 
+def validate_containers(containers: list[dict], field_path: str) -> None:
+    """Google's check of a service's or a job's containers: an image, and an env var's value given one way only."""
+    if not containers or not containers[0].get("image"):
+        raise ApiError(400, f"{field_path}: at least one container with an image is required.")
+    for item in containers[0].get("env", []):
+        if "value" in item and "valueSource" in item:
+            raise ApiError(400, f"env {item['name']}: value and valueSource are mutually exclusive.")
+
+
 def service_urls(project: str, location: str, service: str) -> list[str]:
     digest = hashlib.sha256(f"{project}/{service}".encode()).hexdigest()
     code = REGION_CODES.get(location, "uc")
@@ -118,11 +127,7 @@ def register(fake: FakeGoogle) -> None:
     def validate(body: dict, req: Request) -> None:
         template = body.get("template") or {}
         containers = template.get("containers") or []
-        if not containers or not containers[0].get("image"):
-            raise ApiError(400, "template.containers: at least one container with an image is required.")
-        for item in containers[0].get("env", []):
-            if "value" in item and "valueSource" in item:
-                raise ApiError(400, f"env {item['name']}: value and valueSource are mutually exclusive.")
+        validate_containers(containers, "template.containers")
         secrets = fake.state.get("secrets", {})
         for i, item in enumerate(containers[0].get("env", [])):
             ref = (item.get("valueSource") or {}).get("secretKeyRef")

@@ -67,7 +67,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from urllib.parse import quote
 
-from tests.fake_gcp.apis.run import RESOURCE_OUTPUT_ONLY
+from tests.fake_gcp.apis.run import RESOURCE_OUTPUT_ONLY, validate_containers
 from tests.fake_gcp.server import ApiError, FakeGoogle, Request, already_exists, not_found, parse_message
 
 JOB_TYPE = "type.googleapis.com/google.cloud.run.v2.Job"
@@ -179,12 +179,7 @@ def register(fake: FakeGoogle) -> None:
 
     def validate(body: dict) -> None:
         task = (body.get("template") or {}).get("template") or {}
-        containers = task.get("containers") or []
-        if not containers or not containers[0].get("image"):
-            raise ApiError(400, "template.template.containers: at least one container with an image is required.")
-        for item in containers[0].get("env", []):
-            if "value" in item and "valueSource" in item:
-                raise ApiError(400, f"env {item['name']}: value and valueSource are mutually exclusive.")
+        validate_containers(task.get("containers") or [], "template.template.containers")
 
     def job_operation(req: Request, job: dict, apply: Callable[[], str | None]) -> dict:
         job["reconciling"] = True
