@@ -55,6 +55,14 @@ def container_dir(monkeypatch):
 
 
 @pytest.fixture
+def deployed(fake, container_dir):
+    """The fake after a plain `up`, its log cleared. A test module with a `deployed` of its own uses that one."""
+    from tests.helpers import up_and_clear_log
+
+    return up_and_clear_log(fake)
+
+
+@pytest.fixture
 def short_waits(fake, monkeypatch):
     """Waits for Google to catch up last a hundredth (a minute is 0.6 s): for tests that wait a bound out to its end
     (Google never catches up) or set a fake delay in seconds against the bound. A slow machine only makes such a

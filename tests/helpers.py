@@ -37,6 +37,14 @@ def cli(*args: str, env: dict[str, str] | None = None, input: str | None = None)
     return CliRunner().invoke(app, list(args), env=env, input=input, catch_exceptions=False)
 
 
+def up_and_clear_log(fake, *flags: str):
+    """`up` with these flags succeeded in the fake, whose log is then cleared: a test sees only its own requests."""
+    result = cli("up", *flags)
+    assert result.exit_code == 0, result.output
+    fake.clear_log()
+    return fake
+
+
 def flat(text: str) -> str:
     """The output on one line, as a sentence can be searched in it whatever the terminal's width wrapped."""
     return " ".join(text.split())

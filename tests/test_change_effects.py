@@ -14,14 +14,6 @@ INSTANCE = "mlflow-tracking-database"
 CONNECTOR = f"projects/{PROJECT}/locations/europe-west1/connectors/vpc-connector-mlflow"
 
 
-@pytest.fixture
-def deployed(fake, container_dir):
-    result = cli("up")
-    assert result.exit_code == 0, result.output
-    fake.clear_log()
-    return fake
-
-
 def sent(fake) -> list[tuple[str, str, str]]:
     return [(r.api, r.method, r.path) for r in fake.mutating_requests() if "/operations" not in r.path]
 

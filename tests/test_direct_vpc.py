@@ -77,11 +77,8 @@ def test_bad_egress_settings_are_refused_before_any_request(fake, flags, message
 
 
 @pytest.fixture
-def on_connector(fake, container_dir):
-    result = cli("up")
-    assert result.exit_code == 0, result.output
-    assert CONNECTOR in fake.state["vpc_connectors"]
-    fake.clear_log()
+def on_connector(deployed):
+    assert CONNECTOR in deployed.state["vpc_connectors"]
 
 
 def test_switch_rolls_out_the_new_revision_before_deleting_the_connector(fake, on_connector):

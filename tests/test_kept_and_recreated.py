@@ -6,18 +6,9 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from tests.helpers import cli, flat
 
 INSTANCE = "mlflow-tracking-database"
-
-
-@pytest.fixture
-def deployed(fake, container_dir):
-    result = cli("up")
-    assert result.exit_code == 0, result.output
-    return fake
 
 
 def test_status_after_down_shows_the_kept_data_as_kept(deployed):

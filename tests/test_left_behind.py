@@ -13,21 +13,13 @@ import pytest
 from mlflow_gcp.config import SECRET_ENV, SECRET_MLFLOW, SECRET_MYSQL
 from mlflow_gcp.labels import DEPLOYMENT_LABEL
 from tests.fake_gcp.server import PROJECT
-from tests.helpers import cli, flat
+from tests.helpers import cli, flat, up_and_clear_log
 
 INSTANCE = "mlflow-tracking-database"
 BUCKET = f"{PROJECT}-mlflow-artifacts"
 RANGE = "mlflow-private-services"
 SERVICE = f"projects/{PROJECT}/locations/europe-west1/services/mlflow"
 OURS = {"managed-by": "mlflow-gcp", DEPLOYMENT_LABEL: "mlflow"}
-
-
-@pytest.fixture
-def deployed(fake, container_dir):
-    result = cli("up")
-    assert result.exit_code == 0, result.output
-    fake.clear_log()
-    return fake
 
 
 def labelled(fake) -> dict[str, dict]:
@@ -69,10 +61,9 @@ def test_an_older_deployment_gets_the_label_on_its_next_up_without_a_restart(dep
 
 @pytest.fixture
 def moved(deployed):
-    result = cli("up", "--db-instance", "other-db", "--bucket", f"{PROJECT}-other-art", "--move-to-new-resources")
-    assert result.exit_code == 0, result.output
-    deployed.clear_log()
-    return deployed
+    return up_and_clear_log(
+        deployed, "--db-instance", "other-db", "--bucket", f"{PROJECT}-other-art", "--move-to-new-resources"
+    )
 
 
 def test_status_lists_what_a_move_left_behind(moved):

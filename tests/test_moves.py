@@ -10,7 +10,7 @@ import pytest
 
 from mlflow_gcp.settings_document import SETTINGS_SECRET
 from tests.fake_gcp.server import PROJECT
-from tests.helpers import cli, flat
+from tests.helpers import cli, flat, up_and_clear_log
 
 SERVICE = f"projects/{PROJECT}/locations/europe-west1/services/mlflow"
 
@@ -21,10 +21,7 @@ def recorded(fake) -> dict:
 
 @pytest.fixture
 def team_db(fake, container_dir):
-    result = cli("up", "--db-instance", "team-db", "--bucket", f"{PROJECT}-team-art")
-    assert result.exit_code == 0, result.output
-    fake.clear_log()
-    return fake
+    return up_and_clear_log(fake, "--db-instance", "team-db", "--bucket", f"{PROJECT}-team-art")
 
 
 def test_reset_all_keeps_the_names_of_the_resources_that_exist(team_db):

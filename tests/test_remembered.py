@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from mlflow_gcp.gcp.clients import Clients
 from mlflow_gcp.settings_document import SETTINGS_SECRET
 from tests.fake_gcp.server import PROJECT
@@ -36,13 +34,6 @@ def live_max_instances() -> int:
 
 def changes(fake) -> list[tuple[str, str, str]]:
     return [(r.api, r.method, r.path) for r in fake.mutating_requests()]
-
-
-@pytest.fixture
-def deployed(fake, container_dir):
-    up()
-    fake.clear_log()
-    return fake
 
 
 def test_first_up_records_the_settings_and_the_server_cannot_read_them(deployed):

@@ -11,7 +11,7 @@ import pytest
 from mlflow_gcp.gcp.clients import Clients
 from mlflow_gcp.settings_document import SETTINGS_SECRET
 from tests.fake_gcp.server import PROJECT
-from tests.helpers import cli, flat
+from tests.helpers import cli, flat, up_and_clear_log
 
 RECORD = f"projects/{PROJECT}/secrets/{SETTINGS_SECRET}"
 NAMES = ("--db-instance", "team-db3", "--service", "team-svc")
@@ -23,10 +23,7 @@ def recorded(fake) -> dict:
 
 @pytest.fixture
 def team(fake, container_dir):
-    result = cli("up", *NAMES)
-    assert result.exit_code == 0, result.output
-    fake.clear_log()
-    return fake
+    return up_and_clear_log(fake, *NAMES)
 
 
 def newest_version(fake) -> str:
