@@ -76,6 +76,7 @@ class Restore:
         self.approve = approve
         self.plan: Plan | None = None
         self.way_back: tuple[object, str] | None = None  # (the service before the move, its MLflow): an older image
+        self.server_env = ""  # the mlflow-env content the server used before the move
 
     # -- helpers -------------------------------------------------------------------------------------------
     @property
@@ -105,6 +106,7 @@ class Restore:
         """DB_HOST of the mlflow-env version the live service pins: the database the server uses."""
         version = live_service.pinned_versions(service).get(SECRET_ENV, live_service.LATEST)
         value, _ = login_mod.access(self.clients, self.settings.project, SECRET_ENV, version)
+        self.server_env = value  # what the way back's put-back makes the latest version again
         return next((line[8:].strip() for line in value.splitlines() if line.startswith("DB_HOST=")), "")
 
     # -- 0. what is there ----------------------------------------------------------------------------------

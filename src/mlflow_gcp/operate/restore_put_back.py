@@ -4,7 +4,10 @@ after an upgrade). There `up`'s steps cannot do it: with the older image they me
 previous instance is migrated to the newer MLflow), and once the service runs the older image they would deploy it
 onto that instance, which it refuses. So the service template read before the move (its image, settings and pinned
 secret versions) is put back as it was, as the upgrade's own roll-back does (steps/upgrade.py,
-`roll_back_template`), and the settings record names the previous instance and MLflow again."""
+`roll_back_template`), the settings record names the previous instance and MLflow again, and the latest version of
+`mlflow-env` holds what the previous server uses (the move added one naming the new instance, which a later `up` or
+rotation would pin). Ctrl-C or SIGTERM during a roll-back is noted and ignored until it is done: cut short, it
+would leave the server on the instance that failed."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from typing import Any
 from mlflow_gcp.config import Settings
 from mlflow_gcp.errors import MlflowGcpError
 from mlflow_gcp.operate.restore_plan import RestoreError, delete_commands
+from mlflow_gcp.operate.rotation_stops import Shield
 
 
 def template_of(service: Any) -> dict[str, Any]:
@@ -22,8 +26,23 @@ def template_of(service: Any) -> dict[str, Any]:
     return to_json_dict(service).get("template", {}) if service is not None else {}
 
 
+def env_back(restore) -> None:
+    """`mlflow-env`'s latest version holds what the previous server uses again (the move added one naming the new
+    instance): a later `up` or rotation, which pins the latest version, keeps the server on its instance."""
+    from mlflow_gcp.config import SECRET_ENV
+    from mlflow_gcp.operate import login as login_mod
+    from mlflow_gcp.resources.secret import add_version_once
+
+    project = restore.settings.project
+    if not restore.server_env or login_mod.access(restore.clients, project, SECRET_ENV)[0] == restore.server_env:
+        return
+    name = add_version_once(restore.clients.secrets(), f"projects/{project}/secrets/{SECRET_ENV}", restore.server_env)
+    restore.log(f"{SECRET_ENV}: version {name.rsplit('/', 1)[-1]} names {restore.plan.previous} again, as the server")
+
+
 def put_back(restore, before: Any, running: str) -> str:
-    """The service as it was `before` the move, on MLflow `running`; says what was done."""
+    """The service as it was `before` the move, on MLflow `running`; says what was done. The record and
+    `mlflow-env` first: killed before the service is back, `up` then finds the previous instance and MLflow."""
     from mlflow_gcp.engine.loop import run_step
     from mlflow_gcp.gcp import retry
     from mlflow_gcp.gcp.operations import wait_gapic
@@ -35,8 +54,11 @@ def put_back(restore, before: Any, running: str) -> str:
 
     previous: Settings = dataclasses.replace(restore.previous_settings(), mlflow_version=running)
     live = live_service.read_service(previous, restore.clients)
+    env_back(restore)
     if live is not None and template_of(live) == template_of(before):
         return "The previous revision still serves (the service was not changed)"
+    # The move may have recorded the restore's settings: the previous instance and MLflow are the deployment's again.
+    run_step(BY_NAME["settings"], restore._context(previous))
     body = to_json_dict(live) if live is not None else to_json_dict(before)
     body["template"] = template_of(before)
     annotations = body.setdefault("annotations", {})
@@ -55,8 +77,6 @@ def put_back(restore, before: Any, running: str) -> str:
     operation = retry.call(lambda: client.update_service(request={"service": from_json_dict(body)}), applied=applied)
     service = wait_gapic(operation, what=what, timeout=DEPLOY_TIMEOUT) if hasattr(operation, "result") else operation
     check_ready(service, what)
-    # The move may have recorded the restore's settings: the previous instance and MLflow are the deployment's again.
-    run_step(BY_NAME["settings"], restore._context(previous))
     return f"The previous image (MLflow {running}) serves again on {previous.db_instance}"
 
 
@@ -71,12 +91,15 @@ def roll_back(restore, error: BaseException) -> RestoreError:
     )
     done = f"The server runs on {plan.previous} again"
     try:
-        restore.log(f"putting the server back on {plan.previous}")
-        if restore.way_back:
-            done = put_back(restore, *restore.way_back)
-        else:
-            restore.run_up(restore.previous_settings())
-        restore.verify(restore.previous_settings())
+        with Shield(restore.log).installed() as shield:
+            # Cut short, the way back would leave the older MLflow on a stopped instance, or the record on it.
+            shield.hold("interrupted: ignored until the server is back on the previous instance (a moment)")
+            restore.log(f"putting the server back on {plan.previous}")
+            if restore.way_back:
+                done = put_back(restore, *restore.way_back)
+            else:
+                restore.run_up(restore.previous_settings())
+            restore.verify(restore.previous_settings())
     except Exception as second:  # said with what to do by hand
         detail = second.message if isinstance(second, MlflowGcpError) else str(second)
         return RestoreError(
