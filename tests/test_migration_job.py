@@ -52,6 +52,15 @@ def sent(fake, method: str, route: str) -> int:
     return sum(1 for r in fake.requests(api="run") if r.method == method and r.route == route and r.status < 400)
 
 
+def long_execution(fake) -> tuple[MigrationJob, str]:
+    """The job made and an execution of it started that runs for an hour unless a test ends it: the job, and the
+    execution's name."""
+    fake.latency["run.execution"] = 3600
+    job = migration()
+    job.ensure(template())
+    return job, job.start()
+
+
 def result_line(result: dict) -> str:
     return RESULT_PREFIX + json.dumps(result)
 
@@ -245,10 +254,7 @@ def test_an_execution_google_cancels_is_cancelled(jobs):
 
 
 def test_an_execution_cancelled_by_hand_while_waited_for_is_cancelled(jobs):
-    jobs.latency["run.execution"] = 3600
-    job = migration()
-    job.ensure(template())
-    name = job.start()
+    job, name = long_execution(jobs)
 
     run = job.wait(name, lambda _: jobs.run_jobs.cancel(name.rsplit("/", 1)[-1]))
 
@@ -271,10 +277,7 @@ def test_a_run_whose_answer_is_lost_starts_one_execution(jobs, how):
 
 
 def test_an_interrupted_wait_leaves_the_execution_running_and_a_rerun_waits_for_it(jobs):
-    jobs.latency["run.execution"] = 3600
-    job = migration()
-    job.ensure(template())
-    name = job.start()
+    job, name = long_execution(jobs)
 
     def interrupt(_: str) -> None:
         raise KeyboardInterrupt
@@ -290,10 +293,7 @@ def test_an_interrupted_wait_leaves_the_execution_running_and_a_rerun_waits_for_
 
 
 def test_a_running_execution_of_another_image_is_not_taken_for_ours(jobs):
-    jobs.latency["run.execution"] = 3600
-    job = migration()
-    job.ensure(template())
-    job.start()
+    job, _ = long_execution(jobs)
     job.ensure(template(IMAGE.replace("3-18-0", "3-19-0")))
 
     with pytest.raises(MlflowGcpError, match="another image"):
@@ -315,10 +315,7 @@ def test_latest_is_none_without_a_job_then_the_newest_execution(jobs):
 
 
 def test_an_execution_deleted_while_waited_for_is_a_clear_error(jobs):
-    jobs.latency["run.execution"] = 3600
-    job = migration()
-    job.ensure(template())
-    name = job.start()
+    job, name = long_execution(jobs)
 
     def delete(_: str) -> None:
         Clients("demo-project").run_executions().delete_execution(name=name)
