@@ -14,13 +14,11 @@ import json
 import os
 import subprocess
 
-import pytest
 from dotenv import dotenv_values
 
 from mlflow_gcp.config import SECRET_MLFLOW
 from tests.fake_gcp.server import PROJECT
 from tests.helpers import cli
-from tests.server_double import deploy
 
 KEY = "MLFLOW_TRACKING_PASSWORD"
 
@@ -72,13 +70,6 @@ def read_back(fmt: str, text: str, workdir) -> str:
         parsed = dotenv_values(stream=io.StringIO(text))[KEY]
         assert parsed == done.stdout, (parsed, done.stdout)  # python-dotenv and bash agree
     return done.stdout
-
-
-@pytest.fixture
-def double(fake, tmp_path, monkeypatch):
-    double = deploy(fake, tmp_path, monkeypatch)
-    yield double
-    double.stop()
 
 
 def set_password_by_hand(fake, password: str) -> None:

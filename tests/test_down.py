@@ -14,20 +14,13 @@ import pytest
 from mlflow_gcp.config import SECRET_ENV, SECRET_FLASK_KEY, SECRET_MLFLOW, SECRET_MYSQL
 from tests.fake_gcp.server import PROJECT
 from tests.helpers import ALL_APIS_ENABLED, cli
-from tests.server_double import api_login, deploy, existence
+from tests.server_double import api_login, existence
 
 INSTANCE = "mlflow-tracking-database"
 BUCKET = f"{PROJECT}-mlflow-artifacts"
 SA = f"run-mlflow@{PROJECT}.iam.gserviceaccount.com"
 MEMBER = f"serviceAccount:{SA}"
 SECRETS = (SECRET_ENV, SECRET_MYSQL, SECRET_MLFLOW, SECRET_FLASK_KEY)
-
-
-@pytest.fixture
-def double(fake, tmp_path, monkeypatch):
-    double = deploy(fake, tmp_path, monkeypatch)
-    yield double
-    double.stop()
 
 
 def cli_with_input(text: str, *args: str):

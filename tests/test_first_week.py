@@ -10,7 +10,6 @@ import pytest
 
 from mlflow_gcp.cli.console import out
 from tests.helpers import ALL_APIS_ENABLED, cli, run_steps
-from tests.server_double import deploy
 
 MARKS = ("ok ", "missing ", "drift ", "failed ", "unknown ")
 NOTHING = "Nothing is deployed in demo-project (region europe-west1): run `mlflow-gcp up --project demo-project`"
@@ -45,19 +44,12 @@ def test_status_lists_each_resource_once(fake, narrow):
     assert len(names) == len(set(names)), result.stdout
 
 
-@pytest.fixture
-def deployed(fake, tmp_path, monkeypatch, narrow):
-    double = deploy(fake, tmp_path, monkeypatch)
-    yield double
-    double.stop()
-
-
 def assert_fits(text: str, width: int = 80) -> None:
     too_long = [line for line in text.splitlines() if len(line) > width]
     assert not too_long, too_long
 
 
-def test_down_question_is_a_line_per_kind_and_says_what_keeps_billing(fake, deployed, monkeypatch):
+def test_down_question_is_a_line_per_kind_and_says_what_keeps_billing(fake, narrow, double, monkeypatch):
     from mlflow_gcp.cli import console
 
     monkeypatch.setattr(console, "interactive", lambda: True)
@@ -110,7 +102,7 @@ def test_settings_choices_are_completed():
     assert "db-tier" in completions("mlflow-gcp up --reset db-t")
 
 
-def test_plan_at_80_columns_piped_names_each_change_and_counts_them(fake, deployed):
+def test_plan_at_80_columns_piped_names_each_change_and_counts_them(fake, narrow, double):
     result = cli("up", "--dry-run", "--db-tier", "db-g1-small")
     assert result.exit_code == 0, result.output
     # the one-line notice of a change that interrupts the server stays whole (soft-wrapped) by design
@@ -124,7 +116,7 @@ def test_plan_at_80_columns_piped_names_each_change_and_counts_them(fake, deploy
     assert sum(line.startswith("database ") for line in lines) == 1  # each step's row once
 
 
-def test_dry_run_exit_code_says_whether_changes_are_pending(fake, deployed):
+def test_dry_run_exit_code_says_whether_changes_are_pending(fake, narrow, double):
     unchanged = cli("up", "--dry-run", "--exit-code")
     assert unchanged.exit_code == 0, unchanged.output
     assert "Plan: no changes" in unchanged.stdout

@@ -8,23 +8,13 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from mlflow_gcp.config import SECRET_ENV, SECRET_MLFLOW, SECRET_MYSQL
 from tests.fake_gcp.server import PROJECT
 from tests.helpers import cli
-from tests.server_double import deploy
 
 INSTANCE = "mlflow-tracking-database"
 CONNECTOR = f"projects/{PROJECT}/locations/europe-west1/connectors/vpc-connector-mlflow"
 RANGE = "mlflow-private-services"
-
-
-@pytest.fixture
-def double(fake, tmp_path, monkeypatch):
-    double = deploy(fake, tmp_path, monkeypatch)
-    yield double
-    double.stop()
 
 
 def status_json(*flags: str) -> tuple[int, dict]:

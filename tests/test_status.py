@@ -6,20 +6,11 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from mlflow_gcp.config import SECRET_MLFLOW
 from tests.helpers import ALL_APIS_ENABLED, cli, run_steps
-from tests.server_double import build_context, deploy, forbid_non_loopback
+from tests.server_double import build_context, forbid_non_loopback
 
 INSTANCE = "mlflow-tracking-database"
-
-
-@pytest.fixture
-def double(fake, tmp_path, monkeypatch):
-    double = deploy(fake, tmp_path, monkeypatch)
-    yield double
-    double.stop()
 
 
 def resources_of(document: dict) -> dict[str, dict]:

@@ -13,7 +13,6 @@ from mlflow_gcp.cli.console import out
 from mlflow_gcp.config import SECRET_MLFLOW
 from mlflow_gcp.resources import server_check
 from tests.helpers import cli
-from tests.server_double import deploy
 
 INSTANCE = "mlflow-tracking-database"
 MARKS = ("ok ", "missing ", "drift ", "failed ")
@@ -22,13 +21,6 @@ MARKS = ("ok ", "missing ", "drift ", "failed ")
 @pytest.fixture
 def narrow(monkeypatch):
     monkeypatch.setattr(out, "width", 80)
-
-
-@pytest.fixture
-def double(fake, tmp_path, monkeypatch, narrow):
-    double = deploy(fake, tmp_path, monkeypatch)
-    yield double
-    double.stop()
 
 
 def assert_fits(text: str, width: int = 80) -> None:
@@ -41,7 +33,7 @@ def marked(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith(MARKS)]
 
 
-def test_a_healthy_deployment_is_a_line_per_resource_with_grants_folded_in(fake, double):
+def test_a_healthy_deployment_is_a_line_per_resource_with_grants_folded_in(fake, narrow, double):
     result = cli("status")
     assert result.exit_code == 0, result.output
     assert_fits(result.stdout)
@@ -57,7 +49,7 @@ def test_a_healthy_deployment_is_a_line_per_resource_with_grants_folded_in(fake,
     assert all(line.startswith("ok ") for line in lines)
 
 
-def test_wide_shows_full_names_and_every_grant(fake, double, monkeypatch):
+def test_wide_shows_full_names_and_every_grant(fake, narrow, double, monkeypatch):
     monkeypatch.setattr(out, "width", 250)
     result = cli("status", "--wide")
     assert result.exit_code == 0
@@ -66,7 +58,7 @@ def test_wide_shows_full_names_and_every_grant(fake, double, monkeypatch):
     assert "secretmanager.secretAccessor" in text and "deletion protection: on" in text
 
 
-def test_a_missing_grant_marks_its_resource(fake, double):
+def test_a_missing_grant_marks_its_resource(fake, narrow, double):
     key = f"projects/demo-project/secrets/{SECRET_MLFLOW}"
     fake.policies[key] = {**fake.policies[key], "bindings": []}
     result = cli("status")
@@ -77,7 +69,7 @@ def test_a_missing_grant_marks_its_resource(fake, double):
     assert "mlflow-gcp up" in result.stdout
 
 
-def test_an_unreachable_server_is_one_short_cause_per_check_and_network_advice(fake, double):
+def test_an_unreachable_server_is_one_short_cause_per_check_and_network_advice(fake, narrow, double):
     double.stop()
     result = cli("status")
     assert result.exit_code == 1
@@ -92,7 +84,7 @@ def test_an_unreachable_server_is_one_short_cause_per_check_and_network_advice(f
     assert "HTTPConnectionPool" in debug.stdout  # the full error, only when asked
 
 
-def test_an_unhealthy_server_points_at_its_logs(fake, double):
+def test_an_unhealthy_server_points_at_its_logs(fake, narrow, double):
     fake.sql_users[INSTANCE][0]["password"] = "changed-behind-our-back"
     result = cli("status")
     assert result.exit_code == 1
@@ -111,7 +103,7 @@ def test_an_unhealthy_server_points_at_its_logs(fake, double):
     assert "Run `mlflow-gcp credentials rotate --database`" in text
 
 
-def test_drift_fits_and_advises_up(fake, double):
+def test_drift_fits_and_advises_up(fake, narrow, double):
     fake.sql_instances[INSTANCE]["settings"]["tier"] = "db-g1-small"
     result = cli("status")
     assert_fits(result.stdout)
@@ -120,20 +112,16 @@ def test_drift_fits_and_advises_up(fake, double):
     assert "mlflow-gcp up" in result.stdout
 
 
-def test_up_summary_fits_80_columns_and_wide_has_full_names(fake, tmp_path, monkeypatch, narrow):
-    double = deploy(fake, tmp_path, monkeypatch)  # the first `up` creates everything
-    try:
-        result = cli("up", "--max-instances", "5")
-        assert result.exit_code == 0, result.output
-        assert_fits(result.stdout)
-        summary = result.stdout.split("Summary")[-1]
-        assert "~ run service mlflow: scaling" in summary
+def test_up_summary_fits_80_columns_and_wide_has_full_names(fake, narrow, double):
+    result = cli("up", "--max-instances", "5")
+    assert result.exit_code == 0, result.output
+    assert_fits(result.stdout)
+    summary = result.stdout.split("Summary")[-1]
+    assert "~ run service mlflow: scaling" in summary
 
-        wide = cli("up", "--max-instances", "6", "--wide")
-        assert wide.exit_code == 0
-        assert "Cloud Run service mlflow" in " ".join(wide.stdout.split())
-    finally:
-        double.stop()
+    wide = cli("up", "--max-instances", "6", "--wide")
+    assert wide.exit_code == 0
+    assert "Cloud Run service mlflow" in " ".join(wide.stdout.split())
 
 
 def test_first_up_summary_fits_80_columns(fake, tmp_path, monkeypatch, narrow):
@@ -221,25 +209,21 @@ def test_a_tls_failure():
     assert (check.ok, check.status, check.detail) == (False, None, "TLS error")
 
 
-def test_up_json_has_full_names_on_stdout_and_nothing_else(fake, tmp_path, monkeypatch, narrow):
+def test_up_json_has_full_names_on_stdout_and_nothing_else(fake, narrow, double):
     import json
 
-    double = deploy(fake, tmp_path, monkeypatch)
-    try:
-        result = cli("up", "--max-instances", "5", "--json")
-        assert result.exit_code == 0, result.output
-        document = json.loads(result.stdout)
-        assert document["ok"] is True and document["url"] == double.urls[1]
-        steps = {s["step"]: s for s in document["steps"]}
-        assert steps["deploy"]["result"] == "updated"
-        [change] = steps["deploy"]["changes"]
-        assert change["resource"] == "Cloud Run service mlflow" and change["fields"] == ["scaling"]
-        assert steps["apis"] == {
-            "step": "apis",
-            "result": "unchanged",
-            "seconds": steps["apis"]["seconds"],
-            "changes": [],
-            "error": None,
-        }
-    finally:
-        double.stop()
+    result = cli("up", "--max-instances", "5", "--json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["ok"] is True and document["url"] == double.urls[1]
+    steps = {s["step"]: s for s in document["steps"]}
+    assert steps["deploy"]["result"] == "updated"
+    [change] = steps["deploy"]["changes"]
+    assert change["resource"] == "Cloud Run service mlflow" and change["fields"] == ["scaling"]
+    assert steps["apis"] == {
+        "step": "apis",
+        "result": "unchanged",
+        "seconds": steps["apis"]["seconds"],
+        "changes": [],
+        "error": None,
+    }
