@@ -214,6 +214,23 @@ def test_an_execution_whose_container_never_started_ends_at_once_with_googles_me
     assert logging_reads(jobs) == 1
 
 
+def test_a_container_that_never_started_is_told_by_its_task_when_the_conditions_give_no_reason(jobs, monkeypatch):
+    """The execution's conditions say only "Task ... failed" (no CommonReason): the task's last attempt, failed with
+    neither an exit code nor a signal, says the container never ran, so no line is waited for."""
+    monkeypatch.setattr(migration_job, "LOG_INGEST_SECONDS", 5.0)
+    jobs.latency["logging.ingest"] = 60.0
+    jobs.run_jobs.outcome = lambda job, execution: ("not_started", [])
+    jobs.run_jobs.condition_reasons = False
+    job = migration()
+    job.ensure(template())
+
+    run = job.wait(job.start(), lambda _: None)
+
+    assert run.state == "failed" and run.exit_result is None
+    assert "Permission denied on secret" in run.message
+    assert logging_reads(jobs) == 1
+
+
 def test_a_container_that_ran_and_exited_without_a_result_line_still_waits_for_late_lines(jobs, monkeypatch):
     """Exited non-zero with its lines still on their way to Logging: waited for up to the bound (made small)."""
     monkeypatch.setattr(migration_job, "LOG_INGEST_SECONDS", 2.0)

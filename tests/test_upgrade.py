@@ -241,6 +241,27 @@ def test_a_newer_schema_is_refused_and_the_previous_image_serves_again(fake, dou
     assert version_of(fake) == OLD
 
 
+def test_a_newer_schema_told_only_by_the_exit_code_is_refused_without_a_restore(fake, double, tmp_path, monkeypatch):
+    """The result line never reaches Logging (late beyond the bound here; unreadable or excluded alike): the task's
+    exit code 3 (the image's "newer schema, nothing changed") says it, so no backup is restored for nothing and the
+    message says why."""
+    from mlflow_gcp.resources import migration_job
+
+    monkeypatch.setattr(migration_job, "LOG_INGEST_SECONDS", 1.0)
+    fake.latency["logging.ingest"] = 600.0
+    previous_image = service(fake)["template"]["containers"][0]["image"]
+    fake.run_jobs.outcome = lambda job, execution: ("failed", [result_line("newer-schema")], 3)
+    pin(tmp_path, NEW)
+    result = cli("up", "--yes")
+    assert result.exit_code != 0
+    text = " ".join(result.output.split())
+    assert "newer than MLflow" in text and "Nothing was changed" in text, text
+    assert "restore" not in positions(fake)
+    assert fake.sql_data[INSTANCE] == DATA
+    assert service(fake)["template"]["containers"][0]["image"] == previous_image
+    assert version_of(fake) == OLD
+
+
 def test_a_downgrade_is_refused_before_any_mutating_request(fake, double, tmp_path):
     assert cli("backup", "--why", "test").exit_code == 0
     pin(tmp_path, NEW)

@@ -179,7 +179,7 @@ class CloudRun:
         result = json.loads(lines[-1].removeprefix(RESULT_PREFIX)) if lines and lines[-1].startswith(
             RESULT_PREFIX) else {}
         self.executions.append((done.returncode, result))
-        return ("succeeded" if done.returncode == 0 else "failed"), lines[-20:]
+        return ("succeeded" if done.returncode == 0 else "failed"), lines[-20:], done.returncode
 
     # -- Cloud SQL: the backup run and restoreBackup ---------------------------------------------------------
     def socket_args(self) -> list[str]:

@@ -168,6 +168,11 @@ class Clients:
 
         return self._gapic("run.executions", "run", run_v2.ExecutionsClient)
 
+    def run_tasks(self):
+        from google.cloud import run_v2
+
+        return self._gapic("run.tasks", "run", run_v2.TasksClient)
+
     # Cloud Logging v2: the discovery client the library bundles (no extra dependency)
     def logging(self):
         return self.discovery("logging", "v2")

@@ -1,7 +1,8 @@
 """The schema migration as a Cloud Run job `{service}-migrate`: made from the service's template (same image,
 environment, secrets, VPC egress and service account) with the container's args `["migrate"]`, one task, no retry.
 Running it makes an execution; its result is the last `mlflow-gcp: migration result: {json}` line the container
-writes, read back from Cloud Logging.
+writes, read back from Cloud Logging; a failed execution's task tells its exit code, or that it never started
+(resources/migration_task.py).
 
 Cloud Run Admin API v2 (https://cloud.google.com/run/docs/reference/rest/v2/projects.locations.jobs and
 .../projects.locations.jobs.executions) through google-cloud-run's JobsClient and ExecutionsClient over REST.
@@ -12,6 +13,7 @@ one is taken as ours, and a run still going (a command interrupted while it wait
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -23,6 +25,12 @@ from mlflow_gcp.config import Settings
 from mlflow_gcp.errors import MlflowGcpError
 from mlflow_gcp.gcp import operations, retry
 from mlflow_gcp.gcp.clients import Clients
+from mlflow_gcp.resources.migration_task import (
+    NEWER_SCHEMA_EXIT,
+    NEWER_SCHEMA_OUTCOME,
+    last_attempt,
+    never_started,
+)
 from mlflow_gcp.service_spec import MANAGED_LABELS
 
 JOB_SUFFIX = "-migrate"
@@ -121,25 +129,6 @@ def state_of(execution: Any) -> str:
             return CANCELLED
         return SUCCEEDED if execution.succeeded_count >= max(1, execution.task_count) else FAILED
     return RUNNING
-
-
-def never_started(execution: Any) -> bool:
-    """Failed without its container running (a secret version it cannot read, an image it cannot pull, a VPC
-    connector not ready): no line of it will reach Logging, not even the exit line. Told by the failed `Completed`
-    (or `Started`) condition carrying a Condition.CommonReason
-    (https://cloud.google.com/run/docs/reference/rest/v2/Condition#CommonReason) and no NON_ZERO_EXIT_CODE, the
-    execution reason of a container that ran and exited."""
-    from google.cloud import run_v2
-
-    undefined = run_v2.Condition.CommonReason.COMMON_REASON_UNDEFINED
-    for c in execution.conditions:
-        if c.type_ not in ("Completed", "Started") or c.state.name != "CONDITION_FAILED":
-            continue
-        if c.execution_reason == run_v2.Condition.ExecutionReason.NON_ZERO_EXIT_CODE:
-            return False
-        if c.reason != undefined:
-            return True
-    return False
 
 
 def created_at(execution: Any) -> datetime | None:
@@ -361,15 +350,23 @@ class MigrationJob:
     def _run(self, execution: Any, *, patient: bool, log: Callable[[str], None] | None = None) -> JobRun:
         state = state_of(execution)
         result = None
+        message = completed_message(execution)
         if state != RUNNING:
+            # A failed execution's task says how its container ended: an exit code, or never started.
+            call = functools.partial(self._call, what=f"reading the task of {execution.name.rsplit('/', 1)[-1]}")
+            attempt = last_attempt(self.clients, execution.name, call) if state == FAILED else None
+            not_started = never_started(execution) or (attempt is not None and not attempt.started)
             # A container that ran to its end lately wrote its result line: worth waiting for Logging to catch up.
             # One that never started wrote nothing: Logging is read once (no waiting out the bound) and Google's
             # message says why.
-            patient = patient and state != CANCELLED and not never_started(execution) and ended_lately(execution)
+            patient = patient and state != CANCELLED and not not_started and ended_lately(execution)
             result = self._result(execution, patient=patient, log=log)
-        return JobRun(
-            execution.name, state, result, execution.log_uri, completed_message(execution), created_at(execution)
-        )
+            if result is None and attempt is not None and attempt.exit_code == NEWER_SCHEMA_EXIT:
+                # The line is not in Logging (not readable, not kept, or late), the exit code says it all the same.
+                result = {"outcome": NEWER_SCHEMA_OUTCOME, "error": None, "told_by": "exit code 3"}
+            if attempt is not None and not attempt.started and attempt.message and attempt.message not in message:
+                message = f"{message}: {attempt.message}" if message else attempt.message
+        return JobRun(execution.name, state, result, execution.log_uri, message, created_at(execution))
 
     # -- the result line, from Cloud Logging -------------------------------------------------------------------
     def log_filter(self, execution: Any) -> str:

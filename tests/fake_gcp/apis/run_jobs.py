@@ -29,7 +29,9 @@ google-cloud-run):
   "it might take a few minutes for the log entries to appear").
 
 Test controls (`fake.run_jobs`):
-- `outcome(job, execution) -> (status, lines)`: how an execution ends, called when it completes; status is
+- `outcome(job, execution) -> (status, lines[, exit_code])`: how an execution ends, called when it completes; the
+  container's exit code defaults to 0 when it succeeded and 1 when it failed (the image's `migrate` exits 3 on a
+  schema newer than it knows); status is
   "succeeded", "failed", "cancelled" (Google stops the execution: a job's task deadline, an out-of-memory kill
   reported as cancelled) or "not_started" (see `start_failure`; its lines are ignored). Default: succeeded, with
   the line of a migration that found both schemas current.
@@ -45,8 +47,17 @@ Test controls (`fake.run_jobs`):
   reference is silent: the `Started` condition and the `Completed` condition both CONDITION_FAILED with that
   `reason` and no `executionReason` (NON_ZERO_EXIT_CODE is for a container that exited), the message
   "Task {execution}-task0 failed to start: {detail}" (the secret message as Cloud Run words a revision that cannot
-  read a secret: https://github.com/sourcegraph/sourcegraph-public-snapshot/pull/59045). The fake serves no
-  tasks API: the task's result is carried on the execution's conditions only.
+  read a secret: https://github.com/sourcegraph/sourcegraph-public-snapshot/pull/59045).
+- Each execution has its task (the job runs one), served by `executions.tasks` get and list
+  (https://cloud.google.com/run/docs/reference/rest/v2/projects.locations.jobs.executions.tasks), named
+  `{execution}-task0`, index 0, `retried` 0 (the job allows no retry). Once the execution ends, its
+  `lastAttemptResult` holds the container's `exitCode` and a `status` (code 0 when the attempt succeeded), or, for
+  a container that never started, no `exitCode` and the status of why (as quoted above); its `Completed` condition
+  follows the execution's.
+- `condition_reasons` (default True): the failed conditions of a container that never started carry the
+  CommonReason. False: they say only the message ("Task ... failed"), as gcloud's output of such executions shows
+  it (https://github.com/googlecodelabs/feedback/issues/1369): only the task's attempt result says that the container
+  never ran. Nothing in the reference promises the reason on the execution's conditions.
 - `cancel(execution_id)`: someone cancels the execution in the console.
 - `finish(execution_id)`: the execution ends now (as `outcome` says), whatever its latency.
 - `job(name)`, `executions(job)`: the stored job (REST JSON) or None; a job's executions, newest first.
@@ -76,6 +87,8 @@ JOBS = "/v2/projects/{project}/locations/{location}/jobs"
 JOB = JOBS + "/{job}"
 EXECUTIONS = JOB + "/executions"
 EXECUTION = EXECUTIONS + "/{execution}"
+TASKS = EXECUTION + "/tasks"
+TASK = TASKS + "/{task}"
 OUTPUT_ONLY = RESOURCE_OUTPUT_ONLY | {"executionCount", "latestCreatedExecution", "etag"}
 RESULT_PREFIX = "mlflow-gcp: migration result: "
 CURRENT_RESULT = {
@@ -123,6 +136,7 @@ class RunJobsControl:
         self.outcome: Callable[[dict, dict], tuple[str, list[str]]] = default_outcome
         self.missing_images: set[str] = set()  # images Google cannot pull: a job made with one fails
         self.start_failure: tuple[str, str] = ("SECRETS_ACCESS_CHECK_FAILED", SECRET_NOT_ACCESSIBLE)
+        self.condition_reasons = True  # False: a container that never started is said only by its task
         self.cancel: Callable[[str], None] = lambda execution_id: None  # set by register
         self.finish: Callable[[str], None] = lambda execution_id: None  # set by register
 
@@ -138,6 +152,7 @@ class RunJobsControl:
 def register(fake: FakeGoogle) -> None:
     jobs: dict[str, dict] = fake.state.setdefault("run_jobs", {})
     executions: dict[str, dict] = fake.state.setdefault("run_executions", {})
+    tasks: dict[str, dict] = fake.state.setdefault("run_tasks", {})  # execution name -> its one task
     operations: dict[str, dict] = fake.state.setdefault("run_operations", {})  # served by run.py's operations.get
     control = RunJobsControl(jobs, executions)
     fake.run_jobs = control
@@ -285,6 +300,7 @@ def register(fake: FakeGoogle) -> None:
             jobs.pop(job["name"], None)
             for key in [k for k, e in executions.items() if e["job"] == job["name"].rsplit("/", 1)[-1]]:
                 executions.pop(key)
+                tasks.pop(key, None)
 
         return job_operation(req, job, apply)
 
@@ -357,7 +373,9 @@ def register(fake: FakeGoogle) -> None:
 
         fake.after("logging.ingest", ingest)
 
-    def end(execution: dict, job: dict, op: dict, status: str, lines: list[str], start: datetime) -> None:
+    def end(
+        execution: dict, job: dict, op: dict, status: str, lines: list[str], start: datetime, exit_code: int = 0
+    ) -> None:
         if execution.get("completionTime"):
             return  # cancelled meanwhile
         short = execution["name"].rsplit("/", 1)[-1]
@@ -370,23 +388,29 @@ def register(fake: FakeGoogle) -> None:
             execution["conditions"][0] = condition(
                 "Completed", "CONDITION_SUCCEEDED", "Execution completed successfully."
             )
-            write_logs(job, execution, lines, 0, start)
+            exit_code = 0
+            write_logs(job, execution, lines, exit_code, start)
         elif status == "failed":
             execution["failedCount"] = 1
             message = FAILED_TASK.format(execution=short)
             execution["conditions"][0] = condition("Completed", "CONDITION_FAILED", message, "NON_ZERO_EXIT_CODE")
             error = {"code": 9, "message": message}
-            write_logs(job, execution, lines, 1, start)
+            exit_code = exit_code or 1
+            write_logs(job, execution, lines, exit_code, start)
         elif status == "not_started":  # Cloud Run could not start the container: no line at all
             execution["failedCount"] = 1
             common, detail = control.start_failure
             message = NOT_STARTED_TASK.format(execution=short, detail=detail)
+            attempt = {"code": 9, "message": message}
+            common = common if control.condition_reasons else ""
+            exit_code = None
             execution["conditions"][0] = condition("Completed", "CONDITION_FAILED", message, common=common)
             for i, c in enumerate(execution["conditions"]):
                 if c["type"] == "Started":
                     execution["conditions"][i] = condition("Started", "CONDITION_FAILED", message, common=common)
             error = {"code": 9, "message": message}
         elif status == "cancelled":
+            exit_code = None
             execution["cancelledCount"] = 1
             message = "The execution was cancelled."
             execution["conditions"][0] = condition("Completed", "CONDITION_FAILED", message, "CANCELLED")
@@ -394,6 +418,21 @@ def register(fake: FakeGoogle) -> None:
             write_logs(job, execution, lines, None, start)
         else:
             raise ValueError(f"fake.run_jobs.outcome gave {status!r}")
+        task = tasks[execution["name"]]
+        task.update(
+            reconciling=False,
+            runningCount=0,
+            completionTime=execution["completionTime"],
+            conditions=[dict(execution["conditions"][0])],
+        )
+        if status == "not_started":
+            task["lastAttemptResult"] = {"status": attempt}
+        elif status != "cancelled":
+            failed_status = {"code": 2, "message": FAILED_TASK.format(execution=short)}
+            task["lastAttemptResult"] = {
+                "status": {"code": 0} if exit_code == 0 else failed_status,
+                "exitCode": exit_code,
+            }
         latest = job.get("latestCreatedExecution", {})
         if latest.get("name") == execution["name"]:
             latest["completionTime"] = execution["completionTime"]
@@ -462,6 +501,25 @@ def register(fake: FakeGoogle) -> None:
         if body.get("validateOnly"):
             return operation(parent(req), EXECUTION_TYPE, execution) | {"done": True}
         executions[name] = execution
+        tasks[name] = {
+            "name": f"{name}/tasks/{short_job}-{suffix}-task0",
+            "uid": str(uuid.uuid4()),
+            "generation": "1",
+            "labels": dict(execution["labels"]),
+            "createTime": execution["createTime"],
+            "startTime": execution["startTime"],
+            "job": short_job,
+            "execution": f"{short_job}-{suffix}",
+            "index": 0,
+            "retried": 0,
+            "containers": copy.deepcopy(execution["template"].get("containers", [])),
+            "maxRetries": execution["template"].get("maxRetries", 3),
+            "timeout": execution["template"].get("timeout", "600s"),
+            "reconciling": True,
+            "conditions": [condition("Completed", "CONDITION_PENDING")],
+            "logUri": execution["logUri"],
+            "etag": f'"{uuid.uuid4().hex[:16]}"',
+        }
         job["executionCount"] = int(job.get("executionCount", 0)) + 1
         job["latestCreatedExecution"] = {"name": name, "createTime": execution["createTime"]}
         op = operation(parent(req), EXECUTION_TYPE, execution)
@@ -470,8 +528,8 @@ def register(fake: FakeGoogle) -> None:
         def complete() -> None:
             if execution.get("completionTime"):
                 return
-            status, lines = control.outcome(copy.deepcopy(job), copy.deepcopy(execution))
-            end(execution, job, op, status, list(lines), start)
+            status, lines, *code = control.outcome(copy.deepcopy(job), copy.deepcopy(execution))
+            end(execution, job, op, status, list(lines), start, *code)
 
         completions[name] = complete
         fake.after("run.execution", complete)
@@ -481,6 +539,18 @@ def register(fake: FakeGoogle) -> None:
     @fake.route("run", "GET", EXECUTION)
     def get_execution(req: Request):
         return copy.deepcopy(existing_execution(req))
+
+    @fake.route("run", "GET", TASKS)
+    def list_tasks(req: Request):
+        task = tasks.get(existing_execution(req)["name"])
+        return {"tasks": [copy.deepcopy(task)]} if task else {}
+
+    @fake.route("run", "GET", TASK)
+    def get_task(req: Request):
+        task = tasks.get(existing_execution(req)["name"])
+        if task is None or not task["name"].endswith(f"/tasks/{req.params['task']}"):
+            raise not_found(f"Task '{req.params['task']}'")
+        return copy.deepcopy(task)
 
     @fake.route("run", "GET", EXECUTIONS)
     def list_executions(req: Request):
@@ -520,6 +590,7 @@ def register(fake: FakeGoogle) -> None:
         if not execution.get("completionTime"):
             cancel(execution)
         executions.pop(execution["name"], None)
+        tasks.pop(execution["name"], None)
         op = operation(parent(req), EXECUTION_TYPE, execution)
         finish(op, EXECUTION_TYPE, execution)
         return dict(op)
