@@ -21,7 +21,7 @@ from e2e_deployment import (
 )
 from e2e_fake_google import FakeGoogle
 from e2e_front import CloudRunFront
-from e2e_mariadb import MariaDB, free_port, missing_binaries
+from e2e_mariadb import MariaDB, free_port, missing_binaries, running_mariadb
 
 from mlflow_gcp.config import Settings
 
@@ -80,14 +80,8 @@ def artifacts_dir() -> Path:
 def mariadb() -> Iterator[MariaDB]:
     if missing := missing_binaries():
         pytest.skip(f"MariaDB binaries not installed ({', '.join(missing)}): apt-get install mariadb-server")
-    with tempfile.TemporaryDirectory(prefix="mlflow-e2e-mariadb-") as tmp:
-        # Encrypted connections only, like the Cloud SQL instance `up` makes (sslMode ENCRYPTED_ONLY).
-        server = MariaDB(Path(tmp), free_port(), new_password(), tls=True)
-        server.start()
-        try:
-            yield server
-        finally:
-            server.stop()
+    with running_mariadb("mlflow-e2e-mariadb-", new_password()) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
