@@ -31,6 +31,8 @@ MUTATING_METHODS = [
     ("storage", "POST", "/upload/storage/v1/b/{bucket}/o"),
     ("cloudbuild", "POST", "/v1/projects/{project}/locations/{location}/builds"),
     ("run", "POST", "/v2/projects/{project}/locations/{location}/services"),
+    # Once the server serves: the MLflow version of the schemas it made, as a label on the instance (issue 24).
+    ("sqladmin", "PATCH", "/v1/projects/{project}/instances/{instance}"),
 ]
 
 

@@ -44,8 +44,8 @@ def test_a_healthy_deployment_is_a_line_per_resource_with_grants_folded_in(fake,
     bucket = next(line for line in lines if line.split()[1] == "bucket")
     assert "objectAdmin" in bucket
     # resources without their grants (encryption and settings record included), the point-in-time window, live
-    # checks, the MLflow version and the two schemas (issue 24)
-    assert len(lines) == 22 + 1 + 3 + 3
+    # checks, the MLflow version and the two schemas (issue 24), the MLflow version recorded on the instance
+    assert len(lines) == 22 + 1 + 3 + 3 + 1
     assert all(line.startswith("ok ") for line in lines)
 
 

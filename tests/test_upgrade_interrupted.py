@@ -38,7 +38,9 @@ BACKUP = ("sqladmin", "POST", "/v1/projects/{project}/instances/{instance}/backu
 JOB_CREATE = ("run", "POST", run_jobs.JOBS)
 JOB_RUN = ("run", "POST", run_jobs.JOB + ":run")
 RESTORE = ("sqladmin", "POST", "/v1/projects/{project}/instances/{instance}/restoreBackup")
-UPGRADE_METHODS = [SERVICE_PATCH, BACKUP, JOB_CREATE, JOB_RUN]
+# The label recording the MLflow version of the schema (`unknown` while the job runs, then the new version).
+INSTANCE_PATCH = ("sqladmin", "PATCH", "/v1/projects/{project}/instances/{instance}")
+UPGRADE_METHODS = [SERVICE_PATCH, BACKUP, JOB_CREATE, JOB_RUN, INSTANCE_PATCH]
 
 # A line the upgrade prints right after (or while) each stage: killed there, the next stage never starts.
 STAGES = {

@@ -42,3 +42,21 @@ def of_deployment(live: Mapping[str, str] | None, settings: Settings) -> bool:
     return live.get("managed-by") == MANAGED_BY["managed-by"] and live.get(DEPLOYMENT_LABEL, settings.service) == str(
         settings.service
     )
+
+
+# The MLflow version whose schema the Cloud SQL instance's databases hold (issue 24). On the instance, not the
+# service: `down` deletes the service and keeps the instance with its data, and the next `up` must know what the
+# data is. A label value allows no dot: `3.17.2` is written `3_17_2` (PEP 440 versions hold no underscore).
+SCHEMA_LABEL = "mlflow-gcp-mlflow-version"
+SCHEMA_NOT_KNOWN = "unknown"  # a migration under way, or data restored from a backup of an unknown MLflow
+
+
+def schema_label_value(version: str) -> str:
+    value = "".join(c if c.isalnum() or c in "-_" else "_" if c == "." else "-" for c in version.lower())
+    return value[:63]
+
+
+def schema_version(live: Mapping[str, str] | None) -> str:
+    """The MLflow version a Cloud SQL instance's labels record its schema at; "" when none is recorded."""
+    value = (live or {}).get(SCHEMA_LABEL, "")
+    return "" if value in ("", SCHEMA_NOT_KNOWN) else value.replace("_", ".")

@@ -35,6 +35,7 @@ from mlflow_gcp.errors import OperationFailedError
 from mlflow_gcp.gcp import retry
 from mlflow_gcp.gcp.clients import Clients
 from mlflow_gcp.gcp.errors import execute, translate
+from mlflow_gcp.labels import SCHEMA_LABEL, SCHEMA_NOT_KNOWN
 from mlflow_gcp.operate import login as login_mod
 from mlflow_gcp.operate.restore_plan import (
     RESTORE_POINT_LABEL,
@@ -280,6 +281,9 @@ class Restore:
             self.log(f"backup {self.point.backup_id} of {plan.previous} restored into {plan.new}")
         live = plan.target.get("settings", {}).get("userLabels", {}) or {}
         labels = {**live, RESTORE_POINT_LABEL: self.point.tag, RESTORED_FROM_LABEL: plan.previous[:63]}
+        # The MLflow of the restored data is not known (a clone carries the label of the instance as it is NOW):
+        # the move's migration records it (steps/schema_record.py).
+        labels[SCHEMA_LABEL] = SCHEMA_NOT_KNOWN
         self._sql().write(
             lambda api: api.instances().patch(
                 project=self.settings.project, instance=plan.new, body={"settings": {"userLabels": labels}}

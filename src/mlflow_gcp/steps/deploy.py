@@ -31,7 +31,13 @@ from mlflow_gcp.resources.live_service import pinned_versions, service_ready, ur
 from mlflow_gcp.service_spec import SECRET_ENV_VARS, ServiceInputs, build_service, own_urls
 from mlflow_gcp.steps import egress
 from mlflow_gcp.steps.connector import RetiredConnector
-from mlflow_gcp.steps.mlflow_version import KEEP_RUNNING_IMAGE, VERSION_ANNOTATION, image_version
+from mlflow_gcp.steps.mlflow_version import (
+    KEEP_RUNNING_IMAGE,
+    VERSION_ANNOTATION,
+    annotation,
+    image_version,
+    in_maintenance,
+)
 from mlflow_gcp.steps.public_access import (
     DOMAIN_RESTRICTED_SHARING,
     INVOKER_IAM_FIELD,
@@ -40,6 +46,7 @@ from mlflow_gcp.steps.public_access import (
     is_invoker_iam_disabled_refused,
     refuses_public_members,
 )
+from mlflow_gcp.steps.schema_record import SERVING_OUTPUT, SchemaRecord
 from mlflow_gcp.steps.service_json import diff, from_json_dict, merged, to_json_dict
 from mlflow_gcp.steps.upgrade import MigrationJobResource, MlflowUpgrade
 
@@ -307,7 +314,8 @@ class CloudRunService(Resource):
         return current if current is not None and not self.drift(current) else None
 
     def outputs(self, current) -> dict[str, str]:
-        return {"service.url": current.uri, "service.urls": ",".join(current.urls)}
+        serving = "" if in_maintenance(current) else annotation(current, VERSION_ANNOTATION)
+        return {"service.url": current.uri, "service.urls": ",".join(current.urls), SERVING_OUTPUT: serving}
 
     def details(self, current) -> dict[str, str]:
         container = current.template.containers[0] if current.template.containers else None
@@ -364,6 +372,8 @@ def resources(ctx: StepContext) -> Iterator[Resource]:
     # First: an image of another MLflow is an upgrade, done in stages before the service is compared.
     yield MlflowUpgrade(ctx, service)
     yield service
+    # Once a revision serves: the MLflow version whose schema the instance now holds, on the instance.
+    yield SchemaRecord(ctx)
     # Made by the first upgrade; listed here so that status shows it and `down` deletes it (before the service).
     yield MigrationJobResource(ctx)
     if service.use_invoker_binding:

@@ -79,18 +79,26 @@ class MlflowVersions:
     image: str  # the new image's
     upgrade_id: str = ""  # set while the service is in maintenance for an upgrade a run has not finished
     previous_image: str = ""  # the image that served before that upgrade
-    source: str = ""  # how `running` is known: annotation, image, server, or "" (unknown)
+    source: str = ""  # how `running` is known: annotation, image, server, instance, or "" (unknown)
     # No service runs (after `down`, or deleted by hand) but the instance was there before this run: its databases
     # may hold a schema of any MLflow, which the new server would refuse to serve. Nothing to put in maintenance.
     no_server: bool = False
+    # The MLflow version whose schema the instance's databases hold, as recorded on it (steps/schema_record.py);
+    # "" when not recorded.
+    schema: str = ""
 
     @property
     def pending(self) -> bool:
         return bool(self.upgrade_id) or self.running != self.image
 
     @property
+    def schema_newer(self) -> bool:
+        """The databases hold the schema of a newer MLflow than the image: it would refuse them."""
+        return is_older(self.image, self.schema)
+
+    @property
     def downgrade(self) -> bool:
-        return not self.upgrade_id and is_older(self.image, self.running)
+        return self.schema_newer or (not self.upgrade_id and is_older(self.image, self.running))
 
     def describe(self) -> str:
         return (
@@ -99,10 +107,11 @@ class MlflowVersions:
 
 
 def live_versions(
-    service: Any, image: str, *, new_image_uri: str = "", login: tuple[str, str] | None = None
+    service: Any, image: str, *, new_image_uri: str = "", login: tuple[str, str] | None = None, schema: str = ""
 ) -> MlflowVersions:
     """The versions, the running one known from the service's annotation, else from its image when it is the one
-    `up` deploys, else from the server's /mlflow-gcp/versions (admin login), else unknown."""
+    `up` deploys, else from the server's /mlflow-gcp/versions (admin login), else unknown. `schema`: the version
+    recorded on the instance (refused when newer than the image)."""
     if service is not None and annotation(service, UPGRADE_ID) and in_maintenance(service):
         return MlflowVersions(
             annotation(service, UPGRADE_FROM) or UNKNOWN,
@@ -110,18 +119,27 @@ def live_versions(
             annotation(service, UPGRADE_ID),
             annotation(service, PREVIOUS_IMAGE),
             "annotation",
+            schema=schema,
         )
     if service is None:
-        return MlflowVersions(UNKNOWN, image)
+        return without_service(image, schema)
     recorded = annotation(service, VERSION_ANNOTATION)
     if recorded:
-        return MlflowVersions(recorded, image, source="annotation")
+        return MlflowVersions(recorded, image, source="annotation", schema=schema)
     if new_image_uri and running_image(service) == new_image_uri:
-        return MlflowVersions(image, image, source="image")
+        return MlflowVersions(image, image, source="image", schema=schema)
     reported = server_reported(service.uri, login)
     if reported:
-        return MlflowVersions(reported, image, source="server")
-    return MlflowVersions(UNKNOWN, image)
+        return MlflowVersions(reported, image, source="server", schema=schema)
+    return MlflowVersions(UNKNOWN, image, schema=schema)
+
+
+def without_service(image: str, schema: str) -> MlflowVersions:
+    """No service (after `down`) on an instance that holds databases: the version recorded on the instance is what
+    the data is at; none recorded (a hand setup's instance), unknown."""
+    if schema:
+        return MlflowVersions(schema, image, source="instance", no_server=True, schema=schema)
+    return MlflowVersions(UNKNOWN, image, no_server=True)
 
 
 def server_reported(url: str, login: tuple[str, str] | None) -> str:
@@ -134,7 +152,15 @@ def server_reported(url: str, login: tuple[str, str] | None) -> str:
     return str((answer or {}).get("mlflow") or "")
 
 
-def downgrade_error(versions: MlflowVersions, newest_backup: str) -> MlflowGcpError:
+def downgrade_error(versions: MlflowVersions, newest_backup: str, instance: str = "") -> MlflowGcpError:
+    server_newer = not (versions.upgrade_id or versions.no_server) and is_older(versions.image, versions.running)
+    newer = versions.running if server_newer else versions.schema
+    said = (
+        f"The server runs MLflow {newer}"
+        if server_newer
+        else f"The databases of the Cloud SQL instance {instance} hold the schema of MLflow {newer} (recorded on the "
+        "instance)"
+    )
     restore = (
         f"To go back to MLflow {versions.image} with the data as it was before the upgrade, restore a backup taken "
         f"before it into a new instance: the newest successful one is {newest_backup} "
@@ -143,10 +169,10 @@ def downgrade_error(versions: MlflowVersions, newest_backup: str) -> MlflowGcpEr
         else "No successful backup of the instance was found (`mlflow-gcp backup list`)."
     )
     return MlflowGcpError(
-        f"The server runs MLflow {versions.running}, newer than the MLflow {versions.image} of the image this "
-        f"mlflow-gcp would deploy: MLflow {versions.image} cannot use a schema migrated by {versions.running}, and "
-        "a migration cannot be undone in place. Nothing was changed.",
-        f"Stay on MLflow {versions.running}: run `mlflow-gcp up --mlflow-version {versions.running}` (remembered), or "
+        f"{said}, newer than the MLflow {versions.image} of the image this mlflow-gcp would deploy: MLflow "
+        f"{versions.image} cannot use a schema migrated by {newer}, and a migration cannot be undone in place. "
+        "Nothing was changed.",
+        f"Stay on MLflow {newer}: run `mlflow-gcp up --mlflow-version {newer}` (remembered), or "
         f"install the mlflow-gcp that deployed it. {restore}",
     )
 
@@ -178,13 +204,26 @@ def refuse_downgrade(settings: Settings, clients: Any, login: Callable[[], tuple
         service = read_service(settings, clients)
     except (MlflowGcpError, gexc.GoogleAPICallError):
         return
-    if service is None:
-        return
-    versions = live_versions(service, image)
-    if versions.running == UNKNOWN and not annotation(service, VERSION_ANNOTATION):
-        versions = live_versions(service, image, login=login())
+    schema = recorded_schema(settings, clients)
+    versions = live_versions(service, image, schema=schema)
+    if service is not None and versions.running == UNKNOWN and not annotation(service, VERSION_ANNOTATION):
+        versions = live_versions(service, image, login=login(), schema=schema)
     if versions.downgrade:
-        raise downgrade_error(versions, newest_backup_named(settings, clients))
+        raise downgrade_error(versions, newest_backup_named(settings, clients), settings.db_instance)
+
+
+def recorded_schema(settings: Settings, clients: Any) -> str:
+    """The MLflow version recorded on the instance (steps/schema_record.py); "" when none, or it cannot be read."""
+    from google.api_core import exceptions as gexc
+
+    from mlflow_gcp.gcp.errors import execute
+    from mlflow_gcp.labels import schema_version
+
+    try:
+        instance = execute(clients.sqladmin().instances().get(project=settings.project, instance=settings.db_instance))
+    except (MlflowGcpError, gexc.GoogleAPICallError):
+        return ""
+    return schema_version(instance.get("settings", {}).get("userLabels"))
 
 
 def upgrade_unfinished(service: Any) -> str:

@@ -14,7 +14,7 @@ from mlflow_gcp.errors import MlflowGcpError, NameTakenError
 from mlflow_gcp.gcp import retry
 from mlflow_gcp.gcp.errors import execute
 from mlflow_gcp.gcp.operations import settled
-from mlflow_gcp.labels import deployment_labels, lacks_labels, with_labels
+from mlflow_gcp.labels import deployment_labels, lacks_labels, schema_version, with_labels
 from mlflow_gcp.resources.password_secret import PasswordSecret, require_target
 from mlflow_gcp.resources.secret import split_credentials
 from mlflow_gcp.steps.network import network_link
@@ -36,6 +36,8 @@ INSTANCE_EFFECTS = {
 }
 UPGRADE = Effect(Impact.RESTART, "upgrades MySQL in place: the database is down for several minutes")
 DOWNGRADE = Effect(Impact.IMPOSSIBLE, "MySQL cannot be downgraded")
+# Output: the MLflow version whose schema the instance's databases hold, as its label records it ("" when none).
+SCHEMA_OUTPUT = "database.mlflow_schema"
 
 
 def version_key(version: str) -> tuple[int, ...]:
@@ -281,6 +283,7 @@ class Instance(Resource):
 
     def outputs(self, current: dict) -> dict[str, str]:
         values = {"database.instance": self.name, "database.connection_name": current.get("connectionName", "")}
+        values[SCHEMA_OUTPUT] = schema_version(current.get("settings", {}).get("userLabels"))
         private = next((a["ipAddress"] for a in current.get("ipAddresses", []) if a.get("type") == "PRIVATE"), None)
         if private:
             values["database.private_ip"] = private

@@ -51,8 +51,11 @@ from mlflow_gcp.steps.mlflow_version import (
     new_upgrade_id,
     newest_backup_named,
     running_image,
+    without_service,
 )
+from mlflow_gcp.steps.schema_record import record
 from mlflow_gcp.steps.service_json import merged, to_json_dict
+from mlflow_gcp.steps.sql_instance import SCHEMA_OUTPUT
 
 RESTORE_TIMEOUT = 60 * 60.0
 
@@ -87,13 +90,15 @@ class MlflowUpgrade(Resource):
         live = self.service.read()
         if live is not None and self.ctx.outputs.get(DATABASE_MOVING):
             return MlflowVersions(UNKNOWN, self.image, no_server=True)  # no server uses the restored data yet
+        schema = self.ctx.outputs.get(SCHEMA_OUTPUT) or ""
         if live is None:
             instance = self.ctx.outputs.get("database.instance")
             if instance is None or INSTANCE_CREATED.format(instance) in self.ctx.created_now:
                 return None  # a first deploy: the server makes fresh schemas in the empty databases
-            return MlflowVersions(UNKNOWN, self.image, no_server=True)
+            # After `down`: the version recorded on the instance; the same as the image's deploys at once.
+            return without_service(self.image, schema)
         self.live = live
-        return live_versions(live, self.image, new_image_uri=self.service.image, login=self.login())
+        return live_versions(live, self.image, new_image_uri=self.service.image, login=self.login(), schema=schema)
 
     def drift(self, current: MlflowVersions) -> list[str]:
         return [FIELD] if current.pending else []
@@ -109,7 +114,8 @@ class MlflowUpgrade(Resource):
     def problem(self, current: MlflowVersions | None) -> MlflowGcpError | None:
         if current is None or not current.downgrade:
             return None
-        return downgrade_error(current, newest_backup_named(self.ctx.settings, self.ctx.clients))
+        settings = self.ctx.settings
+        return downgrade_error(current, newest_backup_named(settings, self.ctx.clients), settings.db_instance)
 
     def details(self, current: MlflowVersions) -> dict[str, str]:
         return {"running": current.running, "image": current.image}
@@ -217,6 +223,7 @@ class Upgrade:
         result = self.migrate(backup)
         outcome = (result.exit_result or {}).get("outcome")
         if result.state == "succeeded" and outcome in (*SERVING_OUTCOMES, None):
+            self.record(v.image)
             self.serve()
             self.verify()
             self.log(
@@ -235,6 +242,7 @@ class Upgrade:
                 "`mlflow-gcp restore BACKUP_ID`).",
             )
         self.restore(backup)
+        self.record(v.running)
         self.roll_back_template()
         raise MigrationFailed(
             f"The migration of the database to MLflow {v.image} failed ({line}). It was rolled back: backup "
@@ -255,11 +263,13 @@ class Upgrade:
         result = self.migrate(backup)
         outcome = (result.exit_result or {}).get("outcome")
         if result.state == "succeeded" and outcome in (*SERVING_OUTCOMES, None):
+            self.record(self.versions.image)
             self.log(f"the databases are at MLflow {self.versions.image} (schema {outcome or 'migrated'})")
             return
         line = self.job_line(result)
         if outcome != NEWER_SCHEMA:
             self.restore(backup)
+            self.record(self.versions.running)
         raise MigrationFailed(
             f"The databases of {self.settings.db_instance} could not be brought to MLflow {self.versions.image} "
             f"({line}). " + ("Nothing was changed." if outcome == NEWER_SCHEMA else f"Backup {backup.id}, taken just "
@@ -322,12 +332,19 @@ class Upgrade:
         live = self.resource.service.read()
         template = self.resource.serving_body(live) if live is not None else self.resource.service.desired(None)
         job.ensure(template["template"])
+        self.record("")  # until the job has ended, the schema may be anywhere between the two versions
         # An execution still running (a run stopped while it waited) is waited for, not started again.
         execution = job.start()
         self.log(f"migration {execution.rsplit('/', 1)[-1]} of the job {self.settings.service}-migrate runs")
         result = job.wait(execution, self.log)
         self.log(f"migration {result.short_name} {result.state}")
         return result
+
+    def record(self, version: str) -> None:
+        """The version the instance's schema is at, on the instance (steps/schema_record.py); "" or "unknown":
+        not known."""
+        version = "" if version == UNKNOWN else version
+        record(self.ctx, version, f"the MLflow version its schema is at ({version or 'unknown'})")
 
     @staticmethod
     def job_line(result) -> str:

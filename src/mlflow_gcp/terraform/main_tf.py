@@ -17,7 +17,7 @@ from mlflow_gcp.config import (
     Settings,
     setting_fields,
 )
-from mlflow_gcp.labels import deployment_labels
+from mlflow_gcp.labels import SCHEMA_LABEL, deployment_labels
 from mlflow_gcp.resources.credential_record import APPLIED
 from mlflow_gcp.service_spec import ServiceInputs, build_service, render_env_file, server_settings
 from mlflow_gcp.steps.apis import REQUIRED_APIS
@@ -197,6 +197,9 @@ class MainTf:
                     "settings": Block("", body=instance_settings),
                 },
                 depends_on=["google_service_networking_connection.private"],
+                # `up` records on the instance the MLflow version its schema is at (steps/schema_record.py); the
+                # module does not migrate, so it neither sets nor removes that label.
+                lifecycle={"ignore_changes": [Expr(f'settings[0].user_labels["{SCHEMA_LABEL}"]')]},
             ),
             *[
                 self.r.resource(

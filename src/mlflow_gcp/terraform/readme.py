@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mlflow_gcp.config import Settings
+from mlflow_gcp.labels import SCHEMA_LABEL
 from mlflow_gcp.resources.credential_record import APPLIED
 from mlflow_gcp.terraform.blocks import WAITS
 
@@ -82,7 +83,9 @@ user has (the annotation `{APPLIED}`, kept by `mlflow-gcp up` and `mlflow-gcp cr
 it with a `google_secret_manager_secret` data source), so `terraform apply` after a rotation pins the new password,
 never the old one. `secret_versions` in variables.tf (the versions at export) is used only for a secret with no
 record and for `mlflow-env` and the session key. The service's template labels are ignored
-(`lifecycle.ignore_changes`): `up` and `rotate` mark the revision that brings in a new password with one.
+(`lifecycle.ignore_changes`): `up` and `rotate` mark the revision that brings in a new password with one. So is
+the Cloud SQL instance's label `{SCHEMA_LABEL}`: `up` records on it the MLflow version whose schema the databases
+hold (it decides whether the next `up` migrates), and Terraform does not migrate.
 
 ### State
 
