@@ -84,6 +84,42 @@ def test_logs_follow_prints_new_lines_once_and_ctrl_c_ends_cleanly(entries, monk
     assert polls == [source.FOLLOW_INTERVAL_SECONDS] * 3
 
 
+def job_entry(fake, minutes: float, text: str, *, job: str = "mlflow-migrate", severity: str = "DEFAULT") -> None:
+    """A line of a Cloud Run job's execution, as Cloud Run writes it (tests/fake_gcp/apis/run_jobs.py)."""
+    fake.add_log_entry(
+        ago(minutes),
+        text,
+        severity=severity,
+        logName="projects/demo-project/logs/run.googleapis.com%2Fstderr",
+        resource={
+            "type": "cloud_run_job",
+            "labels": {"job_name": job, "location": "europe-west1", "project_id": "demo-project"},
+        },
+        labels={"run.googleapis.com/execution_name": f"{job}-x7k2p", "run.googleapis.com/task_index": "0"},
+    )
+
+
+def test_logs_show_the_migration_jobs_lines_labelled_among_the_servers(entries):
+    """An MLflow upgrade's job (`{service}-migrate`) writes to Cloud Logging as a `cloud_run_job`: its lines are
+    shown in time order with the server's, each labelled with its execution; another job's are not."""
+    job_entry(entries, 25, "mlflow-gcp: migration result: {\"outcome\": \"failed\", \"error\": \"Table exists\"}")
+    job_entry(entries, 24, "Container called exit(1).", severity="ERROR")
+    job_entry(entries, 23, "a line of another job", job="nightly")
+    result = cli("logs")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) == 5, result.stdout
+    assert "Listening at" in lines[0]
+    assert "migration job mlflow-migrate-x7k2p: mlflow-gcp: migration result:" in lines[1]
+    assert "migration job mlflow-migrate-x7k2p: Container called exit(1)." in lines[2]
+    assert "another job" not in result.stdout
+    errors = json.loads(cli("logs", "--errors", "--json").stdout)["entries"]
+    assert [(e["source"], e["text"]) for e in errors] == [
+        ("migration job mlflow-migrate-x7k2p", "Container called exit(1)."),
+        ("", "Traceback: OperationalError (2003) mysql+pymysql://root:***@10.1.2.3/db"),
+    ]
+
+
 def test_open_prints_the_url_without_a_terminal_and_says_when_nothing_is_deployed(fake, monkeypatch):
     import webbrowser
 

@@ -16,6 +16,7 @@ from tests.test_upgrade import (
     OLD,
     PLAN_LINE,
     assert_upgraded,
+    fails_halfway,
     migrates,
     pin,
     positions,
@@ -168,3 +169,18 @@ def test_restore_on_a_service_of_an_earlier_tool_asks_for_its_version_before_any
     assert unknown.exit_code != 0
     assert "is not recorded" in flat(unknown.output) and "Run `mlflow-gcp up` first" in flat(unknown.output)
     assert fake.mutating_requests() == []
+
+
+def test_logs_show_the_output_of_a_failed_upgrades_migration_job(fake, double, tmp_path):
+    """After an upgrade rolled back, `logs` shows the job's lines (its result line and its exit) beside the
+    server's, labelled with the execution: what failed is readable without the console."""
+    fake.run_jobs.outcome = fails_halfway(fake)
+    pin(tmp_path, NEW)
+    assert cli("up", "--yes").exit_code != 0
+    execution = fake.run_jobs.executions("mlflow-migrate")[0]["name"].rsplit("/", 1)[-1]
+    result = cli("logs")
+    assert result.exit_code == 0, result.output
+    text = flat(result.stdout)
+    assert f"migration job {execution}: mlflow-gcp: migration result:" in text, text
+    assert "Table 'secrets' already exists" in text
+    assert f"migration job {execution}: Container called exit(1)." in text

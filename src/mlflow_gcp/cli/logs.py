@@ -34,6 +34,8 @@ def logs(
 ) -> None:
     """Show the server's recent log lines (Cloud Logging, the Cloud Run service's entries). Reads only.
 
+    Lines of an MLflow upgrade's migration job are shown too, labelled `migration job EXECUTION`.
+
     Passwords and tokens found in a line are shown as ***."""
     from mlflow_gcp.gcp.clients import Clients
     from mlflow_gcp.operate import logs as source
@@ -86,4 +88,5 @@ def _show(line) -> None:
 
     style = SEVERITY_STYLE.get(line.severity, "")
     severity = f"[{style}]{line.severity:<8}[/]" if style else f"{line.severity:<8}"
-    out.print(f"[dim]{line.timestamp[:19].replace('T', ' ')}[/] {severity} {escape(line.text)}", soft_wrap=True)
+    source = f"[magenta]{escape(line.source)}:[/] " if line.source else ""
+    out.print(f"[dim]{line.timestamp[:19].replace('T', ' ')}[/] {severity} {source}{escape(line.text)}", soft_wrap=True)

@@ -1,6 +1,8 @@
 """The server's recent log lines, read from Cloud Logging (`entries.list` of logging.googleapis.com v2,
 https://cloud.google.com/logging/docs/reference/v2/rest/v2/entries/list) through the discovery client that the
-library already bundles (no extra dependency), filtered on the Cloud Run service.
+library already bundles (no extra dependency), filtered on the Cloud Run service; and the lines of the MLflow
+upgrade's migration job (`{service}-migrate`, resource type `cloud_run_job`), each labelled with its execution, so
+that the output of an upgrade that ran or failed is there beside the server's.
 
 Nothing secret is ever returned: what looks like a password (a URL's user info, an `Authorization` header, a
 `password=`/`PASSWORD:` value, the value of the secrets' variables) is replaced by `***` before anything leaves
@@ -38,6 +40,7 @@ class LogLine:
     severity: str
     text: str
     insert_id: str
+    source: str = ""  # "" for the server; "migration job EXECUTION" for a line of the upgrade's job
 
     @property
     def is_error(self) -> bool:
@@ -86,6 +89,29 @@ def service_filter(settings: Settings, *, after: str, errors_only: bool, inclusi
     return " AND ".join(clauses)
 
 
+def job_filter(settings: Settings, *, after: str, errors_only: bool, inclusive: bool = True) -> str:
+    """The Logging query of the migration job's entries (as gcloud's `run jobs executions logs read` filters)."""
+    from mlflow_gcp.resources.migration_job import job_name
+
+    clauses = [
+        'resource.type="cloud_run_job"',
+        f'resource.labels.job_name="{job_name(settings)}"',
+        f'resource.labels.location="{settings.region}"',
+        f'timestamp{">=" if inclusive else ">"}"{after}"',
+    ]
+    if errors_only:
+        clauses.append("severity>=ERROR")
+    return " AND ".join(clauses)
+
+
+def queries(settings: Settings, *, after: str, errors_only: bool) -> list[tuple[str, str]]:
+    """(what, query) of the server's entries and the migration job's."""
+    return [
+        (f"Cloud Run service {settings.service}", service_filter(settings, after=after, errors_only=errors_only)),
+        ("its migration job", job_filter(settings, after=after, errors_only=errors_only)),
+    ]
+
+
 def entry_text(entry: dict) -> str:
     """One line for an entry: its text, its JSON message, or the request it logs."""
     if "textPayload" in entry:
@@ -103,15 +129,30 @@ def entry_text(entry: dict) -> str:
 
 
 def _line(entry: dict) -> LogLine:
+    source = ""
+    if (entry.get("resource") or {}).get("type") == "cloud_run_job":
+        execution = (entry.get("labels") or {}).get("run.googleapis.com/execution_name", "")
+        source = f"migration job {execution}".strip()
     return LogLine(
         timestamp=str(entry.get("timestamp", "")),
         severity=str(entry.get("severity", "DEFAULT")),
         text=entry_text(entry),
         insert_id=str(entry.get("insertId", "")),
+        source=source,
     )
 
 
-def read_entries(clients: Clients, settings: Settings, query: str, *, limit: int) -> list[LogLine]:
+def read_all(clients: Clients, settings: Settings, *, after: str, errors_only: bool, limit: int) -> list[LogLine]:
+    """The newest `limit` entries of the server and of its migration job, oldest first."""
+    lines = [
+        line
+        for what, query in queries(settings, after=after, errors_only=errors_only)
+        for line in read_entries(clients, settings, query, limit=limit, what=what)
+    ]
+    return sorted(lines, key=lambda line: (line.timestamp, line.insert_id))[-limit:]
+
+
+def read_entries(clients: Clients, settings: Settings, query: str, *, limit: int, what: str = "") -> list[LogLine]:
     """The newest `limit` entries that match, oldest first."""
     from google.api_core import exceptions as gexc
 
@@ -135,15 +176,15 @@ def read_entries(clients: Clients, settings: Settings, query: str, *, limit: int
                 break
             body["pageToken"] = token
     except gexc.GoogleAPICallError as e:
-        raise translate(e, f"reading the logs of Cloud Run service {settings.service}", settings.project) from e
+        what = what or f"Cloud Run service {settings.service}"
+        raise translate(e, f"reading the logs of {what}", settings.project) from e
     return list(reversed(lines[:limit]))
 
 
 def recent(
     clients: Clients, settings: Settings, *, since: datetime, errors_only: bool = False, limit: int = 100
 ) -> list[LogLine]:
-    query = service_filter(settings, after=rfc3339(since), errors_only=errors_only)
-    return read_entries(clients, settings, query, limit=limit)
+    return read_all(clients, settings, after=rfc3339(since), errors_only=errors_only, limit=limit)
 
 
 def follow(
@@ -161,8 +202,7 @@ def follow(
     newest = max((line.timestamp for line in after), default=rfc3339(since))
     while True:
         pause()
-        query = service_filter(settings, after=newest, errors_only=errors_only)
-        for line in read_entries(clients, settings, query, limit=PAGE_SIZE):
+        for line in read_all(clients, settings, after=newest, errors_only=errors_only, limit=PAGE_SIZE):
             if line.insert_id in seen:
                 continue
             seen.add(line.insert_id)
