@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import re
+from collections.abc import Iterator
 
 from tests.fake_gcp.compute_operations import BASE, TIME, ComputeOperations
 from tests.fake_gcp.server import PROJECT, ApiError, FakeGoogle, Request
@@ -27,6 +28,30 @@ def network_link(project: str, name: str) -> str:
 def short_network(value: str) -> str:
     """`https://…/projects/P/global/networks/N` or `projects/P/global/networks/N` or `global/networks/N` → N."""
     return value.rstrip("/").rsplit("/", 1)[-1]
+
+
+def check_name(name: str) -> None:
+    """Compute's refusal of a name it does not take for a resource."""
+    if not _NAME.match(name):
+        raise ApiError(400, f"Invalid value for field 'resource.name': '{name}'.", legacy_reason="invalid")
+
+
+def resource_exists(resource: str) -> ApiError:
+    """Compute's 409 for an insert of `resource` (its path, `projects/P/global/networks/N`), whose name is in use."""
+    return ApiError(409, f"The resource '{resource}' already exists", legacy_reason="alreadyExists")
+
+
+def resource_missing(resource: str) -> ApiError:
+    """Compute's 404 for `resource` (its path, or the name a method was given)."""
+    return ApiError(404, f"The resource '{resource}' was not found", legacy_reason="notFound")
+
+
+def reserved_ranges(fake: FakeGoogle, network: str) -> Iterator[tuple[str, ipaddress.IPv4Network]]:
+    """The ranges reserved on `network` (global addresses with a prefix, such as the private services range): the
+    address's name and its block."""
+    for address in fake.state.get("compute_addresses", {}).values():
+        if short_network(address.get("network", "")) == network and address.get("prefixLength"):
+            yield address["name"], ipaddress.ip_network(f"{address['address']}/{address['prefixLength']}", strict=False)
 
 
 def register(fake: FakeGoogle) -> None:
@@ -70,12 +95,7 @@ def register(fake: FakeGoogle) -> None:
                 fake.compute_default_network_lag -= 1
                 network = None
         if network is None:
-            raise ApiError(
-                404,
-                f"The resource 'projects/{req.params['project']}/global/networks/{req.params['network']}' "
-                "was not found",
-                legacy_reason="notFound",
-            )
+            raise resource_missing(f"projects/{req.params['project']}/global/networks/{req.params['network']}")
         return network
 
     @fake.route("compute", "GET", NETWORKS)
@@ -87,14 +107,9 @@ def register(fake: FakeGoogle) -> None:
         body = req.json
         name = body.get("name", "")
         project = req.params["project"]
-        if not _NAME.match(name):
-            raise ApiError(400, f"Invalid value for field 'resource.name': '{name}'.", legacy_reason="invalid")
+        check_name(name)
         if name in networks:
-            raise ApiError(
-                409,
-                f"The resource 'projects/{project}/global/networks/{name}' already exists",
-                legacy_reason="alreadyExists",
-            )
+            raise resource_exists(f"projects/{project}/global/networks/{name}")
         if "IPv4Range" in body:
             raise ApiError(400, "Legacy networks are not supported.", legacy_reason="invalid")
         auto = bool(body.get("autoCreateSubnetworks", False))
@@ -129,12 +144,7 @@ def register(fake: FakeGoogle) -> None:
     def get_address(req: Request):
         address = addresses.get(req.params["address"])
         if address is None:
-            raise ApiError(
-                404,
-                f"The resource 'projects/{req.params['project']}/global/addresses/{req.params['address']}' "
-                "was not found",
-                legacy_reason="notFound",
-            )
+            raise resource_missing(f"projects/{req.params['project']}/global/addresses/{req.params['address']}")
         return address
 
     @fake.route("compute", "GET", ADDRESSES)
@@ -146,14 +156,9 @@ def register(fake: FakeGoogle) -> None:
         body = req.json
         name = body.get("name", "")
         project = req.params["project"]
-        if not _NAME.match(name):
-            raise ApiError(400, f"Invalid value for field 'resource.name': '{name}'.", legacy_reason="invalid")
+        check_name(name)
         if name in addresses:
-            raise ApiError(
-                409,
-                f"The resource 'projects/{project}/global/addresses/{name}' already exists",
-                legacy_reason="alreadyExists",
-            )
+            raise resource_exists(f"projects/{project}/global/addresses/{name}")
         purpose = body.get("purpose", "")
         if purpose == "VPC_PEERING":
             if body.get("addressType") != "INTERNAL":
@@ -162,11 +167,7 @@ def register(fake: FakeGoogle) -> None:
                 raise ApiError(400, "Invalid value for field 'resource.prefixLength': required for VPC_PEERING.")
             network = short_network(body.get("network", ""))
             if network not in networks:
-                raise ApiError(
-                    404,
-                    f"The resource 'projects/{project}/global/networks/{network}' was not found",
-                    legacy_reason="notFound",
-                )
+                raise resource_missing(f"projects/{project}/global/networks/{network}")
         prefix = int(body.get("prefixLength", 32))
         start = body.get("address") or f"10.{next(next_block)}.0.0"
         try:
@@ -212,7 +213,7 @@ def register(fake: FakeGoogle) -> None:
         # (https://cloud.google.com/compute/docs/reference/rest/v1/globalAddresses/setLabels).
         address = addresses.get(req.params["resource"])
         if address is None:
-            raise ApiError(404, f"The resource '{req.params['resource']}' was not found", legacy_reason="notFound")
+            raise resource_missing(req.params["resource"])
         body = req.json
         if body.get("labelFingerprint") != address["labelFingerprint"]:
             raise ApiError(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from tests.fake_gcp.apis.compute import network_link, short_network
+from tests.fake_gcp.apis.compute import check_name, network_link, reserved_ranges, resource_exists, short_network
 from tests.fake_gcp.compute_operations import BASE, TIME, ComputeOperations
 from tests.fake_gcp.server import PROJECT, ApiError, FakeGoogle, Request, not_found
 
@@ -26,7 +26,6 @@ AUTO_RANGES = {
     "europe-west4": "10.164.0.0/20",
     "europe-west9": "10.200.0.0/20",
 }
-_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 def register(fake: FakeGoogle) -> None:
@@ -70,11 +69,9 @@ def register(fake: FakeGoogle) -> None:
             if short_network(sub["network"]) == network and cidr.overlaps(ipaddress.ip_network(sub["ipCidrRange"])):
                 where = sub["region"].rsplit("/", 1)[-1]
                 return f"conflicts with existing subnetwork '{sub['name']}' in region '{where}'"
-        for address in fake.state.get("compute_addresses", {}).values():
-            if short_network(address.get("network", "")) == network and address.get("prefixLength"):
-                block = ipaddress.ip_network(f"{address['address']}/{address['prefixLength']}", strict=False)
-                if cidr.overlaps(block):
-                    return f"conflicts with the reserved range '{address['name']}' ({block})"
+        for name, block in reserved_ranges(fake, network):
+            if cidr.overlaps(block):
+                return f"conflicts with the reserved range '{name}' ({block})"
         for connector in fake.state.get("vpc_connectors", {}).values():
             same = short_network(connector.get("network", "")) == network and connector.get("ipCidrRange")
             if same and cidr.overlaps(ipaddress.ip_network(connector["ipCidrRange"])):
@@ -111,8 +108,7 @@ def register(fake: FakeGoogle) -> None:
     def insert(req: Request):
         body, project, region = req.json, req.params["project"], req.params["region"]
         name = body.get("name", "")
-        if not _NAME.match(name):
-            raise ApiError(400, f"Invalid value for field 'resource.name': '{name}'.", legacy_reason="invalid")
+        check_name(name)
         network = short_network(body.get("network", ""))
         if network not in networks:
             raise ApiError(
@@ -131,11 +127,7 @@ def register(fake: FakeGoogle) -> None:
             ) from None
         auto_subnets(project, region)
         if f"{region}/{name}" in subnets:
-            raise ApiError(
-                409,
-                f"The resource 'projects/{project}/regions/{region}/subnetworks/{name}' already exists",
-                legacy_reason="alreadyExists",
-            )
+            raise resource_exists(f"projects/{project}/regions/{region}/subnetworks/{name}")
         why = conflict(network, cidr, region)
         if why:
             raise ApiError(400, f"Invalid IPCidrRange: {cidr} {why}.", legacy_reason="invalid")

@@ -11,6 +11,8 @@ someone else made).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from tests.fake_gcp.apis.compute import short_network
 from tests.fake_gcp.server import PROJECT, PROJECT_NUMBER, ApiError, FakeGoogle, LongRunningStore, Request
 
@@ -96,6 +98,15 @@ def register(fake: FakeGoogle) -> None:
         set_peering(network, True)
         return connection
 
+    def start(finish: Callable[[], dict]) -> dict:
+        """A change of a connection, run as Google runs it: a long-running operation (latency
+        `servicenetworking.connect`)."""
+        return operations.start("servicenetworking.connect", finish, name=f"operations/pssn.p24-{fake.next_id()}")
+
+    def connecting(network: str, ranges: list[str]) -> dict:
+        """The operation that connects `network` with `ranges` (a new connection, or new ranges)."""
+        return start(lambda: {"@type": CONNECTION_TYPE, **connect(network, ranges)})
+
     def check_service(req: Request) -> None:
         if req.params["service"] != "servicenetworking.googleapis.com":
             raise ApiError(404, f"Service '{req.params['service']}' not found.")
@@ -124,11 +135,7 @@ def register(fake: FakeGoogle) -> None:
                 status="FAILED_PRECONDITION",
             )
 
-        def finish():
-            connection = connect(name, ranges)
-            return {"@type": CONNECTION_TYPE, **connection}
-
-        return operations.start("servicenetworking.connect", finish, name=f"operations/pssn.p24-{fake.next_id()}")
+        return connecting(name, ranges)
 
     @fake.route("servicenetworking", "PATCH", "/v1/services/{service}/connections/{connection}")
     def patch(req: Request):
@@ -155,11 +162,7 @@ def register(fake: FakeGoogle) -> None:
                 status="FAILED_PRECONDITION",
             )
 
-        def finish():
-            connection = connect(name, ranges)
-            return {"@type": CONNECTION_TYPE, **connection}
-
-        return operations.start("servicenetworking.connect", finish, name=f"operations/pssn.p24-{fake.next_id()}")
+        return connecting(name, ranges)
 
     @fake.route("servicenetworking", "POST", "/v1/services/{service}/connections/{connection}")
     def delete_connection(req: Request):
@@ -180,7 +183,7 @@ def register(fake: FakeGoogle) -> None:
             set_peering(name, False)
             return {"@type": EMPTY_TYPE}
 
-        return operations.start("servicenetworking.connect", finish, name=f"operations/pssn.p24-{fake.next_id()}")
+        return start(finish)
 
     @fake.route("servicenetworking", "GET", "/v1/operations/{name=**}")
     def get_operation(req: Request):

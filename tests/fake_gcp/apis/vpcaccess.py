@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from tests.fake_gcp.apis.compute import short_network
+from tests.fake_gcp.apis.compute import reserved_ranges, short_network
 from tests.fake_gcp.server import ApiError, FakeGoogle, LongRunningStore, Request
 
 CONNECTORS = "/v1/projects/{project}/locations/{location}/connectors"
@@ -89,11 +89,9 @@ def register(fake: FakeGoogle) -> None:
         for name, other in connectors.items():
             if name != own and other.get("ipCidrRange") and cidr.overlaps(ipaddress.ip_network(other["ipCidrRange"])):
                 return f"connector {name}"
-        for address in fake.state.get("compute_addresses", {}).values():
-            if short_network(address.get("network", "")) == network and address.get("prefixLength"):
-                block = ipaddress.ip_network(f"{address['address']}/{address['prefixLength']}", strict=False)
-                if cidr.overlaps(block):
-                    return f"reserved range {address['name']} ({block})"
+        for reserved, block in reserved_ranges(fake, network):
+            if cidr.overlaps(block):
+                return f"reserved range {reserved} ({block})"
         for sub in fake.state.get("compute_subnetworks", {}).values():
             if short_network(sub.get("network", "")) == network and cidr.overlaps(
                 ipaddress.ip_network(sub["ipCidrRange"])
