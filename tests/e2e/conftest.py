@@ -121,11 +121,36 @@ def client_env(rehearsal: Rehearsal) -> Iterator[dict[str, str]]:
         os.environ.update(saved)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The end-to-end tests are one ordered rehearsal (a user or experiment made by one test is used by the next)
-    around one MariaDB and one server: under pytest-xdist's `--dist loadgroup` they all go to one worker, in order,
-    while the other workers take the rest of the suite."""
+# The end-to-end tests that need a MariaDB and a server form two rehearsals, each in a pytest-xdist group of its own:
+# under `--dist loadgroup` a group runs on one worker, in order, with that worker's own MariaDB, fake Google, front
+# and server (the session fixtures above, temporary directories and free ports of their own), so the two run side by
+# side while the rest of the suite spreads over the workers. Balanced by measured time (a serial run of tests/e2e on
+# 2026-12-08, load 6-8: about 235 s each, with the ~12 s each group takes to start MariaDB and the server; side by
+# side under `-n 3`, 340 s and 350 s). No file may use what a file of the other group made; a new file goes to the
+# first group unless listed here.
+SECOND_REHEARSAL = frozenset({
+    "test_upgrade_e2e.py",  # ~118 s
+    "test_ui_nonadmin_e2e.py",  # ~66 s
+    "test_server_e2e.py",  # ~22 s
+    "test_credentials_e2e.py",  # ~21 s
+})
+# The session fixtures that make a rehearsal: a test needing none of them (the image's definition, the entrypoint's
+# fail-fast checks, the metadata server) is in no group and runs on any worker.
+REHEARSAL_FIXTURES = frozenset({"mariadb", "rehearsal", "client_env"})
+
+
+def rehearsal_group(item: pytest.Item) -> str | None:
     e2e_dir = Path(__file__).resolve().parent
+    path = Path(str(item.fspath)).resolve()
+    if e2e_dir not in path.parents or not REHEARSAL_FIXTURES & set(getattr(item, "fixturenames", ())):
+        return None
+    return "e2e-2" if path.name in SECOND_REHEARSAL else "e2e-1"
+
+
+# First: pytest-xdist reads the groups in its own hook of the same name, which runs before this one when this file is
+# loaded at start-up (`pytest tests/e2e ...` names this directory), and the tests would then go out as singles.
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if e2e_dir in Path(str(item.fspath)).resolve().parents:
-            item.add_marker(pytest.mark.xdist_group("e2e"))
+        if group := rehearsal_group(item):
+            item.add_marker(pytest.mark.xdist_group(group))
