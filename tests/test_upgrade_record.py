@@ -6,6 +6,9 @@ a record newer than the image is refused up front, before the maintenance and th
 
 from __future__ import annotations
 
+import datetime as dt
+import time
+
 from tests.helpers import cli
 from tests.test_upgrade import (
     DATA,
@@ -19,6 +22,7 @@ from tests.test_upgrade import (
     migrates,
     pin,
     positions,
+    result_line,
     version_of,
 )
 
@@ -117,13 +121,38 @@ def test_going_back_during_an_unfinished_upgrade_is_refused_up_front(fake, doubl
     assert cli("up", "--yes").exit_code != 0
     assert recorded(fake) == "3_18_0" and fake.sql_data[INSTANCE]["schema"] == NEW
     fake.clear_log()
-    result = cli("up", "--mlflow-version", OLD, "--yes")
-    assert result.exit_code != 0
-    flat = " ".join(result.output.split())
-    assert f"hold the schema of MLflow {NEW}" in flat and f"--mlflow-version {NEW}" in flat
-    assert fake.mutating_requests() == []
+    for args in (("--yes",), ("--dry-run",)):
+        result = cli("up", "--mlflow-version", OLD, *args)
+        assert result.exit_code != 0
+        flat = " ".join(result.output.split())
+        assert f"hold the schema of MLflow {NEW}" in flat and f"--mlflow-version {NEW}" in flat
+        assert fake.mutating_requests() == []
     fake.run_jobs.outcome = migrates(fake)
     result = cli("up", "--mlflow-version", NEW, "--yes")
     assert result.exit_code == 0, result.output
     assert_upgraded(fake, double)
     assert len(fake.run_jobs.executions("mlflow-migrate")) == 1
+
+
+def test_a_restore_to_a_time_before_the_upgrade_does_not_carry_the_newer_record(fake, double, tmp_path):  # noqa: F811
+    """A point-in-time clone carries its source's labels as they are NOW (3.18.0) while its data is as it was
+    before the upgrade (3.17.2): the restore marks it unknown until the move's migration records the version. Here
+    the move fails before that migration (mlflow-env's new version refused): the clone must not say 3.18.0."""
+    time.sleep(0.01)
+    when = dt.datetime.now(dt.timezone.utc)
+    time.sleep(0.01)
+    fake.run_jobs.outcome = migrates(fake)
+    pin(tmp_path, NEW)
+    assert cli("up", "--yes").exit_code == 0
+    stamp = when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    new = f"{INSTANCE}-restore-t{when.strftime('%Y%m%d-%H%M%S')}"
+    fake.fail(400, api="secretmanager", method="POST", path_contains="mlflow-env:addVersion")
+    result = cli("restore", "--to-time", stamp, "--mlflow-version", OLD, "--yes")
+    assert result.exit_code != 0
+    assert fake.sql_data[new] == DATA  # the data as it was under MLflow 3.17.2
+    assert recorded(fake, new) == "unknown"
+    assert recorded(fake) == "3_18_0"  # the previous instance, untouched
+    fake.run_jobs.outcome = lambda job, execution: ("succeeded", [result_line("current")])
+    again = cli("restore", "--to-time", stamp, "--mlflow-version", OLD, "--yes")
+    assert again.exit_code == 0, again.output
+    assert recorded(fake, new) == "3_17_2" and version_of(fake) == OLD
