@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from mlflow_gcp.config import Settings, validate
-from mlflow_gcp.engine.base import Mode, StepContext, StepResult
+from mlflow_gcp.engine.base import Mode, Status, StepContext, StepResult
 from mlflow_gcp.engine.loop import run_step
 from mlflow_gcp.gcp.clients import Clients
 from mlflow_gcp.steps import BY_NAME, load_prerequisites
@@ -26,6 +26,16 @@ def run_steps(*names: str, mode: Mode = Mode.APPLY, prerequisites: bool = True, 
     if prerequisites:
         load_prerequisites(names, ctx)
     return [run_step(BY_NAME[name], ctx) for name in names]
+
+
+def assert_rerun_sends_nothing(fake, step: str, **overrides) -> StepResult:
+    """`step` run again (the fake's log cleared first) finds nothing to do and sends no change."""
+    fake.clear_log()
+    [again] = run_steps(step, **overrides)
+    assert again.status is Status.UNCHANGED, again
+    sent = fake.mutating_requests()
+    assert sent == [], sent
+    return again
 
 
 def cli(*args: str, env: dict[str, str] | None = None, input: str | None = None):

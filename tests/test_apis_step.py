@@ -1,16 +1,13 @@
 from mlflow_gcp.engine.base import Mode, Status
 from mlflow_gcp.steps.apis import REQUIRED_APIS
-from tests.helpers import run_steps
+from tests.helpers import assert_rerun_sends_nothing, run_steps
 
 
 def test_enables_missing_apis_then_sends_nothing(fake):
     [result] = run_steps("apis")
     assert result.status is Status.UPDATED
     assert set(REQUIRED_APIS) <= fake.enabled
-    fake.clear_log()
-    [again] = run_steps("apis")
-    assert again.status is Status.UNCHANGED
-    assert fake.mutating_requests() == []
+    assert_rerun_sends_nothing(fake, "apis")
 
 
 def test_dry_run_sends_no_mutating_request(fake):

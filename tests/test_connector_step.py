@@ -11,7 +11,7 @@ from mlflow_gcp.engine.loop import run_step
 from mlflow_gcp.errors import MlflowGcpError, OperationFailedError
 from mlflow_gcp.gcp.clients import Clients
 from mlflow_gcp.steps import BY_NAME
-from tests.helpers import ALL_APIS_ENABLED, run_steps, settings
+from tests.helpers import ALL_APIS_ENABLED, assert_rerun_sends_nothing, run_steps, settings
 
 NAME = "projects/demo-project/locations/europe-west1/connectors/vpc-connector-mlflow"
 
@@ -49,10 +49,7 @@ def test_outputs(gcp):
 
 def test_second_run_sends_nothing(gcp):
     run_steps("connector")
-    gcp.clear_log()
-    [again] = run_steps("connector")
-    assert again.status is Status.UNCHANGED
-    assert gcp.mutating_requests() == []
+    assert_rerun_sends_nothing(gcp, "connector")
 
 
 def test_dry_run_lists_the_change_and_sends_nothing(gcp):

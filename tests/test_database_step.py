@@ -12,7 +12,7 @@ from mlflow_gcp.engine.loop import run_step
 from mlflow_gcp.errors import MlflowGcpError, NameTakenError, OperationFailedError
 from mlflow_gcp.gcp.clients import Clients
 from mlflow_gcp.steps import BY_NAME
-from tests.helpers import ALL_APIS_ENABLED, run_steps, settings
+from tests.helpers import ALL_APIS_ENABLED, assert_rerun_sends_nothing, run_steps, settings
 
 INSTANCE = "mlflow-tracking-database"
 NETWORK = "projects/demo-project/global/networks/default"
@@ -88,10 +88,7 @@ def test_outputs(networked):
 
 def test_second_run_is_unchanged_and_cheap(networked):
     run_steps("database")
-    networked.clear_log()
-    [again] = run_steps("database", prerequisites=False)
-    assert again.status is Status.UNCHANGED
-    assert networked.mutating_requests() == []
+    assert_rerun_sends_nothing(networked, "database", prerequisites=False)
     assert len(networked.requests()) <= 7  # the secret (record, versions, value), instance, 2 databases, users
 
 
@@ -182,8 +179,8 @@ def test_reserved_name_suggests_another(networked):
         run_steps("database")
 
 
-def test_interrupted_create_is_waited_for(networked):
-    networked.latency["sqladmin.create"] = 0.4
+def insert_instance() -> None:
+    """The instance asked of Cloud SQL as the step asks for it, as by a run interrupted once its insert was sent."""
     body = {
         "name": INSTANCE,
         "region": "europe-west1",
@@ -191,6 +188,11 @@ def test_interrupted_create_is_waited_for(networked):
         "settings": {"tier": "db-f1-micro", "ipConfiguration": {"ipv4Enabled": False, "privateNetwork": NETWORK}},
     }
     Clients("demo-project").sqladmin().instances().insert(project="demo-project", body=body).execute()
+
+
+def test_interrupted_create_is_waited_for(networked):
+    networked.latency["sqladmin.create"] = 0.4
+    insert_instance()
     assert networked.sql_instances[INSTANCE]["state"] == "PENDING_CREATE"
     [result] = run_steps("database")
     actions = {c.resource: c.action for c in result.changes}
@@ -307,13 +309,7 @@ def test_plan_on_a_project_without_the_apis(fake):
 def test_plan_while_the_instance_is_being_created(networked):
     networked.latency["sqladmin.create"] = 30
     run_steps("database", mode=Mode.PLAN)  # warm-up: nothing exists
-    body = {
-        "name": INSTANCE,
-        "region": "europe-west1",
-        "databaseVersion": "MYSQL_8_4",
-        "settings": {"tier": "db-f1-micro", "ipConfiguration": {"ipv4Enabled": False, "privateNetwork": NETWORK}},
-    }
-    Clients("demo-project").sqladmin().instances().insert(project="demo-project", body=body).execute()
+    insert_instance()
     networked.clear_log()
     [result] = run_steps("database", mode=Mode.PLAN)
     instance_state = next(r for r in result.resources if r.label.startswith("Cloud SQL instance"))

@@ -18,7 +18,7 @@ from mlflow_gcp.steps import BY_NAME
 from mlflow_gcp.steps.image import resources as image_resources
 from mlflow_gcp.steps.image_storage import DockerRepository
 from tests.fake_gcp.server import PROJECT
-from tests.helpers import ALL_APIS_ENABLED, run_steps, settings
+from tests.helpers import ALL_APIS_ENABLED, assert_rerun_sends_nothing, run_steps, settings
 
 STAGING = f"{PROJECT}_cloudbuild"
 REPOSITORY = f"projects/{PROJECT}/locations/europe-west1/repositories/mlflow"
@@ -80,10 +80,7 @@ def test_first_run_creates_the_repository_uploads_and_builds(ready, context_dir)
 def test_second_run_builds_nothing_and_sends_nothing(ready):
     fake = ready
     run_steps("image")
-    fake.clear_log()
-    [again] = run_steps("image")
-    assert again.status is Status.UNCHANGED
-    assert fake.mutating_requests() == []
+    assert_rerun_sends_nothing(fake, "image")
     assert len(fake.builds()) == 1
 
 
@@ -378,10 +375,7 @@ def test_a_region_refused_by_cloud_build_builds_in_global(ready, context_dir):
     assert "/locations/global/builds/" in build["name"]
     assert f"mlflow-server:{image_tag(context_dir)}" in fake.registry_tags("mlflow")
     assert any("refuses builds in europe-west1" in line and "global" in line for line in logs)
-    fake.clear_log()
-    [again] = run_steps("image")
-    assert again.status is Status.UNCHANGED
-    assert fake.mutating_requests() == []
+    assert_rerun_sends_nothing(fake, "image")
 
 
 def test_a_global_build_in_progress_is_waited_for(ready, context_dir):
@@ -423,10 +417,7 @@ def test_in_a_secure_by_default_org_the_build_runs_as_its_own_least_privileged_a
     assert _roles_of(fake, f"projects/{PROJECT}", BUILD_MEMBER) == {"roles/logging.logWriter"}
     assert [b for b in fake.policies[f"projects/{PROJECT}"]["bindings"] if b["role"] == "roles/owner"]
     assert f"mlflow-server:{image_tag(context_dir)}" in fake.registry_tags("mlflow")
-    fake.clear_log()
-    [again] = run_steps("image")
-    assert again.status is Status.UNCHANGED
-    assert fake.mutating_requests() == []
+    assert_rerun_sends_nothing(fake, "image")
 
 
 def test_a_grant_removed_by_hand_is_restored_before_the_next_build(ready, context_dir):

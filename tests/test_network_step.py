@@ -8,7 +8,7 @@ from mlflow_gcp.engine.base import Mode, Status, StepContext
 from mlflow_gcp.errors import MlflowGcpError, OperationFailedError
 from mlflow_gcp.steps import BY_NAME
 from tests.fake_gcp.server import PROJECT_NUMBER
-from tests.helpers import ALL_APIS_ENABLED, run_steps, settings
+from tests.helpers import ALL_APIS_ENABLED, assert_rerun_sends_nothing, run_steps, settings
 
 RANGE = "mlflow-private-services"
 
@@ -41,10 +41,7 @@ def test_first_run_creates_range_and_connection_on_default(gcp):
 
 def test_second_run_sends_nothing(gcp):
     run_steps("network")
-    gcp.clear_log()
-    [again] = run_steps("network")
-    assert again.status is Status.UNCHANGED
-    assert gcp.mutating_requests() == []
+    assert_rerun_sends_nothing(gcp, "network")
 
 
 def test_outputs(gcp):
@@ -66,9 +63,7 @@ def test_custom_network_is_created_in_custom_mode(gcp):
     assert network["autoCreateSubnetworks"] is False
     assert gcp.compute_addresses[RANGE]["network"].endswith("/global/networks/mlflow-vpc")
     assert "mlflow-vpc" in gcp.sn_connections
-    gcp.clear_log()
-    assert run_steps("network", network="mlflow-vpc")[0].status is Status.UNCHANGED
-    assert gcp.mutating_requests() == []
+    assert_rerun_sends_nothing(gcp, "network", network="mlflow-vpc")
 
 
 def test_missing_default_network_is_a_clear_error(gcp):

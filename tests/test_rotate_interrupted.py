@@ -197,9 +197,10 @@ def test_a_failed_rotation_of_an_older_tool_is_not_deployed_by_up(fake, double):
 
 
 # -- Ctrl-C or SIGTERM while an operation is in flight: undone before the process ends (issue 20) --------------
-def signal_during(fake, process: subprocess.Popen, request, sig: int, *, again: bool = False) -> str:
-    """Send `sig` once the fake has received a request `request(r)` selects (its operation then still runs);
-    with `again`, a second Ctrl-C once the undoing has started. Return what rotate printed."""
+def read_until_sent(fake, process: subprocess.Popen, request) -> tuple[list[str], threading.Thread]:
+    """Read what `process` prints, in a thread, until the fake has received a request `request(r)` selects (a
+    minute at most); the process must still run then. Return the lines read (the thread goes on adding) and the
+    thread."""
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
     reader.start()
@@ -208,6 +209,13 @@ def signal_during(fake, process: subprocess.Popen, request, sig: int, *, again: 
             break
         time.sleep(0.05)
     assert process.poll() is None, "".join(lines)
+    return lines, reader
+
+
+def signal_during(fake, process: subprocess.Popen, request, sig: int, *, again: bool = False) -> str:
+    """Send `sig` once the fake has received a request `request(r)` selects (its operation then still runs);
+    with `again`, a second Ctrl-C once the undoing has started. Return what rotate printed."""
+    lines, reader = read_until_sent(fake, process, request)
     process.send_signal(sig)
     if again:
         for _ in range(1200):
@@ -274,14 +282,7 @@ def lease_annotation(fake) -> str | None:
 def test_a_second_rotation_while_one_runs_fails_fast_naming_the_first(fake, double):
     fake.latency["sqladmin.user"] = 3600  # the first is still setting the password until the second has ended
     first = start_rotate()
-    printed = []
-    reader = threading.Thread(target=lambda: printed.extend(first.stdout), daemon=True)
-    reader.start()
-    for _ in range(1200):
-        if any(sql_user_update(r) for r in fake.requests(mutating=True)) or first.poll() is not None:
-            break
-        time.sleep(0.05)
-    assert first.poll() is None, "".join(printed)
+    printed, reader = read_until_sent(fake, first, sql_user_update)
     second = cli("credentials", "rotate")
     with fake.lock:  # the first one's operation completes now
         fake._due = [(0.0, action) for _, action in fake._due]
