@@ -281,3 +281,40 @@ def test_a_service_on_latest_versions_is_pinned_before_a_version_is_added(fake, 
     assert credentials() == old and team_login_works()
     assert cli("credentials", "rotate").exit_code == 0
     assert_converged(fake, floating)
+
+
+def test_rotate_refuses_before_any_change_when_the_live_image_is_gone_from_the_registry(fake, double):
+    """The image the service runs was deleted from Artifact Registry (by hand, or a cleanup policy): a rotation
+    keeps that image, and no revision of it could start. Refused before anything is written, saying to run `up`
+    (which builds it again); after `up`, the rotation works."""
+    from mlflow_gcp.gcp.clients import Clients
+
+    image = fake.run_service("mlflow")["template"]["containers"][0]["image"]
+    assert fake.registry_holds(image)
+    package = f"projects/{PROJECT}/locations/europe-west1/repositories/mlflow/packages/mlflow-server"
+    Clients(PROJECT).artifact_registry().delete_package(name=package).result()
+    assert fake.registry_holds(image) is False
+    fake.run_pulls_images = True  # as Cloud Run: a revision of an image it cannot pull fails
+    old = credentials()
+    fake.clear_log()
+    result = cli("credentials", "rotate")
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.stderr.split())
+    assert "is no longer in Artifact Registry" in text and "Nothing was changed" in text, text
+    assert "mlflow-gcp up" in text
+    assert fake.mutating_requests() == []
+    assert credentials() == old and team_login_works()
+    assert cli("up").exit_code == 0 and fake.registry_holds(image)
+    assert cli("credentials", "rotate").exit_code == 0
+    assert_converged(fake, double)
+
+
+def test_the_registry_name_of_an_image():
+    from mlflow_gcp.operate.rotation_versions import registry_name
+
+    repo = "projects/p/locations/europe-west1/repositories/mlflow/packages"
+    assert registry_name("europe-west1-docker.pkg.dev/p/mlflow/mlflow-server:abc") == f"{repo}/mlflow-server/tags/abc"
+    digest = "sha256:" + "0" * 64
+    assert registry_name(f"europe-west1-docker.pkg.dev/p/mlflow/a/b:t@{digest}") == f"{repo}/a%2Fb/versions/{digest}"
+    assert registry_name("gcr.io/p/mlflow:abc") is None
+    assert registry_name("europe-west1-docker.pkg.dev/p/mlflow/mlflow-server") is None  # no tag: not checked

@@ -34,7 +34,7 @@ from mlflow_gcp.operate import login as login_mod
 from mlflow_gcp.operate.rotation_lease import Lease
 from mlflow_gcp.operate.rotation_rollback import RollBack
 from mlflow_gcp.operate.rotation_stops import Log, RotationError, Shield, reason
-from mlflow_gcp.operate.rotation_versions import kept_image_line, refuse_an_unfinished_upgrade
+from mlflow_gcp.operate.rotation_versions import kept_image_line, refuse_a_missing_image, refuse_an_unfinished_upgrade
 from mlflow_gcp.resources import credential_record as record
 from mlflow_gcp.resources import live_service
 from mlflow_gcp.resources.secret import add_version_once, new_password, set_version_state, split_credentials
@@ -176,6 +176,7 @@ class Rotation(RollBack):
     def check_mlflow_version(self) -> None:
         """A rotation changes passwords, never MLflow (operate/rotation_versions.py)."""
         refuse_an_unfinished_upgrade(self._service, self.command)
+        refuse_a_missing_image(self.settings, self.clients, self._service, self.command)
         if not self.told_pending:
             self.told_pending = True
             line = kept_image_line(self.settings, self.clients, self._service)

@@ -3,7 +3,8 @@ images, long-running operations and repository IAM policies.
 
 A repository appears when its create operation completes (`artifactregistry.create` latency); deleting a
 repository deletes its images (`artifactregistry.delete`). Images are pushed by the Cloud Build fake through
-`fake.registry_push(image_uri, digest)`; `fake.registry_tags(repository)` lists what a test can see.
+`fake.registry_push(image_uri, digest)`; `fake.registry_tags(repository)` lists what a test can see, and
+`fake.registry_holds(image_uri)` whether an image can be pulled (Cloud Run's revisions ask it: apis/run.py).
 """
 
 from __future__ import annotations
@@ -288,6 +289,21 @@ def register(fake: FakeGoogle) -> None:
         found = repositories.get(f"projects/{project}/locations/{location}/repositories/{name}")
         return json.loads(json.dumps(found)) if found else None
 
+    def holds(image: str) -> bool | None:
+        """Whether the registry holds the image `REGION-docker.pkg.dev/...:TAG` (or `@sha256:...`); None when it is
+        not an Artifact Registry image (it cannot tell)."""
+        base, _, digest = image.partition("@")
+        match = _IMAGE.match(base if not digest else f"{base}:untagged")
+        if not match:
+            return None
+        g = match.groupdict()
+        name = f"projects/{g['project']}/locations/{g['location']}/repositories/{g['repository']}"
+        package = packages.get(name, {}).get(g["package"])
+        if package is None:
+            return False
+        return digest in package["versions"] if digest else g["tag"] in package["tags"]
+
     fake.registry_push = push
+    fake.registry_holds = holds
     fake.registry_tags = tags
     fake.registry_repository = repository

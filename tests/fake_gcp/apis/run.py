@@ -5,7 +5,11 @@ A create or patch makes a new revision: the service is `reconciling` (terminal c
 CONDITION_RECONCILING) until the operation completes after the `run.deploy` latency (`run.delete` for a
 delete). Then the revision is ready, or failed when a test asked for it with `fake.run_fail_next_revision()`:
 the operation ends in error with Google's message and the terminal condition is CONDITION_FAILED, as when a
-container does not start. `fake.run_refuse_invoker_iam_disabled` makes `invokerIamDisabled: true` refused as
+container does not start. With `fake.run_pulls_images` set (off by default: tests that put a service in place
+without building its image), a revision whose Artifact Registry image the registry no longer holds (deleted by
+hand, or by a cleanup policy) fails the same way with "Image '...' not found." (as Cloud Run reports an image it cannot
+pull: https://github.com/PrefectHQ/prefect/pull/21712; the jobs' `missing_images`).
+`fake.run_refuse_invoker_iam_disabled` makes `invokerIamDisabled: true` refused as
 an organization policy (constraints/run.managed.requireInvokerIam) does. With `fake.grant_propagation` set
 (server.py), a revision whose service account cannot read a referenced secret yet is refused with 400
 "Permission denied on secret ... for Revision service account ..." (grants take minutes to apply:
@@ -105,6 +109,7 @@ def register(fake: FakeGoogle) -> None:
     operations: dict[str, dict] = fake.state.setdefault("run_operations", {})
     failures: list[str] = []  # messages for the next revisions that fail to start
     fake.run_refuse_invoker_iam_disabled = False
+    fake.run_pulls_images = False
 
     def fail_next_revision(message: str | None = None) -> None:
         """Test switch: the next revision's container fails to start."""
@@ -255,6 +260,9 @@ def register(fake: FakeGoogle) -> None:
         service["terminalCondition"] = condition("CONDITION_RECONCILING")
         service["etag"] = f'"{uuid.uuid4().hex[:16]}"'
         failure = failures.pop(0).format(revision=revision) if failures else None
+        image = ((service.get("template") or {}).get("containers") or [{}])[0].get("image", "")
+        if failure is None and fake.run_pulls_images and fake.registry_holds(image) is False:
+            failure = f"Image '{image}' not found."
         generation = service["generation"]
 
         def finish() -> str | None:
