@@ -250,9 +250,7 @@ def test_a_staging_bucket_of_another_project_is_a_clear_error(ready):
 
 def test_delete_removes_the_image_then_the_repository(ready):
     fake = ready
-    run_steps("image")
-    ctx = StepContext(settings=settings(), clients=Clients(PROJECT))
-    repository, image = _repository_and_image(ctx)
+    repository, image = _built_repository_and_image()
     image.delete(image.read())
     assert image.read() is None
     assert fake.registry_tags("mlflow") == {}
@@ -264,16 +262,16 @@ def test_delete_removes_the_image_then_the_repository(ready):
 
 def test_repository_deletion_deletes_its_images(ready):
     fake = ready
-    run_steps("image")
-    ctx = StepContext(settings=settings(), clients=Clients(PROJECT))
-    repository, image = _repository_and_image(ctx)
+    repository, image = _built_repository_and_image()
     repository.delete(repository.read())
     assert fake.state["ar_packages"].get(REPOSITORY) is None
     assert image.read() is None
 
 
-def _repository_and_image(ctx):
-    found = list(image_resources(ctx))
+def _built_repository_and_image():
+    """The image step run: its repository and its image, as resources."""
+    run_steps("image")
+    found = list(image_resources(StepContext(settings=settings(), clients=Clients(PROJECT))))
     return next(r for r in found if isinstance(r, DockerRepository)), found[-1]
 
 

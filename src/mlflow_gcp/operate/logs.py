@@ -78,27 +78,22 @@ def rfc3339(moment: datetime) -> str:
 
 def service_filter(settings: Settings, *, after: str, errors_only: bool, inclusive: bool = True) -> str:
     """The Logging query of the service's entries (https://cloud.google.com/logging/docs/view/logging-query-language)."""
-    clauses = [
-        'resource.type="cloud_run_revision"',
-        f'resource.labels.service_name="{settings.service}"',
-        f'resource.labels.location="{settings.region}"',
-        f'timestamp{">=" if inclusive else ">"}"{after}"',
-    ]
-    if errors_only:
-        clauses.append("severity>=ERROR")
-    return " AND ".join(clauses)
+    resource = ['resource.type="cloud_run_revision"', f'resource.labels.service_name="{settings.service}"']
+    return _query(resource, settings, after=after, errors_only=errors_only, inclusive=inclusive)
 
 
 def job_filter(settings: Settings, *, after: str, errors_only: bool, inclusive: bool = True) -> str:
     """The Logging query of the migration job's entries (as gcloud's `run jobs executions logs read` filters)."""
     from mlflow_gcp.resources.migration_job import job_name
 
-    clauses = [
-        'resource.type="cloud_run_job"',
-        f'resource.labels.job_name="{job_name(settings)}"',
-        f'resource.labels.location="{settings.region}"',
-        f'timestamp{">=" if inclusive else ">"}"{after}"',
-    ]
+    resource = ['resource.type="cloud_run_job"', f'resource.labels.job_name="{job_name(settings)}"']
+    return _query(resource, settings, after=after, errors_only=errors_only, inclusive=inclusive)
+
+
+def _query(resource: list[str], settings: Settings, *, after: str, errors_only: bool, inclusive: bool) -> str:
+    """The entries of `resource` (its clauses) in the region from `after` on, only errors if `errors_only`."""
+    since = f'timestamp{">=" if inclusive else ">"}"{after}"'
+    clauses = [*resource, f'resource.labels.location="{settings.region}"', since]
     if errors_only:
         clauses.append("severity>=ERROR")
     return " AND ".join(clauses)
