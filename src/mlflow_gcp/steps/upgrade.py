@@ -218,6 +218,9 @@ class Upgrade:
             self.without_server()
             return
         if not self.upgrade_id:
+            # The record says `unknown` before the server stops serving (a Cloud SQL operation less in the
+            # maintenance window): the migration job below may leave the schema anywhere between the versions.
+            self.record("")
             self.maintenance()
         backup = self.backup()
         result = self.migrate(backup)
