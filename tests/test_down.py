@@ -201,31 +201,26 @@ def test_without_a_terminal_down_needs_yes_and_sends_nothing(fake, double, args)
     assert snapshot(fake) == before
 
 
-def spawn_down(*args: str):
-    """`mlflow-gcp down` in a real pseudo-terminal (the fake fixture's environment is inherited)."""
-    return pexpect.spawn(
-        sys.executable, ["-m", "mlflow_gcp", "down", *args], env=dict(os.environ), encoding="utf-8", timeout=120
+def down_on_a_terminal(answer: str, said: str) -> int:
+    """`mlflow-gcp down` in a real pseudo-terminal (the fake fixture's environment is inherited), its question
+    answered with `answer`: its exit status, once it has said `said` and ended."""
+    child = pexpect.spawn(
+        sys.executable, ["-m", "mlflow_gcp", "down"], env=dict(os.environ), encoding="utf-8", timeout=120
     )
+    child.expect(r"Delete these \d+ resource\(s\) from demo-project\? \[y/N\]")
+    child.sendline(answer)
+    child.expect(said)
+    child.expect(pexpect.EOF)
+    child.close()
+    return child.exitstatus
 
 
 def test_on_a_terminal_down_asks_first_and_no_keeps_everything(fake, double):
     before = snapshot(fake)
-    child = spawn_down()
-    child.expect(r"Delete these \d+ resource\(s\) from demo-project\? \[y/N\]")
-    child.sendline("n")
-    child.expect("Nothing was deleted")
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 1
+    assert down_on_a_terminal("n", "Nothing was deleted") == 1
     assert snapshot(fake) == before
 
-    child = spawn_down()
-    child.expect(r"\[y/N\]")
-    child.sendline("y")
-    child.expect("Done")
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 0
+    assert down_on_a_terminal("y", "Done") == 0
     assert fake.run_service("mlflow") is None
     assert fake.sql_instances[INSTANCE]["settings"]["deletionProtectionEnabled"] is True  # the data is kept
 

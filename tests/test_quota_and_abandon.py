@@ -23,18 +23,27 @@ def test_user_credentials_bill_the_target_project_not_their_own_quota_project(mo
     assert headers["x-goog-user-project"] == PROJECT
 
 
-def test_an_error_checked_against_another_consumer_project_says_so(short_waits, container_dir):
-    fake = short_waits  # SERVICE_DISABLED for good: its bound is waited out
+def up_with_cloud_run_disabled_for(fake, consumer: str, message: str = "Injected fault."):
+    """`up` where Cloud Run answers SERVICE_DISABLED for good (its bound is waited out), checked against the
+    project `consumer`, the one Google counted the call against."""
     fake.enabled |= ALL_APIS_ENABLED
     fake.fail(
         403,
         api="run",
         times=1000,
         reason="SERVICE_DISABLED",
-        metadata={"service": "run.googleapis.com", "consumer": "projects/987654321098"},
+        metadata={"service": "run.googleapis.com", "consumer": consumer},
+        message=message,
+    )
+    return cli("up")
+
+
+def test_an_error_checked_against_another_consumer_project_says_so(short_waits, container_dir):
+    result = up_with_cloud_run_disabled_for(
+        short_waits,
+        "projects/987654321098",
         message="Cloud Run Admin API has not been used in project 987654321098 before or it is disabled.",
     )
-    result = cli("up")
     assert result.exit_code == 1
     text = " ".join(result.output.split())
     assert "against project 987654321098, not demo-project" in text
@@ -42,16 +51,7 @@ def test_an_error_checked_against_another_consumer_project_says_so(short_waits, 
 
 
 def test_an_error_of_the_target_project_itself_does_not_blame_the_quota_project(short_waits, container_dir):
-    fake = short_waits  # SERVICE_DISABLED for good: its bound is waited out
-    fake.enabled |= ALL_APIS_ENABLED
-    fake.fail(
-        403,
-        api="run",
-        times=1000,
-        reason="SERVICE_DISABLED",
-        metadata={"service": "run.googleapis.com", "consumer": "projects/123456789012"},  # the fake's number
-    )
-    result = cli("up")
+    result = up_with_cloud_run_disabled_for(short_waits, "projects/123456789012")  # the fake's number
     assert result.exit_code == 1
     assert "set-quota-project" not in result.output
 
