@@ -206,3 +206,39 @@ def test_after_a_failed_way_back_a_rotation_and_up_keep_the_server_on_its_instan
     double.sync()
     assert double.database_instance() == INSTANCE and version_of(fake) == NEW and image(fake) == before_image
     assert recorded_instance(fake) == INSTANCE
+
+
+def test_a_way_back_interrupted_after_the_move_then_failing_on_the_rerun_puts_the_previous_server_back(
+    fake, double, tmp_path
+):
+    """Ctrl-C once the older MLflow serves the restored instance (the record not yet written); the rerun's
+    migration of the restored data then fails. The service has no previous template to put back (it runs the older
+    image already): the previous server is the newer MLflow on the previous instance, whose schema label says so,
+    never the older image put onto the migrated instance."""
+    backup = upgraded(fake, tmp_path)
+    fake.run_jobs.outcome = lambda job, execution: ("succeeded", [result_line("current")])
+    new = f"{INSTANCE}-restore-b{backup['id']}"
+    way_back = start("restore", backup["id"], "--mlflow-version", OLD, "--yes")
+    printed = kill_when(way_back, r"^deploy\s+updated", signal.SIGINT)
+    assert "deploy" in printed
+    double.sync()
+    assert double.database_instance() == new and version_of(fake) == OLD
+    runs = []
+
+    def outcome(job, execution):  # the restored data's migration fails; the previous server's finds it current
+        runs.append(execution)
+        if len(runs) == 1:
+            return "failed", [result_line("failed", "Lost connection to MySQL server during query")]
+        return "succeeded", [result_line("current")]
+
+    fake.run_jobs.outcome = outcome
+    result = cli("restore", backup["id"], "--mlflow-version", OLD, "--yes")
+    text = flat(result.stderr)
+    assert "failed too" not in text, text
+    assert f"The server runs on {INSTANCE} again (MLflow {NEW})" in text, text
+    assert result.exit_code == 1, result.output
+    double.sync()
+    assert double.database_instance() == INSTANCE and version_of(fake) == NEW, text
+    assert fake.sql_data[INSTANCE] == {**DATA, "schema": NEW}
+    assert recorded_instance(fake) == INSTANCE
+    rerun_converges(fake, double, backup)

@@ -7,7 +7,9 @@ secret versions) is put back as it was, as the upgrade's own roll-back does (ste
 `roll_back_template`), the settings record names the previous instance and MLflow again, and the latest version of
 `mlflow-env` holds what the previous server uses (the move added one naming the new instance, which a later `up` or
 rotation would pin). Ctrl-C or SIGTERM during a roll-back is noted and ignored until it is done: cut short, it
-would leave the server on the instance that failed."""
+would leave the server on the instance that failed. A way back interrupted after its move has no such template on a
+rerun (the service runs the older image already): `up`'s steps then deploy the MLflow the previous instance's
+schema is recorded at (`previous_server_settings`)."""
 
 from __future__ import annotations
 
@@ -80,6 +82,23 @@ def put_back(restore, before: Any, running: str) -> str:
     return f"The previous image (MLflow {running}) serves again on {previous.db_instance}"
 
 
+def previous_server_settings(restore) -> Settings:
+    """The settings that put the previous server back with `up`'s steps: the previous instance, at the MLflow its
+    schema is recorded at (steps/schema_record.py) when that is newer than the restore's image. A way back that was
+    interrupted after its move has no template to put back (the service runs the older image already): the newer
+    MLflow's image is deployed onto its own schema again (the upgrade's stages: a backup first, the job finds it
+    current), never the older one onto the migrated instance."""
+    from mlflow_gcp.labels import schema_version
+    from mlflow_gcp.steps.mlflow_version import image_version, is_older
+
+    previous: Settings = restore.previous_settings()
+    labels = (restore.plan.previous_state.get("settings") or {}).get("userLabels") or {}
+    served, image = schema_version(labels), image_version(previous)
+    if served and image and is_older(image, served):
+        return dataclasses.replace(previous, mlflow_version=served)
+    return previous
+
+
 def roll_back(restore, error: BaseException) -> RestoreError:
     """Put the server back on the previous instance after a failed move; the error that says what happened."""
     plan = restore.plan
@@ -90,6 +109,10 @@ def roll_back(restore, error: BaseException) -> RestoreError:
         "again)."
     )
     done = f"The server runs on {plan.previous} again"
+    previous = previous_server_settings(restore)
+    version = restore.way_back[1] if restore.way_back else previous.mlflow_version
+    if version != restore.settings.mlflow_version:
+        done += f" (MLflow {version})"
     try:
         with Shield(restore.log).installed() as shield:
             # Cut short, the way back would leave the older MLflow on a stopped instance, or the record on it.
@@ -98,15 +121,15 @@ def roll_back(restore, error: BaseException) -> RestoreError:
             if restore.way_back:
                 done = put_back(restore, *restore.way_back)
             else:
-                restore.run_up(restore.previous_settings())
-            restore.verify(restore.previous_settings())
+                restore.run_up(previous)
+            restore.verify(previous)
     except Exception as second:  # said with what to do by hand
         detail = second.message if isinstance(second, MlflowGcpError) else str(second)
         return RestoreError(
             f"The restore stopped ({reason}), and putting the server back on {plan.previous} failed too "
             f"({detail}). {kept}",
             f"Run `mlflow-gcp up --db-instance {plan.previous}"
-            + (f" --mlflow-version {restore.way_back[1]}" if restore.way_back else "")
+            + (f" --mlflow-version {version}" if version != restore.settings.mlflow_version else "")
             + "` to put the server back on the previous instance, "
             "or run the restore again.",
         )
