@@ -109,15 +109,24 @@ def is_unreachable(error: BaseException) -> bool:
 
 
 def _get(
-    url: str, path: str, *, auth: tuple[str, str] | None = None, params: dict | None = None, timeout: float = TIMEOUT
+    url: str,
+    path: str,
+    *,
+    auth: tuple[str, str] | None = None,
+    params: dict | None = None,
+    timeout: float | None = None,
 ):
     """(status, error); a connection failure is (None, the error). Redirects are not followed: an answer is
-    judged as it comes."""
+    judged as it comes. Bounded by `timeout`, else by TIMEOUT as it is at the call."""
     import requests
 
     try:
         response = requests.get(
-            url.rstrip("/") + path, params=params, auth=auth, timeout=timeout, allow_redirects=False
+            url.rstrip("/") + path,
+            params=params,
+            auth=auth,
+            timeout=TIMEOUT if timeout is None else timeout,
+            allow_redirects=False,
         )
     except requests.RequestException as e:
         return None, e
@@ -138,7 +147,7 @@ def check_health(url: str) -> Check:
     return _check("health", 200, url, "/health")
 
 
-def check_login(url: str, username: str, password: str, *, timeout: float = TIMEOUT) -> Check:
+def check_login(url: str, username: str, password: str, *, timeout: float | None = None) -> Check:
     return _check("login", 200, url, SEARCH_PATH, auth=(username, password), params=SEARCH_QUERY, timeout=timeout)
 
 
