@@ -126,8 +126,8 @@ def client_env(rehearsal: Rehearsal) -> Iterator[dict[str, str]]:
 # and server (the session fixtures above, temporary directories and free ports of their own), so the two run side by
 # side while the rest of the suite spreads over the workers. Balanced by measured time (a serial run of tests/e2e on
 # 2026-12-08, load 6-8: about 235 s each, with the ~12 s each group takes to start MariaDB and the server; side by
-# side under `-n 3`, 340 s and 350 s). No file may use what a file of the other group made; a new file goes to the
-# first group unless listed here.
+# side under `-n 3`, 350 s and 340 s at load 8-11, 465 s and 440 s at load 8-15). No file may use what a file of the
+# other group made; a new file goes to the first group unless listed here.
 SECOND_REHEARSAL = frozenset({
     "test_upgrade_e2e.py",  # ~118 s
     "test_ui_nonadmin_e2e.py",  # ~66 s
