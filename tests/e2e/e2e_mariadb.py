@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import os
+import random
 import shutil
 import socket
 import subprocess
@@ -25,10 +28,39 @@ def binary(name: str) -> str:
     return shutil.which(name) or str(Path("/usr/sbin", name))
 
 
+PORT_BASE, PORT_SPAN = 20000, 1000
+_next_port: Iterator[int] | None = None
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port for a server that binds it later (MariaDB, the MLflow server). Not a port-0 pick: the kernel hands
+    out ports of its ephemeral range to every port-0 bind and outgoing connection (the other xdist group's fakes,
+    its MLflow client), so one could take ours before our server binds it. Instead each xdist worker owns
+    PORT_SPAN ports below that range, taken in turn from a random start (other test runs on the machine rarely
+    meet) and bind-checked; our own fakes bind port 0 and keep the socket, so they never collide."""
+    global _next_port
+    if _next_port is None:
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1".. under xdist
+        slots = max(1, (_ephemeral_low() - PORT_BASE) // PORT_SPAN)
+        slot = (int(worker[2:]) + 1 if worker[2:].isdigit() else 0) % slots
+        start = random.randrange(PORT_SPAN)
+        _next_port = (PORT_BASE + slot * PORT_SPAN + (start + i) % PORT_SPAN for i in itertools.count())
+    for _ in range(PORT_SPAN):
+        port = next(_next_port)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in this worker's range of {PORT_SPAN} from {PORT_BASE}")
 
 
 def write_tls_files(directory: Path) -> None:
