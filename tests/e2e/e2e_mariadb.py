@@ -115,11 +115,14 @@ class MariaDB:
 
     def start(self) -> None:
         data_dir = self.base_dir / "data"
-        subprocess.run(
+        install = subprocess.run(
             [binary("mariadb-install-db"), "--user=root", f"--datadir={data_dir}",
              "--auth-root-authentication-method=normal", "--skip-test-db"],
-            check=True, capture_output=True, timeout=120,
+            capture_output=True, text=True, timeout=120,
         )
+        if install.returncode:  # say why: a bare CalledProcessError hides the output
+            raise RuntimeError(f"mariadb-install-db exited with {install.returncode}:\n"
+                               f"{(install.stdout + install.stderr)[-3000:]}")
         tls_flags = []
         if self.tls:
             write_tls_files(self.base_dir)
