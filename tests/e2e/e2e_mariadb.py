@@ -115,8 +115,13 @@ class MariaDB:
 
     def start(self) -> None:
         data_dir = self.base_dir / "data"
+        # Each server its own temporary directory: two installs bootstrapping at once in the shared /tmp (the two
+        # e2e groups start their MariaDB together) sometimes fail on each other's temporary table
+        # ("Could not remove temporary table: '/tmp/#sql-temptable-…'", then "Unknown table 'mysql.tmp_user_sys'").
+        temporary = self.base_dir / "tmp"
+        temporary.mkdir(exist_ok=True)
         install = subprocess.run(
-            [binary("mariadb-install-db"), "--user=root", f"--datadir={data_dir}",
+            [binary("mariadb-install-db"), "--user=root", f"--datadir={data_dir}", f"--tmpdir={temporary}",
              "--auth-root-authentication-method=normal", "--skip-test-db"],
             capture_output=True, text=True, timeout=120,
         )
@@ -129,7 +134,8 @@ class MariaDB:
             tls_flags = [f"--ssl-ca={self.ca_file}", f"--ssl-cert={self.base_dir / 'server-cert.pem'}",
                          f"--ssl-key={self.base_dir / 'server-key.pem'}", "--require-secure-transport=ON"]
         self.process = subprocess.Popen(
-            [binary("mariadbd"), "--no-defaults", "--user=root", f"--datadir={data_dir}", *tls_flags,
+            [binary("mariadbd"), "--no-defaults", "--user=root", f"--datadir={data_dir}", f"--tmpdir={temporary}",
+             *tls_flags,
              "--bind-address=127.0.0.1", f"--port={self.port}", f"--socket={self.base_dir / 'mysqld.sock'}",
              f"--pid-file={self.base_dir / 'mysqld.pid'}", "--skip-name-resolve",
              "--innodb-buffer-pool-size=128M", "--innodb-flush-log-at-trx-commit=2",
