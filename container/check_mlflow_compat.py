@@ -6,6 +6,8 @@ Run by the Dockerfile after `pip install` (and by the e2e tests). It checks that
   (the MySQL fix for MLflow issues 9642 / 10964), and that after the fix every name is unique;
 - the private MLflow functions, settings and classes the entrypoint and the GCS plugin use exist;
 - MLflow's FastAPI permission middleware is where `mlflow_gcp_server.fastapi_passthrough` wraps it;
+- MLflow's app uses Flask's cookie sessions, which `mlflow_gcp_server.cookie_sessions` opens the same way;
+- MLflow's `_get_request_message` parses through `parse_dict`, where `mlflow_gcp_server.request_parse` keeps it;
 - the `gs` artifact repository entry point resolves to this container's signing repository;
 - the `mlflow-gcp` app resolves to this container's guard, and every route of the server (Flask
   url_map and FastAPI routes) falls in a route family of `mlflow_gcp_server.route_policy`, the
@@ -103,6 +105,26 @@ def check_fastapi_passthrough() -> None:
     if not fastapi_passthrough.install(permission_middleware_app()):
         raise CompatibilityError("MLflow's FastAPI permission middleware (an @app.middleware('http') function named "
                                  f"{fastapi_passthrough.MLFLOW_DISPATCH_NAME}) is not where fastapi_passthrough looks")
+
+
+def check_cookie_sessions() -> str:
+    from mlflow.server import app as flask_app
+    from mlflow_gcp_server import cookie_sessions
+
+    if not isinstance(flask_app.session_interface, cookie_sessions.SecureCookieSessionInterface):
+        raise CompatibilityError(f"MLflow's app no longer uses Flask's cookie sessions: {flask_app.session_interface}")
+    try:
+        return cookie_sessions.check_equivalence()
+    except AssertionError as error:
+        raise CompatibilityError(str(error)) from None
+
+
+def check_request_parse() -> None:
+    from mlflow_gcp_server import request_parse
+
+    if not request_parse.parses_through_parse_dict():
+        raise CompatibilityError("mlflow.server.handlers._get_request_message no longer parses through parse_dict, "
+                                 "where mlflow_gcp_server.request_parse keeps a request's parse")
 
 
 def check_gs_plugin() -> None:
@@ -224,7 +246,8 @@ def check_auth_migrations() -> str:
 
 def main() -> int:
     checks = (("MLflow internals", check_required_attributes), ("basic-auth app", check_basic_auth_app),
-              ("FastAPI permission middleware", check_fastapi_passthrough),
+              ("FastAPI permission middleware", check_fastapi_passthrough), ("cookie sessions", check_cookie_sessions),
+              ("one parse per request", check_request_parse),
               ("gs plugin", check_gs_plugin), ("signing credentials", check_signing_credentials),
               ("auth migrations on MySQL", check_auth_migrations), ("route policy", check_route_policy),
               ("storage locations", check_storage_locations))

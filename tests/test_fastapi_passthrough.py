@@ -80,3 +80,28 @@ def test_a_native_route_still_refuses_an_anonymous_caller(wrapped):
     status, body = answer(wrapped[0], "POST", "/v1/traces")
     assert status == 401
     assert b"not authenticated" in body
+
+
+PATHS = [("POST", "/api/2.0/mlflow/runs/log-metric"), ("GET", "/api/2.0/mlflow/runs/log-metric"),
+         ("POST", "/v1/traces"), ("GET", "/v1/traces"), ("GET", "/ajax-api/3.0/jobs/x"),
+         ("POST", "/gateway/x/mlflow/invocations"), ("GET", "/api/2.0/mlflow-artifacts/artifacts/1/a.txt"),
+         ("PUT", "/api/2.0/mlflow-artifacts/artifacts/1/a.txt"), ("GET", "/health")]
+
+
+def test_a_remembered_decision_is_the_decision(wrapped):
+    middleware = wrapped[1]
+    fresh = [middleware.decide(method, path, "") for method, path in PATHS]
+    first = [middleware.passes_through(scope(method, path)) for method, path in PATHS]
+    hits = middleware._decide.cache_info().hits
+    again = [middleware.passes_through(scope(method, path)) for method, path in PATHS]
+    assert first == again == fresh
+    assert middleware._decide.cache_info().hits >= hits + len(PATHS)
+
+
+def test_long_paths_and_pathless_requests_are_not_remembered(wrapped):
+    middleware = wrapped[1]
+    long_path = "/api/2.0/mlflow/runs/log-metric" + "/x" * fastapi_passthrough.CACHED_PATH_LENGTH
+    size = middleware._decide.cache_info().currsize
+    middleware.passes_through(scope("POST", long_path))
+    assert middleware._decide.cache_info().currsize == size
+    assert not middleware.passes_through({**scope("POST", "/"), "path": ""})  # MLflow's middleware decides

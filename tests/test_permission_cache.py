@@ -45,6 +45,7 @@ class FakeAuth:
         self.workspace_context = SimpleNamespace(get_request_workspace=lambda: None)
 
     def authenticate_request(self):
+        self.calls.append("authenticate")
         return SimpleNamespace(username=self.username)
 
     def sender_is_admin(self):
@@ -123,6 +124,37 @@ def test_admin_flag_is_cached_per_user_with_the_same_bound(server, clock):
     fake.admins.clear()  # demoted elsewhere
     clock.now += TTL
     assert auth.sender_is_admin() is False
+
+
+def test_the_login_is_checked_once_per_request_and_never_shared_between_requests(server):
+    from flask import Flask
+
+    fake, auth, _ = server
+    fake.admins.add("carl")
+    app = Flask("t")
+    with app.app_context():  # one app context around two requests: what the request carries decides, not `g`
+        with app.test_request_context("/api/2.0/mlflow/runs/log-metric"):
+            assert auth.authenticate_request().username == "carl"
+            assert auth.sender_is_admin() and auth.authenticate_request().username == "carl"
+        assert fake.calls.count("authenticate") == 1
+        fake.username = "dora"
+        with app.test_request_context("/api/2.0/mlflow/runs/log-metric"):
+            assert auth.authenticate_request().username == "dora"
+            assert auth.sender_is_admin() is False
+        assert fake.calls.count("authenticate") == 2
+
+
+def test_a_refused_login_is_asked_again(server):
+    from flask import Flask
+
+    fake, _, _ = server
+    fake.authenticate_request = lambda: fake.calls.append("authenticate") or SimpleNamespace(status_code=401)
+    wrapped_again = wrapped(fake)
+    install(PermissionCache(TTL), wrapped_again)
+    with Flask("t").test_request_context("/api/2.0/mlflow/runs/log-metric"):
+        assert wrapped_again.authenticate_request().status_code == 401
+        assert wrapped_again.authenticate_request().status_code == 401
+    assert fake.calls.count("authenticate") == 2
 
 
 def test_run_experiment_cached_and_each_caller_gets_its_own_list(server):

@@ -83,7 +83,7 @@ def create_app():
     from mlflow.server import app as flask_app
     from mlflow.server.auth import create_app as create_basic_auth_app
 
-    from mlflow_gcp_server import fastapi_passthrough, permission_cache
+    from mlflow_gcp_server import cookie_sessions, fastapi_passthrough, permission_cache, request_parse
 
     cache = permission_cache.PermissionCache(permission_cache.ttl_from_environment())
     permission_cache.install(cache)
@@ -91,6 +91,8 @@ def create_app():
     origins = os.environ.get("MLFLOW_SERVER_CORS_ALLOWED_ORIGINS", "")
     server = create_basic_auth_app()
     fastapi_passthrough.install(server)  # MLflow's FastAPI permission middleware only where it can decide
+    cookie_sessions.install(flask_app)  # no cookie signer for requests without a session cookie
+    request_parse.install()  # a request's body parsed into its message once (permission check and handler)
     storage_locations.install(flask_app)  # after MLflow's login and permission checks
     versions.install(flask_app)  # admins only: MLflow's fail-closed auth, then the view's own check
     return CloudRunGuard(permission_cache.ClearOnAccessChange(server, cache),

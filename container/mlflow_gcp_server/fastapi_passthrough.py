@@ -11,9 +11,16 @@ that: MLflow has no FastAPI validator for the path and method, and the request m
 itself (so it is served by the Flask mount, behind Flask's checks). Every other request, including every one MLflow's
 middleware might refuse or annotate, goes through MLflow's middleware unchanged. The decision uses MLflow's own
 functions (checked at image build time: check_mlflow_compat.py).
+
+The decision depends only on the request's type, method, path and root path (Starlette's route matching and MLflow's
+validator lookup read nothing else), so it is kept per such key for paths up to CACHED_PATH_LENGTH characters (at most
+CACHED_DECISIONS of them, least recently used evicted: about 1 MB): a client logging metrics asks it for the same few
+paths many times a second.
 """
 
 from __future__ import annotations
+
+import functools
 
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
@@ -21,6 +28,8 @@ from starlette.requests import Request
 MLFLOW_DISPATCH_NAME = "fastapi_permission_middleware"
 # The functions of mlflow.server.auth used for the decision (checked at image build time).
 USED = ("get_routed_asgi_path", "_find_fastapi_validator", "_native_fastapi_routes", "_scope_matches_native_route")
+CACHED_DECISIONS = 4096
+CACHED_PATH_LENGTH = 256
 
 
 class SkipWhenPassThrough:
@@ -31,14 +40,24 @@ class SkipWhenPassThrough:
         self.mlflow = mlflow
         self.native_routes = native_routes
         self.auth = auth
+        self._decide = functools.lru_cache(maxsize=CACHED_DECISIONS)(self.decide)
 
     def passes_through(self, scope) -> bool:
         if scope["type"] != "http":
             return False
+        path = scope.get("path")
+        if not isinstance(path, str) or not path:  # MLflow would then read the path from the Host header
+            return False
+        key = (scope.get("method", "GET"), path, scope.get("root_path", ""))
+        return self._decide(*key) if len(path) <= CACHED_PATH_LENGTH else self.decide(*key)
+
+    def decide(self, method: str, path: str, root_path: str) -> bool:
+        # Computed from the key alone (a scope of just these fields), so a cached decision is the same decision.
+        scope = {"type": "http", "method": method, "path": path, "root_path": root_path}
         if self.auth._scope_matches_native_route(self.native_routes, scope):
             return False
-        path = self.auth.get_routed_asgi_path(Request(scope))
-        return self.auth._find_fastapi_validator(path, scope.get("method", "GET")) is None
+        routed = self.auth.get_routed_asgi_path(Request(scope))
+        return self.auth._find_fastapi_validator(routed, method) is None
 
     async def __call__(self, scope, receive, send):
         if self.passes_through(scope):

@@ -13,6 +13,9 @@ default 10), per process:
   roles, workspaces or permissions clears the cache, see `ClearOnAccessChange`). MLflow's own login cache
   (auth_cache_ttl_seconds, 120 s) holds a removed or demoted user's login longer on other instances.
 - `ttl` 0 turns the cache off.
+- within one request, the login is checked once (`authenticate_request`): MLflow asks again in its admin check and
+  in each validator, each time parsing the header and computing an HMAC. The answer is kept with the request only;
+  a request that changes its own sender's password is judged as a whole by the login it came with.
 
 The wrappers replace the functions in `mlflow.server.auth`'s namespace, where MLflow's validators look them up
 at each call (`install`); check_mlflow_compat.py fails the image build if those functions are gone.
@@ -28,12 +31,15 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any
 
+from flask import has_request_context, request
+
 TTL_VAR = "MLFLOW_GCP_PERMISSION_CACHE_SECONDS"
 DEFAULT_TTL_SECONDS = 10.0
 MAX_ENTRIES = 10_000
 # The functions of mlflow.server.auth this module wraps (checked at image build time).
 WRAPPED = ("sender_is_admin", "authorize", "_run_requirement", "authenticate_request")
 _MISSING = object()
+REQUEST_LOGIN_KEY = "mlflow_gcp.login"
 
 
 class PermissionCache:
@@ -135,10 +141,23 @@ def install(cache: PermissionCache, auth=None) -> None:
     if getattr(auth, "_mlflow_gcp_permission_cache", None) is not None:
         return
     sender_is_admin, authorize, run_requirement = auth.sender_is_admin, auth.authorize, auth._run_requirement
+    authenticate_request = auth.authenticate_request
+
+    def authenticate_once():
+        # MLflow checks the login several times per request (its before-request hook, the admin check, each
+        # validator): the first successful answer is kept with this request (its WSGI environ, which no other
+        # request shares) and given again.
+        if not has_request_context():
+            return authenticate_request()
+        found = request.environ.get(REQUEST_LOGIN_KEY)
+        if found is None:
+            found = authenticate_request()
+            if getattr(found, "username", None):  # not MLflow's 401 response
+                request.environ[REQUEST_LOGIN_KEY] = found
+        return found
 
     def cached_sender_is_admin() -> bool:
-        username = auth.authenticate_request().username
-        return cache.cached(("is_admin", username), sender_is_admin)
+        return cache.cached(("is_admin", auth.authenticate_request().username), sender_is_admin)
 
     def cached_authorize(username, anchor, requirements) -> bool:
         key = _decision_key(username, anchor, requirements, _workspace(auth))
@@ -150,6 +169,7 @@ def install(cache: PermissionCache, auth=None) -> None:
                              keep=lambda value: value is not None)
         return _own_copy(found)
 
+    auth.authenticate_request = authenticate_once
     auth.sender_is_admin = cached_sender_is_admin
     auth.authorize = cached_authorize
     auth._run_requirement = cached_run_requirement
