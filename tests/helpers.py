@@ -58,3 +58,15 @@ def up_and_clear_log(fake, *flags: str):
 def flat(text: str) -> str:
     """The output on one line, as a sentence can be searched in it whatever the terminal's width wrapped."""
     return " ".join(text.split())
+
+
+def refused_with_yes_and_dry_run(fake, *command: str) -> list[str]:
+    """`mlflow-gcp COMMAND --yes`, then `--dry-run`: each refused (non-zero) with no mutating request sent; their
+    outputs, flat."""
+    outputs = []
+    for mode in ("--yes", "--dry-run"):
+        result = cli(*command, mode)
+        assert result.exit_code != 0, result.output
+        assert fake.mutating_requests() == []
+        outputs.append(flat(result.output))
+    return outputs

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 
-from tests.helpers import cli
+from tests.helpers import cli, refused_with_yes_and_dry_run
 from tests.test_upgrade import (
     DATA,
     INSTANCE,
@@ -80,15 +80,11 @@ def test_up_after_down_with_an_older_mlflow_is_refused_before_any_change(fake, d
     assert cli("down", "--yes").exit_code == 0
     fake.clear_log()
     pin(tmp_path, OLD)
-    for args in (("up", "--yes"), ("up", "--dry-run")):
-        result = cli(*args)
-        assert result.exit_code != 0, result.output
-        flat = " ".join(result.output.split())
-        said = f"{INSTANCE} hold the schema of MLflow {NEW} (recorded on the instance), newer than the MLflow {OLD}"
-        assert said in flat
-        assert f"--mlflow-version {NEW}" in flat and "the newest successful one is" in flat
-        assert "Traceback" not in result.output
-        assert fake.mutating_requests() == []
+    expected = f"{INSTANCE} hold the schema of MLflow {NEW} (recorded on the instance), newer than the MLflow {OLD}"
+    for said in refused_with_yes_and_dry_run(fake, "up"):
+        assert expected in said
+        assert f"--mlflow-version {NEW}" in said and "the newest successful one is" in said
+        assert "Traceback" not in said
     assert fake.run_service("mlflow") is None
 
 
@@ -121,12 +117,8 @@ def test_going_back_during_an_unfinished_upgrade_is_refused_up_front(fake, doubl
     assert cli("up", "--yes").exit_code != 0
     assert recorded(fake) == "3_18_0" and fake.sql_data[INSTANCE]["schema"] == NEW
     fake.clear_log()
-    for args in (("--yes",), ("--dry-run",)):
-        result = cli("up", "--mlflow-version", OLD, *args)
-        assert result.exit_code != 0
-        flat = " ".join(result.output.split())
-        assert f"hold the schema of MLflow {NEW}" in flat and f"--mlflow-version {NEW}" in flat
-        assert fake.mutating_requests() == []
+    for said in refused_with_yes_and_dry_run(fake, "up", "--mlflow-version", OLD):
+        assert f"hold the schema of MLflow {NEW}" in said and f"--mlflow-version {NEW}" in said
     fake.run_jobs.outcome = migrates(fake)
     result = cli("up", "--mlflow-version", NEW, "--yes")
     assert result.exit_code == 0, result.output
