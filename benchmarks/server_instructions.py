@@ -27,9 +27,10 @@ BENCHMARKS = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCHMARKS))
 
 import server_throughput as throughput  # noqa: E402
+from asgi_calls import BATCH_SIZE  # noqa: E402
 from server_start import rehearsal_servers  # noqa: E402
 
-WORKLOADS = (("log_metric", 1), (f"log_batch({throughput.BATCH_SIZE})", 0.3))  # log_batch: fewer calls
+WORKLOADS = (("log_metric", 1), (f"log_batch({BATCH_SIZE})", 0.3))  # log_batch: fewer calls
 
 
 def worker_environment(process: subprocess.Popen) -> dict[str, str]:

@@ -38,6 +38,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "tests" / "e2e"))
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 
+# One batch size and one non-admin for this benchmark and server_instructions.py's calls.
+from asgi_calls import BATCH_SIZE  # noqa: E402
+from asgi_calls import USER as BENCH_USER  # noqa: E402
 from e2e_deployment import (  # noqa: E402
     ENTRYPOINT,
     container_env,
@@ -46,7 +49,6 @@ from e2e_deployment import (  # noqa: E402
 from e2e_mariadb import free_port  # noqa: E402
 from server_start import Servers, rehearsal_servers  # noqa: E402
 
-BATCH_SIZE = 100
 GUARDED, OPEN, STOCK = "guarded", "open", "stock"
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -217,9 +219,6 @@ def measure(targets: dict[str, Target], rounds: int, seconds: float, threads: in
                 results[name].add(side, *targets[side].measure(method, seconds, thread_count))
         print(f"round {round_number + 1}/{rounds} done", file=sys.stderr)
     return results
-
-
-BENCH_USER = ("bench-user", "bench-user-password-1234")
 
 
 COMMANDS = {
