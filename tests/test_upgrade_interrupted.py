@@ -97,6 +97,39 @@ def test_upgrade_interrupted_at_any_stage_then_rerun(fake, double, tmp_path, sta
     assert len(fake.run_jobs.executions(f"{service(fake)['name'].rsplit('/', 1)[-1]}-migrate")) == 1
 
 
+def ends_after_the_next_look(fake, execution_id: str) -> None:
+    """The execution ends right after the next listing of the job's executions has answered it running."""
+    route = next(r for r in fake.routes if r.method == "GET" and r.template == run_jobs.EXECUTIONS)
+    listed = route.handler
+
+    def then_ends(req):
+        answer = listed(req)
+        route.handler = listed
+        fake.run_jobs.finish(execution_id)
+        return answer
+
+    route.handler = then_ends
+
+
+def test_a_migration_seen_running_by_the_rerun_and_ending_before_it_would_start_one_is_not_run_again(
+    fake, double, tmp_path  # noqa: F811
+):
+    """The rerun sees the interrupted run's execution running, then it ends before the job would be run: it is
+    that migration's result the rerun takes (CI saw a second execution when the timing fell so)."""
+    fake.latency["run.execution"] = 600.0
+    fake.run_jobs.outcome = migrates(fake)
+    pin(tmp_path, NEW)
+    kill_when(start("up", "--yes"), STAGES["while the migration runs"], signal.SIGINT)
+    job = f"{service(fake)['name'].rsplit('/', 1)[-1]}-migrate"
+    [running] = fake.run_jobs.executions(job)
+    ends_after_the_next_look(fake, running["name"].rsplit("/", 1)[-1])
+    fake.latency["run.execution"] = 0.0  # a second execution would end at once
+    result = cli("up", "--yes")
+    assert result.exit_code == 0, result.output
+    assert_upgraded(fake, double)
+    assert len(fake.run_jobs.executions(job)) == 1
+
+
 @pytest.mark.parametrize("stage", ROLLBACK_STAGES)
 def test_rollback_interrupted_then_rerun_finishes_it(fake, double, tmp_path, stage):  # noqa: F811
     fake.latency["sqladmin.restore"] = 0.5

@@ -139,6 +139,11 @@ def created_at(execution: Any) -> datetime | None:
     return None
 
 
+def created_since(execution: Any, moment: datetime | None) -> bool:
+    created = created_at(execution)
+    return moment is not None and created is not None and created >= moment
+
+
 def ended_lately(execution: Any) -> bool:
     """Ended within the time Logging may take to show its lines (or its end time unknown)."""
     if "completion_time" not in execution:
@@ -259,10 +264,11 @@ class MigrationJob:
             raise translate(e, what, self.settings.project) from e
 
     # -- executions ------------------------------------------------------------------------------------------
-    def start(self) -> str:
+    def start(self, *, since: datetime | None = None) -> str:
         """Run the job and return the execution's name. An execution still running with the job's image (a run
-        interrupted while it waited) is returned instead of starting another; after a lost answer of `:run`, the
-        execution it made is found and returned."""
+        interrupted while it waited), or one created since `since` that has ended (the caller saw it running a
+        moment ago), is returned instead of starting another; after a lost answer of `:run`, the execution it
+        made is found and returned."""
         job = self.read()
         if job is None:
             raise MlflowGcpError(
@@ -283,6 +289,9 @@ class MigrationJob:
                 "Wait for it to end (or cancel it: `gcloud run jobs executions cancel "
                 f"{other.name.rsplit('/', 1)[-1]} --region {self.settings.region}`), then run the command again.",
             )
+        ended = [e for e in before if _image(e.template) == image and created_since(e, since)]
+        if ended:
+            return ended[0].name
         known = {e.name for e in before}
         client = self.clients.run_jobs()
 

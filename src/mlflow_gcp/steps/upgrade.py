@@ -336,8 +336,9 @@ class Upgrade:
         template = self.resource.serving_body(live) if live is not None else self.resource.service.desired(None)
         job.ensure(template["template"])
         self.record("")  # until the job has ended, the schema may be anywhere between the two versions
-        # An execution still running (a run stopped while it waited) is waited for, not started again.
-        execution = job.start()
+        # An execution still running (a run stopped while it waited) is waited for, not started again; one of this
+        # upgrade's that ended since `latest` looked is taken as it is.
+        execution = job.start(since=backup.ended or backup.time)
         self.log(f"migration {execution.rsplit('/', 1)[-1]} of the job {self.settings.service}-migrate runs")
         result = job.wait(execution, self.log)
         self.log(f"migration {result.short_name} {result.state}")
