@@ -6,6 +6,7 @@ dist-info next to this package); uvicorn runs with `--no-proxy-headers`.
 
 from __future__ import annotations
 
+import gc
 import os
 from fnmatch import fnmatch
 
@@ -95,5 +96,21 @@ def create_app():
     request_parse.install()  # a request's body parsed into its message once (permission check and handler)
     storage_locations.install(flask_app)  # after MLflow's login and permission checks
     versions.install(flask_app)  # admins only: MLflow's fail-closed auth, then the view's own check
-    return CloudRunGuard(permission_cache.ClearOnAccessChange(server, cache),
-                         tuple(filter(None, (o.strip() for o in origins.split(",")))))
+    guarded = CloudRunGuard(permission_cache.ClearOnAccessChange(server, cache),
+                            tuple(filter(None, (o.strip() for o in origins.split(",")))))
+    freeze_startup_objects()
+    return guarded
+
+
+def freeze_startup_objects() -> int:
+    """Move what the server holds once started out of the cyclic garbage collector's way; the number moved.
+
+    The worker holds about 350,000 objects from its imports and set-up (MLflow, SQLAlchemy, protobuf, Flask), kept
+    for its whole life. CPython's full collection scans every one of them each time: here every few hundred
+    `log_batch` calls, about 70 ms each time (5% of such a call's CPU, and that pause for the request it lands on).
+    `gc.freeze()` (https://docs.python.org/3/library/gc.html#gc.freeze) moves them to a generation no collection
+    scans; what requests allocate is collected as before. Cycles among these objects that turn to garbage later
+    are not freed: start-up objects live as long as the worker anyway."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()

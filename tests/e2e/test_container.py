@@ -259,6 +259,28 @@ def test_guard_trusts_no_forwarding_header_and_keeps_https():
     assert seen[0]["client"] is None and seen[0]["scheme"] == "https"
 
 
+def test_the_server_freezes_its_start_up_objects_and_still_collects_what_requests_leave():
+    import gc
+    import weakref
+
+    from mlflow_gcp_server.app import freeze_startup_objects
+
+    class Node:
+        pass
+
+    try:
+        held = freeze_startup_objects()
+        assert held == gc.get_freeze_count() > 0
+        node = Node()
+        node.itself = node  # garbage only a collection frees
+        gone = weakref.ref(node)
+        del node
+        gc.collect()
+        assert gone() is None and gc.get_freeze_count() == held
+    finally:
+        gc.unfreeze()
+
+
 @pytest.mark.parametrize("path, status", [
     ("/ajax-api/3.0/mlflow/assistant/config", 403),
     ("//ajax-api/3.0/mlflow/assistant//config/", 403),
