@@ -310,7 +310,7 @@ def test_rotate_refuses_before_any_change_when_the_live_image_is_gone_from_the_r
 
 
 def test_the_registry_name_of_an_image():
-    from mlflow_gcp.operate.rotation_versions import registry_name
+    from mlflow_gcp.resources.registry_image import registry_name
 
     repo = "projects/p/locations/europe-west1/repositories/mlflow/packages"
     assert registry_name("europe-west1-docker.pkg.dev/p/mlflow/mlflow-server:abc") == f"{repo}/mlflow-server/tags/abc"

@@ -5,8 +5,6 @@ image no longer in Artifact Registry: no revision of it could start, and the rot
 
 from __future__ import annotations
 
-import re
-
 from mlflow_gcp.config import Settings
 from mlflow_gcp.errors import MlflowGcpError
 from mlflow_gcp.gcp.clients import Clients
@@ -57,48 +55,14 @@ def runs_this_image(settings: Settings, clients: Clients, service) -> bool:
     return running_image(service) == ours
 
 
-# REGION-docker.pkg.dev/PROJECT/REPOSITORY/PACKAGE[:TAG][@sha256:DIGEST]
-_REGISTRY_IMAGE = re.compile(
-    r"^(?P<location>[a-z0-9-]+)-docker\.pkg\.dev/(?P<project>[^/]+)/(?P<repository>[^/]+)/(?P<package>[^:@]+)"
-    r"(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]+))?$"
-)
-
-
-def registry_name(image: str) -> str | None:
-    """The Artifact Registry resource of an image (its version by digest, else its tag); None for an image
-    elsewhere (another registry: not checked)."""
-    from urllib.parse import quote
-
-    match = _REGISTRY_IMAGE.match(image)
-    if not match or not (match["tag"] or match["digest"]):
-        return None
-    package = (
-        f"projects/{match['project']}/locations/{match['location']}/repositories/{match['repository']}/packages/"
-        + quote(match["package"], safe="")
-    )
-    return f"{package}/versions/{match['digest']}" if match["digest"] else f"{package}/tags/{match['tag']}"
-
-
 def refuse_a_missing_image(settings: Settings, clients: Clients, service, command: str) -> None:
     """Before anything changes: the image the rotation keeps must still be there to start a revision from."""
-    from google.api_core import exceptions as gexc
-
-    from mlflow_gcp.gcp import retry
+    from mlflow_gcp.resources.registry_image import image_gone
     from mlflow_gcp.steps.mlflow_version import pending_upgrade, running_image
 
     image = running_image(service)
-    name = registry_name(image)
-    if name is None:
-        return
-    client = clients.artifact_registry()
-    get = client.get_version if "/versions/" in name else client.get_tag
-    try:
-        retry.call(lambda: get(name=name))
-        return
-    except gexc.NotFound:
-        pass
-    except gexc.GoogleAPICallError:
-        return  # not readable from here (a permission, the API): the rollout says it if it cannot pull
+    if not image_gone(clients, image):
+        return  # there, or not known to be gone: the rollout says it if it cannot pull
     pending = pending_upgrade(settings, service)
     up = f"mlflow-gcp up --mlflow-version {pending[0]}" if pending else "mlflow-gcp up"
     raise RotationError(

@@ -191,8 +191,9 @@ def newest_backup_named(settings: Settings, clients: Any) -> str:
 
 
 def refuse_downgrade(settings: Settings, clients: Any, login: Callable[[], tuple[str, str] | None]) -> None:
-    """Before any step of `up` runs: a deployment running a newer MLflow than this image is refused. What cannot be
-    read here (nothing deployed yet, an API not enabled) is left to the deploy step, which checks again."""
+    """Before any step of `up` runs: a deployment running a newer MLflow than this image is refused, and so is an
+    upgrade whose way back is gone (`lost_way_back`). What cannot be read here (nothing deployed yet, an API not
+    enabled) is left to the deploy step, which checks again."""
     from google.api_core import exceptions as gexc
 
     from mlflow_gcp.resources.live_service import read_service
@@ -210,6 +211,44 @@ def refuse_downgrade(settings: Settings, clients: Any, login: Callable[[], tuple
         versions = live_versions(service, image, login=login(), schema=schema)
     if versions.downgrade:
         raise downgrade_error(versions, newest_backup_named(settings, clients), settings.db_instance)
+    lost = lost_way_back(clients, service, versions)
+    if lost is not None:
+        raise lost
+
+
+def lost_way_back(clients: Any, service: Any, versions: MlflowVersions) -> MlflowGcpError | None:
+    """An upgrade about to start (not one a run left in maintenance) while the image the server runs is no longer in
+    Artifact Registry: a failed migration restores the backup and deploys that image again, which Cloud Run could
+    not start, so the server would stay in maintenance. Refused before anything changes; None when all is well or
+    the registry cannot tell (resources/registry_image.py)."""
+    from mlflow_gcp.resources.registry_image import image_gone
+
+    if service is None or versions.no_server or versions.upgrade_id or not versions.pending or versions.downgrade:
+        return None
+    image = running_image(service)
+    if not image_gone(clients, image):
+        return None
+    running, new = versions.running, versions.image
+    known = running != UNKNOWN
+    said = (
+        f"The image the server runs, {image} (MLflow {running if known else 'of an unknown version'}), is no longer "
+        "in Artifact Registry (deleted by hand or by a cleanup policy?). Should the migration to MLflow "
+        f"{new} fail, the upgrade restores the backup and deploys that image again, and Cloud Run cannot start a "
+        "revision of an image it cannot pull: the server would stay in maintenance (503). Nothing was changed: the "
+        "server keeps serving as it does."
+    )
+    if known:
+        return MlflowGcpError(
+            said,
+            f"Run `mlflow-gcp up --mlflow-version {running}` first: it builds the image of MLflow {running} again "
+            "(rolled out only when it is not the image the server runs; the version is remembered). Then upgrade "
+            f"with `mlflow-gcp up --mlflow-version {new}`.",
+        )
+    return MlflowGcpError(
+        said,
+        "Build that image again with the mlflow-gcp that deployed the server (its `mlflow-gcp up`), then run "
+        "`mlflow-gcp up` with this one.",
+    )
 
 
 def recorded_schema(settings: Settings, clients: Any) -> str:

@@ -48,6 +48,7 @@ from mlflow_gcp.steps.mlflow_version import (
     image_version,
     in_maintenance,
     live_versions,
+    lost_way_back,
     new_upgrade_id,
     newest_backup_named,
     running_image,
@@ -112,8 +113,11 @@ class MlflowUpgrade(Resource):
         return Effect(Impact.RESTART, current.describe())
 
     def problem(self, current: MlflowVersions | None) -> MlflowGcpError | None:
-        if current is None or not current.downgrade:
+        if current is None:
             return None
+        if not current.downgrade:
+            # Before the maintenance revision: the image a failed migration would roll back to must still be there.
+            return lost_way_back(self.ctx.clients, getattr(self, "live", None), current)
         settings = self.ctx.settings
         return downgrade_error(current, newest_backup_named(settings, self.ctx.clients), settings.db_instance)
 
@@ -235,24 +239,39 @@ class Upgrade:
             )
             return
         line = self.job_line(result)
+        newer = (
+            "Deploy the MLflow that migrated it (`mlflow-gcp up --mlflow-version VERSION`, remembered), or "
+            "restore a backup taken before that migration into a new instance (`mlflow-gcp backup list`, "
+            "`mlflow-gcp restore BACKUP_ID`)."
+        )
         if outcome == NEWER_SCHEMA:
-            self.roll_back_template()
-            raise MigrationFailed(
+            said = (
                 f"The database's schema is newer than MLflow {v.image} knows ({line}): it was migrated by a newer "
-                f"MLflow. Nothing was changed; the previous image (MLflow {v.running}) serves again.",
-                "Deploy the MLflow that migrated it (`mlflow-gcp up --mlflow-version VERSION`, remembered), or "
-                "restore a backup taken before that migration into a new instance (`mlflow-gcp backup list`, "
-                "`mlflow-gcp restore BACKUP_ID`).",
+                "MLflow. Nothing was changed"
             )
+            self.roll_back_template(said, newer)
+            raise MigrationFailed(f"{said}; the previous image (MLflow {v.running}) serves again.", newer)
         self.restore(backup)
         self.record(v.running)
-        self.roll_back_template()
+        log = f"Read the job's log ({result.log_uri or 'Cloud Run > Jobs > ' + self.settings.service + '-migrate'})"
+        said = (
+            f"The migration of the database to MLflow {v.image} failed ({line}). Backup {backup.id}, taken just "
+            f"before, was restored onto {self.settings.db_instance}: the data is as it was before the upgrade"
+        )
+        known = v.running != UNKNOWN
+        self.roll_back_template(
+            said,
+            f"Run `mlflow-gcp up --mlflow-version {v.running if known else 'VERSION'}`: it builds the image of "
+            + (f"MLflow {v.running}" if known else "the MLflow the data was served with")
+            + f" again and the server serves the data with it (the version is remembered). {log} for why; once the "
+            f"cause is fixed, `mlflow-gcp up --mlflow-version {v.image}` tries the upgrade again, with a new backup "
+            "first.",
+        )
         raise MigrationFailed(
             f"The migration of the database to MLflow {v.image} failed ({line}). It was rolled back: backup "
             f"{backup.id}, taken just before, was restored onto {self.settings.db_instance}, and the previous image "
             f"(MLflow {v.running}) serves the data again.",
-            f"Read the job's log ({result.log_uri or 'Cloud Run > Jobs > ' + self.settings.service + '-migrate'}) "
-            "for why. Meanwhile stay on your MLflow with `mlflow-gcp up --mlflow-version "
+            f"{log} for why. Meanwhile stay on your MLflow with `mlflow-gcp up --mlflow-version "
             f"{v.running}` (remembered); once the cause is fixed, `mlflow-gcp up` tries the upgrade again, with a "
             "new backup first.",
         )
@@ -418,7 +437,12 @@ class Upgrade:
         )
         self.log(f"backup {backup.id} restored onto {s.db_instance}")
 
-    def roll_back_template(self) -> None:
+    def roll_back_template(self, said: str, hint: str) -> None:
+        """The previous image serving again. When it is no longer in Artifact Registry no revision of it could
+        start (a fresh upgrade is refused before it starts: `lost_way_back`; a rerun of one left in maintenance
+        meets it here): the server stays in maintenance, said with `said` (what happened to the data) and `hint`."""
+        from mlflow_gcp.resources.registry_image import image_gone
+
         service, v = self.resource.service, self.versions
         live = service.read()
         previous = v.previous_image or (annotation(live, PREVIOUS_IMAGE) if live else "")
@@ -426,6 +450,13 @@ class Upgrade:
             raise MlflowGcpError(
                 f"The previous image of {service.label} is not known, so it cannot be deployed again.",
                 "Deploy the previous mlflow-gcp's image with that version of mlflow-gcp (`mlflow-gcp up`).",
+            )
+        if image_gone(self.ctx.clients, previous):
+            raise MigrationFailed(
+                f"{said}. But the previous image, {previous} (MLflow {v.running}), is no longer in Artifact Registry "
+                "(deleted by hand or by a cleanup policy?), so Cloud Run cannot start it again: the server stays in "
+                "maintenance (503).",
+                hint,
             )
 
         def applied():
