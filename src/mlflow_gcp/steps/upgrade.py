@@ -17,7 +17,10 @@ from Google so that a rerun after Ctrl-C or a lost answer carries on where the l
 
 A failed migration is rolled back: the backup restored onto the instance and the previous image serving again;
 the run then ends with the job's last line. A schema newer than the new image knows (exit 3) is refused: nothing
-was changed, the previous image serves again. An image OLDER than the live MLflow is refused before anything.
+was changed, the previous image serves again. An image OLDER than the live MLflow is refused before anything, and
+so is an upgrade while the image the server runs (the roll-back's) is no longer in Artifact Registry
+(`lost_way_back`); a rerun of an upgrade left in maintenance that meets it after a failed migration restores the
+backup and says the server stays in maintenance, with the way to get it serving.
 """
 
 from __future__ import annotations
