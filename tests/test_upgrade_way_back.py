@@ -121,3 +121,21 @@ def test_a_rerun_in_maintenance_whose_migration_fails_says_the_server_stays_in_m
     assert "MLFLOW_GCP_MAINTENANCE" not in env_names(fake) and version_of(fake) == OLD
     assert fake.sql_data[INSTANCE] == DATA and fake.registry_holds(image(fake))
     assert double.answer("/health", None)[0] == 200
+
+
+def test_with_the_running_version_unknown_the_refusal_names_the_mlflow_gcp_that_deployed_it(fake, double, tmp_path):
+    """No version annotation (an earlier tool's server) and no versions route: `--mlflow-version` of a guess would
+    still meet an unknown version, so the error names the one way that rebuilds that image."""
+    stored = fake.state["run_services"][f"projects/{PROJECT}/locations/europe-west1/services/mlflow"]
+    stored["annotations"].pop("mlflow-gcp/mlflow-version")
+    stored["template"]["annotations"].pop("mlflow-gcp/mlflow-version")
+    double.has_versions_route = False
+    delete_image(fake, image(fake))
+    pin(tmp_path, NEW)
+    fake.clear_log()
+    result = cli("up", "--yes")
+    assert result.exit_code == 1, result.output
+    text = flat(result.output)
+    assert f"(MLflow of an unknown version), {GONE}" in text and "Nothing was changed" in text, text
+    assert "with the mlflow-gcp that deployed the server" in text and "Traceback" not in result.output
+    assert fake.mutating_requests() == []
