@@ -275,8 +275,8 @@ class Upgrade:
             f"{backup.id}, taken just before, was restored onto {self.settings.db_instance}, and the previous image "
             f"(MLflow {v.running}) serves the data again.",
             f"{log} for why. Meanwhile stay on your MLflow with `mlflow-gcp up --mlflow-version "
-            f"{v.running}` (remembered); once the cause is fixed, `mlflow-gcp up` tries the upgrade again, with a "
-            "new backup first.",
+            f"{v.running}` (remembered); once the cause is fixed, `mlflow-gcp up --mlflow-version {v.image}` tries "
+            "the upgrade again, with a new backup first.",
         )
 
     def without_server(self) -> None:
