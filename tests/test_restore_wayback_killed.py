@@ -250,3 +250,29 @@ def test_the_way_back_killed_during_its_put_back_then_up(fake, double, way_back,
     assert assert_status_tells_the_truth(fake, double, new) == 0
     rerun_the_restore(fake, double, backup)
 
+
+def test_killed_between_the_put_back_record_and_its_rollout_status_and_a_rotation_keep_the_server_where_it_is(
+    fake, double, way_back, monkeypatch
+):
+    """The record names the previous instance again, the server still runs the older MLflow on the restored one.
+    `status` says so (not a password reset by hand, nor `credentials rotate --database`); a rotation, whose rollout
+    pins the mlflow-env naming the recorded instance, refuses: it would put the older MLflow onto the upgraded
+    instance. `up` puts the previous server back."""
+    backup, new = way_back
+    killed(fake, double, backup, "record put back, the service not sent", monkeypatch)
+    assert recorded_instance(fake) == INSTANCE and served(fake, double) == (OLD, new)
+    problems = json.loads(cli("status", "--json").stdout)["problems"]
+    assert any(p.startswith("the server runs on the database at") and "cut short" in p for p in problems), problems
+    assert not any("most likely refuses the MySQL password" in p for p in problems), problems
+    fake.sql_instances[new]["state"] = "RUNNABLE"
+    fake.clear_log()
+    rotated = cli("credentials", "rotate", "--database")
+    assert rotated.exit_code != 0, rotated.output
+    assert "The server runs on the database at" in " ".join(rotated.output.split())
+    assert fake.mutating_requests() == []
+    assert_consistent(fake, double, new)
+    assert served(fake, double) == (OLD, new)
+    result = cli("up", "--yes")
+    assert result.exit_code == 0, result.output
+    assert assert_consistent(fake, double, new) == (NEW, INSTANCE)
+    assert assert_status_tells_the_truth(fake, double, new) == 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlflow_gcp.config import SECRET_MLFLOW, Settings
+from mlflow_gcp.config import SECRET_ENV, SECRET_MLFLOW, Settings
 from mlflow_gcp.errors import MlflowGcpError
 from mlflow_gcp.gcp import retry
 from mlflow_gcp.gcp.clients import Clients
@@ -52,6 +52,16 @@ def access(clients: Clients, project: str, secret_id: str, version: str = LATEST
         ) from e
     number = response.name.rsplit("/", 1)[-1]
     return decode_payload(secret_id, number, response.payload.data), number
+
+
+def pinned_env(clients: Clients, project: str, service: Any) -> str:
+    """The mlflow-env version the service runs with: the server's settings (its database host, ...)."""
+    return access(clients, project, SECRET_ENV, pinned_versions(service).get(SECRET_ENV, LATEST))[0]
+
+
+def db_host(env: str) -> str:
+    """DB_HOST of an mlflow-env content: the database the server connects to."""
+    return next((line[8:].strip() for line in env.splitlines() if line.startswith("DB_HOST=")), "")
 
 
 def login_of(clients: Clients, settings: Settings, service: Any) -> Login:

@@ -29,7 +29,7 @@ from collections.abc import Callable
 
 from google.api_core import exceptions as gexc
 
-from mlflow_gcp.config import SECRET_ENV, SECRET_MYSQL, Settings
+from mlflow_gcp.config import SECRET_MYSQL, Settings
 from mlflow_gcp.engine.base import Change, Event, Mode, Status, StepContext
 from mlflow_gcp.errors import OperationFailedError
 from mlflow_gcp.gcp import retry
@@ -105,10 +105,8 @@ class Restore:
 
     def _server_host(self, service) -> str:
         """DB_HOST of the mlflow-env version the live service pins: the database the server uses."""
-        version = live_service.pinned_versions(service).get(SECRET_ENV, live_service.LATEST)
-        value, _ = login_mod.access(self.clients, self.settings.project, SECRET_ENV, version)
-        self.server_env = value  # what the way back's put-back makes the latest version again
-        return next((line[8:].strip() for line in value.splitlines() if line.startswith("DB_HOST=")), "")
+        self.server_env = login_mod.pinned_env(self.clients, self.settings.project, service)
+        return login_mod.db_host(self.server_env)  # server_env: what a failed way back makes the latest again
 
     # -- 0. what is there ----------------------------------------------------------------------------------
     def prepare(self) -> Plan:

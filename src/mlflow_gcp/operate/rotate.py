@@ -164,14 +164,17 @@ class Rotation(RollBack):
         return out
 
     def check_prerequisites(self) -> None:
+        from mlflow_gcp.operate.rotation_versions import refuse_moving_the_server
+
         self.check_mlflow_version()
         try:
-            self._deploy_context()
+            ctx = self._deploy_context()
         except MlflowGcpError as error:
             raise RotationError(
                 f"The deployment is not complete, so nothing was rotated: {error.message}",
                 error.hint or "Run `mlflow-gcp up` first.",
             ) from error
+        refuse_moving_the_server(ctx, self._service, self.command)
 
     def check_mlflow_version(self) -> None:
         """A rotation changes passwords, never MLflow (operate/rotation_versions.py)."""

@@ -1,7 +1,10 @@
 """The MLflow a rotation meets (issue 24): a rotation changes passwords, never MLflow. Its rollouts keep the image the
 service runs, so an MLflow upgrade this mlflow-gcp would make stays `up`'s to do (asked, a backup first), and is said.
 An upgrade that stopped with the server in maintenance is refused: the new login could not be checked. So is a live
-image no longer in Artifact Registry: no revision of it could start, and the rotation would only roll back."""
+image no longer in Artifact Registry: no revision of it could start, and the rotation would only roll back. So is a
+server that runs on another database than the deployment's instance (a restore, or its way back, killed halfway):
+the rollout pins the mlflow-env that names the instance, and would put the MLflow the server runs onto a schema that
+may be another MLflow's (the older MLflow onto the instance an upgrade migrated)."""
 
 from __future__ import annotations
 
@@ -20,6 +23,23 @@ def refuse_an_unfinished_upgrade(service, command: str) -> None:
             f"An MLflow upgrade (from MLflow {started_from}) did not finish: the server answers 503 in "
             "maintenance, so a new login could not be checked. Nothing was changed.",
             f"Run `mlflow-gcp up` to finish the upgrade (or roll it back), then `{command}`.",
+        )
+
+
+def refuse_moving_the_server(ctx, service, command: str) -> None:
+    """The server's database (DB_HOST of the mlflow-env version it runs with) must be the deployment's instance, whose
+    private IP the database step read into `ctx` (not known: not checked)."""
+    from mlflow_gcp.operate import login as login_mod
+
+    settings, ip = ctx.settings, ctx.outputs.get("database.private_ip") or ""
+    host = login_mod.db_host(login_mod.pinned_env(ctx.clients, settings.project, service)) if ip else ""
+    if host and host != ip:
+        raise RotationError(
+            f"The server runs on the database at {host}, not on the deployment's Cloud SQL instance "
+            f"{settings.db_instance} ({ip}): a restore or a move was cut short. A rotation's rollout would move the "
+            f"server, with the MLflow it runs, onto {settings.db_instance}. Nothing was changed.",
+            f"Run the same `mlflow-gcp restore` again to finish it, or `mlflow-gcp up` to put the server back on "
+            f"{settings.db_instance}; then `{command}`.",
         )
 
 

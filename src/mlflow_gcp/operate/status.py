@@ -142,6 +142,26 @@ def mlflow_versions(settings: Settings, service: Any, reported: dict | None) -> 
     }
 
 
+def server_elsewhere(settings: Settings, clients: Clients, service: Any, instance_ip: str) -> str | None:
+    """The problem when the server runs on another database than the deployment's instance (private IP
+    `instance_ip`): a restore or a move cut short. Its failed checks are then that database's, not a password."""
+    from google.api_core.exceptions import GoogleAPICallError
+
+    from mlflow_gcp.operate.login import db_host, pinned_env
+
+    try:
+        host = db_host(pinned_env(clients, settings.project, service)) if service is not None and instance_ip else ""
+    except (MlflowGcpError, GoogleAPICallError):
+        return None  # not readable: the login check, made the same way, says why
+    if not host or host == instance_ip:
+        return None
+    return (
+        f"the server runs on the database at {host}, not on the deployment's Cloud SQL instance "
+        f"{settings.db_instance}: a restore or a move was cut short. Run the same `mlflow-gcp restore` again to "
+        f"finish it, or `mlflow-gcp up` to put the server back on {settings.db_instance}"
+    )
+
+
 def collect_status(
     settings: Settings,
     *,
@@ -196,13 +216,17 @@ def collect_status(
         except MlflowGcpError as error:
             server = ServerReport(url, (Check("login", False, 200, None, error.message),))
         failed = [c for c in server.checks if not c.ok]
+        elsewhere = server_elsewhere(settings, clients, service.current, inventory.outputs.get("database.private_ip"))
+        if elsewhere:
+            problems.append(elsewhere)
+            kinds.add(DRIFT)
         if failed and not server.reachable and all(c.error for c in failed):
             causes = sorted({c.detail for c in failed})
             problems.append(f"{url} does not answer: {', '.join(causes)}")
             kinds.add(UNREACHABLE)
         elif failed:
             problems += [f"{url}: {c.name} check failed ({c.detail})" for c in failed]
-            if server.database_refused:
+            if server.database_refused and not elsewhere:
                 problems.append(
                     "the server cannot use its database: it most likely refuses the MySQL password of "
                     "mysql-credentials (was the Cloud SQL user's password reset by hand, e.g. in the Console?); "
