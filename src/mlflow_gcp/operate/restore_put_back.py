@@ -46,13 +46,11 @@ def put_back(restore, before: Any, running: str) -> str:
     """The service as it was `before` the move, on MLflow `running`; says what was done. The record and
     `mlflow-env` first: killed before the service is back, `up` then finds the previous instance and MLflow."""
     from mlflow_gcp.engine.loop import run_step
-    from mlflow_gcp.gcp import retry
-    from mlflow_gcp.gcp.operations import wait_gapic
     from mlflow_gcp.resources import live_service
     from mlflow_gcp.steps import BY_NAME
-    from mlflow_gcp.steps.deploy import DEPLOY_TIMEOUT, check_ready
+    from mlflow_gcp.steps.deploy import update_service
     from mlflow_gcp.steps.mlflow_version import VERSION_ANNOTATION
-    from mlflow_gcp.steps.service_json import from_json_dict, to_json_dict
+    from mlflow_gcp.steps.service_json import to_json_dict
 
     previous: Settings = dataclasses.replace(restore.previous_settings(), mlflow_version=running)
     live = live_service.read_service(previous, restore.clients)
@@ -70,15 +68,12 @@ def put_back(restore, before: Any, running: str) -> str:
     else:
         annotations.pop(VERSION_ANNOTATION, None)
     what = f"Putting back the previous revision of {previous.service}"
-    client = restore.clients.run_services()
 
     def applied():  # an update whose answer was lost: read back
         current = live_service.read_service(previous, restore.clients)
         return current if template_of(current) == template_of(before) else None
 
-    operation = retry.call(lambda: client.update_service(request={"service": from_json_dict(body)}), applied=applied)
-    service = wait_gapic(operation, what=what, timeout=DEPLOY_TIMEOUT) if hasattr(operation, "result") else operation
-    check_ready(service, what)
+    update_service(restore.clients.run_services(), body, what, applied)
     return f"The previous image (MLflow {running}) serves again on {previous.db_instance}"
 
 

@@ -299,14 +299,7 @@ class CloudRunService(Resource):
     def roll_out(self, body: dict[str, Any], what: str, applied: Callable[[], Any]) -> Any:
         """Update the service to `body` (the upgrade's revisions) and wait until its revision serves; `applied`
         reads back whether an update whose answer was lost had been applied."""
-        operation = self._send(
-            lambda: self._client.update_service(request={"service": from_json_dict(body)}), applied=applied
-        )
-        if hasattr(operation, "result"):  # else the service itself, found already updated
-            operation = wait_gapic(operation, what=what, timeout=DEPLOY_TIMEOUT)
-        service = operation
-        check_ready(service, what)
-        return service
+        return update_service(self._client, body, what, applied, send=self._send)
 
     def _already_rolled_out(self):
         """The service when it already is as the settings ask (the update was applied), else None."""
@@ -333,6 +326,16 @@ class CloudRunService(Resource):
         except gexc.NotFound:
             return
         wait_gapic(operation, what=f"Deleting {self.label}", timeout=DEPLOY_TIMEOUT)
+
+
+def update_service(client, body: dict[str, Any], what: str, applied: Callable[[], Any], *, send=retry.call) -> Any:
+    """Update the service to `body`, wait until its revision serves, and return it; `applied` reads back whether an
+    update whose answer was lost had been applied (then the service it returns is taken as the answer)."""
+    operation = send(lambda: client.update_service(request={"service": from_json_dict(body)}), applied=applied)
+    if hasattr(operation, "result"):  # else the service itself, found already updated
+        operation = wait_gapic(operation, what=what, timeout=DEPLOY_TIMEOUT)
+    check_ready(operation, what)
+    return operation
 
 
 def check_ready(service, what: str) -> None:
