@@ -261,8 +261,12 @@ def test_killed_between_the_put_back_record_and_its_rollout_status_and_a_rotatio
     backup, new = way_back
     killed(fake, double, backup, "record put back, the service not sent", monkeypatch)
     assert recorded_instance(fake) == INSTANCE and served(fake, double) == (OLD, new)
-    problems = json.loads(cli("status", "--json").stdout)["problems"]
+    document = json.loads(cli("status", "--json").stdout)
+    problems = document["problems"]
     assert any(p.startswith("the server runs on the database at") and "cut short" in p for p in problems), problems
+    # The instance the server runs on is named, and never listed as left behind with the commands that delete it.
+    assert any(f"(Cloud SQL instance {new})" in p for p in problems), problems
+    assert f"Cloud SQL instance {new}" not in {i["resource"] for i in document["left_behind"]}, document["left_behind"]
     assert not any("most likely refuses the MySQL password" in p for p in problems), problems
     fake.sql_instances[new]["state"] = "RUNNABLE"
     fake.clear_log()

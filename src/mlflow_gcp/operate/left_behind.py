@@ -7,6 +7,8 @@ resources the settings do not name. Listed: Cloud SQL instances (one project-wid
 Not listed: Serverless VPC Access connectors (no labels; finding one would mean listing every region), and
 Artifact Registry repositories and Cloud Run services of other regions (a list per region): since issue 20 a
 region change is refused before anything is made, so none are left there by this tool's current version.
+An instance the server runs on (a restore or its way back cut short between the record and the rollout) is not left
+behind, whatever the settings name: it is never listed with the commands that delete it.
 """
 
 from __future__ import annotations
@@ -35,9 +37,14 @@ class LeftBehind:
 class LeftBehindReport:
     items: list[LeftBehind] = field(default_factory=list)
     unlisted: list[str] = field(default_factory=list)  # what could not be listed, and why
+    serving: str = ""  # the labelled instance the settings do not name but the server runs on (not listed)
 
 
-def _instances(settings: Settings, clients) -> list[LeftBehind]:
+def private_ip(instance: dict) -> str:
+    return next((a.get("ipAddress", "") for a in instance.get("ipAddresses", []) if a.get("type") == "PRIVATE"), "")
+
+
+def _instances(settings: Settings, clients, report: LeftBehindReport, serving_host: str) -> list[LeftBehind]:
     from mlflow_gcp.gcp import retry
     from mlflow_gcp.gcp.errors import execute
 
@@ -46,6 +53,9 @@ def _instances(settings: Settings, clients) -> list[LeftBehind]:
     for item in answer.get("items", []):
         labels = (item.get("settings") or {}).get("userLabels")
         if of_deployment(labels, settings) and item.get("name") != settings.db_instance:
+            if serving_host and private_ip(item) == serving_host:
+                report.serving = item["name"]
+                continue
             name, project = item["name"], settings.project
             found.append(
                 LeftBehind(
@@ -59,7 +69,7 @@ def _instances(settings: Settings, clients) -> list[LeftBehind]:
     return found
 
 
-def _buckets(settings: Settings, clients) -> list[LeftBehind]:
+def _buckets(settings: Settings, clients, report: LeftBehindReport, serving_host: str) -> list[LeftBehind]:
     from mlflow_gcp.gcp import retry
 
     named = {settings.bucket_name, settings.staging_bucket_name}
@@ -71,15 +81,16 @@ def _buckets(settings: Settings, clients) -> list[LeftBehind]:
     ]
 
 
-def find_left_behind(settings: Settings, clients) -> LeftBehindReport:
-    """The deployment's labelled instances and buckets the settings do not name. Reads only; a list that cannot
-    be made (API not enabled: nothing there; no permission) is said, never an error of the command."""
+def find_left_behind(settings: Settings, clients, serving_host: str = "") -> LeftBehindReport:
+    """The deployment's labelled instances and buckets the settings do not name, but the instance at `serving_host`
+    (the database the server runs on, when known). Reads only; a list that cannot be made (API not enabled: nothing
+    there; no permission) is said, never an error of the command."""
     from google.api_core import exceptions as gexc
 
     report = LeftBehindReport()
     for what, lister in (("Cloud SQL instances", _instances), ("buckets", _buckets)):
         try:
-            report.items += lister(settings, clients)
+            report.items += lister(settings, clients, report, serving_host)
         except (gexc.NotFound, gexc.FailedPrecondition):
             continue  # the API is not enabled: nothing was ever made there
         except gexc.GoogleAPICallError as e:

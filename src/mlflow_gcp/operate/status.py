@@ -142,19 +142,25 @@ def mlflow_versions(settings: Settings, service: Any, reported: dict | None) -> 
     }
 
 
-def server_elsewhere(settings: Settings, clients: Clients, service: Any, instance_ip: str) -> str | None:
-    """The problem when the server runs on another database than the deployment's instance (private IP
-    `instance_ip`): a restore or a move cut short. Its failed checks are then that database's, not a password."""
+def serving_host(settings: Settings, clients: Clients, service: Any) -> str:
+    """The database host the server runs with (DB_HOST of its mlflow-env version); "" when not known."""
     from google.api_core.exceptions import GoogleAPICallError
 
     from mlflow_gcp.operate.login import db_host, pinned_env
 
     try:
-        host = db_host(pinned_env(clients, settings.project, service)) if service is not None and instance_ip else ""
+        return db_host(pinned_env(clients, settings.project, service)) if service is not None else ""
     except (MlflowGcpError, GoogleAPICallError):
-        return None  # not readable: the login check, made the same way, says why
-    if not host or host == instance_ip:
+        return ""  # not readable: the login check, made the same way, says why
+
+
+def server_elsewhere(settings: Settings, host: str, instance_ip: str, instance: str = "") -> str | None:
+    """The problem when the server runs on another database (`host`, instance `instance` when known) than the
+    deployment's instance (private IP `instance_ip`): a restore or a move cut short. Its failed checks are then that
+    database's, not a password."""
+    if not host or not instance_ip or host == instance_ip:
         return None
+    host = f"{host} (Cloud SQL instance {instance})" if instance else host
     return (
         f"the server runs on the database at {host}, not on the deployment's Cloud SQL instance "
         f"{settings.db_instance}: a restore or a move was cut short. Run the same `mlflow-gcp restore` again to "
@@ -206,6 +212,8 @@ def collect_status(
                 kinds.add(DRIFT)
     service = inventory.find(DEPLOY_STEP, CloudRunService)
     url = service.current.uri if service is not None and service.current is not None else None
+    host = serving_host(settings, clients, service.current) if url else ""
+    left_behind = find_left_behind(settings, clients, host)
     server = None
     mlflow = mlflow_versions(settings, service.current, None) if url else None
     if url:
@@ -216,7 +224,8 @@ def collect_status(
         except MlflowGcpError as error:
             server = ServerReport(url, (Check("login", False, 200, None, error.message),))
         failed = [c for c in server.checks if not c.ok]
-        elsewhere = server_elsewhere(settings, clients, service.current, inventory.outputs.get("database.private_ip"))
+        instance_ip = inventory.outputs.get("database.private_ip") or ""
+        elsewhere = server_elsewhere(settings, host, instance_ip, left_behind.serving)
         if elsewhere:
             problems.append(elsewhere)
             kinds.add(DRIFT)
@@ -245,7 +254,7 @@ def collect_status(
         from mlflow_gcp.resources.sql_backups import summarize
 
         report.backups = summarize(settings, clients)
-    report.left_behind = find_left_behind(settings, clients)
+    report.left_behind = left_behind
     if resolution is not None:
         report.settings = resolution.as_dict(inventory.observed_settings())
     return report
