@@ -157,6 +157,17 @@ def test_an_unreadable_step_is_reported_and_the_others_are_read(fake, double):
     assert "Traceback" not in result.output
 
 
+def test_a_stopped_instance_is_said_with_how_to_start_it_and_no_password_advice(fake, double):
+    """The server fails on its database because the instance is stopped: the cure is to start it, not to rotate a
+    password that is fine."""
+    fake.sql_instances[INSTANCE]["state"] = "STOPPED"
+    code, document = status_json()
+    assert code == 1
+    assert any("is stopped" in p for p in document["problems"]), document["problems"]
+    assert "--activation-policy=ALWAYS" in " ".join(cli("status").stdout.split())
+    assert not any("credentials rotate --database" in p for p in document["problems"]), document["problems"]
+
+
 def test_a_database_password_reset_by_hand_names_rotate_database_and_rotate_fixes_it(fake, double):
     """Issue 20: the MySQL password reset in the Console; status says so and names the command that fixes it."""
     fake.sql_users[INSTANCE][0]["password"] = "reset-in-the-console"

@@ -185,6 +185,7 @@ def collect_status(
     problems: list[str] = []
     kinds: set[str] = set()
     seen: set[tuple[str, str]] = set()  # a resource two steps read (mysql-credentials) is one problem
+    instance_unusable = False  # the instance missing, stopped, suspended...: its own problem says what to do
     for entry in inventory.steps:
         if entry.error is not None:
             problems.append(f"{entry.step}: {entry.error.message}")
@@ -195,6 +196,8 @@ def collect_status(
             if state.condition == "ok" or identity in seen or getattr(item.resource, "target", None) in kept:
                 continue  # a kept resource's grants went with the service account; `up` makes them again
             seen.add(identity)
+            if item.resource.kind == INSTANCE and (state.problem or not state.exists):
+                instance_unusable = True
             if state.unreadable:
                 problems.append(f"{state.label} could not be read: {state.unreadable}")
                 kinds.add(UNREADABLE)
@@ -235,7 +238,7 @@ def collect_status(
             kinds.add(UNREACHABLE)
         elif failed:
             problems += [f"{url}: {c.name} check failed ({c.detail})" for c in failed]
-            if server.database_refused and not elsewhere:
+            if server.database_refused and not elsewhere and not instance_unusable:
                 problems.append(
                     "the server cannot use its database: it most likely refuses the MySQL password of "
                     "mysql-credentials (was the Cloud SQL user's password reset by hand, e.g. in the Console?); "
