@@ -59,14 +59,8 @@ PUT_BACK_STAGES = list(PUT_BACK)
 def served(fake, double) -> tuple[str | None, str | None]:
     """(the MLflow the serving revision runs, the instance it connects to, whatever its state)."""
     double.sync()
-    instance = next(
-        (
-            name
-            for name, found in fake.sql_instances.items()
-            if double.db_host in [a["ipAddress"] for a in found.get("ipAddresses", []) if a.get("type") == "PRIVATE"]
-        ),
-        None,
-    )
+    host = double.db_host
+    instance = next((name for name, found in fake.sql_instances.items() if host and private_ip(found) == host), None)
     return double.mlflow_version, instance
 
 

@@ -40,13 +40,10 @@ class LeftBehindReport:
     serving: str = ""  # the labelled instance the settings do not name but the server runs on (not listed)
 
 
-def private_ip(instance: dict) -> str:
-    return next((a.get("ipAddress", "") for a in instance.get("ipAddresses", []) if a.get("type") == "PRIVATE"), "")
-
-
 def _instances(settings: Settings, clients, report: LeftBehindReport, serving_host: str) -> list[LeftBehind]:
     from mlflow_gcp.gcp import retry
     from mlflow_gcp.gcp.errors import execute
+    from mlflow_gcp.operate.restore_plan import private_ip
 
     answer = retry.call(lambda: execute(clients.sqladmin().instances().list(project=settings.project)))
     found = []
@@ -69,7 +66,7 @@ def _instances(settings: Settings, clients, report: LeftBehindReport, serving_ho
     return found
 
 
-def _buckets(settings: Settings, clients, report: LeftBehindReport, serving_host: str) -> list[LeftBehind]:
+def _buckets(settings: Settings, clients) -> list[LeftBehind]:
     from mlflow_gcp.gcp import retry
 
     named = {settings.bucket_name, settings.staging_bucket_name}
@@ -88,9 +85,13 @@ def find_left_behind(settings: Settings, clients, serving_host: str = "") -> Lef
     from google.api_core import exceptions as gexc
 
     report = LeftBehindReport()
-    for what, lister in (("Cloud SQL instances", _instances), ("buckets", _buckets)):
+    listers = (
+        ("Cloud SQL instances", lambda: _instances(settings, clients, report, serving_host)),
+        ("buckets", lambda: _buckets(settings, clients)),
+    )
+    for what, lister in listers:
         try:
-            report.items += lister(settings, clients, report, serving_host)
+            report.items += lister()
         except (gexc.NotFound, gexc.FailedPrecondition):
             continue  # the API is not enabled: nothing was ever made there
         except gexc.GoogleAPICallError as e:
